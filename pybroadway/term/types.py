@@ -1,0 +1,297 @@
+"""Python value types for the Erlang terms that have no natural Python counterpart.
+
+Everything here is immutable and hashable, so any decoded term can be a map key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "Atom",
+    "BitBinary",
+    "Charlist",
+    "ExportFun",
+    "FrozenList",
+    "FrozenMap",
+    "Fun",
+    "ImproperList",
+    "Pid",
+    "Port",
+    "Reference",
+]
+
+
+class Atom:
+    """An Erlang atom, such as ``:ok`` or ``'global_name_server'``.
+
+    Atoms are interned: ``Atom("ok") is Atom("ok")``, so comparing them is an identity check.
+    An atom never equals a ``str``, because a ``str`` is sent as a binary.
+    """
+
+    __slots__ = ("__weakref__", "name")
+    _interned: ClassVar[dict[str, Atom]] = {}
+    name: str
+
+    def __new__(cls, name: str) -> Atom:
+        atom = cls._interned.get(name)
+        if atom is None:
+            if not isinstance(name, str):
+                raise TypeError(f"an atom's name is a str, not {type(name).__name__}")
+            atom = object.__new__(cls)
+            object.__setattr__(atom, "name", name)
+            cls._interned[name] = atom
+        return atom
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("Atom is immutable")
+
+    def __reduce__(self) -> tuple[type[Atom], tuple[str]]:
+        return Atom, (self.name,)
+
+    def __repr__(self) -> str:
+        return f"Atom({self.name!r})"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Atom):
+            return NotImplemented
+        return self.name < other.name
+
+
+class _Frozen:
+    """Base of the small immutable records below: slots, equality and hash by fields."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _set(self, **fields: object) -> None:
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, *self._key()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self._key()
+
+
+class Pid(_Frozen):
+    """A process identifier: ``#PID<0.225.0>`` (NEW_PID_EXT on the wire)."""
+
+    __slots__ = ("node", "id", "serial", "creation")
+    node: Atom
+    id: int
+    serial: int
+    creation: int
+
+    def __init__(self, node: Atom, id: int, serial: int = 0, creation: int = 0) -> None:
+        self._set(node=node, id=id, serial=serial, creation=creation)
+
+    def __repr__(self) -> str:
+        return f"Pid({self.node.name!r}, {self.id}, {self.serial}, {self.creation})"
+
+
+class Reference(_Frozen):
+    """A reference (NEWER_REFERENCE_EXT): a node, a creation and 1 to 5 id words."""
+
+    __slots__ = ("node", "creation", "ids")
+    node: Atom
+    creation: int
+    ids: tuple[int, ...]
+
+    def __init__(self, node: Atom, creation: int, ids: Iterable[int]) -> None:
+        self._set(node=node, creation=creation, ids=tuple(ids))
+
+    def __repr__(self) -> str:
+        return f"Reference({self.node.name!r}, {self.creation}, {self.ids})"
+
+
+class Port(_Frozen):
+    """A port identifier (V4_PORT_EXT carries a 64-bit id)."""
+
+    __slots__ = ("node", "id", "creation")
+    node: Atom
+    id: int
+    creation: int
+
+    def __init__(self, node: Atom, id: int, creation: int = 0) -> None:
+        self._set(node=node, id=id, creation=creation)
+
+    def __repr__(self) -> str:
+        return f"Port({self.node.name!r}, {self.id}, {self.creation})"
+
+
+class ImproperList(_Frozen):
+    """A list whose tail is not ``[]``, such as ``[:alias | ref]``."""
+
+    __slots__ = ("elements", "tail")
+    elements: tuple[Any, ...]
+    tail: Any
+
+    def __init__(self, elements: Iterable[Any], tail: Any) -> None:
+        elements = tuple(elements)
+        if not elements:
+            raise ValueError("an improper list has at least one element before its tail")
+        self._set(elements=elements, tail=tail)
+
+    def __repr__(self) -> str:
+        return f"ImproperList({list(self.elements)!r}, {self.tail!r})"
+
+
+class BitBinary(_Frozen):
+    """A bitstring whose length is not a whole number of bytes.
+
+    ``bits`` (1..8) is how many high bits of the last byte belong to it; the others are zero.
+    """
+
+    __slots__ = ("data", "bits")
+    data: bytes
+    bits: int
+
+    def __init__(self, data: bytes, bits: int) -> None:
+        if not data or not 1 <= bits <= 8:
+            raise ValueError("a BitBinary has at least one byte and 1..8 bits in the last")
+        self._set(data=bytes(data), bits=bits)
+
+    def __repr__(self) -> str:
+        return f"BitBinary({self.data!r}, {self.bits})"
+
+
+class ExportFun(_Frozen):
+    """An external fun, ``fun Module:Function/Arity`` (EXPORT_EXT)."""
+
+    __slots__ = ("module", "function", "arity")
+    module: Atom
+    function: Atom
+    arity: int
+
+    def __init__(self, module: Atom, function: Atom, arity: int) -> None:
+        self._set(module=module, function=function, arity=arity)
+
+    def __repr__(self) -> str:
+        return f"ExportFun({self.module.name!r}, {self.function.name!r}, {self.arity})"
+
+
+class Fun(_Frozen):
+    """A closure (NEW_FUN_EXT). Python cannot run it; it keeps its exact encoding so that it
+    goes back to the BEAM byte for byte. The decoded fields are there to look at."""
+
+    __slots__ = ("module", "arity", "index", "uniq", "pid", "free_vars", "encoded")
+    module: Atom
+    arity: int
+    index: int
+    uniq: bytes
+    pid: Pid
+    free_vars: tuple[Any, ...]
+    encoded: bytes  # the whole NEW_FUN_EXT, tag included
+
+    def __init__(self, module: Atom, arity: int, index: int, uniq: bytes, pid: Pid,
+                 free_vars: tuple[Any, ...], encoded: bytes) -> None:
+        self._set(module=module, arity=arity, index=index, uniq=uniq, pid=pid,
+                  free_vars=free_vars, encoded=encoded)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.encoded,)
+
+    def __repr__(self) -> str:
+        return f"Fun({self.module.name!r}, arity={self.arity}, index={self.index})"
+
+
+class Charlist(_Frozen):
+    """A list of bytes sent compactly (STRING_EXT), e.g. Erlang's ``"abc"`` or Elixir's
+    ``~c"abc"``. Decoding keeps this form so that it re-encodes to the same bytes."""
+
+    __slots__ = ("data",)
+    data: bytes
+
+    def __init__(self, data: bytes | str | Iterable[int]) -> None:
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self._set(data=bytes(data))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __str__(self) -> str:
+        return self.data.decode("latin-1")
+
+    def tolist(self) -> list[int]:
+        return list(self.data)
+
+    def __repr__(self) -> str:
+        return f"Charlist({self.data!r})"
+
+
+class FrozenList(tuple):  # type: ignore[type-arg]
+    """A hashable stand-in for a list, used where a list is a map key. Encodes as a list."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"FrozenList({list(self)!r})"
+
+
+class FrozenMap(Mapping[Any, Any]):
+    """A hashable, read-only map, used where a map is itself a map key. Encodes as a map."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
+        object.__setattr__(self, "_items", dict(items))
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(frozenset(self._items.items())))
+        return self._hash  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._items == dict(other)
+        return NotImplemented
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("FrozenMap is immutable")
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
+def freeze(term: Any) -> Any:
+    """Return a hashable form of ``term``: lists become FrozenList, dicts FrozenMap, deeply."""
+    kind = type(term)
+    if kind is list:
+        return FrozenList(freeze(item) for item in term)
+    if kind is dict:
+        return FrozenMap((freeze(k), freeze(v)) for k, v in term.items())
+    if kind is tuple:
+        return tuple(freeze(item) for item in term)
+    if kind is ImproperList:
+        return ImproperList((freeze(item) for item in term.elements), freeze(term.tail))
+    return term

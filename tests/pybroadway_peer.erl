@@ -23,7 +23,7 @@ loop(Port, Bindings) ->
 
 run(Op, Text, Bindings) ->
     try
-        {ok, Tokens, _} = erl_scan:string(unicode:characters_to_list(Text)),
+        {ok, Tokens, _} = erl_scan:string(with_dot(unicode:characters_to_list(Text))),
         {ok, Exprs} = erl_parse:parse_exprs(Tokens),
         {value, Value, Bindings2} = erl_eval:exprs(Exprs, Bindings),
         case Op of
@@ -34,4 +34,11 @@ run(Op, Text, Bindings) ->
         Class:Reason:Stack ->
             Msg = io_lib:format("~p:~p~n~p", [Class, Reason, Stack]),
             {[1 | unicode:characters_to_binary(Msg)], Bindings}
+    end.
+
+%% The expressions may come with or without their final full stop.
+with_dot(Text) ->
+    case lists:reverse(string:trim(Text, trailing)) of
+        [$. | _] -> Text;
+        _ -> Text ++ "\n."
     end.

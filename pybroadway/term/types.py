@@ -17,6 +17,7 @@ __all__ = [
     "FrozenMap",
     "Fun",
     "ImproperList",
+    "MapPairs",
     "Pid",
     "Port",
     "Reference",
@@ -30,9 +31,10 @@ class Atom:
     An atom never equals a ``str``, because a ``str`` is sent as a binary.
     """
 
-    __slots__ = ("__weakref__", "name")
+    __slots__ = ("__weakref__", "_ext", "name")
     _interned: ClassVar[dict[str, Atom]] = {}
     name: str
+    _ext: bytes  # its external format, filled in by the encoder on first use
 
     def __new__(cls, name: str) -> Atom:
         atom = cls._interned.get(name)
@@ -63,12 +65,13 @@ class Atom:
 
 
 class _Frozen:
-    """Base of the small immutable records below: slots, equality and hash by fields."""
+    """Base of the small immutable records below: slots, equality and hash by ``_fields``."""
 
     __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
 
     def _key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(getattr(self, name) for name in self._fields)
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -76,6 +79,10 @@ class _Frozen:
     def _set(self, **fields: object) -> None:
         for key, value in fields.items():
             object.__setattr__(self, key, value)
+
+    def _freeze_hash(self) -> None:
+        """Compute the hash once: identifiers are dict keys on every message's path."""
+        object.__setattr__(self, "_hash", hash((type(self).__name__, *self._key())))
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -92,7 +99,8 @@ class _Frozen:
 class Pid(_Frozen):
     """A process identifier: ``#PID<0.225.0>`` (NEW_PID_EXT on the wire)."""
 
-    __slots__ = ("node", "id", "serial", "creation")
+    __slots__ = ("_ext", "_hash", "creation", "id", "node", "serial")
+    _fields = ("node", "id", "serial", "creation")
     node: Atom
     id: int
     serial: int
@@ -100,6 +108,10 @@ class Pid(_Frozen):
 
     def __init__(self, node: Atom, id: int, serial: int = 0, creation: int = 0) -> None:
         self._set(node=node, id=id, serial=serial, creation=creation)
+        self._freeze_hash()
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Pid({self.node.name!r}, {self.id}, {self.serial}, {self.creation})"
@@ -108,13 +120,18 @@ class Pid(_Frozen):
 class Reference(_Frozen):
     """A reference (NEWER_REFERENCE_EXT): a node, a creation and 1 to 5 id words."""
 
-    __slots__ = ("node", "creation", "ids")
+    __slots__ = ("_ext", "_hash", "creation", "ids", "node")
+    _fields = ("node", "creation", "ids")
     node: Atom
     creation: int
     ids: tuple[int, ...]
 
     def __init__(self, node: Atom, creation: int, ids: Iterable[int]) -> None:
         self._set(node=node, creation=creation, ids=tuple(ids))
+        self._freeze_hash()
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Reference({self.node.name!r}, {self.creation}, {self.ids})"
@@ -123,13 +140,18 @@ class Reference(_Frozen):
 class Port(_Frozen):
     """A port identifier (V4_PORT_EXT carries a 64-bit id)."""
 
-    __slots__ = ("node", "id", "creation")
+    __slots__ = ("_ext", "_hash", "creation", "id", "node")
+    _fields = ("node", "id", "creation")
     node: Atom
     id: int
     creation: int
 
     def __init__(self, node: Atom, id: int, creation: int = 0) -> None:
         self._set(node=node, id=id, creation=creation)
+        self._freeze_hash()
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Port({self.node.name!r}, {self.id}, {self.creation})"
@@ -139,6 +161,7 @@ class ImproperList(_Frozen):
     """A list whose tail is not ``[]``, such as ``[:alias | ref]``."""
 
     __slots__ = ("elements", "tail")
+    _fields = ("elements", "tail")
     elements: tuple[Any, ...]
     tail: Any
 
@@ -158,7 +181,8 @@ class BitBinary(_Frozen):
     ``bits`` (1..8) is how many high bits of the last byte belong to it; the others are zero.
     """
 
-    __slots__ = ("data", "bits")
+    __slots__ = ("bits", "data")
+    _fields = ("data", "bits")
     data: bytes
     bits: int
 
@@ -174,7 +198,8 @@ class BitBinary(_Frozen):
 class ExportFun(_Frozen):
     """An external fun, ``fun Module:Function/Arity`` (EXPORT_EXT)."""
 
-    __slots__ = ("module", "function", "arity")
+    __slots__ = ("arity", "function", "module")
+    _fields = ("module", "function", "arity")
     module: Atom
     function: Atom
     arity: int
@@ -190,7 +215,8 @@ class Fun(_Frozen):
     """A closure (NEW_FUN_EXT). Python cannot run it; it keeps its exact encoding so that it
     goes back to the BEAM byte for byte. The decoded fields are there to look at."""
 
-    __slots__ = ("module", "arity", "index", "uniq", "pid", "free_vars", "encoded")
+    __slots__ = ("arity", "encoded", "free_vars", "index", "module", "pid", "uniq")
+    _fields = ("module", "arity", "index", "uniq", "pid", "free_vars", "encoded")
     module: Atom
     arity: int
     index: int
@@ -216,6 +242,7 @@ class Charlist(_Frozen):
     ``~c"abc"``. Decoding keeps this form so that it re-encodes to the same bytes."""
 
     __slots__ = ("data",)
+    _fields = ("data",)
     data: bytes
 
     def __init__(self, data: bytes | str | Iterable[int]) -> None:
@@ -251,7 +278,7 @@ class FrozenList(tuple):  # type: ignore[type-arg]
 class FrozenMap(Mapping[Any, Any]):
     """A hashable, read-only map, used where a map is itself a map key. Encodes as a map."""
 
-    __slots__ = ("_items", "_hash")
+    __slots__ = ("_hash", "_items")
 
     def __init__(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
         object.__setattr__(self, "_items", dict(items))
@@ -281,6 +308,16 @@ class FrozenMap(Mapping[Any, Any]):
 
     def __repr__(self) -> str:
         return f"FrozenMap({self._items!r})"
+
+
+class MapPairs(tuple):  # type: ignore[type-arg]
+    """A map whose keys Python would merge (``1`` and ``1.0``, or ``true`` and ``1``, are
+    distinct keys in Erlang), kept as its ``(key, value)`` pairs. Encodes as a map."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"MapPairs({list(self)!r})"
 
 
 def freeze(term: Any) -> Any:

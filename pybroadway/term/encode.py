@@ -1,0 +1,312 @@
+"""Encoding Python values to the external term format.
+
+The mapping (Elixir-friendly): ``str`` and ``bytes`` → binary, ``int`` → integer of any size,
+``float`` → float, ``tuple`` → tuple, ``list`` → list, ``dict`` → map, ``True``/``False`` →
+``true``/``false``, ``None`` → ``nil`` (or ``undefined``), and the types of
+:mod:`pybroadway.term.types` to their own tags. Atoms, pids, references and ports remember their
+encoding after the first use, so the terms that recur on every message cost a lookup.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pybroadway.term import tags as T
+from pybroadway.term.errors import EncodeError
+from pybroadway.term.types import (
+    Atom,
+    BitBinary,
+    Charlist,
+    ExportFun,
+    FrozenList,
+    FrozenMap,
+    Fun,
+    ImproperList,
+    MapPairs,
+    Pid,
+    Port,
+    Reference,
+)
+
+_u16 = struct.Struct(">H").pack
+_u32 = struct.Struct(">I").pack
+_i32 = struct.Struct(">i").pack
+_f64 = struct.Struct(">d").pack
+_pid_tail = struct.Struct(">III").pack
+_setattr = object.__setattr__
+
+
+def atom_ext(atom: Atom) -> bytes:
+    """The external form of ``atom`` (without the version byte), computed once per atom."""
+    try:
+        return atom._ext
+    except AttributeError:
+        pass
+    name = atom.name
+    if len(name) > 255:
+        raise EncodeError(f"atom {name[:40]!r}… has {len(name)} characters; the BEAM allows 255")
+    raw = name.encode("utf-8")
+    if len(raw) < 256:
+        ext = bytes((T.SMALL_ATOM_UTF8_EXT, len(raw))) + raw
+    else:
+        ext = bytes((T.ATOM_UTF8_EXT,)) + _u16(len(raw)) + raw
+    _setattr(atom, "_ext", ext)
+    return ext
+
+
+def pid_ext(pid: Pid) -> bytes:
+    """The external form of ``pid`` (NEW_PID_EXT), computed once per pid."""
+    try:
+        return pid._ext
+    except AttributeError:
+        pass
+    ext = (bytes((T.NEW_PID_EXT,)) + atom_ext(pid.node)
+           + _pid_tail(pid.id, pid.serial, pid.creation))
+    _setattr(pid, "_ext", ext)
+    return ext
+
+
+def reference_ext(ref: Reference) -> bytes:
+    """The external form of ``ref`` (NEWER_REFERENCE_EXT), computed once per reference."""
+    try:
+        return ref._ext
+    except AttributeError:
+        pass
+    ext = (bytes((T.NEWER_REFERENCE_EXT,)) + _u16(len(ref.ids)) + atom_ext(ref.node)
+           + _u32(ref.creation) + struct.pack(f">{len(ref.ids)}I", *ref.ids))
+    _setattr(ref, "_ext", ext)
+    return ext
+
+
+def port_ext(port: Port) -> bytes:
+    """NEW_PORT_EXT when the id fits 32 bits (what the BEAM writes), else V4_PORT_EXT."""
+    try:
+        return port._ext
+    except AttributeError:
+        pass
+    if port.id < 1 << 32:
+        ext = (bytes((T.NEW_PORT_EXT,)) + atom_ext(port.node) + _u32(port.id)
+               + _u32(port.creation))
+    else:
+        ext = (bytes((T.V4_PORT_EXT,)) + atom_ext(port.node) + struct.pack(">Q", port.id)
+               + _u32(port.creation))
+    _setattr(port, "_ext", ext)
+    return ext
+
+
+def _integer(value: int, out: bytearray) -> None:
+    if 0 <= value <= 255:
+        out.append(T.SMALL_INTEGER_EXT)
+        out.append(value)
+    elif -0x80000000 <= value <= 0x7FFFFFFF:
+        out.append(T.INTEGER_EXT)
+        out += _i32(value)
+    else:
+        magnitude = -value if value < 0 else value
+        size = (magnitude.bit_length() + 7) // 8
+        if size < 256:
+            out += bytes((T.SMALL_BIG_EXT, size, value < 0))
+        else:
+            out.append(T.LARGE_BIG_EXT)
+            out += _u32(size)
+            out.append(value < 0)
+        out += magnitude.to_bytes(size, "little")
+
+
+def _float(value: float, out: bytearray) -> None:
+    if not math.isfinite(value):
+        raise EncodeError(f"{value} has no Erlang form: the BEAM's floats are finite")
+    out.append(T.NEW_FLOAT_EXT)
+    out += _f64(value)
+
+
+def _binary(value: bytes | bytearray | memoryview, out: bytearray) -> None:
+    out.append(T.BINARY_EXT)
+    out += _u32(len(value))
+    out += value
+
+
+class Encoder:
+    """Encodes Python values to external terms.
+
+    - ``none``: the atom ``None`` becomes, ``"nil"`` (Elixir, the default) or ``"undefined"``.
+    - ``compressed``: ``False``, ``True`` (zlib level 6) or a level 1 to 9. As with
+      ``term_to_binary(T, [compressed])``, the compressed form is used only when smaller.
+    """
+
+    def __init__(self, *, none: str = "nil", compressed: bool | int = False) -> None:
+        if none not in ("nil", "undefined"):
+            raise ValueError(f"none must be 'nil' or 'undefined', not {none!r}")
+        if compressed is True:
+            compressed = 6
+        if compressed is not False and not 1 <= compressed <= 9:
+            raise ValueError(f"compressed must be a bool or a zlib level 1-9, not {compressed}")
+        self.none = none
+        self.compressed = compressed
+        self._write = self._build()
+
+    def encode(self, term: Any) -> bytes:
+        """Return ``term`` in external format, starting with the version byte 131."""
+        out = bytearray()
+        self.encode_into(out, term)
+        return bytes(out)
+
+    def encode_into(self, out: bytearray, term: Any) -> None:
+        """Append ``term`` in external format (version byte included) to ``out``."""
+        start = len(out)
+        out.append(T.VERSION)
+        try:
+            self._write(term, out)
+        except RecursionError:
+            del out[start:]
+            raise EncodeError("the value nests too deeply (or contains itself)") from None
+        except EncodeError:
+            del out[start:]
+            raise
+        if self.compressed is not False:
+            body = bytes(out[start + 1:])
+            packed = zlib.compress(body, self.compressed)
+            if len(packed) + 5 < len(body):
+                del out[start + 1:]
+                out.append(T.COMPRESSED)
+                out += _u32(len(body))
+                out += packed
+
+    def _build(self) -> Callable[[Any, bytearray], None]:
+        none_ext = atom_ext(Atom(self.none))
+        true_ext = atom_ext(Atom("true"))
+        false_ext = atom_ext(Atom("false"))
+        u32 = _u32
+
+        def write(value: Any, out: bytearray) -> None:
+            kind = type(value)
+            if kind is Atom:
+                try:
+                    out += value._ext
+                except AttributeError:
+                    out += atom_ext(value)
+            elif kind is tuple:
+                arity = len(value)
+                if arity < 256:
+                    out.append(T.SMALL_TUPLE_EXT)
+                    out.append(arity)
+                else:
+                    out.append(T.LARGE_TUPLE_EXT)
+                    out += u32(arity)
+                for item in value:
+                    write(item, out)
+            elif kind is bytes or kind is str:
+                if kind is str:
+                    value = value.encode("utf-8")
+                out.append(T.BINARY_EXT)
+                out += u32(len(value))
+                out += value
+            elif kind is int:
+                _integer(value, out)
+            elif kind is Pid:
+                try:
+                    out += value._ext
+                except AttributeError:
+                    out += pid_ext(value)
+            elif kind is list or kind is FrozenList:
+                if value:
+                    out.append(T.LIST_EXT)
+                    out += u32(len(value))
+                    for item in value:
+                        write(item, out)
+                out.append(T.NIL_EXT)
+            elif kind is dict or kind is FrozenMap or kind is MapPairs:
+                out.append(T.MAP_EXT)
+                out += u32(len(value))
+                for key, item in (value if kind is MapPairs else value.items()):
+                    write(key, out)
+                    write(item, out)
+            elif value is None:
+                out += none_ext
+            elif value is True:
+                out += true_ext
+            elif value is False:
+                out += false_ext
+            elif kind is Reference:
+                out += reference_ext(value)
+            elif kind is float:
+                _float(value, out)
+            elif kind is ImproperList:
+                out.append(T.LIST_EXT)
+                out += u32(len(value.elements))
+                for item in value.elements:
+                    write(item, out)
+                write(value.tail, out)
+            elif kind is Charlist:
+                data = value.data
+                if len(data) <= 0xFFFF:
+                    out.append(T.STRING_EXT)
+                    out += _u16(len(data))
+                    out += data
+                else:
+                    write(list(data), out)
+            elif kind is BitBinary:
+                out.append(T.BIT_BINARY_EXT)
+                out += u32(len(value.data))
+                out.append(value.bits)
+                out += value.data
+            elif kind is Port:
+                out += port_ext(value)
+            elif kind is ExportFun:
+                out.append(T.EXPORT_EXT)
+                out += atom_ext(value.module)
+                out += atom_ext(value.function)
+                _integer(value.arity, out)
+            elif kind is Fun:
+                out += value.encoded
+            elif kind is bytearray or kind is memoryview:
+                _binary(value, out)
+            else:
+                write_subclass(value, out)
+
+        def write_subclass(value: Any, out: bytearray) -> None:
+            """Subclasses of the built-in types (IntEnum, OrderedDict, …) by what they are."""
+            if isinstance(value, bool):
+                out += true_ext if value else false_ext
+            elif isinstance(value, int):
+                _integer(int(value), out)
+            elif isinstance(value, float):
+                _float(float(value), out)
+            elif isinstance(value, str):
+                _binary(str.encode(value, "utf-8"), out)
+            elif isinstance(value, bytes | bytearray):
+                _binary(value, out)
+            elif isinstance(value, tuple):
+                write(tuple(value), out)
+            elif isinstance(value, list):
+                write(list(value), out)
+            elif isinstance(value, Mapping):
+                write(dict(value), out)
+            else:
+                raise EncodeError(
+                    f"cannot encode {type(value).__name__} {_short(value)}: use str, bytes, "
+                    "int, float, bool, None, tuple, list, dict or a pybroadway.term type")
+
+        return write
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_default = Encoder()
+
+
+def encode(term: Any, *, compressed: bool | int = False, none: str = "nil") -> bytes:
+    """Encode ``term`` to external format bytes (version byte 131 included).
+
+    ``compressed=True`` (or a zlib level) compresses when that makes the result smaller.
+    """
+    if compressed is False and none == "nil":
+        return _default.encode(term)
+    return Encoder(none=none, compressed=compressed).encode(term)

@@ -1,0 +1,18 @@
+"""Errors raised by the term codec."""
+
+from __future__ import annotations
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid external term (or break a configured limit).
+
+    ``offset`` is where in the input the problem was found.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at offset {offset})")
+        self.offset = offset
+
+
+class EncodeError(TypeError):
+    """The value has no external term form."""

@@ -1,0 +1,225 @@
+"""Print terms the way Elixir's ``inspect/2`` does, for log lines a BEAM user can read.
+
+``inspect(((Atom("push_message"), b"How are you?")))`` → ``{:push_message, "How are you?"}``.
+Pids of ``local_node`` print as ``#PID<0.N.S>``; pids of other nodes get a small number per
+node, as the BEAM's own node table gives them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from itertools import count
+from typing import Any
+
+from pybroadway.term.elixir import STRUCT_KEY, struct_name
+from pybroadway.term.types import (
+    Atom,
+    BitBinary,
+    Charlist,
+    ExportFun,
+    FrozenList,
+    Fun,
+    ImproperList,
+    MapPairs,
+    Pid,
+    Port,
+    Reference,
+)
+
+__all__ = ["inspect"]
+
+_IDENTIFIER = re.compile(r"[^\W\d]\w*[?!]?\Z|[^\W\d]\w*@\w*\Z")
+_ALIAS = re.compile(r"Elixir(\.[A-Z]\w*)+\Z")
+_OPERATORS = frozenset(
+    r"+ - * / ++ -- ! ^ & | || && == != === !== < > <= >= =~ <> |> <<< >>> ~~~ .. ... :: <- "
+    r"\\ @ . -> =".split())
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
+            "\b": "\\b", "\f": "\\f", "\v": "\\v", "\x1b": "\\e", "\0": "\\0", "#{": "\\#{"}
+
+_node_numbers: dict[Atom, int] = {}
+_next_node_number = count(1)
+
+
+def _node_number(node: Atom, local_node: Atom | None) -> int:
+    if node is local_node:
+        return 0
+    number = _node_numbers.get(node)
+    if number is None:
+        number = _node_numbers[node] = next(_next_node_number)
+    return number
+
+
+def inspect(term: Any, *, local_node: Atom | str | None = None, limit: int = 50,
+            printable_limit: int = 4096) -> str:
+    """Return ``term`` as Elixir's ``inspect`` would print it.
+
+    ``limit`` caps how many items of a list, tuple or map are shown and ``printable_limit``
+    how many characters of a string, as Elixir's options of the same names do.
+    """
+    if isinstance(local_node, str):
+        local_node = Atom(local_node)
+    return _Printer(local_node, limit, printable_limit).term(term)
+
+
+class _Printer:
+    def __init__(self, local_node: Atom | None, limit: int, printable_limit: int) -> None:
+        self.local_node = local_node
+        self.limit = limit
+        self.printable_limit = printable_limit
+
+    def term(self, term: Any) -> str:
+        if term is None:
+            return "nil"
+        if term is True:
+            return "true"
+        if term is False:
+            return "false"
+        kind = type(term)
+        if kind is Atom:
+            return self.atom(term)
+        if isinstance(term, int):
+            return str(int(term))
+        if isinstance(term, float):
+            return _float(term)
+        if isinstance(term, str):
+            return self.string(term)
+        if isinstance(term, bytes | bytearray | memoryview):
+            return self.binary(bytes(term))
+        if kind is MapPairs:
+            return self.map(list(term))
+        if kind is tuple:
+            return "{" + self.items(term) + "}"
+        if isinstance(term, list | FrozenList):
+            return self.list(list(term))
+        if isinstance(term, Mapping):
+            return self.map(list(term.items()), struct_name(term))
+        if kind is Pid:
+            node = _node_number(term.node, self.local_node)
+            return f"#PID<{node}.{term.id}.{term.serial}>"
+        if kind is Reference:
+            node = _node_number(term.node, self.local_node)
+            return f"#Reference<{node}.{'.'.join(str(i) for i in reversed(term.ids))}>"
+        if kind is Port:
+            return f"#Port<{_node_number(term.node, self.local_node)}.{term.id}>"
+        if kind is ImproperList:
+            return "[" + self.items(term.elements) + " | " + self.term(term.tail) + "]"
+        if kind is Charlist:
+            return self.charlist(term.data)
+        if kind is BitBinary:
+            whole = [str(b) for b in term.data[:-1]]
+            last = term.data[-1] >> (8 - term.bits)
+            return "<<" + ", ".join([*whole, f"{last}::size({term.bits})"]) + ">>"
+        if kind is ExportFun:
+            return f"&{self.module(term.module)}.{_fun_name(term.function)}/{term.arity}"
+        if kind is Fun:
+            return (f"#Function<{term.index}.{int.from_bytes(term.uniq[:4], 'big')}"
+                    f"/{term.arity} in {self.module(term.module)}>")
+        if kind is tuple or isinstance(term, tuple):
+            return "{" + self.items(tuple(term)) + "}"
+        return repr(term)
+
+    def atom(self, atom: Atom) -> str:
+        name = atom.name
+        if _ALIAS.match(name):
+            return name[len("Elixir."):]
+        if name in ("nil", "true", "false"):
+            return ":" + name
+        if _IDENTIFIER.match(name) or name in _OPERATORS:
+            return ":" + name
+        return ':"' + _escape(name) + '"'
+
+    def module(self, atom: Atom) -> str:
+        return self.atom(atom)
+
+    def string(self, text: str) -> str:
+        if len(text) > self.printable_limit:
+            return '"' + _escape(text[:self.printable_limit]) + '" <> ...'
+        return '"' + _escape(text) + '"'
+
+    def binary(self, data: bytes) -> str:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and _printable(text):
+            return self.string(text)
+        shown = ", ".join(str(b) for b in data[:self.limit])
+        return "<<" + shown + (", ..." if len(data) > self.limit else "") + ">>"
+
+    def charlist(self, data: bytes) -> str:
+        text = data.decode("latin-1")
+        if data and _printable(text) and all(32 <= b < 127 or chr(b) in "\n\t\r" for b in data):
+            return "'" + _escape(text).replace("'", "\\'").replace('\\"', '"') + "'"
+        return self.list(list(data))
+
+    def items(self, items: Any) -> str:
+        shown = [self.term(item) for item in list(items)[:self.limit]]
+        if len(items) > self.limit:
+            shown.append("...")
+        return ", ".join(shown)
+
+    def list(self, items: list[Any]) -> str:
+        if items and all(type(i) is tuple and len(i) == 2 and type(i[0]) is Atom
+                         for i in items):
+            return "[" + self.keywords(items) + "]"
+        return "[" + self.items(items) + "]"
+
+    def keywords(self, pairs: list[tuple[Any, Any]]) -> str:
+        shown = [f"{self.key(k)} {self.term(v)}" for k, v in pairs[:self.limit]]
+        if len(pairs) > self.limit:
+            shown.append("...")
+        return ", ".join(shown)
+
+    def key(self, atom: Atom) -> str:
+        text = self.atom(atom)
+        return (text[1:] if text.startswith(":") else text) + ":"
+
+    def map(self, pairs: list[tuple[Any, Any]], struct: str | None = None) -> str:
+        if struct is not None:
+            fields = sorted(((k, v) for k, v in pairs if k is not STRUCT_KEY),
+                            key=lambda kv: kv[0].name if type(kv[0]) is Atom else "")
+            return "%" + struct + "{" + self.keywords(fields) + "}"
+        if not pairs:
+            return "%{}"
+        if all(type(k) is Atom for k, _ in pairs):
+            pairs = sorted(pairs, key=lambda kv: kv[0].name)
+            return "%{" + self.keywords(pairs) + "}"
+        shown = [f"{self.term(k)} => {self.term(v)}" for k, v in pairs[:self.limit]]
+        if len(pairs) > self.limit:
+            shown.append("...")
+        return "%{" + ", ".join(shown) + "}"
+
+
+def _fun_name(atom: Atom) -> str:
+    name = atom.name
+    return name if _IDENTIFIER.match(name) else '"' + _escape(name) + '"'
+
+
+def _printable(text: str) -> bool:
+    return all(ch.isprintable() or ch in "\n\t\r\a\b\f\v\x1b" for ch in text)
+
+
+def _escape(text: str) -> str:
+    out = []
+    i = 0
+    while i < len(text):
+        if text.startswith("#{", i):
+            out.append("\\#{")
+            i += 2
+            continue
+        ch = text[i]
+        out.append(_ESCAPES.get(ch, ch) if ch.isprintable() or ch in _ESCAPES
+                   else f"\\x{{{ord(ch):X}}}")
+        i += 1
+    return "".join(out)
+
+
+def _float(value: float) -> str:
+    text = repr(value)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return f"{mantissa}e{int(exponent)}"
+    return text

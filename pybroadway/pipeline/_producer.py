@@ -1,0 +1,355 @@
+"""The producer stage: a buffer, demand bookkeeping, dispatch to processors, rate limiting."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._message import Message
+
+if TYPE_CHECKING:
+    from ._pipeline import _Core, _Processor
+
+logger = logging.getLogger("pybroadway.pipeline")
+
+
+class _Buffer:
+    """FIFO of messages kept as the lists they arrived in, so taking n is a slice, not n pops."""
+
+    __slots__ = ("chunks", "offset", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque[list[Message]] = deque()
+        self.offset = 0
+        self.size = 0
+
+    def put(self, messages: list[Message]) -> None:
+        if messages:
+            self.chunks.append(messages)
+            self.size += len(messages)
+
+    def take(self, n: int) -> list[Message]:
+        """Remove and return the first ``n`` messages (at most ``size``)."""
+        chunks = self.chunks
+        out: list[Message] | None = None
+        while n > 0 and chunks:
+            head = chunks[0]
+            offset = self.offset
+            available = len(head) - offset
+            if available <= n:
+                chunks.popleft()
+                self.offset = 0
+                part = head[offset:] if offset else head
+            else:
+                part = head[offset : offset + n]
+                self.offset = offset + n
+            n -= len(part)
+            if out is None:
+                out = part
+            else:
+                out += part
+        taken = out if out is not None else []
+        self.size -= len(taken)
+        return taken
+
+
+class _Partition:
+    """The buffer of one processor partition and the processors waiting on it."""
+
+    __slots__ = ("buffer", "waiters")
+
+    def __init__(self) -> None:
+        self.buffer = _Buffer()
+        self.waiters: deque[list[Any]] = deque()  # [processor, demand still owed to it]
+
+
+class _RateLimiter:
+    """Counts messages all producers emit per interval; refills at every interval."""
+
+    def __init__(self, allowed_messages: int, interval: int, producers: list[Producer]) -> None:
+        self.allowed_messages = allowed_messages
+        self.interval = interval
+        self.left = allowed_messages
+        self._producers = producers
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.interval / 1000, self._refill)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def take(self, wanted: int) -> int:
+        granted = wanted if wanted <= self.left else self.left
+        self.left -= granted
+        return granted
+
+    def _refill(self) -> None:
+        self.left = self.allowed_messages
+        self.start()
+        for producer in self._producers:
+            producer._serve_all()
+
+
+class Producer:
+    """Base class of the pipeline's producers (a GenStage producer in Broadway).
+
+    Processors ask producers for messages (demand); a producer hands them messages from its
+    buffer, never more than they asked for. Messages enter the buffer in two ways:
+
+    **Pull mode** — override :meth:`handle_demand`. It is called with each *new* demand (the
+    number of further messages the processors want); the producer owes the sum of the demands
+    it was given (:attr:`pending_demand`). Deliver by returning messages (at most what is owed:
+    more is reported as an error, logged and counted in ``stats()["demand_exceeded"]``, and
+    still processed), or later, e.g. when answers arrive over the network, by calling
+    :meth:`push_messages`. ``handle_demand`` may be a plain method or a coroutine (calls are
+    then serialised: the next starts when the previous returned).
+
+    **Push mode** — don't override ``handle_demand``; call :meth:`push_messages` whenever data
+    arrives. The buffer is bounded by ``buffer_size``: push_messages never drops anything, but
+    it returns ``False`` once the buffer holds ``buffer_size`` messages or more, and the
+    producer calls :meth:`on_buffer_full`; when processors have taken enough that the buffer is
+    down to ``resume_at`` messages, it calls :meth:`on_buffer_available` (and
+    :meth:`wait_for_room` returns). A source that can pause (a socket) pauses in
+    ``on_buffer_full`` and resumes in ``on_buffer_available``; a coroutine source just does
+    ``if not producer.push_messages(batch): await producer.wait_for_room()``.
+
+    Subclasses that define ``__init__`` must pass ``buffer_size``/``resume_at`` on to
+    ``super().__init__``. The pipeline builds ``concurrency`` instances from
+    ``producer={"module": (Class, {kwargs})}`` and names them ``"<pipeline>.Producer_<i>"``.
+
+    Lifecycle hooks (plain methods or coroutines): :meth:`on_start`,
+    :meth:`prepare_for_draining`, :meth:`on_stop`. From the moment the pipeline starts draining
+    the producer takes no new work: messages it is given are acknowledged as failed with
+    reason ``"shutdown"``.
+    """
+
+    buffer_size: int | None = 10_000
+    resume_at: int | None = None
+    name: str = ""
+
+    def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
+        """``buffer_size``: messages held before the buffer counts as full (``None``: never).
+
+        ``resume_at``: buffered messages at which a full buffer has room again (default
+        ``buffer_size // 2``).
+        """
+        self.buffer_size = buffer_size
+        self.resume_at = resume_at
+
+    # -- the user's side -------------------------------------------------------------------
+
+    def handle_demand(self, demand: int) -> Iterable[Any] | Any | None:
+        """Called with new demand in pull mode; return messages (or None), or a coroutine."""
+        return None
+
+    def push_messages(self, messages: Iterable[Any]) -> bool:
+        """Put messages (or events, if a transformer is set) into the buffer, in order.
+
+        Returns ``True`` while the buffer has room, ``False`` once it is full. Raises
+        ``RuntimeError`` if the pipeline was not started.
+        """
+        core = getattr(self, "_core", None)
+        if core is None:
+            raise RuntimeError(f"producer {self!r} is not part of a running pipeline")
+        batch = list(messages)
+        if self._owed:
+            self._owed -= min(self._owed, len(batch))
+        self._receive(batch)
+        return not self._full
+
+    async def wait_for_room(self) -> None:
+        """Return once the buffer is not full (at once if it is not)."""
+        if self._full:
+            await self._room.wait()
+
+    def on_buffer_full(self) -> None:
+        """Called when the buffer reaches ``buffer_size``; override to pause your source."""
+
+    def on_buffer_available(self) -> None:
+        """Called when a full buffer is down to ``resume_at``; override to resume."""
+
+    def on_start(self) -> Any:
+        """Called when the pipeline starts, before any demand."""
+
+    def prepare_for_draining(self) -> Any:
+        """Called when the pipeline starts stopping; stop fetching new work here."""
+
+    def on_stop(self) -> Any:
+        """Called after the pipeline stopped."""
+
+    @property
+    def buffered(self) -> int:
+        """Messages in the buffer."""
+        return self._buffered
+
+    @property
+    def is_full(self) -> bool:
+        """Whether the buffer is full (see ``buffer_size`` and ``resume_at``)."""
+        return self._full
+
+    @property
+    def pending_demand(self) -> int:
+        """Messages asked through ``handle_demand`` and not yet delivered."""
+        return self._owed
+
+    # -- the pipeline's side ---------------------------------------------------------------
+
+    def _attach(self, core: _Core, name: str, partitions: int) -> None:
+        self._core = core
+        self.name = name
+        self._parts = [_Partition() for _ in range(partitions)]
+        self._buffered = 0
+        self._owed = 0
+        self._new_demand = 0
+        self._demand_task: asyncio.Task[None] | None = None
+        self._pulls = type(self).handle_demand is not Producer.handle_demand
+        self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
+        self._draining = False
+        self._full = False
+        self._room = asyncio.Event()
+        self._room.set()
+        if self.buffer_size is not None and self.resume_at is None:
+            self.resume_at = self.buffer_size // 2
+
+    def _receive(self, batch: list[Any]) -> None:
+        core = self._core
+        if self._draining:
+            core.fail_untaken(batch, "shutdown")
+            return
+        if core.transformer is not None:
+            transform, transform_options = core.transformer
+            batch = [transform(event, transform_options) for event in batch]
+        parts = self._parts
+        if len(parts) == 1:
+            self._buffered += len(batch)
+            parts[0].buffer.put(batch)
+            self._serve(parts[0])
+        else:
+            routed: list[list[Message]] = [[] for _ in parts]
+            partition_by = core.partition_by
+            count = len(parts)
+            for message in batch:
+                routed[partition_by(message) % count].append(message)
+            self._buffered += len(batch)
+            for part, messages in zip(parts, routed, strict=True):
+                if messages:
+                    part.buffer.put(messages)
+                    self._serve(part)
+        if (
+            self.buffer_size is not None
+            and not self._full
+            and self._buffered >= self.buffer_size
+        ):
+            self._full = True
+            self._room.clear()
+            self.on_buffer_full()
+
+    def _ask(self, processor: _Processor, demand: int) -> None:
+        """``processor`` wants ``demand`` more messages."""
+        part = self._parts[processor.partition]
+        if not part.waiters and part.buffer.size:
+            demand -= self._give(processor, part, demand)
+            if not demand:
+                return
+        part.waiters.append([processor, demand])
+        if self._pulls and not self._draining:
+            self._owed += demand
+            if self._async_demand:
+                self._new_demand += demand
+                if self._demand_task is None:
+                    self._demand_task = asyncio.create_task(self._pull())
+            else:
+                self._take_pulled(self._call_handle_demand(demand))
+
+    def _call_handle_demand(self, demand: int) -> Any:
+        try:
+            return self.handle_demand(demand)
+        except Exception:
+            logger.exception("%s: handle_demand(%d) raised", self.name, demand)
+            return None
+
+    async def _pull(self) -> None:
+        try:
+            while self._new_demand and not self._draining:
+                demand, self._new_demand = self._new_demand, 0
+                try:
+                    result = await self.handle_demand(demand)
+                except Exception:
+                    logger.exception("%s: handle_demand(%d) raised", self.name, demand)
+                    continue
+                self._take_pulled(result)
+        finally:
+            self._demand_task = None
+
+    def _take_pulled(self, result: Iterable[Any] | None) -> None:
+        if result is None:
+            return
+        batch = list(result)
+        if len(batch) > self._owed:
+            logger.error(
+                "%s: handle_demand delivered %d messages but only %d were asked for",
+                self.name, len(batch), self._owed,
+            )
+            self._core.demand_exceeded += 1
+            self._owed = 0
+        else:
+            self._owed -= len(batch)
+        self._receive(batch)
+
+    def _give(self, processor: _Processor, part: _Partition, demand: int) -> int:
+        available = part.buffer.size
+        count = demand if demand <= available else available
+        limiter = self._core.rate_limiter
+        if limiter is not None:
+            count = limiter.take(count)
+            if not count:
+                return 0
+        messages = part.buffer.take(count)
+        self._buffered -= count
+        self._core.taken += count
+        processor.deliver(self, messages)
+        if self._full and self._buffered <= (self.resume_at or 0):
+            self._full = False
+            self._room.set()
+            self.on_buffer_available()
+        return count
+
+    def _serve(self, part: _Partition) -> None:
+        waiters = part.waiters
+        while waiters and part.buffer.size:
+            entry = waiters[0]
+            given = self._give(entry[0], part, entry[1])
+            if not given:
+                return
+            entry[1] -= given
+            if not entry[1]:
+                waiters.popleft()
+
+    def _serve_all(self) -> None:
+        for part in self._parts:
+            self._serve(part)
+
+    def _drained_for(self, processor: _Processor) -> bool:
+        return self._draining and not self._parts[processor.partition].buffer.size
+
+    def _start_draining(self) -> None:
+        self._draining = True
+        self._room.set()
+        for part in self._parts:
+            for processor, _ in part.waiters:
+                processor.wake()
+
+    def _take_everything(self) -> list[Message]:
+        leftovers: list[Message] = []
+        for part in self._parts:
+            leftovers += part.buffer.take(part.buffer.size)
+        self._buffered = 0
+        return leftovers

@@ -716,8 +716,11 @@ class Pipeline:
         if limiter is None:
             raise RuntimeError("rate limiting is not enabled for this pipeline")
         schema = SCHEMA["producer"].keys["rate_limiting"].keys  # type: ignore[index]
-        current = {"allowed_messages": allowed_messages or limiter.allowed_messages,
-                   "interval": interval or limiter.interval}
+        current = {
+            "allowed_messages": limiter.allowed_messages if allowed_messages is None
+            else allowed_messages,
+            "interval": limiter.interval if interval is None else interval,
+        }
         checked = validate(current, schema, ("producer", "rate_limiting"))
         limiter.allowed_messages = checked["allowed_messages"]
         limiter.interval = checked["interval"]

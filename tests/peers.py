@@ -192,7 +192,7 @@ class BeamPeer:
     def wait_started(self, timeout: float = 30.0) -> None:
         """Block until the node evaluates requests (erl/elixir start-up takes a moment)."""
         deadline = time.monotonic() + timeout
-        self.eval("ok")
+        self.eval("1")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{self.node} took more than {timeout}s to start")
 

@@ -19,7 +19,7 @@ from pybroadway.term.decode import (
     decode,
     decode_from,
 )
-from pybroadway.term.elixir import struct, struct_name
+from pybroadway.term.elixir import register_struct, struct, struct_name
 from pybroadway.term.encode import Encoder, encode
 from pybroadway.term.errors import DecodeError, EncodeError
 from pybroadway.term.inspect import inspect
@@ -63,6 +63,7 @@ __all__ = [
     "encode",
     "freeze",
     "inspect",
+    "register_struct",
     "struct",
     "struct_name",
 ]

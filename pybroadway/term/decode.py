@@ -81,7 +81,9 @@ class Decoder:
         """Decode one whole term (starting with the version byte 131); nothing may follow."""
         term, end = self.decode_from(data)
         if end != len(data):
-            raise DecodeError(f"{len(data) - end} unexpected bytes after the term", end)
+            extra = len(data) - end
+            raise DecodeError(
+                f"{extra} unexpected byte{'s' if extra != 1 else ''} after the term", end)
         return term
 
     def decode_from(self, data: bytes | bytearray | memoryview, offset: int = 0
@@ -147,6 +149,8 @@ class Decoder:
         latin1_atoms: dict[Any, Any] = {}
         pids: dict[Any, Pid] = {}
         u16, u32, i32, u64, f64, u3 = _u16, _u32, _i32, _u64, _f64, _3u32
+        missing = object()
+        id_words = [None] + [struct.Struct(f">{n}I").unpack_from for n in range(1, 6)]
 
         def atom_value(raw: Any, latin1: bool, pos: int) -> Any:
             cache = latin1_atoms if latin1 else utf8_atoms
@@ -236,6 +240,22 @@ class Decoder:
                 items = []
                 append = items.append
                 for _ in range(arity):
+                    if pos + 1 < end:
+                        tag = data[pos]
+                        if tag == 97:
+                            append(data[pos + 1])
+                            pos += 2
+                            continue
+                        if tag == 119:
+                            stop = pos + 2 + data[pos + 1]
+                            raw = data[pos + 2:stop]
+                            if type(raw) is not bytes:
+                                raw = bytes(raw)
+                            value = utf8_atoms.get(raw, missing)
+                            if value is not missing and stop <= end:
+                                append(value)
+                                pos = stop
+                                continue
                     value, pos = term(data, pos, depth)
                     append(value)
                 return tuple(items), pos
@@ -248,18 +268,26 @@ class Decoder:
                         f"binary declares {size} bytes but only {end - pos} remain", pos)
                 return binary(data, pos, size), pos + size
             if tag == 88:  # NEW_PID_EXT
+                # Look the whole pid up by its bytes before decoding anything: the same few
+                # pids recur on every message.
+                if pos + 2 < end and data[pos] == 119:
+                    stop = pos + 14 + data[pos + 1]
+                    raw = data[pos - 1:stop]
+                    if type(raw) is not bytes:
+                        raw = bytes(raw)
+                    pid = pids.get(raw)
+                    if pid is not None:
+                        return pid, stop
                 start = pos - 1
                 node, pos = atom_at(data, pos, "a pid's node")
                 need(data, pos, 12, "a pid")
                 raw = data[start:pos + 12]
                 if type(raw) is not bytes:
                     raw = bytes(raw)
-                pid = pids.get(raw)
-                if pid is None:
-                    pid = Pid(node, *u3(data, pos))
-                    if len(pids) >= _CACHE_LIMIT:
-                        pids.clear()
-                    pids[raw] = pid
+                pid = Pid(node, *u3(data, pos))
+                if len(pids) >= _CACHE_LIMIT:
+                    pids.clear()
+                pids[raw] = pid
                 return pid, pos + 12
             if tag == 108:  # LIST_EXT
                 need(data, pos, 4, "a list's length")
@@ -270,6 +298,16 @@ class Decoder:
                 if depth >= max_depth:
                     raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
                 depth += 1
+                if length >= 8:
+                    stop = pos + 2 * length
+                    tags = bytes(data[pos:stop:2])
+                    if tags.count(97) == length:  # all small integers: take them at C speed
+                        items = list(data[pos + 1:stop:2])
+                        pos = stop
+                        if pos < end and data[pos] == 106:
+                            return items, pos + 1
+                        tail, pos = term(data, pos, depth)
+                        return ImproperList(items, tail), pos
                 items = []
                 append = items.append
                 for _ in range(length):
@@ -331,9 +369,10 @@ class Decoder:
                     need(data, pos, 1 + 4 * words, "a reference")
                     creation = data[pos]
                     pos += 1
-                ids = struct.unpack_from(f">{words}I", data, pos)
+                ids = id_words[words](data, pos)
                 pos += 4 * words
-                return keep_form(Reference(node, creation, ids), data, start, pos), pos
+                ref = Reference(node, creation, ids)
+                return (ref if tag == 90 else keep_form(ref, data, start, pos)), pos
             if tag == 70:  # NEW_FLOAT_EXT
                 need(data, pos, 8, "a float")
                 return f64(data, pos)[0], pos + 8
@@ -397,6 +436,8 @@ class Decoder:
                     need(data, pos, 5, "a port")
                     port_id, creation, size = u32(data, pos)[0], data[pos + 4], 5
                 port = Port(node, port_id, creation)
+                if tag == 89 or (tag == 120 and port_id >= 1 << 32):
+                    return port, pos + size  # the form the encoder writes anyway
                 return keep_form(port, data, start, pos + size), pos + size
             if tag == 103:  # PID_EXT (pre-OTP 23)
                 start = pos - 1

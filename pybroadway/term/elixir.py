@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pybroadway.term.types import Atom
 
 STRUCT_KEY = Atom("__struct__")
 _PREFIX = "Elixir."
+
+# Elixir prints a struct's fields in the order of its defstruct; a map does not carry that
+# order, so the structs pybroadway logs are known here (others print in alphabetical order).
+_FIELD_ORDERS: dict[str, tuple[str, ...]] = {
+    "Broadway.Message": ("data", "metadata", "acknowledger", "batcher", "batch_key",
+                         "batch_mode", "status"),
+    "Broadway.BatchInfo": ("batcher", "batch_key", "partition", "size", "trigger"),
+}
+
+
+def register_struct(name: str, fields: Iterable[str]) -> None:
+    """Tell :func:`~pybroadway.term.inspect` the defstruct order of an Elixir struct."""
+    _FIELD_ORDERS[name] = tuple(fields)
+
+
+def field_order(name: str) -> Callable[[Any], tuple[int, str]]:
+    """A sort key putting a struct's fields in defstruct order (known fields first)."""
+    order = {field: i for i, field in enumerate(_FIELD_ORDERS.get(name, ()))}
+
+    def rank(key: Any) -> tuple[int, str]:
+        text = key.name if isinstance(key, Atom) else repr(key)
+        return (order.get(text, len(order)), text)
+
+    return rank
 
 
 def module_atom(name: str) -> Atom:

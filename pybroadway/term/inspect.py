@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from itertools import count
 from typing import Any
 
-from pybroadway.term.elixir import STRUCT_KEY, struct_name
+from pybroadway.term.elixir import STRUCT_KEY, field_order, struct_name
 from pybroadway.term.types import (
     Atom,
     BitBinary,
@@ -124,7 +124,7 @@ class _Printer:
         if _ALIAS.match(name):
             return name[len("Elixir."):]
         if name in ("nil", "true", "false"):
-            return ":" + name
+            return name
         if _IDENTIFIER.match(name) or name in _OPERATORS:
             return ":" + name
         return ':"' + _escape(name) + '"'
@@ -177,18 +177,53 @@ class _Printer:
 
     def map(self, pairs: list[tuple[Any, Any]], struct: str | None = None) -> str:
         if struct is not None:
+            rank = field_order(struct)
             fields = sorted(((k, v) for k, v in pairs if k is not STRUCT_KEY),
-                            key=lambda kv: kv[0].name if type(kv[0]) is Atom else "")
+                            key=lambda kv: rank(kv[0]))
             return "%" + struct + "{" + self.keywords(fields) + "}"
         if not pairs:
             return "%{}"
+        if len(pairs) <= 32:  # the BEAM walks small maps in term order, large ones by hash
+            pairs = sorted(pairs, key=lambda kv: _term_order(kv[0]))
         if all(type(k) is Atom for k, _ in pairs):
-            pairs = sorted(pairs, key=lambda kv: kv[0].name)
             return "%{" + self.keywords(pairs) + "}"
         shown = [f"{self.term(k)} => {self.term(v)}" for k, v in pairs[:self.limit]]
         if len(pairs) > self.limit:
             shown.append("...")
         return "%{" + ", ".join(shown) + "}"
+
+
+def _term_order(term: Any) -> tuple[Any, ...]:
+    """A sort key following Erlang's term order: number < atom < reference < fun < port <
+    pid < tuple < map < list < bitstring."""
+    if term is None or term is True or term is False:
+        return (1, "nil" if term is None else str(term).lower())
+    if isinstance(term, int | float):
+        return (0, term)
+    kind = type(term)
+    if kind is Atom:
+        return (1, term.name)
+    if kind is Reference:
+        return (2, term.node.name, tuple(reversed(term.ids)))
+    if kind is ExportFun or kind is Fun:
+        return (3, repr(term))
+    if kind is Port:
+        return (4, term.node.name, term.id)
+    if kind is Pid:
+        return (5, term.node.name, term.id, term.serial)
+    if isinstance(term, tuple) and kind is not FrozenList and kind is not MapPairs:
+        return (6, len(term), tuple(_term_order(item) for item in term))
+    if isinstance(term, Mapping):
+        return (7, len(term), tuple(sorted(_term_order(k) for k in term)))
+    if isinstance(term, list | FrozenList | Charlist):
+        return (8, tuple(_term_order(item) for item in term))
+    if kind is ImproperList:
+        return (8, tuple(_term_order(item) for item in term.elements))
+    if isinstance(term, str):
+        return (9, term.encode())
+    if isinstance(term, bytes | bytearray):
+        return (9, bytes(term))
+    return (9, repr(term).encode())
 
 
 def _fun_name(atom: Atom) -> str:

@@ -64,6 +64,9 @@ class Atom:
         return self.name < other.name
 
 
+_set = object.__setattr__
+
+
 class _Frozen:
     """Base of the small immutable records below: slots, equality and hash by ``_fields``."""
 
@@ -76,13 +79,14 @@ class _Frozen:
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def _set(self, **fields: object) -> None:
-        for key, value in fields.items():
-            object.__setattr__(self, key, value)
-
-    def _freeze_hash(self) -> None:
+    def _cached_hash(self) -> int:
         """Compute the hash once: identifiers are dict keys on every message's path."""
-        object.__setattr__(self, "_hash", hash((type(self).__name__, *self._key())))
+        try:
+            return self._hash  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:
+            value = hash((type(self).__name__, *self._key()))
+            object.__setattr__(self, "_hash", value)
+            return value
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -107,11 +111,13 @@ class Pid(_Frozen):
     creation: int
 
     def __init__(self, node: Atom, id: int, serial: int = 0, creation: int = 0) -> None:
-        self._set(node=node, id=id, serial=serial, creation=creation)
-        self._freeze_hash()
+        _set(self, "node", node)
+        _set(self, "id", id)
+        _set(self, "serial", serial)
+        _set(self, "creation", creation)
 
     def __hash__(self) -> int:
-        return self._hash
+        return self._cached_hash()
 
     def __repr__(self) -> str:
         return f"Pid({self.node.name!r}, {self.id}, {self.serial}, {self.creation})"
@@ -127,11 +133,12 @@ class Reference(_Frozen):
     ids: tuple[int, ...]
 
     def __init__(self, node: Atom, creation: int, ids: Iterable[int]) -> None:
-        self._set(node=node, creation=creation, ids=tuple(ids))
-        self._freeze_hash()
+        _set(self, "node", node)
+        _set(self, "creation", creation)
+        _set(self, "ids", ids if type(ids) is tuple else tuple(ids))
 
     def __hash__(self) -> int:
-        return self._hash
+        return self._cached_hash()
 
     def __repr__(self) -> str:
         return f"Reference({self.node.name!r}, {self.creation}, {self.ids})"
@@ -147,11 +154,12 @@ class Port(_Frozen):
     creation: int
 
     def __init__(self, node: Atom, id: int, creation: int = 0) -> None:
-        self._set(node=node, id=id, creation=creation)
-        self._freeze_hash()
+        _set(self, "node", node)
+        _set(self, "id", id)
+        _set(self, "creation", creation)
 
     def __hash__(self) -> int:
-        return self._hash
+        return self._cached_hash()
 
     def __repr__(self) -> str:
         return f"Port({self.node.name!r}, {self.id}, {self.creation})"
@@ -169,7 +177,8 @@ class ImproperList(_Frozen):
         elements = tuple(elements)
         if not elements:
             raise ValueError("an improper list has at least one element before its tail")
-        self._set(elements=elements, tail=tail)
+        _set(self, "elements", elements)
+        _set(self, "tail", tail)
 
     def __repr__(self) -> str:
         return f"ImproperList({list(self.elements)!r}, {self.tail!r})"
@@ -189,7 +198,8 @@ class BitBinary(_Frozen):
     def __init__(self, data: bytes, bits: int) -> None:
         if not data or not 1 <= bits <= 8:
             raise ValueError("a BitBinary has at least one byte and 1..8 bits in the last")
-        self._set(data=bytes(data), bits=bits)
+        _set(self, "data", bytes(data))
+        _set(self, "bits", bits)
 
     def __repr__(self) -> str:
         return f"BitBinary({self.data!r}, {self.bits})"
@@ -205,7 +215,9 @@ class ExportFun(_Frozen):
     arity: int
 
     def __init__(self, module: Atom, function: Atom, arity: int) -> None:
-        self._set(module=module, function=function, arity=arity)
+        _set(self, "module", module)
+        _set(self, "function", function)
+        _set(self, "arity", arity)
 
     def __repr__(self) -> str:
         return f"ExportFun({self.module.name!r}, {self.function.name!r}, {self.arity})"
@@ -227,8 +239,13 @@ class Fun(_Frozen):
 
     def __init__(self, module: Atom, arity: int, index: int, uniq: bytes, pid: Pid,
                  free_vars: tuple[Any, ...], encoded: bytes) -> None:
-        self._set(module=module, arity=arity, index=index, uniq=uniq, pid=pid,
-                  free_vars=free_vars, encoded=encoded)
+        _set(self, "module", module)
+        _set(self, "arity", arity)
+        _set(self, "index", index)
+        _set(self, "uniq", uniq)
+        _set(self, "pid", pid)
+        _set(self, "free_vars", free_vars)
+        _set(self, "encoded", encoded)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.encoded,)
@@ -248,7 +265,7 @@ class Charlist(_Frozen):
     def __init__(self, data: bytes | str | Iterable[int]) -> None:
         if isinstance(data, str):
             data = data.encode("latin-1")
-        self._set(data=bytes(data))
+        _set(self, "data", bytes(data))
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.data)

@@ -1,3 +1,3 @@
-"""pybroadway: a Python node of the Erlang distribution protocol hosting a Broadway-style pipeline."""
+"""pybroadway: a Python Erlang-distribution node hosting a Broadway-style data pipeline."""
 
 __version__ = "0.1.0"

@@ -304,9 +304,12 @@ class _Core:
         ack_messages(successful, failed)
 
     def fail_untaken(self, messages: list[Message], reason: Any) -> None:
-        """Acknowledge as failed messages a producer got but no processor took."""
+        """Acknowledge as failed messages a producer got but no processor took.
+
+        With a ``reason`` their status becomes ``("failed", reason)``; without, it is kept.
+        """
         self.taken += len(messages)
-        self.ack([], _fail_all(messages, ("failed", reason)))
+        self.ack([], messages if reason is None else _fail_all(messages, ("failed", reason)))
 
     async def handle_failed(self, failed: list[Message]) -> list[Message]:
         callback = self.pipeline.handle_failed

@@ -221,12 +221,12 @@ class Producer:
 
     def _receive(self, batch: list[Any]) -> None:
         core = self._core
-        if self._draining:
-            core.fail_untaken(batch, "shutdown")
-            return
         if core.transformer is not None:
             transform, transform_options = core.transformer
             batch = [transform(event, transform_options) for event in batch]
+        if self._draining:
+            core.fail_untaken(batch, "shutdown")
+            return
         parts = self._parts
         if len(parts) == 1:
             self._buffered += len(batch)
@@ -234,11 +234,18 @@ class Producer:
             self._serve(parts[0])
         else:
             routed: list[list[Message]] = [[] for _ in parts]
+            unroutable: list[Message] = []
             partition_by = core.partition_by
             count = len(parts)
             for message in batch:
-                routed[partition_by(message) % count].append(message)
-            self._buffered += len(batch)
+                try:
+                    routed[partition_by(message) % count].append(message)
+                except Exception as error:
+                    message.status = ("error", error)
+                    unroutable.append(message)
+            if unroutable:
+                core.fail_untaken(unroutable, None)
+            self._buffered += len(batch) - len(unroutable)
             for part, messages in zip(parts, routed, strict=True):
                 if messages:
                     part.buffer.put(messages)
@@ -302,7 +309,11 @@ class Producer:
             self._owed = 0
         else:
             self._owed -= len(batch)
-        self._receive(batch)
+        try:
+            self._receive(batch)
+        except Exception:
+            logger.exception("%s: could not take the messages handle_demand delivered",
+                             self.name)
 
     def _give(self, processor: _Processor, part: _Partition, demand: int) -> int:
         available = part.buffer.size

@@ -80,3 +80,18 @@ async def test_batcher_partitions_keep_order() -> None:
     for key, seen in batches.items():
         assert [sequence for _, sequence in seen] == list(range(20))
         assert {partition for partition, _ in seen} == {key % 3}
+
+
+async def test_a_failing_partition_by_fails_only_that_message() -> None:
+    recorder = Recorder()
+
+    def partition(message: Message) -> int:
+        return 1 // message.data[0]
+
+    pipeline = Shuffling(**push_options(concurrency=2), partition_by=partition)
+    async with pipeline:
+        pipeline.push_messages(messages(recorder, [(1, 0), (0, 0), (1, 1)]))
+        await recorder.wait_for(3)
+    assert [m.data for m in recorder.successful] == [(1, 0), (1, 1)]
+    [failed] = recorder.failed
+    assert isinstance(failed.status[1], ZeroDivisionError)

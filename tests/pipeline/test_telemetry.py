@@ -37,7 +37,7 @@ async def test_processor_and_batch_processor_events() -> None:
     try:
         recorder = Recorder()
         pipeline = Failing(**push_options(concurrency=1, max_demand=10), name="Observed",
-                           batchers={"default": {"batch_size": 5}})
+                           batchers={"default": {"batch_size": 5, "batch_timeout": 10}})
         async with pipeline:
             pipeline.push_messages(messages(recorder, range(10)))
             await recorder.wait_for(10)

@@ -46,7 +46,7 @@ async def test_rate_is_kept_over_several_intervals_across_producers() -> None:
         await recorder.wait_for(100)
         elapsed = time.monotonic() - start
     assert_within_limit(pipeline.times, start, 20, 0.05)
-    assert 0.2 <= elapsed < 0.6  # 4 refills after the first 20
+    assert 0.2 <= elapsed < 1.0  # 4 refills after the first 20
     assert len(pipeline.producers) == 2
 
 
@@ -64,7 +64,7 @@ async def test_read_and_change_the_rate_at_run_time() -> None:
         with pytest.raises(OptionsError) as info:
             pipeline.update_rate_limiting(interval=0)
     # 5 (left in the first interval) + 50 + 50: two refills at the new rate, not twenty
-    assert elapsed < 0.3
+    assert elapsed < 0.5
     assert str(info.value) == ("invalid value for :interval option: expected positive "
                                "integer, got: 0 (in options [:producer, :rate_limiting])")
 

@@ -15,9 +15,12 @@ async def test_stop_drains_everything_in_flight() -> None:
     recorder = Recorder()
     batches: list[tuple[int, str]] = []
 
+    working = asyncio.Event()
+
     class Slow(Passthrough):
         async def handle_message(self, processor: str, message: Message,
                                  context: Any) -> Message:
+            working.set()
             await asyncio.sleep(0.001)
             return message
 
@@ -30,7 +33,7 @@ async def test_stop_drains_everything_in_flight() -> None:
                     batchers={"default": {"batch_size": 30, "batch_timeout": 60000}})
     await pipeline.start()
     pipeline.push_messages(messages(recorder, range(100)))
-    await asyncio.sleep(0.005)
+    await asyncio.wait_for(working.wait(), 5)
     assert pipeline.stats()["in_flight"] > 0
     await pipeline.stop()
     assert sorted(m.data for m in recorder.successful) == list(range(100))
@@ -65,11 +68,16 @@ async def test_new_work_while_draining_is_failed_not_lost() -> None:
 
 async def test_shutdown_timeout_acks_the_rest_as_failed() -> None:
     recorder = Recorder()
+    stuck: set[int] = set()
+    all_stuck = asyncio.Event()
 
     class Stuck(Passthrough):
         async def handle_message(self, processor: str, message: Message,
                                  context: Any) -> Message:
             if message.data >= 10:
+                stuck.add(message.data)
+                if len(stuck) == 2:  # both processors
+                    all_stuck.set()
                 await asyncio.Event().wait()  # never returns
             return message
 
@@ -90,7 +98,7 @@ async def test_shutdown_timeout_acks_the_rest_as_failed() -> None:
                                            "concurrency": 2}})
     await pipeline.start()
     pipeline.push_messages(messages(recorder, range(50)))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_stuck.wait(), 5)
     started = time.monotonic()
     await pipeline.stop()
     assert time.monotonic() - started < 1.0

@@ -6,6 +6,9 @@ import asyncio
 import random
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pybroadway.pipeline import BatchInfo, Message
 
 from .helpers import Passthrough, Recorder, messages, push_options
@@ -95,3 +98,25 @@ async def test_a_failing_partition_by_fails_only_that_message() -> None:
     assert [m.data for m in recorder.successful] == [(1, 0), (1, 1)]
     [failed] = recorder.failed
     assert isinstance(failed.status[1], ZeroDivisionError)
+
+
+@settings(max_examples=25, deadline=None)
+@given(keys=st.lists(st.integers(0, 5), min_size=1, max_size=60),
+       concurrency=st.integers(1, 4), max_demand=st.integers(1, 8),
+       chunk=st.integers(1, 10))
+def test_order_per_key_and_exactly_once_acks(keys: list[int], concurrency: int,
+                                             max_demand: int, chunk: int) -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        pipeline = Shuffling(**push_options(concurrency=concurrency, max_demand=max_demand),
+                             partition_by=lambda message: message.data[0])
+        items = [(key, position) for position, key in enumerate(keys)]
+        async with pipeline:
+            for start in range(0, len(items), chunk):
+                pipeline.push_messages(messages(recorder, items[start:start + chunk]))
+            await recorder.wait_for(len(items))
+        assert sorted(m.data for m in recorder.successful) == sorted(items)
+        for key, positions in pipeline.seen.items():
+            assert positions == [p for k, p in items if k == key]
+
+    asyncio.run(scenario())

@@ -154,7 +154,8 @@ class Producer:
         """Put messages (or events, if a transformer is set) into the buffer, in order.
 
         Returns ``True`` while the buffer has room, ``False`` once it is full. Raises
-        ``RuntimeError`` if the pipeline was not started.
+        ``RuntimeError`` if the pipeline was not started. Call it from the pipeline's event
+        loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``).
         """
         core = getattr(self, "_core", None)
         if core is None:

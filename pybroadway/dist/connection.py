@@ -1,0 +1,251 @@
+"""One distribution connection after the handshake: framing, ticks, coalesced writes.
+
+Every frame is ``Len:32, 112, 131 Control, [131 Message]`` (the pass-through form: we never
+negotiate the atom cache or fragments); a length of 0 is a tick. A read is split into all its
+complete frames in one pass and each is handed to the node in order, in the reading task: no
+task per frame, so order between two processes is kept by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pybroadway.term import Atom, DecodeError, Decoder, Encoder
+
+log = logging.getLogger("pybroadway.dist.connection")
+
+NO_MESSAGE: Any = object()
+"""Stands for the absent second term of a frame whose control message carries none."""
+
+PASS_THROUGH = 112
+TICK = b"\0\0\0\0"
+READ_SIZE = 256 * 1024
+DEFAULT_MAX_FRAME = 128 * 1024 * 1024
+
+_u32 = struct.Struct(">I").unpack_from
+_pack_u32_into = struct.Struct(">I").pack_into
+
+Dispatch = Callable[["Connection", Any, Any], None]
+
+
+class ProtocolError(Exception):
+    """The peer sent something the distribution protocol does not allow."""
+
+
+class Connection:
+    """A live connection to ``peer`` (an Atom), owned by a node.
+
+    ``dispatch(connection, control, message)`` is called for every frame, in order.
+    ``on_closed(connection, reason)`` is called once when the connection ends, whatever ended
+    it. ``flags`` are the capabilities both sides advertised.
+    """
+
+    def __init__(self, peer: Atom, flags: int, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, *, encoder: Encoder, dispatch: Dispatch,
+                 on_closed: Callable[[Connection, str], None], ticktime: float,
+                 max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
+        self.peer = peer
+        self.flags = flags
+        self.max_frame_size = max_frame_size
+        self.ticktime = ticktime
+        self._reader = reader
+        self._writer = writer
+        self._encoder = encoder
+        self._decoder = Decoder()
+        self._dispatch = dispatch
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self._wrote = False
+        self._read = False
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._last_control_raw: bytes | None = None
+        self._last_control: Any = None
+        self.closed = False
+        self._tasks = [
+            self._loop.create_task(self._read_loop(), name=f"dist-read-{peer.name}"),
+            self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}"),
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Connection to {self.peer.name}{' closed' if self.closed else ''}>"
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, control: Any, message: Any = NO_MESSAGE) -> None:
+        """Queue one frame; frames queued in the same loop iteration go out in one write."""
+        if self.closed:
+            return
+        out = self._out
+        start = len(out)
+        out += b"\0\0\0\0\x70"
+        try:
+            self._encoder.encode_into(out, control)
+            if message is not NO_MESSAGE:
+                self._encoder.encode_into(out, message)
+        except BaseException:
+            del out[start:]
+            raise
+        _pack_u32_into(out, start, len(out) - start - 4)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not self.closed:
+            self._writer.write(self._out)
+            self._out = bytearray()
+            self._wrote = True
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (a slow peer makes this grow)."""
+        return len(self._out) + self._writer.transport.get_write_buffer_size()
+
+    # -- backpressure -----------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer: its sends back up into its own distribution buffer."""
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    @property
+    def reading(self) -> bool:
+        return self._reading.is_set()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reason = "connection closed by the peer"
+        try:
+            await self._read_frames()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        except DecodeError as exc:
+            reason = f"undecodable term from {self.peer.name}: {exc}"
+            log.error("%s; closing the connection", reason)
+        except ProtocolError as exc:
+            reason = f"protocol error from {self.peer.name}: {exc}"
+            log.error("%s; closing the connection", reason)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            reason = f"internal error while handling a frame from {self.peer.name}"
+            log.exception("%s; closing the connection", reason)
+        self._close(reason)
+
+    async def _read_frames(self) -> None:
+        reader = self._reader
+        reading = self._reading
+        max_frame = self.max_frame_size
+        leftover = b""
+        while True:
+            if not reading.is_set():
+                await reading.wait()
+            chunk = await reader.read(READ_SIZE)
+            if not chunk:
+                return
+            self._read = True
+            data = leftover + chunk if leftover else chunk
+            end = len(data)
+            pos = 0
+            while end - pos >= 4:
+                (size,) = _u32(data, pos)
+                if size == 0:
+                    pos += 4
+                    continue
+                if size > max_frame:
+                    raise ProtocolError(
+                        f"a frame of {size} bytes is larger than max_frame_size={max_frame}")
+                stop = pos + 4 + size
+                if stop > end:
+                    # Read the rest of a large frame in one go rather than chunk by chunk.
+                    data = data[pos:] + await reader.readexactly(stop - end)
+                    end = len(data)
+                    pos, stop = 0, end
+                self._frame(data, pos + 4, stop)
+                pos = stop
+            leftover = data[pos:] if pos < end else b""
+
+    def _frame(self, data: bytes, start: int, stop: int) -> None:
+        if data[start] != PASS_THROUGH:
+            raise ProtocolError(f"expected a pass-through frame (112), got type {data[start]}")
+        pos = start + 1
+        # Control terms repeat (same sender, same target): when the frame starts with the
+        # previous control's bytes, reuse its decoded form. A term's encoding is never a
+        # prefix of another term's, so this cannot mistake one control for another.
+        last = self._last_control_raw
+        if last is not None and data.startswith(last, pos):
+            control = self._last_control
+            pos += len(last)
+        else:
+            control, end = self._decoder.decode_from(data, pos)
+            self._last_control_raw = data[pos:end]
+            self._last_control = control
+            pos = end
+        if pos < stop:
+            message, pos = self._decoder.decode_from(data, pos)
+        else:
+            message = NO_MESSAGE
+        if pos != stop:
+            raise ProtocolError(f"frame holds {stop - start} bytes but its terms {pos - start}")
+        if type(control) is not tuple or not control or type(control[0]) is not int:
+            raise ProtocolError(f"control message is not a tuple with an operation: {control!r}")
+        self._dispatch(self, control, message)
+
+    # -- ticks ------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = self.ticktime / 4
+        silent = 0
+        while True:
+            await asyncio.sleep(interval)
+            if not self._wrote and not self._out:
+                self._writer.write(TICK)
+            self._wrote = False
+            if self._read:
+                self._read = False
+                silent = 0
+            else:
+                silent += 1
+                if silent >= 4:
+                    log.warning("node %s not responding for %ss; removing the connection",
+                                self.peer.name, self.ticktime)
+                    self._close("net_tick_timeout")
+                    return
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self._flush()
+        self.closed = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._on_closed(self, reason)
+
+    def close(self, reason: str = "closed") -> None:
+        """Close the connection (pending writes are flushed first)."""
+        self._close(reason)
+
+    async def wait_closed(self) -> None:
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()

@@ -1,0 +1,201 @@
+"""Processes of a Python node: a pid, a mailbox with selective receive, links, monitors.
+
+A process is a coroutine (its :meth:`Process.run`) in one asyncio task. Messages are appended
+to its mailbox by the node in the order they arrive; :meth:`Process.receive` takes the first
+that matches. When ``run`` ends the process exits (``normal`` on return, ``Exit.reason`` when
+it raises :class:`Exit`, ``{exception, "Type: message"}`` for any other exception), and the
+node sends exit signals to its links and ``DOWN`` messages to its monitors, local or remote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pybroadway.term import Atom, Pid, Reference
+
+if TYPE_CHECKING:
+    from pybroadway.dist.node import Node
+
+NORMAL = Atom("normal")
+KILL = Atom("kill")
+KILLED = Atom("killed")
+EXIT = Atom("EXIT")
+DOWN = Atom("DOWN")
+PROCESS = Atom("process")
+NOPROC = Atom("noproc")
+NOCONNECTION = Atom("noconnection")
+
+Match = Callable[[Any], bool]
+
+
+class Exit(Exception):
+    """Raise ``Exit(reason)`` in a process to end it with ``reason`` (any term)."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def exception_reason(exc: BaseException) -> Any:
+    """The exit reason a Python exception becomes on the BEAM side."""
+    if isinstance(exc, Exit):
+        return exc.reason
+    return (Atom("exception"), f"{type(exc).__name__}: {exc}")
+
+
+class Process:
+    """Subclass and override :meth:`run`, then ``node.spawn(MyProcess())``.
+
+    Inside ``run``: ``await self.receive()``, ``self.send(to, message)``, ``self.link(pid)``,
+    ``self.monitor(target)``; set ``self.trap_exit = True`` to receive exit signals as
+    ``(Atom("EXIT"), from_pid, reason)`` messages instead of dying from them.
+    """
+
+    node: Node
+    pid: Pid
+
+    def __init__(self) -> None:
+        self.trap_exit = False
+        self.exit_reason: Any = None
+        self._mailbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._exited: asyncio.Event | None = None  # created when spawned
+        self.links: set[Pid] = set()
+        # monitors this process holds: ref -> the target as given
+        self.monitors: dict[Reference, Any] = {}
+        # monitors others hold on this process: ref -> (watcher pid, the target as they gave it)
+        self.watchers: dict[Reference, tuple[Pid, Any]] = {}
+        self.names: set[Atom] = set()
+
+    def __repr__(self) -> str:
+        pid = getattr(self, "pid", None)
+        return f"<{type(self).__name__} {pid!r}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> Any:
+        """The process's body. The default waits for messages and passes them to
+        :meth:`handle_info` forever."""
+        while True:
+            await self.handle_info(await self.receive())
+
+    async def handle_info(self, message: Any) -> None:
+        """Called by the default :meth:`run` for each message."""
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def wait(self) -> Any:
+        """Wait until the process has exited; return its exit reason."""
+        assert self._exited is not None, "the process was never spawned"
+        await self._exited.wait()
+        return self.exit_reason
+
+    def _start(self, node: Node, pid: Pid) -> None:
+        self.node = node
+        self.pid = pid
+        self._exited = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._main(), name=f"process-{pid.id}")
+
+    async def _main(self) -> None:
+        reason: Any = NORMAL
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            reason = self.exit_reason if self.exit_reason is not None else KILLED
+        except Exit as exc:
+            reason = exc.reason
+        except Exception as exc:
+            reason = exception_reason(exc)
+            self.node.log.error("process %r crashed: %s", self, exc, exc_info=exc)
+        self.exit_reason = reason
+        self.node._process_exited(self, reason)
+        assert self._exited is not None
+        self._exited.set()
+
+    def _terminate(self, reason: Any) -> None:
+        """End the process from outside (an exit signal): its task is cancelled."""
+        if self.exit_reason is None and self._task is not None and not self._task.done():
+            self.exit_reason = reason
+            self._task.cancel()
+
+    def exit(self, reason: Any = NORMAL) -> None:
+        """End this process with ``reason`` (from outside it; inside, raise :class:`Exit`)."""
+        self._terminate(reason)
+
+    # -- mailbox ----------------------------------------------------------------------------
+
+    def deliver(self, message: Any) -> None:
+        """Put ``message`` in the mailbox (the node calls this; order is arrival order)."""
+        self._mailbox.append(message)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def receive(self, match: Match | None = None, timeout: float | None = None) -> Any:
+        """Take the first message (or the first for which ``match`` is true) from the mailbox,
+        waiting for it. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        mailbox = self._mailbox
+        if match is None and mailbox:
+            return mailbox.popleft()
+        if timeout is None:
+            return await self._receive(match)
+        async with asyncio.timeout(timeout):
+            return await self._receive(match)
+
+    async def _receive(self, match: Match | None) -> Any:
+        mailbox = self._mailbox
+        scanned = 0
+        while True:
+            if match is None:
+                if mailbox:
+                    return mailbox.popleft()
+            else:
+                for index in range(scanned, len(mailbox)):
+                    if match(mailbox[index]):
+                        message = mailbox[index]
+                        del mailbox[index]
+                        return message
+                scanned = len(mailbox)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    @property
+    def mailbox_size(self) -> int:
+        return len(self._mailbox)
+
+    # -- signals to others --------------------------------------------------------------------
+
+    def send(self, to: Any, message: Any) -> None:
+        """Send ``message`` to a pid, a local registered name, or ``(name, node)``."""
+        self.node.send(to, message, sender=self.pid)
+
+    def link(self, pid: Pid) -> None:
+        self.node._link(self, pid)
+
+    def unlink(self, pid: Pid) -> None:
+        self.node._unlink(self, pid)
+
+    def monitor(self, target: Any) -> Reference:
+        """Monitor a pid, a registered name or ``(name, node)``; a ``DOWN`` message
+        ``(Atom("DOWN"), ref, Atom("process"), target, reason)`` arrives when it ends."""
+        return self.node._monitor(self, target)
+
+    def demonitor(self, ref: Reference) -> None:
+        self.node._demonitor(self, ref)
+
+    def register(self, name: str | Atom) -> None:
+        self.node.register(name, self)

@@ -1,0 +1,102 @@
+"""What every node answers for the runtime: ``erpc`` spawn requests (so ``:rpc.call`` runs a
+function the application exposed), ``net_kernel`` (so ``Node.ping`` gives ``:pong``), ``rex``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from pybroadway.dist import control as op
+from pybroadway.dist import flags as dflags
+from pybroadway.dist.genserver import From, GenServer
+from pybroadway.dist.node import builtin
+from pybroadway.term import Atom, Pid, Reference
+
+if TYPE_CHECKING:
+    from pybroadway.dist.connection import Connection
+    from pybroadway.dist.node import Node
+
+ERPC = Atom("erpc")
+EXECUTE_CALL = Atom("execute_call")
+EXECUTE_CAST = Atom("execute_cast")
+RETURN = Atom("return")
+ERROR = Atom("error")
+UNDEF = Atom("undef")
+MONITOR = Atom("monitor")
+LINK = Atom("link")
+YES = Atom("yes")
+
+
+@builtin("net_kernel")
+class NetKernel(GenServer):
+    """Answers ``{is_auth, Node}`` with ``yes``: that is all ``net_adm:ping`` asks."""
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if type(request) is tuple and request and request[0] is Atom("is_auth"):
+            return YES
+        return (Atom("error"), Atom("not_supported"))
+
+
+@builtin("rex")
+class Rex(GenServer):
+    """The old rpc server: answers the nodeup ``features_request``; calls are refused."""
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        return (Atom("badrpc"), Atom("notsup"))
+
+    def handle_info(self, message: Any) -> None:
+        if (type(message) is tuple and len(message) == 2 and type(message[0]) is Pid
+                and message[1] is Atom("features_request")):
+            self.send(message[0], (Atom("features_reply"), self.node.name, [ERPC]))
+
+
+def serve_spawn_request(node: Node, connection: Connection, control: tuple[Any, ...],
+                        args: Any) -> None:
+    """Answer SPAWN_REQUEST ``{29, ReqId, From, GroupLeader, {M, F, Arity}, Opts}`` + Args.
+
+    Only ``erpc:execute_call/4`` and ``execute_cast/3`` are served: they run the function the
+    application exposed with :meth:`Node.expose`; anything else is refused with ``notsup``.
+    """
+    _, req_id, caller, _group_leader, mfa, options = control
+    monitor = MONITOR in options if isinstance(options, list) else False
+    link = LINK in options if isinstance(options, list) else False
+    if mfa not in ((ERPC, EXECUTE_CALL, 4), (ERPC, EXECUTE_CAST, 3)):
+        connection.send((op.SPAWN_REPLY, req_id, caller, 0, Atom("notsup")))
+        return
+    pid = node._new_pid()
+    connection.send((op.SPAWN_REPLY, req_id, caller, (1 if link else 0) | (2 if monitor else 0),
+                     pid))
+    if mfa[1] is EXECUTE_CALL:
+        result_ref, module, function, call_args = args
+    else:
+        result_ref, (module, function, call_args) = None, args
+    node.start_task(_execute(node, connection, pid, caller, req_id if monitor else None,
+                             result_ref, module, function, call_args),
+                    name=f"rpc-{module}:{function}")
+
+
+async def _execute(node: Node, connection: Connection, pid: Pid, caller: Pid,
+                   monitor_ref: Reference | None, result_ref: Reference | None,
+                   module: Atom, function: Atom, args: Any) -> None:
+    func = node.rpc_functions.get((module, function))
+    arity = len(args) if isinstance(args, list) else 0
+    if func is None:
+        result: Any = (result_ref, ERROR, UNDEF, [(module, function, args, [])])
+        node.log.info("rpc to undefined %s:%s/%d", module, function, arity)
+    else:
+        try:
+            value = func(*args)
+            if inspect.isawaitable(value):
+                value = await value
+            result = (result_ref, RETURN, value)
+        except Exception as exc:
+            node.log.warning("rpc %s:%s/%d raised %r", module, function, arity, exc)
+            result = (result_ref, ERROR, (Atom("exception"), f"{type(exc).__name__}: {exc}"),
+                      [(module, function, arity, [])])
+    if monitor_ref is None or result_ref is None or connection.closed:
+        return
+    if connection.flags & dflags.EXIT_PAYLOAD:
+        connection.send((op.PAYLOAD_MONITOR_P_EXIT, pid, caller, monitor_ref), result)
+    else:
+        connection.send((op.MONITOR_P_EXIT, pid, caller, monitor_ref, result))

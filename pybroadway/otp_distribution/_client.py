@@ -1,0 +1,182 @@
+"""A Python client of the off_broadway_otp_distribution protocol (what the Elixir one does)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect as _inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pybroadway.dist import Node, Process
+from pybroadway.term import Atom, Pid, Reference, inspect
+
+from . import _global
+from ._receiver import (
+    DEFAULT_NAME,
+    DOWN,
+    GEN_CAST,
+    OK,
+    PULL_MESSAGE,
+    PUSH_MESSAGE,
+    REGISTER,
+    REQUEST_MESSAGE,
+    RESPOND,
+)
+
+logger = logging.getLogger("pybroadway.otp_distribution")
+
+GEN_CALL = Atom("$gen_call")
+OnRequest = Callable[[], Any | Awaitable[Any]]
+
+
+class ConnectError(Exception):
+    """The receiver could not be found or did not accept the registration."""
+
+
+class Client(Process):
+    """Finds the receiver (``:global.sync`` + ``whereis_name``, ``retries`` x ``retry_interval``
+    seconds, or the ``receiver`` given as a pid or ``(name, node)``), registers with
+    ``GenServer.call(receiver, :register)`` and monitors it. :meth:`push_message` casts
+    ``{:push_message, data}``; a pull request (``:request_message`` / ``:pull_message``) is
+    answered with ``{:respond_to_pull_request, on_request()}`` (``on_request`` may be a
+    coroutine function; without one, requests are logged and ignored). When the receiver goes
+    down, the client finds it again, waiting ``backoff`` seconds (doubling up to
+    ``max_backoff``) between attempts.
+
+    ``node.spawn(client)``, then ``await client.connected()``.
+    """
+
+    def __init__(self, *, receiver: Pid | tuple[str, str] | None = None,
+                 name: str = DEFAULT_NAME, on_request: OnRequest | None = None,
+                 retries: int = 10, retry_interval: float = 0.5, call_timeout: float = 5.0,
+                 backoff: float = 0.5, max_backoff: float = 10.0) -> None:
+        super().__init__()
+        self.target = receiver
+        self.receiver_name = Atom(name)
+        self.on_request = on_request
+        self.retries = retries
+        self.retry_interval = retry_interval
+        self.call_timeout = call_timeout
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.receiver: Pid | tuple[Atom, Atom] | None = None
+        self._monitor: Reference | None = None
+        self._connected: asyncio.Event = asyncio.Event()
+
+    @classmethod
+    async def start(cls, node: Node, **options: Any) -> Client:
+        """Spawn a client on ``node`` and wait until it is registered (raises
+        :class:`ConnectError` if the first attempt fails)."""
+        client = cls(**options)
+        node.spawn(client)
+        await client.connected()
+        return client
+
+    async def connected(self, timeout: float | None = None) -> None:
+        """Wait until the client is registered with a receiver."""
+        waiter = asyncio.ensure_future(self._connected.wait())
+        done = asyncio.ensure_future(self.wait())
+        try:
+            await asyncio.wait({waiter, done}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            done.cancel()
+        if not self._connected.is_set():
+            if self.exit_reason is not None:
+                raise ConnectError(f"the client stopped: {inspect(self.exit_reason)}")
+            raise TimeoutError("the client did not connect in time")
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the client is registered with a live receiver."""
+        return self._connected.is_set()
+
+    def push_message(self, data: Any) -> None:
+        """``GenServer.cast(receiver, {:push_message, data})``; raises if not connected."""
+        receiver = self.receiver
+        if receiver is None or not self._connected.is_set():
+            raise ConnectError("not connected to a receiver")
+        self.node.send(receiver, (GEN_CAST, (PUSH_MESSAGE, data)), sender=self.pid)
+
+    # -- the process ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._connect()
+        delay = self.backoff
+        while True:
+            message = await self.receive()
+            if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
+                request = message[1]
+                if request is REQUEST_MESSAGE or request is PULL_MESSAGE:
+                    await self._answer()
+                else:
+                    logger.warning("client: unknown cast %s", inspect(request))
+            elif type(message) is tuple and len(message) == 5 and message[0] is DOWN \
+                    and message[1] == self._monitor:
+                self._connected.clear()
+                logger.warning("client: receiver %s down (%s); reconnecting",
+                               inspect(message[3]), inspect(message[4]))
+                while True:
+                    await asyncio.sleep(delay)
+                    try:
+                        await self._connect()
+                        delay = self.backoff
+                        break
+                    except ConnectError as exc:
+                        delay = min(delay * 2, self.max_backoff)
+                        logger.warning("client: %s; next attempt in %ss", exc, delay)
+            else:
+                logger.debug("client: ignored %s", inspect(message))
+
+    async def _answer(self) -> None:
+        if self.on_request is None:
+            logger.info("client: pull request ignored (no on_request callback)")
+            return
+        data = self.on_request()
+        if _inspect.isawaitable(data):
+            data = await data
+        if self.receiver is not None:
+            self.node.send(self.receiver, (GEN_CAST, (RESPOND, data)), sender=self.pid)
+
+    async def _find(self) -> Pid | tuple[Atom, Atom]:
+        if self.target is not None:
+            if isinstance(self.target, Pid):
+                return self.target
+            return (Atom(self.target[0]) if isinstance(self.target[0], str) else self.target[0],
+                    Atom(self.target[1]) if isinstance(self.target[1], str) else self.target[1])
+        for attempt in range(self.retries):
+            await _global.sync(self.node)
+            pid = await _global.whereis_name(self.node, self.receiver_name)
+            if pid is not None:
+                return pid
+            if attempt + 1 < self.retries:
+                await asyncio.sleep(self.retry_interval)
+        raise ConnectError(f"Couldn't connect to {self.receiver_name.name}")
+
+    async def _connect(self) -> None:
+        receiver = await self._find()
+        monitor = self.monitor(receiver)
+        ref = self.node.make_ref()
+        self.send(receiver, (GEN_CALL, (self.pid, ref), REGISTER))
+
+        def reply_or_down(message: Any) -> bool:
+            return type(message) is tuple and (
+                (len(message) == 2 and message[0] == ref)
+                or (len(message) == 5 and message[0] is DOWN and message[1] == monitor))
+
+        try:
+            answer = await self.receive(reply_or_down, timeout=self.call_timeout)
+        except TimeoutError:
+            self.demonitor(monitor)
+            raise ConnectError(f"{inspect(receiver)} did not answer :register") from None
+        if len(answer) == 5:
+            raise ConnectError(f"{inspect(receiver)} is down: {inspect(answer[4])}")
+        if answer[1] is not OK:
+            self.demonitor(monitor)
+            raise ConnectError(f"{inspect(receiver)} answered {inspect(answer[1])}")
+        self.receiver = receiver
+        self._monitor = monitor
+        self._connected.set()
+        logger.info("client: registered with %s", inspect(receiver))

@@ -1,0 +1,160 @@
+"""The pipeline producer fed by a :class:`Receiver`, in push or pull mode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Literal
+
+from pybroadway.dist import Node
+from pybroadway.pipeline import Message, Producer
+
+from ._receiver import DEFAULT_NAME, Receiver
+
+logger = logging.getLogger("pybroadway.otp_distribution")
+
+Mode = Literal["push", "pull"]
+Overflow = Literal["block", "drop_oldest", "drop_newest"]
+
+
+class OtpDistributionProducer(Producer):
+    """A pipeline producer fed by BEAM (or Python) clients of the off_broadway_otp_distribution
+    protocol. Use it as ``producer={"module": (OtpDistributionProducer, {"node": node, ...})}``.
+
+    When the pipeline starts, the producer spawns a :class:`Receiver` on ``node``, registered
+    locally and in ``:global`` as ``receiver_name``; it stops it when the pipeline stops.
+
+    ``mode="push"`` (default): whatever clients push becomes a message, whatever the demand.
+    ``overflow`` decides what happens once ``buffer_size`` messages wait: ``"block"`` (default,
+    lossless) stops reading from the connections of the clients' nodes until the buffer is
+    down to ``resume_at``, so the BEAM senders wait; ``"drop_newest"`` discards what arrives
+    while the buffer is full; ``"drop_oldest"`` keeps at most another ``buffer_size`` messages
+    aside and discards the oldest of those. Drops are counted (:attr:`dropped`) and logged at
+    most once a second.
+
+    ``mode="pull"``: as many pull requests are kept in flight as the processors' demand is
+    unmet, round robin over the registered clients; requests unanswered for ``pull_interval``
+    seconds are asked again. ``request_atom`` is what the requests are
+    (``"request_message"``, or ``"pull_message"`` for clients of the library's later versions).
+
+    ``message_log_level``: level of the per-message log lines (``push_message: ...``).
+    ``register_global``: whether to register the receiver in ``:global``.
+    """
+
+    def __init__(self, *, node: Node, mode: Mode = "push", receiver_name: str = DEFAULT_NAME,
+                 overflow: Overflow = "block", pull_interval: float = 5.0,
+                 request_atom: str = "request_message", register_global: bool = True,
+                 message_log_level: int = logging.DEBUG, buffer_size: int = 10_000,
+                 resume_at: int | None = None) -> None:
+        if mode not in ("push", "pull"):
+            raise ValueError(f"mode must be 'push' or 'pull', not {mode!r}")
+        if overflow not in ("block", "drop_oldest", "drop_newest"):
+            raise ValueError(f"overflow must be block, drop_oldest or drop_newest: {overflow!r}")
+        super().__init__(buffer_size=buffer_size, resume_at=resume_at)
+        self.node = node
+        self.mode: Mode = mode
+        self.overflow: Overflow = overflow
+        self.register_global = register_global
+        self.dropped = 0
+        self._dropped_unlogged = 0
+        self._drop_log_at = 0.0
+        self._drop_timer: asyncio.TimerHandle | None = None
+        self._aside: deque[Message] = deque()
+        self.receiver = Receiver(self, name=receiver_name, request_atom=request_atom,
+                                 pull_interval=pull_interval,
+                                 message_log_level=message_log_level)
+
+    def __new__(cls, *args: Any, mode: Mode = "push", **kwargs: Any) -> OtpDistributionProducer:
+        # The pipeline tells pull producers by their class's handle_demand.
+        if mode == "pull" and cls is OtpDistributionProducer:
+            return object.__new__(_PullProducer)
+        return object.__new__(cls)
+
+    async def on_start(self) -> None:
+        """Spawn the receiver and register it (locally, then in ``:global``)."""
+        self.node.spawn(self.receiver, name=self.receiver.name)
+        if self.register_global:
+            await self.receiver.register_global()
+        logger.info("%s: receiver %s started in %s mode", self.name, self.receiver.name.name,
+                    self.mode)
+
+    def prepare_for_draining(self) -> None:
+        """Ask for nothing more; let paused connections read again."""
+        self.receiver.want(0)
+        self.receiver.resume_clients()
+
+    async def on_stop(self) -> None:
+        """Stop the receiver."""
+        if self.receiver.alive:
+            self.receiver.exit()
+            await self.receiver.wait()
+        if self._drop_timer is not None:
+            self._drop_timer.cancel()
+            self._log_drops()
+
+    # -- push --------------------------------------------------------------------------------
+
+    def pushed(self, data: list[Any]) -> None:
+        """Data clients pushed (called by the receiver)."""
+        messages = [Message(item) for item in data]
+        if self.overflow == "block" or not self.is_full:
+            self.push_messages(messages)
+        elif self.overflow == "drop_newest":
+            self._drop(len(messages))
+        else:
+            aside = self._aside
+            aside.extend(messages)
+            excess = len(aside) - (self.buffer_size or 0)
+            if excess > 0:
+                for _ in range(excess):
+                    aside.popleft()
+                self._drop(excess)
+
+    def on_buffer_full(self) -> None:
+        """Lossless mode: stop reading from the clients' connections."""
+        if self.overflow == "block":
+            self.receiver.pause_clients()
+
+    def on_buffer_available(self) -> None:
+        """Read again (block), or move what was kept aside into the buffer (drop_oldest)."""
+        if self.overflow == "block":
+            self.receiver.resume_clients()
+        aside = self._aside
+        while aside and not self.is_full:
+            count = min(len(aside), max(1, (self.buffer_size or 1) - self.buffered))
+            self.push_messages([aside.popleft() for _ in range(count)])
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._dropped_unlogged += count
+        if self._drop_timer is None:
+            wait = self._drop_log_at + 1.0 - time.monotonic()
+            if wait <= 0:
+                self._log_drops()
+            else:
+                self._drop_timer = asyncio.get_running_loop().call_later(wait, self._log_drops)
+
+    def _log_drops(self) -> None:
+        self._drop_timer = None
+        if self._dropped_unlogged:
+            logger.warning("%s: buffer full (%s), dropped %d messages (%d in all)", self.name,
+                           self.overflow, self._dropped_unlogged, self.dropped)
+            self._dropped_unlogged = 0
+            self._drop_log_at = time.monotonic()
+
+    def answered(self, data: list[Any]) -> None:
+        """Answers to pull requests (called by the receiver)."""
+        self.push_messages([Message(item) for item in data])
+        self.receiver.want(self.pending_demand)
+
+
+class _PullProducer(OtpDistributionProducer):
+    """The pull-mode producer (``OtpDistributionProducer(mode="pull")`` makes one)."""
+
+    def handle_demand(self, demand: int) -> None:  # type: ignore[override]
+        """Keep as many pull requests in flight as the demand is unmet."""
+        if logger.isEnabledFor(self.receiver.message_log_level):
+            logger.log(self.receiver.message_log_level, "pull_messages: %d", demand)
+        self.receiver.want(self.pending_demand)

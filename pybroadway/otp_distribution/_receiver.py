@@ -1,0 +1,253 @@
+"""The receiver: the process BEAM clients find in ``:global`` and talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from pybroadway.dist import From, GenServer
+from pybroadway.term import Atom, Pid, Reference, inspect
+
+from . import _global
+
+logger = logging.getLogger("pybroadway.otp_distribution")
+
+DEFAULT_NAME = "off_broadway_otp_distribution_receiver"
+REGISTER = Atom("register")
+UNREGISTER = Atom("unregister")
+OK = Atom("ok")
+ERROR = Atom("error")
+DOWN = Atom("DOWN")
+GEN_CAST = Atom("$gen_cast")
+PUSH_MESSAGE = Atom("push_message")
+SEND_MESSAGE = Atom("send_message")
+RESPOND = Atom("respond_to_pull_request")
+REQUEST_MESSAGE = Atom("request_message")
+PULL_MESSAGE = Atom("pull_message")
+
+
+class Sink(Protocol):
+    """What the receiver hands data to (the connector's producer implements it)."""
+
+    def pushed(self, data: list[Any]) -> None:
+        """Data pushed by clients, in arrival order."""
+
+    def answered(self, data: list[Any]) -> None:
+        """Answers to pull requests, in arrival order."""
+
+
+class Receiver(GenServer):
+    """The ``off_broadway_otp_distribution`` receiver, as a process of a Python node.
+
+    Clients ``GenServer.call(receiver, :register)`` (answered ``:ok``; the client is monitored
+    and joins the round-robin ring once, however often it registers) and
+    ``GenServer.call(receiver, :unregister)``; they cast ``{:push_message, data}`` (or
+    ``{:send_message, data}``) and answer pull requests with
+    ``{:respond_to_pull_request, data}``. Pull requests go out with :meth:`request` as
+    ``{'$gen_cast', request_atom}`` (default ``:request_message``; ``:pull_message`` for
+    clients of the library's later versions). A client that goes down leaves the ring.
+
+    Data is batched per event-loop turn and handed to ``sink``. Unknown calls get
+    ``{:error, {:unknown_call, request}}``; unknown casts and messages are logged; nothing
+    crashes the receiver.
+    """
+
+    def __init__(self, sink: Sink, *, name: str = DEFAULT_NAME,
+                 request_atom: str = "request_message", pull_interval: float = 5.0,
+                 message_log_level: int = logging.DEBUG) -> None:
+        super().__init__()
+        self.sink = sink
+        self.name = Atom(name)
+        self.request_atom = Atom(request_atom)
+        self.pull_interval = pull_interval
+        self.message_log_level = message_log_level
+        self.clients: dict[Pid, Reference] = {}  # registration order is the ring's order
+        self._ring: list[Pid] = []
+        self._next = 0
+        # requests sent and not yet answered, oldest first: [sent_at, client]
+        self.outstanding: deque[list[Any]] = deque()
+        self._wanted = 0
+        self._pushed: list[Any] = []
+        self._answers: list[Any] = []
+        self._flush_scheduled = False
+        self._paused: set[Atom] = set()
+        self._paused_wanted = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- registration ------------------------------------------------------------------------
+
+    async def register_global(self) -> bool:
+        """Register this receiver in ``:global`` under its name (it is registered locally by
+        ``node.spawn(receiver, name=...)``)."""
+        return await _global.register_name(self.node, self.name, self.pid)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        """``:register`` / ``:unregister``; anything else gets an error reply."""
+        if request is REGISTER:
+            logger.info("register: %s", inspect((from_.pid, from_.tag)))
+            self._add(from_.pid)
+            return OK
+        if request is UNREGISTER:
+            logger.info("unregister: %s", inspect((from_.pid, from_.tag)))
+            self._remove(from_.pid, demonitor=True)
+            return OK
+        logger.warning("unknown call from %s: %s", inspect(from_.pid), inspect(request))
+        return (ERROR, (Atom("unknown_call"), request))
+
+    def _add(self, pid: Pid) -> None:
+        if pid in self.clients:
+            return
+        self.clients[pid] = self.monitor(pid)
+        self._ring.append(pid)
+        if self._paused_wanted:
+            self._pause(pid.node)
+        self._send_requests()
+
+    def _remove(self, pid: Pid, *, demonitor: bool) -> None:
+        ref = self.clients.pop(pid, None)
+        if ref is None:
+            return
+        if demonitor:
+            self.demonitor(ref)
+        index = self._ring.index(pid)
+        del self._ring[index]
+        if index < self._next:
+            self._next -= 1
+        if self._next >= len(self._ring):
+            self._next = 0
+        # Its unanswered requests will not be answered: ask the others instead.
+        lost = [entry for entry in self.outstanding if entry[1] == pid]
+        if lost:
+            self.outstanding = deque(entry for entry in self.outstanding if entry[1] != pid)
+            self._send_requests()
+
+    # -- data --------------------------------------------------------------------------------
+
+    def handle_cast(self, request: Any) -> None:
+        """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
+        names; anything else is logged."""
+        if type(request) is tuple and len(request) == 2:
+            kind = request[0]
+            if kind is PUSH_MESSAGE or kind is SEND_MESSAGE:
+                if logger.isEnabledFor(self.message_log_level):
+                    logger.log(self.message_log_level, "%s: %s", kind.name, inspect(request[1]))
+                self._pushed.append(request[1])
+                self._schedule_flush()
+                return
+            if kind is RESPOND:
+                if logger.isEnabledFor(self.message_log_level):
+                    logger.log(self.message_log_level, "respond_to_pull_request: %s",
+                               inspect(request[1]))
+                if self.outstanding:
+                    self.outstanding.popleft()
+                self._answers.append(request[1])
+                self._schedule_flush()
+                return
+        logger.warning("unknown cast: %s", inspect(request))
+
+    def handle_info(self, message: Any) -> None:
+        """A client's ``:DOWN`` removes it; anything else is logged."""
+        if type(message) is tuple and len(message) == 5 and message[0] is DOWN:
+            pid = message[3]
+            if self.clients.get(pid) == message[1]:
+                logger.info("client %s down: %s", inspect(pid), inspect(message[4]))
+                self._remove(pid, demonitor=False)
+                return
+        logger.warning("unexpected message: %s", inspect(message))
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # Everything that arrived in one turn of the event loop goes to the sink at once.
+        self._flush_scheduled = False
+        if self._pushed:
+            pushed, self._pushed = self._pushed, []
+            self.sink.pushed(pushed)
+        if self._answers:
+            answers, self._answers = self._answers, []
+            self.sink.answered(answers)
+            self._send_requests()
+
+    # -- pull --------------------------------------------------------------------------------
+
+    def want(self, count: int) -> None:
+        """Keep ``count`` pull requests in flight (the unmet demand), round robin over the
+        clients; requests already out count, none are sent beyond it."""
+        self._wanted = count
+        if count and self._timer is None and self.alive:
+            self._timer = asyncio.get_running_loop().call_later(self.pull_interval, self._tick)
+        self._send_requests()
+
+    def _send_requests(self) -> None:
+        missing = self._wanted - len(self.outstanding)
+        ring = self._ring
+        if missing <= 0 or not ring or not self.alive:
+            return
+        now = time.monotonic()
+        message = (GEN_CAST, self.request_atom)
+        log_it = logger.isEnabledFor(self.message_log_level)
+        for _ in range(missing):
+            if self._next >= len(ring):
+                self._next = 0
+            client = ring[self._next]
+            self._next += 1
+            self.send(client, message)
+            self.outstanding.append([now, client])
+            if log_it:
+                logger.log(self.message_log_level, "%s: %s", self.request_atom.name,
+                           inspect(client))
+
+    def _tick(self) -> None:
+        # Requests unanswered for a whole interval are asked again (of the next clients).
+        self._timer = None
+        if not self.alive:
+            return
+        deadline = time.monotonic() - self.pull_interval
+        stale = 0
+        while self.outstanding and self.outstanding[0][0] <= deadline:
+            self.outstanding.popleft()
+            stale += 1
+        if stale:
+            logger.info("%d pull requests unanswered after %ss: asking again", stale,
+                        self.pull_interval)
+        self._send_requests()
+        if self._wanted:
+            self._timer = asyncio.get_running_loop().call_later(self.pull_interval, self._tick)
+
+    # -- backpressure ------------------------------------------------------------------------
+
+    def pause_clients(self) -> None:
+        """Stop reading from the connections of the registered clients' nodes."""
+        self._paused_wanted = True
+        for pid in self._ring:
+            self._pause(pid.node)
+
+    def _pause(self, node: Atom) -> None:
+        if node is self.node.name or node in self._paused:
+            return
+        connection = self.node.connection(node)
+        if connection is not None:
+            connection.pause_reading()
+            self._paused.add(node)
+
+    def resume_clients(self) -> None:
+        """Read from every connection :meth:`pause_clients` paused."""
+        self._paused_wanted = False
+        for node in self._paused:
+            connection = self.node.connection(node)
+            if connection is not None:
+                connection.resume_reading()
+        self._paused.clear()
+
+    async def terminate(self, reason: Any) -> None:
+        """Stop the timer and let every paused connection read again."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.resume_clients()

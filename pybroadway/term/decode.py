@@ -354,6 +354,18 @@ class Decoder:
             if tag == 98:  # INTEGER_EXT
                 need(data, pos, 4, "an integer")
                 return i32(data, pos)[0], pos + 4
+            if tag == 90 and pos + 4 < end and data[pos + 2] == 119:
+                # NEWER_REFERENCE_EXT with a cached node atom: the common case, kept short.
+                (words,) = u16(data, pos)
+                node_stop = pos + 4 + data[pos + 3]
+                raw = data[pos + 4:node_stop]
+                if type(raw) is not bytes:
+                    raw = bytes(raw)
+                node = utf8_atoms.get(raw)
+                stop = node_stop + 4 + 4 * words
+                if type(node) is Atom and 1 <= words <= 5 and stop <= end:
+                    return Reference(node, u32(data, node_stop)[0],
+                                     id_words[words](data, node_stop + 4)), stop
             if tag == 90 or tag == 114:  # NEWER_REFERENCE_EXT, NEW_REFERENCE_EXT
                 start = pos - 1
                 need(data, pos, 2, "a reference's length")

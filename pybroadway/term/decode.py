@@ -448,9 +448,13 @@ class Decoder:
                     need(data, pos, 5, "a port")
                     port_id, creation, size = u32(data, pos)[0], data[pos + 4], 5
                 port = Port(node, port_id, creation)
-                if tag == 89 or (tag == 120 and port_id >= 1 << 32):
-                    return port, pos + size  # the form the encoder writes anyway
                 return keep_form(port, data, start, pos + size), pos + size
+            if tag == 101:  # REFERENCE_EXT (the oldest form: one id word, 8-bit creation)
+                start = pos - 1
+                node, pos = atom_at(data, pos, "a reference's node")
+                need(data, pos, 5, "a reference")
+                ref = Reference(node, data[pos + 4], (u32(data, pos)[0],))
+                return keep_form(ref, data, start, pos + 5), pos + 5
             if tag == 103:  # PID_EXT (pre-OTP 23)
                 start = pos - 1
                 node, pos = atom_at(data, pos, "a pid's node")

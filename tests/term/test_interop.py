@@ -183,3 +183,28 @@ def test_latin1_atom_forms(beam: BeamPeer) -> None:
     """The older minor version writes ATOM_EXT / SMALL_ATOM_EXT; both decode."""
     data = beam.raw("term_to_binary({abc, 'héllo', '日本'}, [{minor_version, 1}])")
     assert decode(data) == (Atom("abc"), Atom("héllo"), Atom("日本"))
+
+
+OLD_FORMS = {
+    # tag, then the node atom 'n@h' as ATOM_EXT, then the fields
+    "PID_EXT": b"\x83g" + b"d\x00\x03n@h" + b"\x00\x00\x00\x2a\x00\x00\x00\x01\x02",
+    "PORT_EXT": b"\x83f" + b"d\x00\x03n@h" + b"\x00\x00\x00\x07\x01",
+    "NEW_PORT_EXT": b"\x83Y" + b"d\x00\x03n@h" + b"\x00\x00\x00\x07\x00\x00\x00\x05",
+    "REFERENCE_EXT": b"\x83e" + b"d\x00\x03n@h" + b"\x00\x00\x00\x09\x01",
+    "NEW_REFERENCE_EXT": b"\x83r\x00\x03" + b"d\x00\x03n@h" + b"\x02" + bytes(range(12)),
+    "FLOAT_EXT": b"\x83c" + b"1.50000000000000000000e+00".ljust(31, b"\0"),
+}
+
+
+@pytest.mark.parametrize("name", list(OLD_FORMS))
+def test_older_forms_decode_and_keep_their_bytes(beam: BeamPeer, name: str) -> None:
+    """Older tags decode; identifiers re-encode as they came, and the BEAM agrees on them."""
+    data = OLD_FORMS[name]
+    term = decode(data)
+    if name == "FLOAT_EXT":
+        assert term == 1.5
+        assert beam_equals(beam, encode(term), binary_literal(data).join(["binary_to_term(", ")"]))
+        return
+    assert isinstance(term, Pid | Port | Reference) and term.node is Atom("n@h")
+    assert encode(term) == data
+    assert beam_equals(beam, encode(term), binary_literal(data).join(["binary_to_term(", ")"]))

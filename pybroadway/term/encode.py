@@ -40,62 +40,54 @@ _pid_tail = struct.Struct(">III").pack
 _setattr = object.__setattr__
 
 
+def _remembered(build: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """Make ``build`` run once per value: its result is kept in the value's ``_ext`` slot."""
+    def ext(value: Any) -> bytes:
+        try:
+            return value._ext  # type: ignore[no-any-return]
+        except AttributeError:
+            result = build(value)
+            _setattr(value, "_ext", result)
+            return result
+    ext.__doc__ = build.__doc__
+    ext.__name__ = build.__name__
+    return ext
+
+
+@_remembered
 def atom_ext(atom: Atom) -> bytes:
     """The external form of ``atom`` (without the version byte), computed once per atom."""
-    try:
-        return atom._ext
-    except AttributeError:
-        pass
     name = atom.name
     if len(name) > 255:
         raise EncodeError(f"atom {name[:40]!r}… has {len(name)} characters; the BEAM allows 255")
     raw = name.encode("utf-8")
     if len(raw) < 256:
-        ext = bytes((T.SMALL_ATOM_UTF8_EXT, len(raw))) + raw
-    else:
-        ext = bytes((T.ATOM_UTF8_EXT,)) + _u16(len(raw)) + raw
-    _setattr(atom, "_ext", ext)
-    return ext
+        return bytes((T.SMALL_ATOM_UTF8_EXT, len(raw))) + raw
+    return bytes((T.ATOM_UTF8_EXT,)) + _u16(len(raw)) + raw
 
 
+@_remembered
 def pid_ext(pid: Pid) -> bytes:
     """The external form of ``pid`` (NEW_PID_EXT), computed once per pid."""
-    try:
-        return pid._ext
-    except AttributeError:
-        pass
-    ext = (bytes((T.NEW_PID_EXT,)) + atom_ext(pid.node)
-           + _pid_tail(pid.id, pid.serial, pid.creation))
-    _setattr(pid, "_ext", ext)
-    return ext
+    return (bytes((T.NEW_PID_EXT,)) + atom_ext(pid.node)
+            + _pid_tail(pid.id, pid.serial, pid.creation))
 
 
+@_remembered
 def reference_ext(ref: Reference) -> bytes:
     """The external form of ``ref`` (NEWER_REFERENCE_EXT), computed once per reference."""
-    try:
-        return ref._ext
-    except AttributeError:
-        pass
-    ext = (bytes((T.NEWER_REFERENCE_EXT,)) + _u16(len(ref.ids)) + atom_ext(ref.node)
-           + _u32(ref.creation) + struct.pack(f">{len(ref.ids)}I", *ref.ids))
-    _setattr(ref, "_ext", ext)
-    return ext
+    return (bytes((T.NEWER_REFERENCE_EXT,)) + _u16(len(ref.ids)) + atom_ext(ref.node)
+            + _u32(ref.creation) + struct.pack(f">{len(ref.ids)}I", *ref.ids))
 
 
+@_remembered
 def port_ext(port: Port) -> bytes:
     """NEW_PORT_EXT when the id fits 32 bits (what the BEAM writes), else V4_PORT_EXT."""
-    try:
-        return port._ext
-    except AttributeError:
-        pass
     if port.id < 1 << 32:
-        ext = (bytes((T.NEW_PORT_EXT,)) + atom_ext(port.node) + _u32(port.id)
-               + _u32(port.creation))
-    else:
-        ext = (bytes((T.V4_PORT_EXT,)) + atom_ext(port.node) + struct.pack(">Q", port.id)
-               + _u32(port.creation))
-    _setattr(port, "_ext", ext)
-    return ext
+        return (bytes((T.NEW_PORT_EXT,)) + atom_ext(port.node) + _u32(port.id)
+                + _u32(port.creation))
+    return (bytes((T.V4_PORT_EXT,)) + atom_ext(port.node) + struct.pack(">Q", port.id)
+            + _u32(port.creation))
 
 
 def _integer(value: int, out: bytearray) -> None:

@@ -9,4 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 [ -x "$python" ] || python=python3
 cd "$here"
-exec "$python" -m pybroadway.dist.epmd serve "$@"
+# Same as `python -m pybroadway.dist.epmd serve`, without runpy's warning about the module
+# being imported by the package first.
+exec "$python" -c 'import sys; from pybroadway.dist.epmd import main; sys.exit(main())' \
+    serve "$@"

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -586,10 +587,20 @@ async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> Embed
 async def _serve(host: str, port: int | None) -> None:
     epmd = EmbeddedEpmd()
     await epmd.start(host, port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Also when started in the background, where SIGINT is ignored by default.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, lambda s=sig: _stop_on_signal(epmd, s))
     try:
         await epmd.wait_closed()
     finally:
         await epmd.close()
+
+
+def _stop_on_signal(epmd: EmbeddedEpmd, sig: signal.Signals) -> None:
+    log.info("%s received, stopping", sig.name)
+    asyncio.get_running_loop().create_task(epmd.close())
 
 
 def main(argv: list[str] | None = None) -> int:

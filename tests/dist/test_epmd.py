@@ -358,3 +358,23 @@ def test_scripts_system_epmd_start_stop() -> None:
     again = subprocess.run(["bash", str(ROOT / "epmd_scripts/list-nodes.sh")], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=30)
     assert again.returncode != 0
+
+
+async def test_erlang_epmd_command_against_embedded() -> None:
+    """Debian's `epmd -names` and `epmd -stop` understand the embedded server."""
+    epmd_bin = subprocess.run(["which", "epmd"], capture_output=True, text=True).stdout.strip()
+    if not epmd_bin:
+        pytest.skip("epmd not installed")
+
+    def run(*args: str) -> str:
+        return subprocess.run([epmd_bin, "-port", str(srv.port), *args], capture_output=True,
+                              text=True, timeout=10).stdout
+
+    async with E.EmbeddedEpmd() as srv:
+        reg = await E.register("listed", 6001, epmd_port=srv.port)
+        out = await asyncio.to_thread(run, "-names")
+        assert f"up and running on port {srv.port}" in out and "name listed at port 6001" in out
+        assert "STOPPED" in await asyncio.to_thread(run, "-stop", "listed")
+        await asyncio.wait_for(reg.wait_lost(), 5)
+        assert "listed" not in srv.registered()
+        assert "NOEXIST" in await asyncio.to_thread(run, "-stop", "listed")

@@ -530,3 +530,22 @@ def test_digest_matches_erlang() -> None:
     import hashlib
     assert gen_digest(4294967295, "cookie") == hashlib.md5(b"cookie4294967295").digest()
     assert gen_digest(0, "x") == hashlib.md5(b"x0").digest()
+
+
+async def test_erl_reaches_python_through_embedded_epmd(otp: str) -> None:
+    """All of it together: embedded epmd, our registration, erl dialling us, accept()."""
+    async with E.EmbeddedEpmd() as srv:
+        peer = BeamPeer.erlang(otp, epmd_port=srv.port)
+        try:
+            await asyncio.to_thread(peer.eval, "ok.")
+            py = await PyAcceptor(unique_name("pyemb"), peer.cookie).start()
+            try:
+                async with await E.register(py.name, py.port, epmd_port=srv.port):
+                    assert await _atext(peer, f"net_kernel:connect_node('{py.node}')") == "true"
+                    info = await py.result()
+                    assert isinstance(info, PeerInfo) and info.name == peer.node
+                    assert py.node in await _atext(peer, "nodes()")
+            finally:
+                await py.close()
+        finally:
+            peer.kill()

@@ -9,7 +9,4 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 [ -x "$python" ] || python=python3
 cd "$here"
-# Same as `python -m pybroadway.dist.epmd serve`, without runpy's warning about the module
-# being imported by the package first.
-exec "$python" -c 'import sys; from pybroadway.dist.epmd import main; sys.exit(main())' \
-    serve "$@"
+exec "$python" -m pybroadway.dist.epmd serve "$@"

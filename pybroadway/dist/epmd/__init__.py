@@ -644,7 +644,3 @@ def main(argv: list[str] | None = None) -> int:
     except (EpmdError, OSError) as exc:
         print(f"epmd: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -215,24 +215,7 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, 
     Raises :class:`HandshakeError` (writer closed) on any failure or after ``timeout`` seconds.
     """
     s = _Session(reader, writer, f"a node at {_peername(writer)}", "from")
-    try:
-        async with asyncio.timeout(timeout):
-            return await _accept(s, our_name, cookie, creation, flags, on_name)
-    except TimeoutError:
-        await _close(writer)
-        log.warning("handshake from %s timed out after %ss", s.peer, timeout)
-        raise s.fail(f"timed out after {timeout}s") from None
-    except HandshakeRejected as exc:
-        await _close(writer)
-        log.info("%s", exc)
-        raise
-    except HandshakeError as exc:
-        await _close(writer)
-        log.warning("%s", exc)
-        raise
-    except BaseException:
-        await _close(writer)
-        raise
+    return await _guarded(s, _accept(s, our_name, cookie, creation, flags, on_name), timeout)
 
 
 async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: int,
@@ -346,23 +329,29 @@ async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
     if not _valid_node_name(our_name):
         raise ValueError(f"our node name must look like name@host, not {our_name!r}")
     s = _Session(reader, writer, peer_name, "to")
+    return await _guarded(
+        s, _connect(s, our_name, cookie, creation, flags, peer_name, on_alive), timeout)
+
+
+async def _guarded(s: _Session, steps: Awaitable[PeerInfo], timeout: float) -> PeerInfo:
+    """Run one side's steps within ``timeout``; on any failure close the writer and log."""
     try:
         async with asyncio.timeout(timeout):
-            return await _connect(s, our_name, cookie, creation, flags, peer_name, on_alive)
+            return await steps
     except TimeoutError:
-        await _close(writer)
-        log.warning("handshake to %s timed out after %ss", peer_name, timeout)
+        await _close(s.writer)
+        log.warning("handshake %s %s timed out after %ss", s.direction, s.peer, timeout)
         raise s.fail(f"timed out after {timeout}s") from None
     except HandshakeRejected as exc:
-        await _close(writer)
+        await _close(s.writer)
         log.info("%s", exc)
         raise
     except HandshakeError as exc:
-        await _close(writer)
+        await _close(s.writer)
         log.warning("%s", exc)
         raise
     except BaseException:
-        await _close(writer)
+        await _close(s.writer)
         raise
 
 

@@ -3,6 +3,7 @@ of the connector works, by local name, on a node without it."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from types import ModuleType
@@ -28,14 +29,20 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def register_name(node: Node, name: Atom, pid: Pid) -> bool:
-    """Register ``name`` for ``pid`` in ``:global``; False (with a log line) when impossible."""
+async def register_name(node: Node, name: Atom, pid: Pid, timeout: float = 10.0) -> bool:
+    """Register ``name`` for ``pid`` in ``:global``; False (with a log line) when impossible
+    or when it took longer than ``timeout`` seconds."""
     module = global_module()
     if module is None:
         logger.warning("pybroadway.dist.global_names is not available: %s is registered only "
                        "locally, reach it as {%s, %s}", name.name, name.name, node.name.name)
         return False
-    result = await _maybe_await(module.register_name(node, name, pid))
+    try:
+        async with asyncio.timeout(timeout):
+            result = await _maybe_await(module.register_name(node, name, pid))
+    except Exception as exc:  # a global failure must not stop the pipeline
+        logger.error("could not register %s in :global: %r", name.name, exc)
+        return False
     ok = result is not False and result != Atom("no")
     if not ok:
         logger.error("could not register %s in :global (%r)", name.name, result)

@@ -79,10 +79,10 @@ class Receiver(GenServer):
 
     # -- registration ------------------------------------------------------------------------
 
-    async def register_global(self) -> bool:
+    async def register_global(self, timeout: float = 10.0) -> bool:
         """Register this receiver in ``:global`` under its name (it is registered locally by
-        ``node.spawn(receiver, name=...)``)."""
-        return await _global.register_name(self.node, self.name, self.pid)
+        ``node.spawn(receiver, name=...)``); False if that failed or timed out."""
+        return await _global.register_name(self.node, self.name, self.pid, timeout)
 
     def handle_call(self, request: Any, from_: From) -> Any:
         """``:register`` / ``:unregister``; anything else gets an error reply."""

@@ -1,0 +1,89 @@
+"""The Python client against the Python server, push and pull, and the overflow policies."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from pybroadway.dist import Node
+from pybroadway.otp_distribution import DEFAULT_NAME, Client
+from pybroadway.pipeline import Message
+from tests.otp_distribution.helpers import COOKIE, server
+from tests.peers import SystemEpmd, unique_name
+
+
+def _client_node(epmd: SystemEpmd) -> Node:
+    return Node(f"{unique_name('pyc')}@localhost", cookie=COOKIE, epmd_port=epmd.port)
+
+
+async def test_python_client_pushes(epmd: SystemEpmd) -> None:
+    async with server(epmd.port) as (node, _pipeline, collector, producer), \
+            _client_node(epmd) as client_node:
+        client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name))
+        for i in range(1000):
+            client.push_message(i)
+        await collector.wait_for(1000, timeout=20)
+        assert collector.data == list(range(1000))
+        assert list(producer.receiver.clients) == [client.pid]
+
+
+async def test_python_client_answers_pulls(epmd: SystemEpmd) -> None:
+    counter = itertools.count(1)
+    async with server(epmd.port, mode="pull") as (node, _pipeline, collector, _producer), \
+            _client_node(epmd) as client_node:
+        await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name),
+                           on_request=lambda: next(counter))
+        await collector.wait_for(300, timeout=20)
+        assert collector.data[:300] == list(range(1, 301))
+
+
+async def test_python_client_reconnects_after_receiver_restart(epmd: SystemEpmd) -> None:
+    async with server(epmd.port) as (node, _pipeline, collector, producer), \
+            _client_node(epmd) as client_node:
+        client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name),
+                                    backoff=0.05)
+        receiver = producer.receiver
+        receiver.exit()
+        await receiver.wait()
+        assert not client.is_connected or client.receiver is not None
+        # a fresh receiver under the same name; the client registers again
+        from pybroadway.otp_distribution import Receiver
+        fresh = Receiver(producer, name=DEFAULT_NAME)
+        node.spawn(fresh, name=DEFAULT_NAME)
+        for _ in range(200):
+            if fresh.clients:
+                break
+            await asyncio.sleep(0.02)
+        assert list(fresh.clients) == [client.pid]
+        await client.connected(timeout=5)
+        client.push_message("again")
+        await collector.wait_for(1, timeout=5)
+        assert collector.data == [b"again"]
+
+
+async def test_drop_newest_counts_what_it_drops(epmd: SystemEpmd) -> None:
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(processor: str, message: Message, context: object) -> Message:
+        await gate.wait()
+        handled.append(message.data)
+        return message
+
+    async with server(epmd.port, handle=slow, overflow="drop_newest", buffer_size=50) \
+            as (node, _pipeline, _collector, producer), _client_node(epmd) as client_node:
+        client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name))
+        for i in range(1000):
+            client.push_message(i)
+        for _ in range(200):
+            if producer.dropped + producer.buffered >= 900:
+                break
+            await asyncio.sleep(0.02)
+        gate.set()
+        assert producer.dropped > 0
+        for _ in range(200):
+            if len(handled) + producer.dropped == 1000:
+                break
+            await asyncio.sleep(0.02)
+        assert len(handled) + producer.dropped == 1000
+        assert handled == sorted(handled)

@@ -1,0 +1,138 @@
+"""Node-level interop: connecting both ways, ping, cookies, a killed peer, a restarted node,
+and two Python nodes with no Erlang at all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from pybroadway.dist import CallError
+from pybroadway.term import Atom, Pid
+from tests.dist.nodekit import WAIT, Echo, Mailbox, NodeEvents, atom, ev, python_node, started
+from tests.peers import BeamPeer, SystemEpmd, free_port, unique_name
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_elixir_connects_to_python_and_python_to_elixir(epmd: SystemEpmd) -> None:
+    async with started(BeamPeer.elixir(epmd_port=epmd.port)) as ex, \
+            python_node(epmd.port) as node:
+        events = NodeEvents(node)
+        assert await ev(ex, f"Node.connect(:{atom(node)})") is True
+        await events.wait(ex.node, up=True)
+        assert Atom(node.name.name) in await ev(ex, "Node.list()")
+        assert await ev(ex, f"Node.ping(:{atom(node)})") == Atom("pong")
+        assert await ev(ex, f"Node.disconnect(:{atom(node)})") is True
+        await events.wait(ex.node, up=False)
+        assert node.nodes() == []
+        # …and the other way round.
+        assert await node.connect(ex.node)
+        assert Atom(ex.node) in node.nodes()
+        assert Atom(node.name.name) in await ev(ex, "Node.list()")
+
+
+async def test_erlang_ping_and_python_connects(epmd: SystemEpmd, erl_node: BeamPeer) -> None:
+    async with python_node(epmd.port) as node:
+        assert await ev(erl_node, f"net_adm:ping({atom(node)})") == Atom("pong")
+        assert await ev(erl_node, "nodes()") == [node.name]
+        assert node.disconnect(erl_node.node)
+        assert await node.connect(erl_node.node)
+        assert node.nodes() == [Atom(erl_node.node)]
+        assert await ev(erl_node, "nodes()") == [node.name]
+
+
+async def test_wrong_cookie_is_refused_both_ways(epmd: SystemEpmd, otp: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pybroadway")
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, cookie="not-the-cookie")
+    async with started(peer) as erl, python_node(epmd.port) as node:
+        # The BEAM dials Python: refused, and Python's log says who it was.
+        assert await ev(erl, f"net_kernel:connect_node({atom(node)})") is False
+        assert node.nodes() == []
+        refused = [r for r in caplog.records if r.levelno >= logging.WARNING
+                   and erl.node in r.getMessage()]
+        assert refused, [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        # Python dials the BEAM: refused too, logged with the peer's name.
+        assert await node.connect(erl.node) is False
+        assert node.nodes() == []
+        assert any(r.levelno >= logging.WARNING and erl.node in r.getMessage()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+        # (No more requests to the peer: OTP 28 prints the refused handshake's error report on
+        # stdout, which is the test driver's channel.)
+
+
+async def test_killed_peer_gives_nodedown_and_noconnection(epmd: SystemEpmd, otp: str) -> None:
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=["-kernel", "net_ticktime", "4"])
+    async with started(peer) as erl, python_node(epmd.port, ticktime=4) as node:
+        events = NodeEvents(node)
+        remote = await ev(erl, "P = spawn(fun() -> receive _ -> ok end end), P")
+        assert isinstance(remote, Pid)
+        linked = node.spawn(Mailbox(trap_exit=True))
+        linked.link(remote)
+        ref = linked.monitor(remote)
+        await events.wait(erl.node, up=True)
+        await asyncio.to_thread(erl.kill)  # SIGKILL
+        async with asyncio.timeout(4):
+            await events.wait(erl.node, up=False)
+            signals = {await linked.receive(timeout=4), await linked.receive(timeout=4)}
+        assert signals == {(Atom("EXIT"), remote, Atom("noconnection")),
+                           (Atom("DOWN"), ref, Atom("process"), remote, Atom("noconnection"))}
+        with pytest.raises(CallError) as info:
+            await node.call(("rex", erl.node), Atom("x"), timeout=WAIT)
+        assert info.value.reason in (Atom("noconnection"), Atom("noproc"))
+
+
+async def test_silent_peer_is_dropped_after_ticktime(epmd: SystemEpmd) -> None:
+    """A peer that stops answering (SIGSTOP) is dropped by the tick timeout."""
+    import os
+    import signal
+    peer = BeamPeer.erlang("25", epmd_port=epmd.port, extra=["-kernel", "net_ticktime", "4"])
+    async with started(peer) as erl, python_node(epmd.port, ticktime=2) as node:
+        events = NodeEvents(node)
+        assert await ev(erl, f"net_adm:ping({atom(node)})") == Atom("pong")
+        os.kill(erl.proc.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await events.wait(erl.node, up=False, timeout=6)
+            assert 1.0 < loop.time() - began < 4.0
+        finally:
+            os.kill(erl.proc.pid, signal.SIGCONT)
+
+
+async def test_restarted_node_gets_new_creation_and_old_pids_are_stale(
+        epmd: SystemEpmd, erl_node: BeamPeer) -> None:
+    name = unique_name("py")
+    py = f"'{name}@localhost'"
+    async with python_node(epmd.port, name=name) as first:
+        first.spawn(Echo(), name="keeper")
+        old = await ev(erl_node, f"Old = gen_server:call({{keeper, {py}}}, pid), Old")
+        old_creation = first.creation
+    async with python_node(epmd.port, name=name) as second:
+        keeper = second.spawn(Echo(), name="keeper")
+        assert second.creation != old_creation
+        assert keeper.pid.id == old.id and keeper.pid != old
+        got = await ev(erl_node, f"Old ! to_old, New = gen_server:call({{keeper, {py}}}, pid), "
+                                 f"New ! to_new, {{New =:= Old, gen_server:call(New, got)}}")
+        assert got == (False, [Atom("to_new")])
+
+
+async def test_two_python_nodes_with_embedded_epmd() -> None:
+    port = free_port()  # nothing listens: the first node starts an embedded epmd there
+    async with python_node(port) as a, python_node(port) as b:
+        a.spawn(Echo(), name="echo")
+        sink = b.spawn(Echo(), name="sink")
+        events = NodeEvents(a)
+        assert await b.call(("echo", a.name), [1, "two"], timeout=WAIT) == \
+            (Atom("echo"), [1, b"two"])
+        await events.wait(b.name, up=True)
+        assert a.nodes() == [b.name] and b.nodes() == [a.name]
+        a.cast(("sink", b.name), Atom("hello"))
+        await asyncio.wait_for(sink.cast_event.wait(), WAIT)
+        assert sink.casts == [Atom("hello")]
+        with pytest.raises(CallError) as info:
+            await a.call(("missing", b.name), 1, timeout=WAIT)
+        assert info.value.reason == Atom("noproc")

@@ -471,6 +471,9 @@ class Node:
             elif kind == op.MONITOR_P:
                 process = self._processes.get(control[1])
                 ref = control[3]
+                call = self._calls.pop(ref, None)
+                if call is not None and not call.done():
+                    call.set_exception(CallError(NOCONNECTION, node))
                 if process is not None and ref in process.monitors:
                     target = process.monitors.pop(ref)
                     self._remote_monitors.get(node, {}).pop(ref, None)

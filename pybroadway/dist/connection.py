@@ -213,7 +213,9 @@ class Connection:
             if not self._wrote and not self._out:
                 self._writer.write(TICK)
             self._wrote = False
-            if self._read:
+            if self._read or not self._reading.is_set():
+                # While we hold reading back (backpressure) the peer's ticks wait unread in
+                # the socket: that silence is ours, not the peer's.
                 self._read = False
                 silent = 0
             else:

@@ -5,6 +5,7 @@
 ...     await node.connect("beam@localhost")
 """
 
+from pybroadway.dist import global_names  # starts global_name_server on every node
 from pybroadway.dist import rpc as _rpc  # noqa: F401 - starts net_kernel and rex on every node
 from pybroadway.dist.connection import Connection, ProtocolError
 from pybroadway.dist.cookie import default_cookie
@@ -29,4 +30,5 @@ __all__ = [
     "ProtocolError",
     "default_cookie",
     "ensure_epmd",
+    "global_names",
 ]

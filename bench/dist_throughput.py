@@ -65,6 +65,11 @@ latency(Target, Request, Count) ->
 """
 
 
+# No scheduler busy-waiting: on a small machine spinning schedulers of one node steal the CPU
+# the other node (or the Python node) needs, which would understate the BEAM baseline.
+BEAM_FLAGS = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
+
+
 class Counter(Process):
     """Counts ``n`` messages, then sends ``{done, n}`` to the waiter."""
 
@@ -101,9 +106,9 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
         node.spawn(Pong(), name="pong")
         say(f"python node up, embedded epmd on {epmd_port}; starting two OTP {args.otp} nodes")
         a = BeamPeer.erlang(args.otp, epmd_port=epmd_port, cookie="bench", name="bencha",
-                            extra=["-pa", build])
+                            extra=["-pa", build, *BEAM_FLAGS])
         b = BeamPeer.erlang(args.otp, epmd_port=epmd_port, cookie="bench", name="benchb",
-                            extra=["-pa", build])
+                            extra=["-pa", build, *BEAM_FLAGS])
         try:
             await a.aeval("register(bench_waiter, self())")
             await b.aeval("ok")

@@ -102,6 +102,15 @@ class Process:
         self._exited = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._main(), name=f"process-{pid.id}")
+        self._task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        # A task cancelled before its first step never runs _main: exit here instead.
+        assert self._exited is not None
+        if not self._exited.is_set():
+            self.exit_reason = self.exit_reason if self.exit_reason is not None else KILLED
+            self.node._process_exited(self, self.exit_reason)
+            self._exited.set()
 
     async def _main(self) -> None:
         reason: Any = NORMAL

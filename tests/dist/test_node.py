@@ -136,3 +136,18 @@ async def test_two_python_nodes_with_embedded_epmd() -> None:
         with pytest.raises(CallError) as info:
             await a.call(("missing", b.name), 1, timeout=WAIT)
         assert info.value.reason == Atom("noproc")
+    # Both are gone, the embedded epmd with them: a fresh node takes the port again, and stops
+    # even when its processes had no chance to run before the stop.
+    async with asyncio.timeout(WAIT), python_node(port):
+        pass
+
+
+async def test_process_exited_before_it_ran() -> None:
+    """An exit signal that arrives before a new process first runs still ends it properly."""
+    async with python_node(free_port()) as node:
+        trapper = node.spawn(Mailbox(trap_exit=True))
+        doomed = node.spawn(Mailbox(), link=trapper.pid)
+        doomed.exit(Atom("early"))
+        assert await asyncio.wait_for(doomed.wait(), WAIT) == Atom("early")
+        assert await trapper.receive(timeout=WAIT) == (Atom("EXIT"), doomed.pid, Atom("early"))
+        assert node.process(doomed.pid) is None

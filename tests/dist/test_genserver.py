@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pybroadway.dist import CallError
+from pybroadway.dist import CallError, Exit, GenServer
 from pybroadway.term import Atom, Pid
 from tests.dist.nodekit import WAIT, Echo, atom, ev, python_node, started
 from tests.peers import BeamPeer, SystemEpmd
@@ -23,6 +23,7 @@ defmodule PyTestServer do
     {:reply, :late, state}
   end
   def handle_call(:casts, _from, state), do: {:reply, Enum.reverse(state), state}
+  def handle_call(:crash, _from, _state), do: exit(:crashed_on_purpose)
   def handle_call(request, _from, state), do: {:reply, {:echo, request}, state}
   def handle_cast(request, state), do: {:noreply, [request | state]}
 end
@@ -74,6 +75,13 @@ async def test_python_calls_and_casts_an_elixir_genserver(epmd: SystemEpmd,
         assert await node.call(target, Atom("after"), timeout=WAIT) == \
             (Atom("echo"), Atom("after"))
         assert node._calls == {}
+        # The server dies during the call: the caller gets its exit reason.
+        with pytest.raises(CallError) as info:
+            await node.call(target, Atom("crash"), timeout=WAIT)
+        assert info.value.reason == Atom("crashed_on_purpose")
+        with pytest.raises(CallError) as info:
+            await node.call(target, Atom("again"), timeout=WAIT)
+        assert info.value.reason == Atom("noproc")
 
 
 async def test_erlang_calls_and_casts_a_python_genserver(epmd: SystemEpmd,
@@ -131,3 +139,43 @@ async def test_python_calls_erlang_servers(epmd: SystemEpmd, erl_node: BeamPeer)
         with pytest.raises(CallError) as info:
             await node.call(("no_such_name", erl_node.node), Atom("x"), timeout=WAIT)
         assert info.value.reason == Atom("noproc")
+
+
+class Crashy(GenServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.terminated: list[object] = []
+
+    async def handle_call(self, request: object, from_: object) -> object:
+        if request == Atom("exit"):
+            raise Exit((Atom("shutdown"), Atom("asked")))
+        if request == Atom("raise"):
+            raise RuntimeError("boom")
+        return request
+
+    async def terminate(self, reason: object) -> None:
+        self.terminated.append(reason)
+
+
+async def test_python_genserver_crashing_in_a_call(epmd: SystemEpmd, elixir: BeamPeer) -> None:
+    async with python_node(epmd.port) as node:
+        py = atom(node)
+        first = node.spawn(Crashy(), name="crashy")
+        got = await ev(elixir, f"try do GenServer.call({{:crashy, :{py}}}, :exit) "
+                               "catch :exit, reason -> reason end")
+        assert got[0] == (Atom("shutdown"), Atom("asked"))
+        assert first.terminated == [(Atom("shutdown"), Atom("asked"))]
+        second = node.spawn(Crashy(), name="crashy")
+        got = await ev(elixir, f"try do GenServer.call({{:crashy, :{py}}}, :raise) "
+                               "catch :exit, reason -> reason end")
+        assert got[0] == (Atom("exception"), b"RuntimeError: boom")
+        assert await second.wait() == (Atom("exception"), "RuntimeError: boom")
+
+
+async def test_many_concurrent_callers(epmd: SystemEpmd, elixir: BeamPeer) -> None:
+    async with python_node(epmd.port) as node:
+        node.spawn(Echo(), name="echo")
+        got = await ev(elixir, f"1..2000 |> Task.async_stream(fn i -> "
+                               f"GenServer.call({{:echo, :{atom(node)}}}, i) end, "
+                               "max_concurrency: 200) |> Enum.map(fn {:ok, r} -> r end)")
+        assert got == [(Atom("echo"), i) for i in range(1, 2001)]

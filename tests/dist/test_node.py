@@ -151,3 +151,19 @@ async def test_process_exited_before_it_ran() -> None:
         assert await asyncio.wait_for(doomed.wait(), WAIT) == Atom("early")
         assert await trapper.receive(timeout=WAIT) == (Atom("EXIT"), doomed.pid, Atom("early"))
         assert node.process(doomed.pid) is None
+
+
+async def test_simultaneous_connect(epmd: SystemEpmd, erl_node: BeamPeer) -> None:
+    """Both sides dial at once, several times: one connection survives and works."""
+    for _ in range(5):
+        async with python_node(epmd.port) as node:
+            node.spawn(Echo(), name="echo")
+            ours, theirs = await asyncio.gather(
+                node.connect(erl_node.node),
+                ev(erl_node, f"net_kernel:connect_node({atom(node)})"))
+            assert ours is True and theirs is True
+            assert await ev(erl_node, f"gen_server:call({{echo, {atom(node)}}}, x)") == \
+                (Atom("echo"), Atom("x"))
+            assert node.nodes() == [Atom(erl_node.node)]
+            assert await node.call(("net_kernel", erl_node.node),
+                                   (Atom("is_auth"), node.name), timeout=WAIT) == Atom("yes")

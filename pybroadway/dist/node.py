@@ -619,6 +619,10 @@ class Node:
         if link:
             self._remote_links.get(to.node, set()).discard((sender, to))
         if connection is None:
+            if not link:
+                # exit/2 connects on demand, as a send does (a link signal never needs to:
+                # without a connection the link is already gone).
+                self._route(to.node, (op.EXIT2, sender, to, reason))
             return
         if connection.flags & dflags.EXIT_PAYLOAD:
             connection.send((op.PAYLOAD_EXIT if link else op.PAYLOAD_EXIT2, sender, to), reason)

@@ -147,3 +147,27 @@ async def test_python_monitors_beam_process(epmd: SystemEpmd, erl_node: BeamPeer
         assert downs == {(DOWN, by_pid, Atom("process"), remote, Atom("gone")),
                          (DOWN, by_name, Atom("process"), ("xproc", erl_node.node),
                           Atom("gone"))}
+
+
+async def test_python_sends_exit_signals_to_beam(epmd: SystemEpmd, erl_node: BeamPeer) -> None:
+    async with python_node(epmd.port) as node:
+        remote = await ev(erl_node, "E = spawn(fun() -> receive _ -> ok end end), "
+                                    "ME = erlang:monitor(process, E), E")
+        node.exit(remote, Atom("told_to"))
+        assert await ev(erl_node, "receive {'DOWN', ME, _, _, R} -> R after 5000 -> t end") == \
+            Atom("told_to")
+        # A trapping BEAM process gets it as a message; a normal exit of a linked Python
+        # process does not kill a non-trapping BEAM process.
+        got = await ev(erl_node, "process_flag(trap_exit, true), self()")
+        node.exit(got, Atom("note"))
+        msg = await ev(erl_node, "receive {'EXIT', _, Why} -> Why after 5000 -> t end")
+        assert msg == Atom("note")
+        quiet = node.spawn(StopsOnRequest(), name="quiet")
+        got = await ev(erl_node, f"Q = rpc:call({atom(node)}, py, whereis, [quiet]), "
+                                 "F = spawn(fun() -> link(Q), receive stop -> ok end end), "
+                                 "MF = erlang:monitor(process, F), "
+                                 f"gen_server:call({{net_kernel, {atom(node)}}}, {{is_auth, x}}),"
+                                 "Q ! normal, "
+                                 "receive {'DOWN', MF, _, _, _} -> died after 300 -> alive end")
+        assert got == Atom("alive")
+        assert quiet.exit_reason == Atom("normal")

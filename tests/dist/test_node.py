@@ -167,3 +167,24 @@ async def test_simultaneous_connect(epmd: SystemEpmd, erl_node: BeamPeer) -> Non
             assert node.nodes() == [Atom(erl_node.node)]
             assert await node.call(("net_kernel", erl_node.node),
                                    (Atom("is_auth"), node.name), timeout=WAIT) == Atom("yes")
+
+
+async def test_unreachable_node(epmd: SystemEpmd) -> None:
+    """Signals to a node that is not there fail as on a lost connection, without waiting."""
+    async with python_node(epmd.port, connect_timeout=WAIT) as node:
+        ghost = f"{unique_name('ghost')}@localhost"
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(CallError) as info:
+            await node.call(("anything", ghost), Atom("x"), timeout=WAIT)
+        assert info.value.reason == Atom("noconnection")
+        watcher = node.spawn(Mailbox(trap_exit=True))
+        ghost_pid = Pid(Atom(ghost), 1, 0, 1)
+        ref = watcher.monitor(ghost_pid)
+        assert await watcher.receive(timeout=WAIT) == \
+            (Atom("DOWN"), ref, Atom("process"), ghost_pid, Atom("noconnection"))
+        watcher.link(ghost_pid)
+        assert await watcher.receive(timeout=WAIT) == \
+            (Atom("EXIT"), ghost_pid, Atom("noconnection"))
+        assert loop.time() - began < 2.0
+        assert not await node.connect(ghost)

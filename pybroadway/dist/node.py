@@ -794,8 +794,9 @@ class Node:
             raise RuntimeError(f"start {self} before calling")
         node = self._node_of(target)
         if node is self.name:
-            local = self._names.get(Atom(target) if isinstance(target, str) else target) \
-                if not isinstance(target, Pid) else self._processes.get(target)
+            name = self._remote_target(target) if type(target) is tuple else target
+            local = self._names.get(Atom(name) if isinstance(name, str) else name) \
+                if not isinstance(name, Pid) else self._processes.get(name)
             if local is None:
                 raise CallError(NOPROC, target)
         ref = self.make_ref()

@@ -179,3 +179,17 @@ async def test_many_concurrent_callers(epmd: SystemEpmd, elixir: BeamPeer) -> No
                                f"GenServer.call({{:echo, :{atom(node)}}}, i) end, "
                                "max_concurrency: 200) |> Enum.map(fn {:ok, r} -> r end)")
         assert got == [(Atom("echo"), i) for i in range(1, 2001)]
+
+
+async def test_local_calls_between_python_processes(epmd: SystemEpmd) -> None:
+    async with python_node(epmd.port) as node:
+        echo = node.spawn(Echo(), name="echo")
+        assert await node.call("echo", 1, timeout=WAIT) == (Atom("echo"), 1)
+        assert await node.call(echo.pid, (Atom("later"), 2), timeout=WAIT) == 2
+        assert await node.call(("echo", node.name.name), 3, timeout=WAIT) == (Atom("echo"), 3)
+        with pytest.raises(CallError) as info:
+            await node.call("nobody", 1, timeout=WAIT)
+        assert info.value.reason == Atom("noproc")
+        node.cast("echo", Atom("c"))
+        await asyncio.wait_for(echo.cast_event.wait(), WAIT)
+        assert echo.casts == [Atom("c")]

@@ -632,6 +632,11 @@ class Node:
     def _send_down(self, watcher: Pid, ref: Reference, target: Any, pid: Pid,
                    reason: Any) -> None:
         if watcher.node is self.name:
+            call = self._calls.pop(ref, None)
+            if call is not None:  # a Node.call to a local process
+                if not call.done():
+                    call.set_exception(CallError(reason, target))
+                return
             process = self._processes.get(watcher)
             if process is not None and process.monitors.pop(ref, None) is not None:
                 process.deliver((DOWN, ref, PROCESS, target, reason))
@@ -805,6 +810,8 @@ class Node:
         self._calls[ref] = future
         if node is not self.name:
             self._route(node, (op.MONITOR_P, caller, self._remote_target(target), ref))
+        else:
+            local.watchers[ref] = (caller, target)  # its exit fails the call (_send_down)
         self.send(target, (GEN_CALL, (caller, ref), request), sender=caller)
         try:
             async with asyncio.timeout(timeout):
@@ -812,8 +819,12 @@ class Node:
         except TimeoutError:
             raise CallError(Atom("timeout"), target) from None
         finally:
-            if self._calls.pop(ref, None) is not None and node is not self.name:
-                self._route(node, (op.DEMONITOR_P, caller, self._remote_target(target), ref))
+            if self._calls.pop(ref, None) is not None:
+                if node is not self.name:
+                    self._route(node, (op.DEMONITOR_P, caller, self._remote_target(target),
+                                       ref))
+                else:
+                    local.watchers.pop(ref, None)
 
     def cast(self, target: Any, request: Any) -> None:
         """``GenServer.cast``: send ``{'$gen_cast', request}``; never fails."""

@@ -193,3 +193,16 @@ async def test_local_calls_between_python_processes(epmd: SystemEpmd) -> None:
         node.cast("echo", Atom("c"))
         await asyncio.wait_for(echo.cast_event.wait(), WAIT)
         assert echo.casts == [Atom("c")]
+
+
+async def test_local_call_to_a_server_that_dies(epmd: SystemEpmd) -> None:
+    """The caller learns the exit reason at once, not after its timeout."""
+    async with python_node(epmd.port) as node:
+        crashy = node.spawn(Crashy(), name="crashy")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(CallError) as info:
+            await node.call("crashy", Atom("exit"), timeout=WAIT)
+        assert info.value.reason == (Atom("shutdown"), Atom("asked"))
+        assert loop.time() - began < 2.0
+        assert crashy.watchers == {} and node._calls == {}

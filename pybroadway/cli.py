@@ -1,0 +1,169 @@
+"""The ``pybroadway`` command: ``serve`` a pipeline to BEAM clients, run an ``epmd``, ``ping``.
+
+    pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
+                     [--sname server@localhost] [--cookie C] [--quiet]
+    pybroadway epmd serve|names|port-please ...
+    pybroadway ping NODE [--cookie C]
+
+``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
+``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
+SIGTERM; then it drains and prints ``handled N, failed F, dropped D``. On a terminal a status
+line shows messages/s, buffered messages and connected clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pybroadway.dist import Node
+from pybroadway.dist.epmd import main as epmd_main
+from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
+from pybroadway.pipeline import Message, Pipeline
+from pybroadway.term import inspect
+
+log = logging.getLogger("pybroadway.serve")
+
+
+class LoggingPipeline(Pipeline):
+    """The default pipeline of ``serve``: logs each message as ``handled: %Broadway.Message{…}``
+    (at INFO; at DEBUG with ``--quiet``) and acknowledges it."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        if log.isEnabledFor(logging.INFO):
+            log.info("handled: %s", inspect(message_struct(message)))
+        return message
+
+
+@dataclass
+class Summary:
+    """What a ``serve`` run did, printed as its last line."""
+
+    handled: int
+    failed: int
+    dropped: int
+
+    def __str__(self) -> str:
+        return f"handled {self.handled}, failed {self.failed}, dropped {self.dropped}"
+
+
+def load_pipeline(spec: str) -> type[Pipeline]:
+    """Import ``module:Class`` and check it is a Pipeline subclass."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise SystemExit(f"--pipeline wants module:Class, got {spec!r}")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"cannot load the pipeline {spec!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
+        raise SystemExit(f"{spec} is not a subclass of pybroadway.pipeline.Pipeline")
+    return cls
+
+
+async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
+                ) -> Summary:
+    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set)."""
+    stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port) as node:
+        pipeline = pipeline_class(
+            name="PyBroadway",
+            producer={"module": (OtpDistributionProducer, {
+                "node": node, "mode": args.mode, "overflow": args.overflow,
+                "receiver_name": args.receiver_name,
+                "message_log_level": logging.DEBUG if args.quiet else logging.INFO})},
+            processors={"default": {"concurrency": args.concurrency}},
+        )
+        await pipeline.start()
+        producer = pipeline.producers[0]
+        log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name, args.receiver_name,
+                 args.mode)
+        status = (loop.create_task(_status_line(pipeline, producer))
+                  if sys.stderr.isatty() else None)
+        await stop.wait()
+        if status is not None:
+            status.cancel()
+            sys.stderr.write("\n")
+        await pipeline.stop()
+        stats = pipeline.stats()
+        return Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
+
+
+async def _status_line(pipeline: Pipeline, producer: Any) -> None:
+    pipeline.stats()  # start the rate's interval now
+    while True:
+        await asyncio.sleep(1.0)
+        stats = pipeline.stats()
+        clients = len(producer.receiver.clients)
+        sys.stderr.write(f"\r{stats['rate']:10,.0f} msg/s  {stats['buffered']:8,} buffered  "
+                         f"{clients} client{'' if clients == 1 else 's'}  ")
+        sys.stderr.flush()
+
+
+async def ping(args: argparse.Namespace) -> bool:
+    """``net_adm:ping/1`` from a hidden Python node."""
+    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
+                    hidden=True) as node:
+        return await node.connect(args.node)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``serve`` (shared with examples/broadway.py)."""
+    parser.add_argument("--mode", choices=("push", "pull"), default="push")
+    parser.add_argument("--sname", default="server@localhost", help="node name (name@host)")
+    parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
+    parser.add_argument("--epmd-port", type=int, default=None,
+                        help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
+    parser.add_argument("--receiver-name", default=DEFAULT_NAME,
+                        help="the :global name clients look up")
+    parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
+                        default="block", help="when the buffer is full (block: lossless)")
+    parser.add_argument("--concurrency", type=int, default=2, help="processors")
+    parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s [%(levelname)s] %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="serve a pipeline to BEAM clients")
+    serve_parser.add_argument("--pipeline", default=None,
+                              help="module:Class of a Pipeline subclass (default: log each)")
+    add_serve_arguments(serve_parser)
+    epmd_parser = commands.add_parser("epmd", help="run or query an EPMD", add_help=False)
+    epmd_parser.add_argument("rest", nargs=argparse.REMAINDER)
+    ping_parser = commands.add_parser("ping", help="ping a node: pong or pang")
+    ping_parser.add_argument("node")
+    ping_parser.add_argument("--sname", default="pybroadway_ping@localhost")
+    ping_parser.add_argument("--cookie", default=None)
+    ping_parser.add_argument("--epmd-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "epmd":
+        return epmd_main(args.rest)
+    if args.command == "ping":
+        logging.basicConfig(level=logging.ERROR)
+        answer = asyncio.run(ping(args))
+        print("pong" if answer else "pang")
+        return 0 if answer else 1
+    setup_logging(args.quiet)
+    pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
+    print(asyncio.run(serve(args, pipeline_class)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

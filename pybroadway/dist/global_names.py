@@ -176,15 +176,15 @@ class GlobalNameServer(GenServer):
     def _wake_syncers(self) -> None:
         if not self._sync_waiters:
             return
-        visible = set(self.visible_nodes())
-        if visible <= self.synced:
+        if set(self.visible_nodes()) | self.known <= self.synced:
             waiters, self._sync_waiters = self._sync_waiters, []
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
 
     async def wait_synced(self, timeout: float) -> None:
-        """Wait until every visible connected node has completed the connect protocol."""
+        """Wait until every visible connected node, and every cluster member learned from
+        them, has completed the connect protocol (or gone down)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sync_waiters.append(future)
         self._wake_syncers()

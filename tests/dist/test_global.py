@@ -1,0 +1,179 @@
+"""``:global`` between a Python node and real OTP 25 / 28 and Elixir 1.14 nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from pybroadway.dist import GenServer, Node, global_names
+from pybroadway.dist.genserver import From
+from pybroadway.term import Atom, Pid, decode
+from tests.peers import BeamPeer, SystemEpmd, unique_name
+
+
+class Echo(GenServer):
+    """Answers every call with ``{echo, Request}``."""
+
+    def handle_call(self, request: object, from_: From) -> object:
+        return (Atom("echo"), request)
+
+
+@pytest.fixture
+def beam(epmd: SystemEpmd, otp: str) -> Iterator[BeamPeer]:
+    with BeamPeer.erlang(otp, epmd_port=epmd.port) as peer:
+        peer.wait_started()
+        yield peer
+
+
+@pytest.fixture
+async def py(epmd: SystemEpmd) -> AsyncIterator[Node]:
+    async with Node(unique_name("py") + "@localhost", cookie="pybroadway",
+                    epmd_port=epmd.port) as node:
+        yield node
+
+
+# global:sync() on the BEAM, bounded so that a failure cannot hang the test
+BEAM_SYNC = ("Self = self(), spawn(fun() -> Self ! {synced, global:sync()} end), "
+             "receive {synced, R} -> R after 4000 -> sync_timeout end")
+
+
+async def ev(peer: BeamPeer, expr: str) -> object:
+    return decode(await peer.aeval(expr))
+
+
+async def connect_and_sync(peer: BeamPeer, py: Node) -> float:
+    """The BEAM connects to Python and runs ``global:sync()``; returns how long it took."""
+    assert await ev(peer, f"net_kernel:connect_node('{py.name.name}')") is True
+    start = time.monotonic()
+    assert await ev(peer, BEAM_SYNC) is Atom("ok")
+    return time.monotonic() - start
+
+
+async def until(predicate: object, timeout: float = 5.0) -> None:
+    """Poll a condition that has no event of its own (another node's table)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate() if callable(predicate) else predicate
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_python_name_visible_after_connect(beam: BeamPeer, py: Node) -> None:
+    echo = py.spawn(Echo())
+    assert await global_names.register_name(py, "py_echo", echo.pid)
+    assert await connect_and_sync(beam, py) < 2.0
+    assert await ev(beam, "global:whereis_name(py_echo)") == echo.pid
+    assert await ev(beam, "gen_server:call({global, py_echo}, hi)") == (Atom("echo"),
+                                                                       Atom("hi"))
+    await global_names.sync(py, timeout=2)
+    # the process dies: the name goes away everywhere
+    echo.exit(Atom("shutdown"))
+    await echo.wait()
+    await until(lambda: ev(beam, "global:whereis_name(py_echo)"))
+    assert await ev(beam, "global:whereis_name(py_echo)") is Atom("undefined")
+    assert global_names.whereis_name(py, "py_echo") is None
+
+
+async def test_python_registers_after_connect(beam: BeamPeer, py: Node) -> None:
+    assert await connect_and_sync(beam, py) < 2.0
+    echo = py.spawn(Echo())
+    # right after the connect the connect lock is often still held: register retries
+    assert await global_names.register_name(py, "late_echo", echo.pid, timeout=10)
+    assert await ev(beam, "global:whereis_name(late_echo)") == echo.pid
+    assert not await global_names.register_name(py, "late_echo", echo.pid)
+    await global_names.unregister_name(py, "late_echo")
+    assert await ev(beam, "global:whereis_name(late_echo)") is Atom("undefined")
+
+
+async def test_beam_names_seen_by_python(beam: BeamPeer, py: Node) -> None:
+    before = await ev(beam, "P1 = spawn(fun() -> receive _ -> ok end end), "
+                            "yes = global:register_name(beam_before, P1), P1")
+    await connect_and_sync(beam, py)
+    await global_names.sync(py, timeout=2)
+    assert global_names.whereis_name(py, "beam_before") == before
+    after = await ev(beam, "P2 = spawn(fun() -> receive _ -> ok end end), "
+                           "yes = global:register_name(beam_after, P2), P2")
+    assert global_names.whereis_name(py, "beam_after") == after
+    assert await ev(beam, "global:trans({res, self()}, fun() -> done end)") is Atom("done")
+    assert set(global_names.registered_names(py)) >= {Atom("beam_before"), Atom("beam_after")}
+    await ev(beam, "exit(P2, kill), global:unregister_name(beam_before)")
+    await until(lambda: global_names.whereis_name(py, "beam_after") is None)
+    assert global_names.whereis_name(py, "beam_before") is None
+
+
+async def test_remove_connection_is_obeyed(beam: BeamPeer, py: Node) -> None:
+    await connect_and_sync(beam, py)
+    down = asyncio.get_running_loop().create_future()
+    py.monitor_nodes(lambda n, up: None if up or down.done() else down.set_result(n))
+    await ev(beam, f"{{global_name_server, '{py.name.name}'}} ! "
+                   f"{{remove_connection, node()}}")
+    assert await asyncio.wait_for(down, 5) == Atom(beam.node)
+    assert await ev(beam, BEAM_SYNC) is Atom("ok")
+
+
+async def test_sync_twenty_fresh_connects(beam: BeamPeer, py: Node) -> None:
+    for _ in range(20):
+        assert await connect_and_sync(beam, py) < 2.0
+        await global_names.sync(py, timeout=2)
+        await ev(beam, f"erlang:monitor_node('{py.name.name}', true)")
+        down = asyncio.get_running_loop().create_future()
+        undo = py.monitor_nodes(lambda n, up, f=down: None if up or f.done()
+                                else f.set_result(n))
+        assert py.disconnect(beam.node)
+        await asyncio.wait_for(down, 5)
+        undo()
+        # the BEAM must see the nodedown too, or its next connect_node reuses the old link
+        assert await ev(beam, f"receive {{nodedown, '{py.name.name}'}} -> down "
+                              "after 5000 -> still_up end") is Atom("down")
+
+
+async def test_elixir(epmd: SystemEpmd, py: Node) -> None:
+    echo = py.spawn(Echo())
+    assert await global_names.register_name(py, "ex_echo", echo.pid)
+    with BeamPeer.elixir(epmd_port=epmd.port) as ex:
+        await asyncio.to_thread(ex.wait_started)
+        agent = await ev(ex, "{:ok, a} = Agent.start(fn -> 1 end, name: {:global, :ex_agent}); a")
+        assert await ev(ex, f"Node.connect(:'{py.name.name}')") is True
+        start = time.monotonic()
+        assert await ev(ex, ":global.sync()") is Atom("ok")
+        assert time.monotonic() - start < 2.0
+        assert await ev(ex, "GenServer.call({:global, :ex_echo}, :hi)") == (Atom("echo"),
+                                                                          Atom("hi"))
+        await global_names.sync(py, timeout=2)
+        assert global_names.whereis_name(py, "ex_agent") == agent
+        global_names.send(py, "ex_agent", "hello")
+        assert isinstance(agent, Pid)
+
+
+async def test_three_nodes(epmd: SystemEpmd, otp: str, py: Node) -> None:
+    with BeamPeer.erlang("25", epmd_port=epmd.port) as a, \
+            BeamPeer.erlang(otp, epmd_port=epmd.port) as b:
+        await asyncio.gather(asyncio.to_thread(a.wait_started), asyncio.to_thread(b.wait_started))
+        await ev(a, "Pa = spawn(fun() -> receive _ -> ok end end), "
+                    "yes = global:register_name(on_a, Pa)")
+        assert await ev(a, f"net_kernel:connect_node('{b.node}')") is True
+        assert await ev(a, BEAM_SYNC) is Atom("ok")
+        echo = py.spawn(Echo())
+        assert await global_names.register_name(py, "on_py", echo.pid)
+        await connect_and_sync(a, py)
+        await global_names.sync(py, timeout=3)
+        assert Atom(b.node) in py.nodes()
+        for peer in (a, b):
+            assert await ev(peer, BEAM_SYNC) is Atom("ok")
+            assert await ev(peer, "global:whereis_name(on_py)") == echo.pid
+        await ev(b, "Pb = spawn(fun() -> receive _ -> ok end end), "
+                    "yes = global:register_name(on_b, Pb)")
+        assert global_names.whereis_name(py, "on_a") is not None
+        assert global_names.whereis_name(py, "on_b") is not None
+        echo2 = py.spawn(Echo())
+        assert await global_names.register_name(py, "on_py2", echo2.pid, timeout=10)
+        for peer in (a, b):
+            assert await ev(peer, "global:whereis_name(on_py2)") == echo2.pid

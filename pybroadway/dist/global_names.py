@@ -138,9 +138,14 @@ class GlobalNameServer(GenServer):
 
     # -- start -------------------------------------------------------------------------------
 
+    def _start(self, node: Node, pid: Pid) -> None:
+        super()._start(node, pid)
+        # The helpers exist as soon as the node has started, so register_name works from the
+        # very first moment, before this server's task has run.
+        self.locker = node.spawn(_Requester())
+        self.registrar = node.spawn(_Requester())
+
     async def init(self) -> None:
-        self.locker = self.node.spawn(_Requester())
-        self.registrar = self.node.spawn(_Requester())
         self._unsubscribe = self.node.monitor_nodes(self._node_event)
         for peer in self.node.nodes():  # connections made before this process ran
             self._node_event(peer, True)

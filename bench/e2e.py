@@ -1,0 +1,224 @@
+"""End to end: Elixir clients feed a Python pipeline through the connector.
+
+    python bench/e2e.py [--messages 200000] [--pull-messages 50000]
+
+- push: 1 and 4 sender processes on an Elixir node register with the receiver (found through
+  ``:global``, as the library's client does) and cast ``{:push_message, Payload}`` as fast as
+  they can, 12 B and 1 KiB payloads; the pipeline's ``handle_message`` does nothing. Reported:
+  handled msg/s (first send to last message handled) and how many were lost.
+- pull: one Elixir client answers every ``:request_message`` with a 12 B payload.
+- BEAM -> BEAM: the raw rate of the same messages between two BEAM nodes, for the ratio.
+
+The Elixir node loads a small compiled Erlang module (built with ``erlc``) for the senders, so
+the numbers measure the distribution and pybroadway, not an interpreter. Everything runs on
+loopback with an embedded EPMD on a free port and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pybroadway.dist import Node  # noqa: E402
+from pybroadway.otp_distribution import OtpDistributionProducer  # noqa: E402
+from pybroadway.pipeline import Message, Pipeline  # noqa: E402
+from pybroadway.term import decode  # noqa: E402
+from tests.peers import BeamPeer, free_port  # noqa: E402
+
+CLIENT_ERL = r"""
+-module(pybroadway_e2e_bench).
+-export([receiver/0, push/4, pull_client/2, counter/2, blast/3]).
+
+receiver() ->
+    ok = global:sync(),
+    global:whereis_name(off_broadway_otp_distribution_receiver).
+
+%% Senders processes each register and cast N div Senders pushes; returns when all are sent.
+push(N, Size, Senders, Parent) ->
+    R = receiver(),
+    Payload = binary:copy(<<"x">>, Size),
+    Each = N div Senders,
+    Pids = [spawn_link(fun() ->
+                ok = gen_server:call(R, register),
+                send_loop(R, {'$gen_cast', {push_message, Payload}}, Each),
+                Parent ! {sent, self()}
+            end) || _ <- lists:seq(1, Senders)],
+    [receive {sent, P} -> ok end || P <- Pids],
+    ok.
+
+send_loop(_, _, 0) -> ok;
+send_loop(R, Msg, K) -> R ! Msg, send_loop(R, Msg, K - 1).
+
+pull_client(Size, Parent) ->
+    Pid = spawn(fun() ->
+        R = receiver(),
+        ok = gen_server:call(R, register),
+        Answer = {'$gen_cast', {respond_to_pull_request, binary:copy(<<"x">>, Size)}},
+        Parent ! registered,
+        answer_loop(R, Answer)
+    end),
+    receive registered -> Pid end.
+
+answer_loop(R, Answer) ->
+    receive
+        {'$gen_cast', request_message} -> R ! Answer, answer_loop(R, Answer);
+        stop -> ok;
+        _ -> answer_loop(R, Answer)
+    end.
+
+counter(N, Waiter) -> count(N, N, Waiter).
+count(N, 0, Waiter) -> Waiter ! {done, N};
+count(N, K, Waiter) -> receive {'$gen_cast', _} -> count(N, K - 1, Waiter) end.
+
+%% The BEAM baseline: the same messages to a counter on another BEAM node.
+blast(Target, N, Size) ->
+    Msg = {'$gen_cast', {push_message, binary:copy(<<"x">>, Size)}},
+    T0 = erlang:monotonic_time(microsecond),
+    send_loop(Target, Msg, N),
+    receive {done, N} -> erlang:monotonic_time(microsecond) - T0
+    after 300000 -> error(timeout)
+    end.
+"""
+
+BEAM_FLAGS = "+sbwt none +sbwtdcpu none +sbwtdio none"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Sink:
+    """Counts handled messages; ``done`` is set when ``target`` have been handled."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.done = asyncio.Event()
+        self.finished_at = 0.0
+
+    def expect(self, target: int) -> None:
+        self.count, self.target = 0, target
+        self.done.clear()
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        self.count += 1
+        if self.count == self.target:
+            self.finished_at = time.perf_counter()
+            self.done.set()
+        return message
+
+
+async def run_pipeline(node: Node, mode: str, sink: Sink) -> Pipeline:
+    pipeline = Pipeline(
+        handle_message=sink.handle_message,
+        producer={"module": (OtpDistributionProducer, {"node": node, "mode": mode})},
+        processors={"default": {"concurrency": 1, "max_demand": 100}},
+    )
+    await pipeline.start()
+    return pipeline
+
+
+def handled_rate(sink: Sink, started: float) -> float:
+    """Messages per second from ``started`` until the target was reached (or until now)."""
+    if sink.done.is_set():
+        return sink.target / (sink.finished_at - started)
+    return sink.count / (time.perf_counter() - started)
+
+
+async def handled_within(sink: Sink, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sink.done.wait(), seconds)
+
+
+async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    build = tempfile.mkdtemp(prefix="pybroadway-e2e-")
+    Path(build, "pybroadway_e2e_bench.erl").write_text(CLIENT_ERL)
+    subprocess.run(["erlc", "-o", build, str(Path(build, "pybroadway_e2e_bench.erl"))],
+                   check=True)
+    epmd_port = free_port()
+    n = args.messages
+    rows: list[tuple[str, ...]] = []
+    raw: dict[int, float] = {}
+    sink = Sink()
+    async with Node("pye2e@localhost", cookie="bench", epmd_port=epmd_port) as node:
+        client = BeamPeer.elixir(epmd_port=epmd_port, cookie="bench", name="e2eclient",
+                                 extra_erl=f"-pa {build} {BEAM_FLAGS}")
+        other = BeamPeer.erlang("25", epmd_port=epmd_port, cookie="bench", name="e2eother",
+                                extra=["-pa", build, *BEAM_FLAGS.split()])
+        try:
+            await client.aeval("Process.register(self(), :bench)")
+            await other.aeval("1")
+            await client.aeval(f"true = Node.connect(:'{other.node}')")
+            for size in (12, 1024):
+                await other.aeval(
+                    f"register(sink, spawn(pybroadway_e2e_bench, counter, "
+                    f"[{n}, {{bench, '{client.node}'}}]))")
+                micros = decode(await client.aeval(
+                    f":pybroadway_e2e_bench.blast({{:sink, :'{other.node}'}}, {n}, {size})"))
+                raw[size] = n / (micros / 1e6)
+                say(f"BEAM -> BEAM {size} B: {raw[size]:,.0f} msg/s")
+                rows.append((f"BEAM -> BEAM raw, {size} B", f"{raw[size]:,.0f} msg/s", "", ""))
+
+            pipeline = await run_pipeline(node, "push", sink)
+            await client.aeval(f"true = Node.connect(:'{node.name.name}')")
+            # Join :global before timing anything (the senders look the receiver up there).
+            await client.aeval("pid = :pybroadway_e2e_bench.receiver()")
+            for size in (12, 1024):
+                for senders in (1, 4):
+                    sink.expect(n)
+                    started = time.perf_counter()
+                    await client.aeval(
+                        f":pybroadway_e2e_bench.push({n}, {size}, {senders}, self())")
+                    await handled_within(sink, args.timeout)
+                    rate = handled_rate(sink, started)
+                    lost = n - sink.count
+                    say(f"push {size} B, {senders} sender(s): {rate:,.0f} msg/s, lost {lost}")
+                    rows.append((f"push {size} B, {senders} sender{'s' if senders > 1 else ''}",
+                                 f"{rate:,.0f} msg/s", f"lost {lost}",
+                                 f"{rate / raw[size]:.2f}x BEAM raw"))
+            await pipeline.stop()
+
+            pipeline = await run_pipeline(node, "pull", sink)
+            m = args.pull_messages
+            sink.expect(m)
+            started = time.perf_counter()
+            await client.aeval("pull = :pybroadway_e2e_bench.pull_client(12, self())")
+            await handled_within(sink, args.timeout)
+            rate = handled_rate(sink, started)
+            await client.aeval("send(pull, :stop)")
+            say(f"pull 12 B, 1 client: {rate:,.0f} msg/s")
+            rows.append(("pull 12 B, 1 client", f"{rate:,.0f} msg/s",
+                         f"handled {min(sink.count, m):,} of {m:,}", "target >= 50,000 msg/s"))
+            await pipeline.stop()
+        finally:
+            client.kill()
+            other.kill()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000, help="per push run")
+    parser.add_argument("--pull-messages", type=int, default=50_000)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    args = parser.parse_args()
+    rows = asyncio.run(bench(args))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print(f"\nN = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
+          f"Python {sys.version.split()[0]}")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

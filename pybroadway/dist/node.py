@@ -500,7 +500,7 @@ class Node:
             if to.node is self.name:
                 process = self._processes.get(to)
                 if process is not None:
-                    process.deliver(message)
+                    process.deliver_from(sender, message)
                 elif to == self._call_pid:
                     self._call_reply(message)
                 return
@@ -521,7 +521,7 @@ class Node:
         if isinstance(to, str | Atom):
             process = self._names.get(to if isinstance(to, Atom) else Atom(to))
             if process is not None:
-                process.deliver(message)
+                process.deliver_from(sender, message)
             return
         raise TypeError(f"cannot send to {to!r}: give a Pid, a name or (name, node)")
 
@@ -675,10 +675,12 @@ class Node:
         handler(connection, control, message)
 
     def _on_send(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
+        # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does.
         to = control[2]
         process = self._processes.get(to)
         if process is not None:
-            process.deliver(message)
+            sender = control[1]
+            process.deliver_from(sender if type(sender) is Pid else None, message)
         elif to == self._call_pid:
             self._call_reply(message)
 
@@ -686,7 +688,7 @@ class Node:
                      message: Any) -> None:
         process = self._names.get(control[3])
         if process is not None:
-            process.deliver(message)
+            process.deliver_from(control[1], message)
         else:
             log.debug("message to unregistered name %s from %s dropped", control[3],
                       connection.peer.name)

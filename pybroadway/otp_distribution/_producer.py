@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pybroadway.dist import Node
 from pybroadway.pipeline import Message, Producer
 
-from ._receiver import DEFAULT_NAME, Receiver
+from ._receiver import DEFAULT_NAME, Metadata, Receiver
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
@@ -96,9 +96,9 @@ class OtpDistributionProducer(Producer):
 
     # -- push --------------------------------------------------------------------------------
 
-    def pushed(self, data: list[Any]) -> None:
+    def pushed(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Data clients pushed (called by the receiver)."""
-        messages = [Message(item) for item in data]
+        messages = list(map(Message, data, metadata))
         if self.overflow == "block" or not self.is_full:
             self.push_messages(messages)
         elif self.overflow == "drop_newest":
@@ -144,9 +144,9 @@ class OtpDistributionProducer(Producer):
             self._dropped_unlogged = 0
             self._drop_log_at = time.monotonic()
 
-    def answered(self, data: list[Any]) -> None:
+    def answered(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Answers to pull requests (called by the receiver)."""
-        self.push_messages([Message(item) for item in data])
+        self.push_messages(list(map(Message, data, metadata)))
         self.receiver.want(self.pending_demand)
 
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from pybroadway.dist import From, GenServer
@@ -29,13 +31,22 @@ REQUEST_MESSAGE = Atom("request_message")
 PULL_MESSAGE = Atom("pull_message")
 
 
-class Sink(Protocol):
-    """What the receiver hands data to (the connector's producer implements it)."""
+Metadata = Mapping[str, Any]
+NO_METADATA: Metadata = MappingProxyType({})
 
-    def pushed(self, data: list[Any]) -> None:
+
+class Sink(Protocol):
+    """What the receiver hands data to (the connector's producer implements it).
+
+    ``metadata[i]`` goes with ``data[i]``: ``{"client": pid, "node": node}`` of the client that
+    sent it (read-only and shared by all of that client's messages), or empty when the sender
+    is unknown.
+    """
+
+    def pushed(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Data pushed by clients, in arrival order."""
 
-    def answered(self, data: list[Any]) -> None:
+    def answered(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Answers to pull requests, in arrival order."""
 
 
@@ -71,7 +82,10 @@ class Receiver(GenServer):
         self.outstanding: deque[list[Any]] = deque()
         self._wanted = 0
         self._pushed: list[Any] = []
+        self._pushed_metadata: list[Metadata] = []
         self._answers: list[Any] = []
+        self._answers_metadata: list[Metadata] = []
+        self._metadata: dict[Pid, Metadata] = {}
         self._flush_scheduled = False
         self._paused: set[Atom] = set()
         self._paused_wanted = False
@@ -110,6 +124,7 @@ class Receiver(GenServer):
         ref = self.clients.pop(pid, None)
         if ref is None:
             return
+        self._metadata.pop(pid, None)
         if demonitor:
             self.demonitor(ref)
         index = self._ring.index(pid)
@@ -126,27 +141,62 @@ class Receiver(GenServer):
 
     # -- data --------------------------------------------------------------------------------
 
+    def deliver_from(self, sender: Pid | None, message: Any) -> None:
+        """Data casts are taken here, as they come off the connection, with their sender:
+        no mailbox hop for the messages that make up the stream. The rest queue as usual."""
+        if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
+            request = message[1]
+            if type(request) is tuple and len(request) == 2 and self._take(request, sender):
+                return
+        self.deliver(message)
+
     def handle_cast(self, request: Any) -> None:
+        """Casts that did not come through :meth:`deliver_from` (local senders): the same
+        data casts; anything else is logged."""
+        if not (type(request) is tuple and len(request) == 2 and self._take(request, None)):
+            logger.warning("unknown cast: %s", inspect(request))
+
+    def _take(self, request: tuple[Any, Any], sender: Pid | None) -> bool:
         """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
-        names; anything else is logged."""
-        if type(request) is tuple and len(request) == 2:
-            kind = request[0]
-            if kind is PUSH_MESSAGE or kind is SEND_MESSAGE:
-                if logger.isEnabledFor(self.message_log_level):
-                    logger.log(self.message_log_level, "%s: %s", kind.name, inspect(request[1]))
-                self._pushed.append(request[1])
-                self._schedule_flush()
-                return
-            if kind is RESPOND:
-                if logger.isEnabledFor(self.message_log_level):
-                    logger.log(self.message_log_level, "respond_to_pull_request: %s",
-                               inspect(request[1]))
-                if self.outstanding:
-                    self.outstanding.popleft()
-                self._answers.append(request[1])
-                self._schedule_flush()
-                return
-        logger.warning("unknown cast: %s", inspect(request))
+        names; False for anything else."""
+        kind, data = request
+        if kind is PUSH_MESSAGE or kind is SEND_MESSAGE:
+            pushed = True
+        elif kind is RESPOND:
+            pushed = False
+        else:
+            return False
+        if logger.isEnabledFor(self.message_log_level):
+            logger.log(self.message_log_level, "%s: %s",
+                       kind.name if pushed else "respond_to_pull_request", inspect(data))
+        metadata = NO_METADATA if sender is None else self._metadata.get(sender)
+        if metadata is None:
+            metadata = self._metadata[sender] = MappingProxyType(  # type: ignore[index]
+                {"client": sender, "node": sender.node})  # type: ignore[union-attr]
+        if pushed:
+            self._pushed.append(data)
+            self._pushed_metadata.append(metadata)
+        else:
+            self._retire(sender)
+            self._answers.append(data)
+            self._answers_metadata.append(metadata)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def _retire(self, sender: Pid | None) -> None:
+        """An answer came: retire the sender's oldest request (the oldest of all if the
+        sender is unknown or had none out, as after a re-ask)."""
+        outstanding = self.outstanding
+        if not outstanding:
+            return
+        if sender is not None and outstanding[0][1] != sender:
+            for index, entry in enumerate(outstanding):
+                if entry[1] == sender:
+                    del outstanding[index]
+                    return
+        outstanding.popleft()
 
     def handle_info(self, message: Any) -> None:
         """A client's ``:DOWN`` removes it; anything else is logged."""
@@ -158,20 +208,17 @@ class Receiver(GenServer):
                 return
         logger.warning("unexpected message: %s", inspect(message))
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
     def _flush(self) -> None:
         # Everything that arrived in one turn of the event loop goes to the sink at once.
         self._flush_scheduled = False
         if self._pushed:
             pushed, self._pushed = self._pushed, []
-            self.sink.pushed(pushed)
+            metadata, self._pushed_metadata = self._pushed_metadata, []
+            self.sink.pushed(pushed, metadata)
         if self._answers:
             answers, self._answers = self._answers, []
-            self.sink.answered(answers)
+            metadata, self._answers_metadata = self._answers_metadata, []
+            self.sink.answered(answers, metadata)
             self._send_requests()
 
     # -- pull --------------------------------------------------------------------------------
@@ -185,7 +232,8 @@ class Receiver(GenServer):
         self._send_requests()
 
     def _send_requests(self) -> None:
-        missing = self._wanted - len(self.outstanding)
+        # Answers received but not yet handed to the sink still count against the demand.
+        missing = self._wanted - len(self.outstanding) - len(self._answers)
         ring = self._ring
         if missing <= 0 or not ring or not self.alive:
             return

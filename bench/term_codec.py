@@ -1,6 +1,6 @@
 """Encode and decode speed of pybroadway.term, beside erlang_py (PyPI `erlang-py`).
 
-    python bench/term_codec.py [--seconds 0.3]
+    python bench/term_codec.py [--rounds 5]
 
 Prints operations per second for the terms that make up the distribution traffic, for both
 codecs, and the ratio (pybroadway / erlang_py). erlang_py is a dev-only dependency.
@@ -35,18 +35,21 @@ TERMS: dict[str, Any] = {
 }
 
 
-def rate(func: Callable[[], Any], seconds: float) -> float:
-    timer = timeit.Timer(func)
-    number, _ = timer.autorange()
-    repeat = max(3, int(seconds / max(timer.timeit(number) / number * number, 1e-9)))
-    best = min(timer.repeat(repeat=min(repeat, 7), number=number))
-    return number / best
+def rates(ours: Callable[[], Any], theirs: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    """Best operations/s of each, measured in alternation so that both see the same machine."""
+    timers = [timeit.Timer(ours), timeit.Timer(theirs)]
+    numbers = [timer.autorange()[0] for timer in timers]
+    best = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, timer in enumerate(timers):
+            best[i] = max(best[i], numbers[i] / timer.timeit(numbers[i]))
+    return best[0], best[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.3,
-                        help="rough time per measurement (default 0.3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating measurements of each, best kept (default 5)")
     args = parser.parse_args()
     try:
         import erlang  # erlang_py
@@ -63,8 +66,7 @@ def main() -> None:
             ("decode", lambda d=data: decode(d), lambda d=data: erlang.binary_to_term(d)),
         ]
         for op, ours_fn, theirs_fn in pairs:
-            ours_rate = rate(ours_fn, args.seconds)
-            theirs_rate = rate(theirs_fn, args.seconds)
+            ours_rate, theirs_rate = rates(ours_fn, theirs_fn, args.rounds)
             print(f"{name:34} {op:6} {ours_rate:14,.0f} {theirs_rate:13,.0f} "
                   f"{ours_rate / theirs_rate:6.1f}x")
 

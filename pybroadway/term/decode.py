@@ -79,7 +79,14 @@ class Decoder:
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode one whole term (starting with the version byte 131); nothing may follow."""
-        term, end = self.decode_from(data)
+        if type(data) is bytes and len(data) > 2 and data[0] == T.VERSION \
+                and data[1] != T.COMPRESSED:
+            try:  # the common case, without decode_from's conversions
+                term, end = self._term(data, 1, 0)
+            except RecursionError:
+                raise DecodeError("term nests too deeply for the Python stack", 1) from None
+        else:
+            term, end = self.decode_from(data)
         if end != len(data):
             extra = len(data) - end
             raise DecodeError(
@@ -233,10 +240,6 @@ class Decoder:
                 if depth >= max_depth:
                     raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
                 depth += 1
-                if arity == 2:
-                    first, pos = term(data, pos, depth)
-                    second, pos = term(data, pos, depth)
-                    return (first, second), pos
                 items = []
                 append = items.append
                 for _ in range(arity):
@@ -253,6 +256,23 @@ class Decoder:
                                 raw = bytes(raw)
                             value = utf8_atoms.get(raw, missing)
                             if value is not missing and stop <= end:
+                                append(value)
+                                pos = stop
+                                continue
+                        elif tag == 109 and pos + 5 <= end:
+                            (size,) = u32(data, pos + 1)
+                            stop = pos + 5 + size
+                            if stop <= end:
+                                append(binary(data, pos + 5, size))
+                                pos = stop
+                                continue
+                        elif tag == 88 and data[pos + 1] == 119 and pos + 2 < end:
+                            stop = pos + 15 + data[pos + 2]
+                            raw = data[pos:stop]
+                            if type(raw) is not bytes:
+                                raw = bytes(raw)
+                            value = pids.get(raw)
+                            if value is not None:
                                 append(value)
                                 pos = stop
                                 continue
@@ -311,14 +331,24 @@ class Decoder:
                 items = []
                 append = items.append
                 for _ in range(length):
-                    if pos < end and data[pos] == 97:
-                        if pos + 1 >= end:
-                            raise _truncated(pos + 1, "a small integer")
-                        append(data[pos + 1])
-                        pos += 2
-                    else:
-                        value, pos = term(data, pos, depth)
-                        append(value)
+                    if pos + 1 < end:
+                        tag = data[pos]
+                        if tag == 97:
+                            append(data[pos + 1])
+                            pos += 2
+                            continue
+                        if tag == 119:
+                            stop = pos + 2 + data[pos + 1]
+                            raw = data[pos + 2:stop]
+                            if type(raw) is not bytes:
+                                raw = bytes(raw)
+                            value = utf8_atoms.get(raw, missing)
+                            if value is not missing and stop <= end:
+                                append(value)
+                                pos = stop
+                                continue
+                    value, pos = term(data, pos, depth)
+                    append(value)
                 if pos < end and data[pos] == 106:
                     return items, pos + 1
                 tail, pos = term(data, pos, depth)
@@ -515,6 +545,7 @@ class Decoder:
 
 
 _default = Decoder()
+_default_decode = _default.decode
 
 
 def decode(data: bytes | bytearray | memoryview, **options: Any) -> Any:
@@ -522,8 +553,9 @@ def decode(data: bytes | bytearray | memoryview, **options: Any) -> Any:
 
     Options are those of :class:`Decoder`; without options a shared decoder is used.
     """
-    decoder = Decoder(**options) if options else _default
-    return decoder.decode(data)
+    if options:
+        return Decoder(**options).decode(data)
+    return _default_decode(data)
 
 
 def decode_from(data: bytes | bytearray | memoryview, offset: int = 0, **options: Any

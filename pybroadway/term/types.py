@@ -119,6 +119,16 @@ class Pid(_Frozen):
     def __hash__(self) -> int:
         return self._cached_hash()
 
+    def __eq__(self, other: object) -> bool:
+        # Pids are dict keys on every message's path (process tables, client maps): compare
+        # the fields directly, cheapest first.
+        if self is other:
+            return True
+        if type(other) is not Pid:
+            return NotImplemented
+        return (self.id == other.id and self.node is other.node
+                and self.serial == other.serial and self.creation == other.creation)
+
     def __repr__(self) -> str:
         return f"Pid({self.node.name!r}, {self.id}, {self.serial}, {self.creation})"
 

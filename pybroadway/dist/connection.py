@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder
@@ -30,7 +30,24 @@ DEFAULT_MAX_FRAME = 128 * 1024 * 1024
 _u32 = struct.Struct(">I").unpack_from
 _pack_u32_into = struct.Struct(">I").pack_into
 
-Dispatch = Callable[["Connection", Any, Any], None]
+Handler = Callable[["Connection", Any, Any], None]
+
+
+def _rebuilder(heads: tuple[tuple[Any, ...], ...]) -> Callable[[bytes], Any]:
+    """A function making ``heads[0] + (heads[1] + (... + (binary,)),)``."""
+    if len(heads) == 1:
+        (outer,) = heads
+        return lambda binary: (*outer, binary)
+    if len(heads) == 2:
+        outer, inner = heads
+        return lambda binary: (*outer, (*inner, binary))
+
+    def rebuild(binary: bytes) -> Any:
+        term: Any = binary
+        for head in reversed(heads):
+            term = (*head, term)
+        return term
+    return rebuild
 
 
 class ProtocolError(Exception):
@@ -40,13 +57,16 @@ class ProtocolError(Exception):
 class Connection:
     """A live connection to ``peer`` (an Atom), owned by a node.
 
-    ``dispatch(connection, control, message)`` is called for every frame, in order.
+    ``handlers[op](connection, control, message)`` is called for every frame, in order, by
+    the control message's operation number; an operation without a handler is a protocol
+    error that closes the connection.
     ``on_closed(connection, reason)`` is called once when the connection ends, whatever ended
     it. ``flags`` are the capabilities both sides advertised.
     """
 
     def __init__(self, peer: Atom, flags: int, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, *, encoder: Encoder, dispatch: Dispatch,
+                 writer: asyncio.StreamWriter, *, encoder: Encoder,
+                 handlers: Mapping[int, Handler],
                  on_closed: Callable[[Connection, str], None], ticktime: float,
                  max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
         self.peer = peer
@@ -57,7 +77,7 @@ class Connection:
         self._writer = writer
         self._encoder = encoder
         self._decoder = Decoder()
-        self._dispatch = dispatch
+        self._handlers = handlers
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
         self._out = bytearray()
@@ -68,6 +88,9 @@ class Connection:
         self._reading.set()
         self._last_control_raw: bytes | None = None
         self._last_control: Any = None
+        self._last_handler: Handler | None = None
+        self._message_prefix: bytes | None = None
+        self._rebuild: Callable[[bytes], Any] | None = None
         self.closed = False
         self._tasks = [
             self._loop.create_task(self._read_loop(), name=f"dist-read-{peer.name}"),
@@ -182,26 +205,61 @@ class Connection:
             raise ProtocolError(f"expected a pass-through frame (112), got type {data[start]}")
         pos = start + 1
         # Control terms repeat (same sender, same target): when the frame starts with the
-        # previous control's bytes, reuse its decoded form. A term's encoding is never a
-        # prefix of another term's, so this cannot mistake one control for another.
+        # previous control's bytes, reuse its decoded form and handler. A term's encoding is
+        # never a prefix of another term's, so this cannot mistake one control for another.
         last = self._last_control_raw
         if last is not None and data.startswith(last, pos):
             control = self._last_control
+            handler = self._last_handler
             pos += len(last)
         else:
             control, end = self._decoder.decode_from(data, pos)
+            if type(control) is not tuple or not control or type(control[0]) is not int:
+                raise ProtocolError(
+                    f"control message is not a tuple with an operation: {control!r}")
+            handler = self._handlers.get(control[0])
+            if handler is None:
+                raise ProtocolError(f"unknown control operation {control[0]} in {control!r}")
             self._last_control_raw = data[pos:end]
             self._last_control = control
+            self._last_handler = handler
             pos = end
         if pos < stop:
-            message, pos = self._decoder.decode_from(data, pos)
+            # A stream of messages that differ only in a trailing binary, such as
+            # {'$gen_cast', {push_message, Data}}: when the message starts with the bytes
+            # that came before the previous one's binary, only the new binary is read.
+            prefix = self._message_prefix
+            at = pos + len(prefix) if prefix is not None else 0
+            if prefix is not None and data.startswith(prefix, pos) and at + 4 <= stop \
+                    and at + 4 + _u32(data, at)[0] == stop:
+                message = self._rebuild(data[at + 4:stop])  # type: ignore[misc]
+                pos = stop
+            else:
+                message, end = self._decoder.decode_from(data, pos)
+                self._learn_message(message, data, pos, end)
+                pos = end
         else:
             message = NO_MESSAGE
         if pos != stop:
             raise ProtocolError(f"frame holds {stop - start} bytes but its terms {pos - start}")
-        if type(control) is not tuple or not control or type(control[0]) is not int:
-            raise ProtocolError(f"control message is not a tuple with an operation: {control!r}")
-        self._dispatch(self, control, message)
+        handler(self, control, message)  # type: ignore[misc]
+
+    def _learn_message(self, message: Any, data: bytes, start: int, end: int) -> None:
+        """Remember the prefix of ``message`` if it is nested tuples whose last leaf is a
+        binary, and how to rebuild such a message around another binary."""
+        self._message_prefix = None
+        heads = []
+        term = message
+        while type(term) is tuple and term and len(heads) < 4:
+            heads.append(term[:-1])
+            term = term[-1]
+        if type(term) is not bytes or not heads:
+            return
+        tag_at = end - len(term) - 5
+        if tag_at <= start or data[tag_at] != 109:  # BINARY_EXT
+            return
+        self._message_prefix = data[start:tag_at + 1]
+        self._rebuild = _rebuilder(tuple(heads))
 
     # -- ticks ------------------------------------------------------------------------------
 

@@ -404,7 +404,7 @@ class Node:
         node = Atom(peer.name)
         connection = Connection(
             node, peer.flags & self.flags, reader, writer, encoder=self._encoder,
-            dispatch=self._dispatch, on_closed=self._connection_down, ticktime=self.ticktime,
+            handlers=self._handlers, on_closed=self._connection_down, ticktime=self.ticktime,
             max_frame_size=self.max_frame_size)
         self._connections[node] = connection
         future = self._connecting.pop(node, None)
@@ -668,12 +668,6 @@ class Node:
 
     # -- incoming frames --------------------------------------------------------------------
 
-    def _dispatch(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
-        handler = self._handlers.get(control[0])
-        if handler is None:
-            raise _unknown(control)
-        handler(connection, control, message)
-
     def _on_send(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does.
         to = control[2]
@@ -850,11 +844,6 @@ class Node:
 
 def _resolve(host: str) -> str:
     return "127.0.0.1" if host == "localhost" else host
-
-
-def _unknown(control: tuple[Any, ...]) -> Exception:
-    from pybroadway.dist.connection import ProtocolError
-    return ProtocolError(f"unknown control operation {control[0]} in {control!r}")
 
 
 _BUILTINS: dict[str, Callable[[], Process]] = {}

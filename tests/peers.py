@@ -7,6 +7,7 @@ itself when its stdin closes, so an interrupted run leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,18 +116,29 @@ class BeamPeer:
     loop keeps serving the Python node the expression may talk to.
     """
 
-    def __init__(self, argv: list[str], name: str, epmd_port: int | None, cookie: str) -> None:
+    def __init__(self, make_argv: Callable[[str], list[str]], name: str,
+                 epmd_port: int | None, cookie: str) -> None:
         self.name = name
         self.node = f"{name}@{HOST}"
         self.cookie = cookie
         env = dict(os.environ)
         if epmd_port is not None:
             env["ERL_EPMD_PORT"] = str(epmd_port)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+        # Requests and replies travel on pipes of their own, so whatever the node prints on
+        # stdout or stderr (crash reports, io:format) cannot garble them.
+        child_in, self._requests = os.pipe()
+        self._replies, child_out = os.pipe()
+        argv = make_argv(f"-pybroadway_fds {child_in} {child_out}")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     pass_fds=(child_in, child_out))
+        os.close(child_in)
+        os.close(child_out)
+        self._to_peer = os.fdopen(self._requests, "wb")
+        self._from_peer = os.fdopen(self._replies, "rb")
         self._lock = threading.Lock()
-        self._stderr: list[bytes] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._output: list[bytes] = []
+        threading.Thread(target=self._drain_output, daemon=True).start()
 
     @classmethod
     def erlang(cls, otp: str = "25", *, epmd_port: int | None, cookie: str = "pybroadway",
@@ -136,41 +149,41 @@ class BeamPeer:
         if distributed:
             argv += ["-sname", f"{name}@{HOST}", "-setcookie", cookie, "-start_epmd", "false"]
         argv += [*(extra or []), "-s", "pybroadway_peer", "main"]
-        return cls(argv, name, epmd_port, cookie)
+        return cls(lambda fds: [*argv, *fds.split()], name, epmd_port, cookie)
 
     @classmethod
     def elixir(cls, *, epmd_port: int | None, cookie: str = "pybroadway",
                name: str | None = None, extra_erl: str = "") -> BeamPeer:
         name = name or unique_name("ex")
         elixir = require("Elixir (elixir)", "elixir")
-        argv = [elixir, "--sname", f"{name}@{HOST}", "--cookie", cookie,
-                "--erl", f"-noinput -start_epmd false {extra_erl}".strip(),
-                str(HERE / "pybroadway_peer.exs")]
-        return cls(argv, name, epmd_port, cookie)
+        return cls(lambda fds: [elixir, "--sname", f"{name}@{HOST}", "--cookie", cookie,
+                                "--erl", f"-noinput -start_epmd false {extra_erl} {fds}",
+                                str(HERE / "pybroadway_peer.exs")],
+                   name, epmd_port, cookie)
 
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
+    def _drain_output(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._output.append(line)
 
     @property
-    def stderr(self) -> str:
-        return b"".join(self._stderr).decode(errors="replace")
+    def output(self) -> str:
+        """What the node printed (stdout and stderr), for error messages."""
+        return b"".join(self._output).decode(errors="replace")
 
     def _request(self, op: bytes, expr: str) -> bytes:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
         payload = op + expr.encode()
         with self._lock:
             try:
-                self.proc.stdin.write(struct.pack(">I", len(payload)) + payload)
-                self.proc.stdin.flush()
-                header = self.proc.stdout.read(4)
+                self._to_peer.write(struct.pack(">I", len(payload)) + payload)
+                self._to_peer.flush()
+                header = self._from_peer.read(4)
                 if len(header) < 4:
-                    raise PeerError(f"peer {self.node} exited; stderr:\n{self.stderr}")
+                    raise PeerError(f"peer {self.node} exited; output:\n{self.output}")
                 (size,) = struct.unpack(">I", header)
-                reply = self.proc.stdout.read(size)
-            except BrokenPipeError:
-                raise PeerError(f"peer {self.node} exited; stderr:\n{self.stderr}") from None
+                reply = self._from_peer.read(size)
+            except (BrokenPipeError, ValueError):
+                raise PeerError(f"peer {self.node} exited; output:\n{self.output}") from None
         if reply[:1] != b"\x00":
             raise PeerError(f"{expr!r} failed on {self.node}: {reply[1:].decode(errors='replace')}")
         return reply[1:]
@@ -200,9 +213,10 @@ class BeamPeer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self._to_peer, self._from_peer, self.proc.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def __enter__(self) -> BeamPeer:
         return self

@@ -1,14 +1,17 @@
-%% Test driver for a real BEAM peer: reads requests from stdin as {packet,4} frames, evaluates
-%% each as Erlang expressions (bindings persist between requests) and answers on stdout.
+%% Test driver for a real BEAM peer: reads requests as {packet,4} frames from the file
+%% descriptors named by `-pybroadway_fds In Out` (stdout stays free for the node's own
+%% output), evaluates each as Erlang expressions (bindings persist) and answers there.
 %%   request  = Op:8 ExprText      Op = $e: reply the value as an external term
 %%                                 Op = $r: the value is a binary, reply it raw
 %%   reply    = 0 Payload | 1 ErrorText
-%% The node halts when stdin closes, so a test that dies leaves no node behind.
+%% The node halts when the request pipe closes, so a test that dies leaves no node behind.
 -module(pybroadway_peer).
 -export([main/0]).
 
 main() ->
-    Port = open_port({fd, 0, 1}, [binary, {packet, 4}, eof]),
+    {ok, [[In, Out]]} = init:get_argument(pybroadway_fds),
+    Port = open_port({fd, list_to_integer(In), list_to_integer(Out)},
+                     [binary, {packet, 4}, eof]),
     loop(Port, erl_eval:new_bindings()).
 
 loop(Port, Bindings) ->

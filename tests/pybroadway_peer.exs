@@ -1,7 +1,10 @@
-# Elixir twin of pybroadway_peer.erl: evaluates Elixir code sent as {packet,4} frames on stdin.
+# Elixir twin of pybroadway_peer.erl: evaluates Elixir code sent as {packet,4} frames on the
+# file descriptors named by `-pybroadway_fds In Out`.
 defmodule PybroadwayPeer do
   def main do
-    port = Port.open({:fd, 0, 1}, [:binary, {:packet, 4}, :eof])
+    {:ok, [[fd_in, fd_out]]} = :init.get_argument(:pybroadway_fds)
+    fds = {List.to_integer(fd_in), List.to_integer(fd_out)}
+    port = Port.open({:fd, elem(fds, 0), elem(fds, 1)}, [:binary, {:packet, 4}, :eof])
     loop(port, [])
   end
 

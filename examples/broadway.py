@@ -12,6 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from pathlib import Path
+
+try:
+    import pybroadway  # noqa: F401 - installed (pip install -e .)
+except ImportError:  # run from a clone without installing: use the clone's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pybroadway.cli import add_serve_arguments, serve, setup_logging
 

@@ -50,7 +50,7 @@ defmodule ExamplesClient do
   end
 
   def handle_cast(:request_message, state) do
-    Logger.info("request_message")
+    Logger.debug("request_message")
     GenServer.cast(state.receiver, {:respond_to_pull_request, "I'm alive!"})
     {:noreply, state}
   end

@@ -10,6 +10,13 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+from pathlib import Path
+
+try:
+    import pybroadway  # noqa: F401 - installed (pip install -e .)
+except ImportError:  # run from a clone without installing: use the clone's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pybroadway.dist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client

@@ -134,7 +134,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s [%(levelname)s] %(message)s")
+                        format="%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s",
+                        datefmt="%H:%M:%S")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

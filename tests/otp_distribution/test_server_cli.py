@@ -1,0 +1,169 @@
+"""The server as users run it: ``examples/broadway.py`` and ``python -m pybroadway.cli serve``
+as processes of their own (with their embedded EPMD), fed by ``examples/client.ex`` from an
+Elixir node, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pybroadway.term import Atom, decode
+from tests.peers import BeamPeer, free_port, unique_name, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+COOKIE = "cli_cookie"
+SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
+HANDLED_NUMBER = re.compile(r"\[INFO\] handled: %Broadway\.Message\{data: (\d+),")
+RECEIVER = "{:global, :off_broadway_otp_distribution_receiver}"
+
+
+class ServerProcess:
+    """A server subprocess whose output lines are read (by threads) as they come."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.epmd_port = free_port()
+        self.sname = f"{unique_name('srv')}@localhost"
+        self.proc = subprocess.Popen(
+            [*argv, "--cookie", COOKIE, "--sname", self.sname,
+             "--epmd-port", str(self.epmd_port)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout),
+                             daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr),
+                             daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: object, lines: list[str]) -> None:
+        for raw in stream:  # type: ignore[attr-defined]
+            with self._changed:
+                lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def count(self, needle: str) -> int:
+        with self._changed:
+            return sum(needle in line for line in self.stderr)
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+        """Wait (on the reader threads' notifications) until ``condition()`` holds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                finished = self.proc.poll() is not None and not any(
+                    reader.is_alive() for reader in self._readers)
+                if left <= 0 or finished:
+                    raise AssertionError(f"{what} did not happen within {timeout}s; log:\n"
+                                         + "\n".join(self.stderr[-30:]))
+                self._changed.wait(left)
+
+    def wait_logged(self, needle: str, count: int = 1, timeout: float = 20) -> None:
+        self.wait_until(lambda: sum(needle in line for line in self.stderr) >= count,
+                        f"{count} x {needle!r}", timeout)
+
+    def stop(self, timeout: float = 30) -> tuple[int, int, int]:
+        """SIGTERM; check it exits 0 and ends with the summary line, which is returned."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout) == 0, "\n".join(self.stderr[-30:])
+        for reader in self._readers:
+            reader.join(10)
+        assert self.stdout, "nothing on stdout"
+        match = SUMMARY.match(self.stdout[-1])
+        assert match, self.stdout[-1]
+        handled, failed, dropped = map(int, match.groups())
+        return handled, failed, dropped
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@contextmanager
+def running(argv: list[str]) -> Iterator[ServerProcess]:
+    server = ServerProcess(argv)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@contextmanager
+def examples_client(server: ServerProcess) -> Iterator[BeamPeer]:
+    """An Elixir node on the server's EPMD, connected, with ExamplesClient started."""
+    with BeamPeer.elixir(epmd_port=server.epmd_port, cookie=COOKIE) as peer:
+        peer.wait_started()
+        # retried: with --quiet the server logs nothing that says it is up
+        connected = decode(peer.eval(
+            f'Enum.any?(1..100, fn _ -> Node.connect(:"{server.sname}") or '
+            "(Process.sleep(100); false) end)"))
+        assert connected is True
+        peer.eval(f'Code.require_file("{ROOT / "examples" / "client.ex"}")')
+        assert decode(peer.eval("elem(ExamplesClient.start(), 0)")) == Atom("ok")
+        yield peer
+
+
+def test_example_server_sigterm_mid_stream_handles_everything_it_read() -> None:
+    with running([sys.executable, "examples/broadway.py"]) as server:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver in push mode")
+        with examples_client(server) as peer:
+            peer.eval('ExamplesClient.push_message("How are you?")')
+            server.wait_logged('handled: %Broadway.Message{data: "How are you?"')
+            # a burst from another process; SIGTERM while it is still being handled
+            peer.eval("parent = self(); spawn(fn -> for i <- 1..20_000, "
+                      "do: ExamplesClient.push_message(i); send(parent, :burst_sent) end)")
+            server.wait_logged("[INFO] handled: ", 500)
+            handled, failed, dropped = server.stop()
+            read = server.count("[INFO] push_message: ")
+            assert handled == server.count("[INFO] handled: ")
+            # nothing read is lost: what came in before the drain is handled, what came in
+            # while draining is acknowledged as failed (shutdown), and counted
+            assert handled + failed == read, (handled, failed, read)
+            assert dropped == 0
+            assert handled >= 500 and read <= 20_001
+            # the burst is handled from its start with no gap: 1..handled - 1 and the greeting
+            numbers = sorted(int(found.group(1)) for line in server.stderr
+                             if (found := HANDLED_NUMBER.search(line)))
+            assert numbers == list(range(1, handled))
+
+
+def test_cli_serve_quiet_handles_a_whole_burst_then_stops() -> None:
+    with running([sys.executable, "-m", "pybroadway.cli", "serve", "--quiet"]) as server:
+        wait_for_port(server.epmd_port)
+        with examples_client(server) as peer:
+            peer.eval("for i <- 1..2_000, do: ExamplesClient.push_message(i)")
+            # ExamplesClient forwarded them all; a call on the same connection, answered after
+            # the receiver took everything sent before it
+            peer.eval(":sys.get_state(ExamplesClient)")
+            assert decode(peer.eval(f"GenServer.call({RECEIVER}, :unregister)")) == Atom("ok")
+            assert server.count("push_message") == 0  # --quiet: no per-message lines
+            assert server.stop() == (2_000, 0, 0)
+
+
+def test_example_server_pull_mode() -> None:
+    with running([sys.executable, "examples/broadway.py", "--mode", "pull"]) as server:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver in pull mode")
+        with examples_client(server) as peer:
+            server.wait_logged("""handled: %Broadway.Message{data: "I'm alive!\"""", 50)
+            assert server.count("[INFO] request_message: ") >= 50
+            handled, failed, dropped = server.stop()
+            assert handled >= 50
+            assert handled == server.count("[INFO] handled: ")
+            assert handled + failed == server.count(
+                """[INFO] respond_to_pull_request: "I'm alive!\"""")
+            assert dropped == 0
+            assert peer.proc.poll() is None

@@ -44,6 +44,10 @@ UNUSED = Atom("unused")
 INSERT, DELETE = Atom("insert"), Atom("delete")
 RANDOM_EXIT_NAME = ExportFun(GLOBAL, Atom("random_exit_name"), 3)
 _NODE_EVENT = object()  # local marker for (marker, node, up) messages from monitor_nodes
+_INITIATE = object()  # (marker, node, tag): time to start the lock step ourselves
+_LOCKED = object()  # (marker, node, tag, lock_id, ok): our set_lock on the peer answered
+INITIATE_AFTER = 1.0
+"""Seconds (1x to 2x, at random) to wait for a peer's lock_set before starting it ourselves."""
 
 _tags = itertools.count(-576460752303423488 + random.randrange(1 << 40))
 
@@ -130,6 +134,11 @@ class GlobalNameServer(GenServer):
         self._his_tag: dict[Atom, int] = {}
         self._his_locker: dict[Atom, Pid] = {}
         self._saved: dict[Atom, tuple[str, Any]] = {}
+        # per connect session: whether our lock_set and exchange went out, and the lock we
+        # took ourselves when we started the session (a peer that is not a BEAM waits for us)
+        self._lock_sent: set[Atom] = set()
+        self._exchanged: set[Atom] = set()
+        self._initiated: dict[Atom, Any] = {}
         self._sync_waiters: list[asyncio.Future[None]] = []
         self._unsubscribe: Any = None
         self.locker: _Requester | None = None
@@ -336,6 +345,8 @@ class GlobalNameServer(GenServer):
         tag = next(_tags)
         self._my_tag[peer] = tag
         self._saved.pop(peer, None)
+        self._lock_sent.discard(peer)
+        self._exchanged.discard(peer)
         assert self.locker is not None
         self._cast(peer, (Atom("init_connect"), (VSN, tag), self.node.name,
                           (Atom("locker"), Atom("no_longer_a_pid"), {}, self.locker.pid)))
@@ -351,6 +362,7 @@ class GlobalNameServer(GenServer):
             self._start_connect(peer)
         self.send((GNS, peer), (Atom("init_connect_ack"), self.node.name, vsn_tag[1],
                                 self._my_tag[peer]))
+        self._schedule_initiate(peer)
 
     def _on_lock_set(self, his_locker: Any, ok: Any, _his_known: Any, my_tag: Any) -> None:
         peer = his_locker.node if type(his_locker) is Pid else None
@@ -360,12 +372,70 @@ class GlobalNameServer(GenServer):
         if his_tag is None:
             return
         assert self.locker is not None
+        self._lock_id = self._session_lock(his_locker)
+        if peer not in self._lock_sent:
+            self._lock_sent.add(peer)
+            self._cast(peer, (Atom("lock_set"), self.locker.pid, True, [], his_tag))
+        if peer not in self._exchanged:
+            self._exchanged.add(peer)
+            names = [(name, pid, method) for name, (pid, method, _) in self.table.items()]
+            self._cast(peer, (Atom("exchange"), self.node.name, names, [], his_tag))
+
+    def _session_lock(self, his_locker: Pid) -> Any:
+        """The lock of a connect session: ``{global, sorted([MyLocker, HisLocker])}``, the
+        same id on both sides, so either may take it."""
+        assert self.locker is not None
         ids = sorted([self.locker.pid, his_locker], key=lambda p: (p.node.name, p.id,
                                                                   p.serial))
-        self._lock_id = (GLOBAL, ids)
-        self._cast(peer, (Atom("lock_set"), self.locker.pid, True, [], his_tag))
-        names = [(name, pid, method) for name, (pid, method, _) in self.table.items()]
-        self._cast(peer, (Atom("exchange"), self.node.name, names, [], his_tag))
+        return (GLOBAL, ids)
+
+    # A BEAM peer's locker starts the lock step 0.2-3 s after the connect; a peer that is not
+    # a BEAM (another Python node) never does. So if no lock_set came after a while, we take
+    # the session lock on both sides ourselves and send lock_set; the peer answers with its
+    # own and the exchange follows. Both sides doing it at once is fine: the lock id is the
+    # same, and each side sends its lock_set and its exchange once.
+
+    def _schedule_initiate(self, peer: Atom) -> None:
+        tag = self._my_tag.get(peer)
+        delay = random.uniform(INITIATE_AFTER, 2 * INITIATE_AFTER)
+        asyncio.get_running_loop().call_later(delay, self.deliver, (_INITIATE, peer, tag))
+
+    def _on_initiate(self, peer: Atom, tag: Any) -> None:
+        his_locker = self._his_locker.get(peer)
+        if (self._my_tag.get(peer) != tag or peer in self._lock_sent or peer in self.synced
+                or his_locker is None or peer not in self._his_tag or self.locker is None):
+            return
+        lock_id = self._session_lock(his_locker)
+        if not self.set_lock(lock_id, self.locker.pid):
+            self._schedule_initiate(peer)  # another session holds the lock: later
+            return
+        self.node.start_task(self._take_lock(peer, tag, lock_id),
+                             name=f"global-lock-{peer.name}")
+
+    async def _take_lock(self, peer: Atom, tag: Any, lock_id: Any) -> None:
+        assert self.locker is not None
+        replies = await self.locker.multi_call([peer], (Atom("set_lock"), lock_id), 5.0)
+        self.deliver((_LOCKED, peer, tag, lock_id, replies.get(peer) is True))
+
+    def _on_locked(self, peer: Atom, tag: Any, lock_id: Any, ok: bool) -> None:
+        assert self.locker is not None
+        current = self._my_tag.get(peer) == tag and peer not in self.synced
+        if not ok or not current or peer in self._lock_sent:
+            self.del_lock(lock_id, self.locker.pid)
+            if ok:
+                self._release(peer, lock_id)
+            if current and not ok:
+                self._schedule_initiate(peer)
+            return
+        self._initiated[peer] = lock_id
+        self._lock_id = lock_id
+        self._lock_sent.add(peer)
+        self._cast(peer, (Atom("lock_set"), self.locker.pid, True, [], self._his_tag[peer]))
+
+    def _release(self, peer: Atom, lock_id: Any) -> None:
+        assert self.locker is not None
+        self.node.start_task(self.locker.multi_call([peer], (Atom("del_lock"), lock_id), 5.0),
+                             name=f"global-unlock-{peer.name}")
 
     def _on_exchange(self, peer: Any, name_list: Any, my_tag: Any) -> None:
         if not isinstance(peer, Atom) or self._my_tag.get(peer) != my_tag:
@@ -436,6 +506,10 @@ class GlobalNameServer(GenServer):
 
     def _resolved(self, peer: Atom, ops: list[Any], his_known: Any) -> None:
         self._do_ops(ops)
+        lock_id = self._initiated.pop(peer, None)
+        if lock_id is not None and self.locker is not None:
+            self.del_lock(lock_id, self.locker.pid)
+            self._release(peer, lock_id)
         previously_known = [n for n in self.known if n is not peer]
         new_nodes = [peer, *_node_list(his_known)]
         self.known.add(peer)
@@ -487,6 +561,10 @@ class GlobalNameServer(GenServer):
         kind = message[0]
         if kind is _NODE_EVENT:
             self._on_node(message[1], message[2])
+        elif kind is _INITIATE:
+            self._on_initiate(message[1], message[2])
+        elif kind is _LOCKED:
+            self._on_locked(*message[1:])
         elif kind is DOWN and len(message) == 5:
             ref = message[1]
             name = self._name_refs.pop(ref, None)
@@ -526,8 +604,11 @@ class GlobalNameServer(GenServer):
     def _forget(self, peer: Atom) -> None:
         self.known.discard(peer)
         self.synced.discard(peer)
-        for table in (self._my_tag, self._his_tag, self._his_locker, self._saved):
+        for table in (self._my_tag, self._his_tag, self._his_locker, self._saved,
+                      self._initiated):
             table.pop(peer, None)
+        self._lock_sent.discard(peer)
+        self._exchanged.discard(peer)
         for name, (pid, _method, _ref) in list(self.table.items()):
             if pid.node is peer:
                 self.delete_name(name)

@@ -177,3 +177,26 @@ async def test_three_nodes(epmd: SystemEpmd, otp: str, py: Node) -> None:
         assert await global_names.register_name(py, "on_py2", echo2.pid, timeout=10)
         for peer in (a, b):
             assert await ev(peer, "global:whereis_name(on_py2)") == echo2.pid
+
+
+async def test_two_python_nodes(epmd: SystemEpmd, py: Node) -> None:
+    """No BEAM starts the lock step between two Python nodes: one of them must, and names
+    registered on either side become visible on the other, before and after the connect."""
+    before = py.spawn(Echo())
+    assert await global_names.register_name(py, "py_before", before.pid)
+    async with Node(unique_name("py") + "@localhost", cookie="pybroadway",
+                    epmd_port=epmd.port) as other:
+        assert await other.connect(py.name)
+        await asyncio.gather(global_names.sync(py, timeout=8), global_names.sync(other,
+                                                                                 timeout=8))
+        assert global_names.whereis_name(other, "py_before") == before.pid
+        after = other.spawn(Echo())
+        assert await global_names.register_name(other, "py_after", after.pid)
+        assert global_names.whereis_name(py, "py_after") == after.pid
+        found = global_names.whereis_name(py, "py_after")
+        assert await py.call(found, "hi") == (Atom("echo"), b"hi")
+        assert not py_locks_left(py) and not py_locks_left(other)
+
+
+def py_locks_left(node: Node) -> bool:
+    return bool(global_names.server(node).locks)

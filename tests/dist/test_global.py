@@ -200,3 +200,26 @@ async def test_two_python_nodes(epmd: SystemEpmd, py: Node) -> None:
 
 def py_locks_left(node: Node) -> bool:
     return bool(global_names.server(node).locks)
+
+
+@pytest.mark.parametrize("python_name", ["aaa", "zzz"], ids=["python-resolves",
+                                                              "beam-resolves"])
+async def test_name_clash_is_resolved_like_the_beam(epmd: SystemEpmd, beam: BeamPeer,
+                                                    python_name: str) -> None:
+    """Both sides registered the same name apart; on connect the smaller node's pid keeps it
+    and the other is killed (global:random_exit_name/3), whichever side resolves."""
+    async with Node(unique_name(python_name) + "@localhost", cookie="pybroadway",
+                    epmd_port=epmd.port) as node:
+        mine = node.spawn(Echo())
+        assert await global_names.register_name(node, "clash", mine.pid)
+        theirs = await ev(beam, "P = spawn(fun() -> receive stop -> ok end end), "
+                                "yes = global:register_name(clash, P), P")
+        await connect_and_sync(beam, node)
+        python_wins = node.name.name < beam.node
+        winner = mine.pid if python_wins else theirs
+        await until(lambda: global_names.whereis_name(node, "clash") == winner)
+        assert await ev(beam, "global:whereis_name(clash)") == winner
+        if python_wins:
+            assert await ev(beam, "is_process_alive(P)") is False
+        else:
+            assert await asyncio.wait_for(mine.wait(), 5) == Atom("killed")

@@ -19,7 +19,8 @@ WAIT = 10.0
 @contextlib.asynccontextmanager
 async def python_node(epmd_port: int, *, cookie: str = "pybroadway", name: str | None = None,
                       **options: Any) -> AsyncIterator[Node]:
-    node = Node(f"{name or unique_name('py')}@localhost", cookie=cookie, epmd_port=epmd_port,
+    name = name or unique_name("py")
+    node = Node(name if "@" in name else f"{name}@localhost", cookie=cookie, epmd_port=epmd_port,
                 **options)
     async with node:
         node.expose("py", "whereis", lambda n: node.whereis(n))

@@ -188,3 +188,18 @@ async def test_unreachable_node(epmd: SystemEpmd) -> None:
             (Atom("EXIT"), ghost_pid, Atom("noconnection"))
         assert loop.time() - began < 2.0
         assert not await node.connect(ghost)
+
+
+async def test_long_names(epmd: SystemEpmd, otp: str) -> None:
+    """A node named name@127.0.0.1 talks with an `erl -name` node both ways."""
+    beam_name = unique_name("long")
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, distributed=False, extra=[
+        "-name", f"{beam_name}@127.0.0.1", "-setcookie", "pybroadway", "-start_epmd", "false"])
+    async with python_node(epmd.port, name=f"{unique_name('pylong')}@127.0.0.1") as node, \
+            started(peer):
+        node.spawn(Echo(), name="echo")
+        assert await ev(peer, f"gen_server:call({{echo, {atom(node)}}}, hi)") == (
+            Atom("echo"), Atom("hi"))
+        assert await node.connect(f"{beam_name}@127.0.0.1")
+        assert await node.call(("net_kernel", f"{beam_name}@127.0.0.1"),
+                               (Atom("is_auth"), node.name)) == Atom("yes")

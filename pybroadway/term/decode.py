@@ -47,6 +47,14 @@ _3u32 = struct.Struct(">III").unpack_from
 _TAG_NAMES = {value: name for name, value in vars(T).items() if name.isupper()}
 
 
+def _hashable(term: Any) -> bool:
+    try:
+        hash(term)
+    except TypeError:
+        return False
+    return True
+
+
 def _truncated(pos: int, what: str) -> DecodeError:
     return DecodeError(f"input ends inside {what}", pos)
 
@@ -202,6 +210,51 @@ class Decoder:
             if pos + size > len(data):
                 raise _truncated(pos, what)
 
+        def elements(data: Any, pos: int, count: int, depth: int) -> tuple[list[Any], int]:
+            """``count`` terms in a row (a tuple's, a list's or a map's), with the leaves that
+            make up most traffic (small integers, cached atoms and pids, binaries) read here
+            rather than by a call each."""
+            end = len(data)
+            items = []
+            append = items.append
+            for _ in range(count):
+                if pos + 1 < end:
+                    tag = data[pos]
+                    if tag == 97:
+                        append(data[pos + 1])
+                        pos += 2
+                        continue
+                    if tag == 119:
+                        stop = pos + 2 + data[pos + 1]
+                        raw = data[pos + 2:stop]
+                        if type(raw) is not bytes:
+                            raw = bytes(raw)
+                        value = utf8_atoms.get(raw, missing)
+                        if value is not missing and stop <= end:
+                            append(value)
+                            pos = stop
+                            continue
+                    elif tag == 109 and pos + 5 <= end:
+                        (size,) = u32(data, pos + 1)
+                        stop = pos + 5 + size
+                        if stop <= end:
+                            append(binary(data, pos + 5, size))
+                            pos = stop
+                            continue
+                    elif tag == 88 and data[pos + 1] == 119 and pos + 2 < end:
+                        stop = pos + 15 + data[pos + 2]
+                        raw = data[pos:stop]
+                        if type(raw) is not bytes:
+                            raw = bytes(raw)
+                        value = pids.get(raw)
+                        if value is not None:
+                            append(value)
+                            pos = stop
+                            continue
+                value, pos = term(data, pos, depth)
+                append(value)
+            return items, pos
+
         def term(data: Any, pos: int, depth: int) -> tuple[Any, int]:
             end = len(data)
             if pos >= end:
@@ -240,44 +293,7 @@ class Decoder:
                 if depth >= max_depth:
                     raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
                 depth += 1
-                items = []
-                append = items.append
-                for _ in range(arity):
-                    if pos + 1 < end:
-                        tag = data[pos]
-                        if tag == 97:
-                            append(data[pos + 1])
-                            pos += 2
-                            continue
-                        if tag == 119:
-                            stop = pos + 2 + data[pos + 1]
-                            raw = data[pos + 2:stop]
-                            if type(raw) is not bytes:
-                                raw = bytes(raw)
-                            value = utf8_atoms.get(raw, missing)
-                            if value is not missing and stop <= end:
-                                append(value)
-                                pos = stop
-                                continue
-                        elif tag == 109 and pos + 5 <= end:
-                            (size,) = u32(data, pos + 1)
-                            stop = pos + 5 + size
-                            if stop <= end:
-                                append(binary(data, pos + 5, size))
-                                pos = stop
-                                continue
-                        elif tag == 88 and data[pos + 1] == 119 and pos + 2 < end:
-                            stop = pos + 15 + data[pos + 2]
-                            raw = data[pos:stop]
-                            if type(raw) is not bytes:
-                                raw = bytes(raw)
-                            value = pids.get(raw)
-                            if value is not None:
-                                append(value)
-                                pos = stop
-                                continue
-                    value, pos = term(data, pos, depth)
-                    append(value)
+                items, pos = elements(data, pos, arity, depth)
                 return tuple(items), pos
             if tag == 109:  # BINARY_EXT
                 need(data, pos, 4, "a binary's length")
@@ -328,27 +344,7 @@ class Decoder:
                             return items, pos + 1
                         tail, pos = term(data, pos, depth)
                         return ImproperList(items, tail), pos
-                items = []
-                append = items.append
-                for _ in range(length):
-                    if pos + 1 < end:
-                        tag = data[pos]
-                        if tag == 97:
-                            append(data[pos + 1])
-                            pos += 2
-                            continue
-                        if tag == 119:
-                            stop = pos + 2 + data[pos + 1]
-                            raw = data[pos + 2:stop]
-                            if type(raw) is not bytes:
-                                raw = bytes(raw)
-                            value = utf8_atoms.get(raw, missing)
-                            if value is not missing and stop <= end:
-                                append(value)
-                                pos = stop
-                                continue
-                    value, pos = term(data, pos, depth)
-                    append(value)
+                items, pos = elements(data, pos, length, depth)
                 if pos < end and data[pos] == 106:
                     return items, pos + 1
                 tail, pos = term(data, pos, depth)
@@ -366,20 +362,21 @@ class Decoder:
                 if depth >= max_depth:
                     raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
                 depth += 1
-                result: dict[Any, Any] = {}
-                pairs = []
-                for _ in range(arity):
-                    key, pos = term(data, pos, depth)
-                    value, pos = term(data, pos, depth)
-                    try:
-                        result[key] = value
-                    except TypeError:
-                        key = freeze(key)
-                        result[key] = value
-                    pairs.append((key, value))
+                items, pos = elements(data, pos, 2 * arity, depth)
+                try:
+                    result = dict(zip(items[::2], items[1::2], strict=True))
+                except TypeError:  # keys that are lists or maps: their frozen forms
+                    result = {}
+                    for key, value in zip(items[::2], items[1::2], strict=True):
+                        try:
+                            result[key] = value
+                        except TypeError:
+                            result[freeze(key)] = value
                 if len(result) != arity:
                     # Keys Python merges (1 and 1.0, true and 1) are distinct in Erlang.
-                    return MapPairs(pairs), pos
+                    return MapPairs(
+                        (key if _hashable(key) else freeze(key), value)
+                        for key, value in zip(items[::2], items[1::2], strict=True)), pos
                 return result, pos
             if tag == 98:  # INTEGER_EXT
                 need(data, pos, 4, "an integer")

@@ -179,6 +179,10 @@ class Connection:
             if not chunk:
                 return
             self._read = True
+            if not reading.is_set():
+                # Paused while this read was pending: nothing in it is taken until resumed
+                # (likewise below, after reading the rest of a large frame).
+                await reading.wait()
             data = leftover + chunk if leftover else chunk
             end = len(data)
             pos = 0
@@ -196,6 +200,8 @@ class Connection:
                     data = data[pos:] + await reader.readexactly(stop - end)
                     end = len(data)
                     pos, stop = 0, end
+                    if not reading.is_set():
+                        await reading.wait()
                 self._frame(data, pos + 4, stop)
                 pos = stop
             leftover = data[pos:] if pos < end else b""

@@ -81,9 +81,9 @@ class OtpDistributionProducer(Producer):
                     self.mode)
 
     def prepare_for_draining(self) -> None:
-        """Ask for nothing more; let paused connections read again."""
-        self.receiver.want(0)
-        self.receiver.resume_clients()
+        """Take no more data from the clients (their connections stop being read) and pass on
+        what already arrived, so that everything accepted is handled, none failed."""
+        self.receiver.drain()
 
     async def on_stop(self) -> None:
         """Stop the receiver."""

@@ -89,6 +89,7 @@ class Receiver(GenServer):
         self._flush_scheduled = False
         self._paused: set[Atom] = set()
         self._paused_wanted = False
+        self._draining = False
         self._timer: asyncio.TimerHandle | None = None
 
     # -- registration ------------------------------------------------------------------------
@@ -284,8 +285,20 @@ class Receiver(GenServer):
             connection.pause_reading()
             self._paused.add(node)
 
+    def drain(self) -> None:
+        """Take no more data, for good: ask for nothing, stop reading from every client's
+        connection (what they send next stays with them), and hand over what has arrived."""
+        self._draining = True
+        self.want(0)
+        self.pause_clients()
+        self._flush()
+
     def resume_clients(self) -> None:
-        """Read from every connection :meth:`pause_clients` paused."""
+        """Read from every connection :meth:`pause_clients` paused (not while draining)."""
+        if not self._draining:
+            self._resume_all()
+
+    def _resume_all(self) -> None:
         self._paused_wanted = False
         for node in self._paused:
             connection = self.node.connection(node)
@@ -298,4 +311,4 @@ class Receiver(GenServer):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.resume_clients()
+        self._resume_all()

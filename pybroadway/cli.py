@@ -30,15 +30,17 @@ from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import inspect
 
 log = logging.getLogger("pybroadway.serve")
+message_log = logging.getLogger("pybroadway.serve.messages")  # one line per handled message
 
 
 class LoggingPipeline(Pipeline):
     """The default pipeline of ``serve``: logs each message as ``handled: %Broadway.Message{…}``
-    (at INFO; at DEBUG with ``--quiet``) and acknowledges it."""
+    (on the ``pybroadway.serve.messages`` logger, silenced by ``--quiet``) and acknowledges
+    it."""
 
     def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        if log.isEnabledFor(logging.INFO):
-            log.info("handled: %s", inspect(message_struct(message)))
+        if message_log.isEnabledFor(logging.INFO):
+            message_log.info("handled: %s", inspect(message_struct(message)))
         return message
 
 
@@ -133,7 +135,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+    """Log to stderr at INFO; ``quiet`` leaves out the per-message lines only."""
+    if quiet:
+        message_log.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s",
                         datefmt="%H:%M:%S")
 

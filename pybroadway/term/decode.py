@@ -241,6 +241,12 @@ class Decoder:
                             append(binary(data, pos + 5, size))
                             pos = stop
                             continue
+                    elif tag == 104:  # a small tuple inside: straight into its elements
+                        arity = data[pos + 1]
+                        if arity <= end - pos - 2 and depth < max_depth:
+                            inner, pos = elements(data, pos + 2, arity, depth + 1)
+                            append(tuple(inner))
+                            continue
                     elif tag == 88 and data[pos + 1] == 119 and pos + 2 < end:
                         stop = pos + 15 + data[pos + 2]
                         raw = data[pos:stop]

@@ -10,25 +10,21 @@ The sender and counters are compiled Erlang (a small module built with ``erlc`` 
 the BEAM baseline is not slowed by the shell's interpreter. An embedded EPMD on a free port
 serves everything; every node is stopped at the end. Run::
 
-    PYTHONPATH=. python bench/dist_throughput.py [--messages 200000] [--calls 10000] [--otp 25]
+    python bench/dist_throughput.py [--messages 200000] [--calls 10000] [--otp 25]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from support import BEAM_FLAGS, compile_erlang, print_table, say
 
-from pybroadway.dist import GenServer, Node, Process  # noqa: E402
-from pybroadway.term import Atom, decode  # noqa: E402
-from tests.peers import BeamPeer, free_port  # noqa: E402
+from pybroadway.dist import GenServer, Node, Process
+from pybroadway.term import Atom, decode
+from tests.peers import BeamPeer, free_port
 
 BENCH_ERL = r"""
 -module(pybroadway_dist_bench).
@@ -65,11 +61,6 @@ latency(Target, Request, Count) ->
 """
 
 
-# No scheduler busy-waiting: on a small machine spinning schedulers of one node steal the CPU
-# the other node (or the Python node) needs, which would understate the BEAM baseline.
-BEAM_FLAGS = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
-
-
 class Counter(Process):
     """Counts ``n`` messages, then sends ``{done, n}`` to the waiter."""
 
@@ -90,15 +81,8 @@ class Pong(GenServer):
         return request
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 async def bench(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
-    build = tempfile.mkdtemp(prefix="pybroadway-bench-")
-    Path(build, "pybroadway_dist_bench.erl").write_text(BENCH_ERL)
-    subprocess.run(["erlc", "-o", build, str(Path(build, "pybroadway_dist_bench.erl"))],
-                   check=True)
+    build = compile_erlang("pybroadway_dist_bench", BENCH_ERL)
     epmd_port = free_port()
     n = args.messages
     rows: list[tuple[str, str, str, str]] = []
@@ -164,12 +148,8 @@ def main() -> None:
                         "($PYBROADWAY_OTP28_ERL)")
     args = parser.parse_args()
     rows = asyncio.run(bench(args))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    print(f"\nN = {args.messages:,} messages per run (best of {args.rounds}), "
-          f"{args.calls:,} calls, OTP {args.otp}, Python {sys.version.split()[0]}")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-
+    print_table(f"N = {args.messages:,} messages per run (best of {args.rounds}), "
+                f"{args.calls:,} calls, OTP {args.otp}, Python {sys.version.split()[0]}", rows)
 
 if __name__ == "__main__":
     main()

@@ -19,21 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from support import BEAM_FLAGS, compile_erlang, print_table, say
 
-from pybroadway.dist import Node  # noqa: E402
-from pybroadway.otp_distribution import OtpDistributionProducer  # noqa: E402
-from pybroadway.pipeline import Message, Pipeline  # noqa: E402
-from pybroadway.term import decode  # noqa: E402
-from tests.peers import BeamPeer, free_port  # noqa: E402
+from pybroadway.dist import Node
+from pybroadway.otp_distribution import OtpDistributionProducer
+from pybroadway.pipeline import Message, Pipeline
+from pybroadway.term import decode
+from tests.peers import BeamPeer, free_port
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).
@@ -90,13 +86,6 @@ blast(Target, N, Size) ->
     end.
 """
 
-BEAM_FLAGS = "+sbwt none +sbwtdcpu none +sbwtdio none"
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 class Sink:
     """Counts handled messages; ``done`` is set when ``target`` have been handled."""
 
@@ -141,10 +130,7 @@ async def handled_within(sink: Sink, seconds: float) -> None:
 
 
 async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
-    build = tempfile.mkdtemp(prefix="pybroadway-e2e-")
-    Path(build, "pybroadway_e2e_bench.erl").write_text(CLIENT_ERL)
-    subprocess.run(["erlc", "-o", build, str(Path(build, "pybroadway_e2e_bench.erl"))],
-                   check=True)
+    build = compile_erlang("pybroadway_e2e_bench", CLIENT_ERL)
     epmd_port = free_port()
     n = args.messages
     rows: list[tuple[str, ...]] = []
@@ -152,9 +138,9 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
     sink = Sink()
     async with Node("pye2e@localhost", cookie="bench", epmd_port=epmd_port) as node:
         client = BeamPeer.elixir(epmd_port=epmd_port, cookie="bench", name="e2eclient",
-                                 extra_erl=f"-pa {build} {BEAM_FLAGS}")
+                                 extra_erl=" ".join(["-pa", build, *BEAM_FLAGS]))
         other = BeamPeer.erlang("25", epmd_port=epmd_port, cookie="bench", name="e2eother",
-                                extra=["-pa", build, *BEAM_FLAGS.split()])
+                                extra=["-pa", build, *BEAM_FLAGS])
         try:
             await client.aeval("Process.register(self(), :bench)")
             await other.aeval("1")
@@ -213,12 +199,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     args = parser.parse_args()
     rows = asyncio.run(bench(args))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    print(f"\nN = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
-          f"Python {sys.version.split()[0]}")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-
+    print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
+                f"Python {sys.version.split()[0]}", rows)
 
 if __name__ == "__main__":
     main()

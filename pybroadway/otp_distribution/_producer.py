@@ -99,9 +99,17 @@ class OtpDistributionProducer(Producer):
     def pushed(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Data clients pushed (called by the receiver)."""
         messages = list(map(Message, data, metadata))
-        if self.overflow == "block" or not self.is_full:
+        if self.overflow == "block" or self.buffer_size is None:
             self.push_messages(messages)
-        elif self.overflow == "drop_newest":
+            return
+        # A drop policy: the buffer takes what it has room for (waiting processors take some
+        # at once, which makes more room), the policy decides the rest.
+        while messages and (room := self.buffer_size - self.buffered) > 0:
+            self.push_messages(messages[:room])
+            messages = messages[room:]
+        if not messages:
+            return
+        if self.overflow == "drop_newest":
             self._drop(len(messages))
         else:
             aside = self._aside

@@ -74,10 +74,12 @@ class Collector:
 
     def __init__(self) -> None:
         self.data: list[Any] = []
+        self.metadata: list[Any] = []
         self._goals: list[tuple[int, asyncio.Event]] = []
 
     def handle_message(self, processor: str, message: Message, context: Any) -> Message:
         self.data.append(message.data)
+        self.metadata.append(message.metadata)
         count = len(self.data)
         for goal, event in self._goals:
             if count >= goal:

@@ -1,0 +1,71 @@
+"""The README's two commands, as written: the server runs from a fresh clone with nothing
+installed and no Erlang (embedded EPMD, a cookie file created like erl does), and the test
+command is what CI runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pybroadway.dist import Node, default_cookie
+from pybroadway.otp_distribution import Client
+from pybroadway.term import Atom
+from tests.peers import free_port, unique_name, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """The code blocks of the README's "Two commands" section, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```\n(.*?)```", section, re.S)]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    _server, tests = readme_commands()
+    assert tests == "bash scripts/test.sh"
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+async def test_the_server_command_works_from_a_fresh_clone(tmp_path: Path) -> None:
+    command = shlex.split(readme_commands()[0])
+    assert command[:3] == ["python3", "-m", "pybroadway"]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    epmd_port = free_port()
+    env = {**os.environ, "HOME": str(home), "ERL_EPMD_PORT": str(epmd_port),
+           "PATH": "/nonexistent"}  # no Erlang program is needed
+    env.pop("PYTHONPATH", None)
+    server = subprocess.Popen([sys.executable, *command[1:]], cwd=clone, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_for_port(epmd_port)
+        cookie = default_cookie(home / ".erlang.cookie")  # the one the server created
+        async with Node(f"{unique_name('readme')}@localhost", cookie=cookie,
+                        epmd_port=epmd_port) as node:
+            for _ in range(100):  # the server registers right after its EPMD is up
+                if await node.connect("server@localhost"):
+                    break
+                await asyncio.sleep(0.05)
+            client = await Client.start(node)
+            for _ in range(3):
+                client.push_message("How are you?")
+            # a call after the casts: its reply means the receiver has taken them
+            assert await node.call(client.receiver, Atom("unregister")) == Atom("ok")
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
+    assert out.strip().splitlines()[-1] == "handled 3, failed 0, dropped 0"

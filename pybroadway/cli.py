@@ -107,7 +107,7 @@ async def _status_line(pipeline: Pipeline, producer: Any) -> None:
         await asyncio.sleep(1.0)
         stats = pipeline.stats()
         clients = len(producer.receiver.clients)
-        sys.stderr.write(f"\r{stats['rate']:10,.0f} msg/s  {stats['buffered']:8,} buffered  "
+        sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['buffered']:,} buffered  "
                          f"{clients} client{'' if clients == 1 else 's'}  ")
         sys.stderr.flush()
 
@@ -138,8 +138,10 @@ def setup_logging(quiet: bool) -> None:
     """Log to stderr at INFO; ``quiet`` leaves out the per-message lines only."""
     if quiet:
         message_log.setLevel(logging.WARNING)
+    # On a terminal each log line first clears the status line, which is redrawn after it.
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
     logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s",
+                        format=clear + "%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s",
                         datefmt="%H:%M:%S")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pybroadway.dist.cookie import cookie_path, default_cookie
-from tests.peers import SystemEpmd, unique_name
+from tests.peers import SystemEpmd, require, unique_name
 
 
 @pytest.fixture
@@ -75,9 +75,7 @@ def test_empty_file_is_an_error(home: Path) -> None:
 def test_erl_accepts_the_cookie_we_create(home: Path, epmd: SystemEpmd) -> None:
     """A distributed erl (OTP 25) started without -setcookie uses the file we created."""
     cookie = default_cookie()
-    erl = shutil.which("erl")
-    if not erl:
-        pytest.skip("erl not installed")
+    erl = require("Erlang/OTP (erl)", "erl")
     env = dict(os.environ, HOME=str(home), ERL_EPMD_PORT=str(epmd.port))
     out = subprocess.run(
         [erl, "-noshell", "-sname", f"{unique_name('cookie')}@localhost", "-start_epmd",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pybroadway.dist import epmd as E
-from tests.peers import BeamPeer, SystemEpmd, free_port, unique_name
+from tests.peers import BeamPeer, SystemEpmd, free_port, require, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -340,8 +340,7 @@ def test_scripts_embedded_serve_names_kill() -> None:
 
 
 def test_scripts_system_epmd_start_stop() -> None:
-    if subprocess.run(["which", "epmd"], capture_output=True).returncode != 0:
-        pytest.skip("epmd not installed")
+    require("Erlang's epmd", "epmd")
     port = free_port()
     env = dict(os.environ, ERL_EPMD_PORT=str(port))
     start = subprocess.run(["bash", str(ROOT / "epmd_scripts/start-system-epmd.sh")],
@@ -362,9 +361,7 @@ def test_scripts_system_epmd_start_stop() -> None:
 
 async def test_erlang_epmd_command_against_embedded() -> None:
     """Debian's `epmd -names` and `epmd -stop` understand the embedded server."""
-    epmd_bin = subprocess.run(["which", "epmd"], capture_output=True, text=True).stdout.strip()
-    if not epmd_bin:
-        pytest.skip("epmd not installed")
+    epmd_bin = require("Erlang's epmd", "epmd")
 
     def run(*args: str) -> str:
         return subprocess.run([epmd_bin, "-port", str(srv.port), *args], capture_output=True,

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
-
 from pybroadway.term import Atom, decode
 from tests.otp_distribution.helpers import elixir_peer, receiver_ref, server
-from tests.peers import IN_CI, SystemEpmd
+from tests.peers import SystemEpmd
 
 
 async def test_push_handled_once_in_order_per_client(epmd: SystemEpmd) -> None:
@@ -100,12 +98,6 @@ async def test_burst_200k_from_4_processes_lossless(epmd: SystemEpmd) -> None:
 
 
 async def test_client_finds_receiver_through_global(epmd: SystemEpmd) -> None:
-    try:
-        import pybroadway.dist.global_names  # noqa: F401
-    except ImportError:
-        if IN_CI:
-            pytest.fail("needs pybroadway.dist.global_names")
-        pytest.skip("needs pybroadway.dist.global_names")
     async with server(epmd.port) as (node, _pipeline, collector, _producer):
         peer = await elixir_peer(epmd.port, node)
         with peer:

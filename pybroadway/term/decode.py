@@ -206,6 +206,12 @@ class Decoder:
             object.__setattr__(value, "_ext", bytes(data[start:stop]))
             return value
 
+        def refused(container: str, too_long: bool, pos: int) -> DecodeError:
+            """Why a container cannot be read: its declared size, or the nesting bound."""
+            if too_long:
+                return DecodeError(f"{container} cannot fit in the input", pos)
+            return DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
+
         def need(data: Any, pos: int, size: int, what: str) -> None:
             if pos + size > len(data):
                 raise _truncated(pos, what)
@@ -294,12 +300,9 @@ class Decoder:
                     need(data, pos, 4, "a tuple's arity")
                     (arity,) = u32(data, pos)
                     pos += 4
-                if arity > end - pos:
-                    raise DecodeError(f"tuple of arity {arity} cannot fit in the input", pos)
-                if depth >= max_depth:
-                    raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
-                depth += 1
-                items, pos = elements(data, pos, arity, depth)
+                if arity > end - pos or depth >= max_depth:
+                    raise refused(f"tuple of arity {arity}", arity > end - pos, pos)
+                items, pos = elements(data, pos, arity, depth + 1)
                 return tuple(items), pos
             if tag == 109:  # BINARY_EXT
                 need(data, pos, 4, "a binary's length")
@@ -335,10 +338,8 @@ class Decoder:
                 need(data, pos, 4, "a list's length")
                 (length,) = u32(data, pos)
                 pos += 4
-                if length > end - pos:
-                    raise DecodeError(f"list of {length} elements cannot fit in the input", pos)
-                if depth >= max_depth:
-                    raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
+                if length > end - pos or depth >= max_depth:
+                    raise refused(f"list of {length} elements", length > end - pos, pos)
                 depth += 1
                 if length >= 8:
                     stop = pos + 2 * length
@@ -363,10 +364,8 @@ class Decoder:
                 need(data, pos, 4, "a map's arity")
                 (arity,) = u32(data, pos)
                 pos += 4
-                if arity > (end - pos) // 2:
-                    raise DecodeError(f"map of {arity} pairs cannot fit in the input", pos)
-                if depth >= max_depth:
-                    raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
+                if arity > (end - pos) // 2 or depth >= max_depth:
+                    raise refused(f"map of {arity} pairs", arity > (end - pos) // 2, pos)
                 depth += 1
                 items, pos = elements(data, pos, 2 * arity, depth)
                 try:

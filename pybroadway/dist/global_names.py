@@ -46,8 +46,9 @@ RANDOM_EXIT_NAME = ExportFun(GLOBAL, Atom("random_exit_name"), 3)
 _NODE_EVENT = object()  # local marker for (marker, node, up) messages from monitor_nodes
 _INITIATE = object()  # (marker, node, tag): time to start the lock step ourselves
 _LOCKED = object()  # (marker, node, tag, lock_id, ok): our set_lock on the peer answered
-INITIATE_AFTER = 1.0
-"""Seconds (1x to 2x, at random) to wait for a peer's lock_set before starting it ourselves."""
+RETRY_LOCK_AFTER = 0.2
+"""Seconds (1x to 2x, at random) before taking a busy session lock is tried again."""
+PYBROADWAY = Atom("pybroadway")  # the mark of a Python node in init_connect's known map
 
 _tags = itertools.count(-576460752303423488 + random.randrange(1 << 40))
 
@@ -139,6 +140,7 @@ class GlobalNameServer(GenServer):
         self._lock_sent: set[Atom] = set()
         self._exchanged: set[Atom] = set()
         self._initiated: dict[Atom, Any] = {}
+        self._python_peers: set[Atom] = set()
         self._sync_waiters: list[asyncio.Future[None]] = []
         self._unsubscribe: Any = None
         self.locker: _Requester | None = None
@@ -349,7 +351,8 @@ class GlobalNameServer(GenServer):
         self._exchanged.discard(peer)
         assert self.locker is not None
         self._cast(peer, (Atom("init_connect"), (VSN, tag), self.node.name,
-                          (Atom("locker"), Atom("no_longer_a_pid"), {}, self.locker.pid)))
+                          (Atom("locker"), Atom("no_longer_a_pid"), {PYBROADWAY: 1},
+                           self.locker.pid)))
 
     def _on_init_connect(self, vsn_tag: Any, peer: Any, init_msg: Any) -> None:
         if type(vsn_tag) is not tuple or len(vsn_tag) != 2 or not isinstance(peer, Atom):
@@ -362,7 +365,10 @@ class GlobalNameServer(GenServer):
             self._start_connect(peer)
         self.send((GNS, peer), (Atom("init_connect_ack"), self.node.name, vsn_tag[1],
                                 self._my_tag[peer]))
-        self._schedule_initiate(peer)
+        if type(init_msg) is tuple and len(init_msg) == 4 and isinstance(init_msg[2], dict) \
+                and PYBROADWAY in init_msg[2]:
+            self._python_peers.add(peer)
+        self._maybe_initiate(peer)
 
     def _on_lock_set(self, his_locker: Any, ok: Any, _his_known: Any, my_tag: Any) -> None:
         peer = his_locker.node if type(his_locker) is Pid else None
@@ -389,15 +395,19 @@ class GlobalNameServer(GenServer):
                                                                   p.serial))
         return (GLOBAL, ids)
 
-    # A BEAM peer's locker starts the lock step 0.2-3 s after the connect; a peer that is not
-    # a BEAM (another Python node) never does. So if no lock_set came after a while, we take
-    # the session lock on both sides ourselves and send lock_set; the peer answers with its
-    # own and the exchange follows. Both sides doing it at once is fine: the lock id is the
-    # same, and each side sends its lock_set and its exchange once.
+    # A BEAM peer's locker starts the lock step after the connect; another Python node's
+    # does not. Between two Python nodes (they mark themselves in init_connect's known map,
+    # which the BEAM ignores) the one with the smaller name takes the session lock on both
+    # sides and sends lock_set; the other answers with its own and the exchange follows.
+
+    def _maybe_initiate(self, peer: Atom) -> None:
+        if peer in self._python_peers and self.node.name.name < peer.name:
+            self.deliver((_INITIATE, peer, self._my_tag.get(peer)))
 
     def _schedule_initiate(self, peer: Atom) -> None:
+        """Try the lock step again a little later (the lock is busy)."""
         tag = self._my_tag.get(peer)
-        delay = random.uniform(INITIATE_AFTER, 2 * INITIATE_AFTER)
+        delay = random.uniform(RETRY_LOCK_AFTER, 2 * RETRY_LOCK_AFTER)
         asyncio.get_running_loop().call_later(delay, self.deliver, (_INITIATE, peer, tag))
 
     def _on_initiate(self, peer: Atom, tag: Any) -> None:
@@ -609,6 +619,7 @@ class GlobalNameServer(GenServer):
             table.pop(peer, None)
         self._lock_sent.discard(peer)
         self._exchanged.discard(peer)
+        self._python_peers.discard(peer)
         for name, (pid, _method, _ref) in list(self.table.items()):
             if pid.node is peer:
                 self.delete_name(name)

@@ -396,12 +396,7 @@ class _Core:
                 self.ack([], failed)
         processor.current = None
         if observed:
-            now = time.monotonic_ns()
-            telemetry.emit(
-                _PROCESSOR_STOP,
-                {"duration": now - started, "monotonic_time": now, "successful": len(ok),
-                 "failed": len(failed)},
-                {**meta, "successful_messages_list": ok, "failed_messages_list": failed})
+            _emit_stop(_PROCESSOR_STOP, started, meta, ok, failed)
         if routed is not None:
             for batcher, _ in routed:
                 await batcher.wait_room()
@@ -473,12 +468,18 @@ class _Core:
             failed = await self.handle_failed(failed)
         self.ack(ok, failed)
         if observed:
-            now = time.monotonic_ns()
-            telemetry.emit(
-                _BATCH_STOP,
-                {"duration": now - started, "monotonic_time": now, "successful": len(ok),
-                 "failed": len(failed)},
-                {**meta, "successful_messages_list": ok, "failed_messages_list": failed})
+            _emit_stop(_BATCH_STOP, started, meta, ok, failed)
+
+
+def _emit_stop(event: telemetry.Event, started: int, meta: dict[str, Any],
+               ok: list[Message], failed: list[Message]) -> None:
+    """The ``stop`` event of a processor's or a batch processor's unit of work."""
+    now = time.monotonic_ns()
+    telemetry.emit(
+        event,
+        {"duration": now - started, "monotonic_time": now, "successful": len(ok),
+         "failed": len(failed)},
+        {**meta, "successful_messages_list": ok, "failed_messages_list": failed})
 
 
 class Pipeline:

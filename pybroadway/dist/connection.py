@@ -254,7 +254,7 @@ class Connection:
         """Remember the prefix of ``message`` if it is nested tuples whose last leaf is a
         binary, and how to rebuild such a message around another binary."""
         self._message_prefix = None
-        heads = []
+        heads: list[tuple[Any, ...]] = []
         term = message
         while type(term) is tuple and term and len(heads) < 4:
             heads.append(term[:-1])

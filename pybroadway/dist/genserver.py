@@ -59,10 +59,10 @@ class GenServer(Process):
         """Answer a call. The default, like gen_server's, is to crash on unexpected calls."""
         raise Exit((Atom("bad_call"), request))
 
-    def handle_cast(self, request: Any) -> None:
+    def handle_cast(self, request: Any) -> Any:
         """Handle a cast. The default ignores it."""
 
-    def handle_info(self, message: Any) -> Any:  # type: ignore[override]
+    def handle_info(self, message: Any) -> Any:
         """Handle any other message. The default ignores it."""
 
     async def terminate(self, reason: Any) -> None:

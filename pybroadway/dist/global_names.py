@@ -528,7 +528,7 @@ class GlobalNameServer(GenServer):
         if previously_known:
             assert self.locker is not None
             lock_id = getattr(self, "_lock_id", (GLOBAL, [self.locker.pid]))
-            message = (Atom("new_nodes"), self.node.name, ops, [],
+            message: Any = (Atom("new_nodes"), self.node.name, ops, [],
                        [(n, VSN) for n in new_nodes if n is not self.node.name],
                        [(Atom("vsn"), VSN), (Atom("lock"), lock_id)])
             for other in previously_known:

@@ -18,7 +18,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from pybroadway.dist import control as op
 from pybroadway.dist import epmd as epmd_client
@@ -41,6 +41,8 @@ from pybroadway.dist.process import (
 from pybroadway.term import Atom, Encoder, Pid, Reference
 
 log = logging.getLogger("pybroadway.dist.node")
+
+P = TypeVar("P", bound=Process)
 
 EMPTY_ATOM = Atom("")
 NODEUP = Atom("nodeup")
@@ -232,8 +234,8 @@ class Node:
 
     # -- processes --------------------------------------------------------------------------
 
-    def spawn(self, process: Process, *, name: str | Atom | None = None,
-              link: Pid | None = None) -> Process:
+    def spawn(self, process: P, *, name: str | Atom | None = None,
+              link: Pid | None = None) -> P:
         """Start ``process`` on this node (optionally registered as ``name``)."""
         if not self._started:
             raise RuntimeError(f"start {self} before spawning processes")
@@ -807,6 +809,7 @@ class Node:
         if node is not self.name:
             self._route(node, (op.MONITOR_P, caller, self._remote_target(target), ref))
         else:
+            assert local is not None
             local.watchers[ref] = (caller, target)  # its exit fails the call (_send_down)
         self.send(target, (GEN_CALL, (caller, ref), request), sender=caller)
         try:
@@ -819,7 +822,7 @@ class Node:
                 if node is not self.name:
                     self._route(node, (op.DEMONITOR_P, caller, self._remote_target(target),
                                        ref))
-                else:
+                elif local is not None:
                     local.watchers.pop(ref, None)
 
     def cast(self, target: Any, request: Any) -> None:

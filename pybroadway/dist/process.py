@@ -10,6 +10,7 @@ node sends exit signals to its links and ``DOWN`` messages to its monitors, loca
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,13 @@ class Process:
         """The process's body. The default waits for messages and passes them to
         :meth:`handle_info` forever."""
         while True:
-            await self.handle_info(await self.receive())
+            result = self.handle_info(await self.receive())
+            if inspect.isawaitable(result):
+                await result
 
-    async def handle_info(self, message: Any) -> None:
-        """Called by the default :meth:`run` for each message."""
+    def handle_info(self, message: Any) -> Any:
+        """Called by the default :meth:`run` for each message (a plain method or a
+        coroutine)."""
 
     @property
     def alive(self) -> bool:

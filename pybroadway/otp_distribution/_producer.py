@@ -161,7 +161,7 @@ class OtpDistributionProducer(Producer):
 class _PullProducer(OtpDistributionProducer):
     """The pull-mode producer (``OtpDistributionProducer(mode="pull")`` makes one)."""
 
-    def handle_demand(self, demand: int) -> None:  # type: ignore[override]
+    def handle_demand(self, demand: int) -> None:
         """Keep as many pull requests in flight as the demand is unmet."""
         if logger.isEnabledFor(self.receiver.message_log_level):
             logger.log(self.receiver.message_log_level, "pull_messages: %d", demand)

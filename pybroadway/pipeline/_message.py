@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -68,7 +68,7 @@ class Message:
     def __init__(
         self,
         data: Any,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         acknowledger: tuple[Any, Any, Any] = NOOP_ACKNOWLEDGER,
         *,
         batcher: Any = "default",
@@ -85,14 +85,14 @@ class Message:
         self.status = status
 
     @property
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> Mapping[str, Any]:
         """Metadata about the message (created empty on first use)."""
         if self._metadata is None:
             self._metadata = {}
         return self._metadata
 
     @metadata.setter
-    def metadata(self, value: dict[str, Any]) -> None:
+    def metadata(self, value: Mapping[str, Any]) -> None:
         self._metadata = value
 
     def __repr__(self) -> str:

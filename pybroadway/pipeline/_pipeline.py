@@ -10,12 +10,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from . import telemetry
 from ._message import BatchInfo, Message, ack_messages
 from ._producer import Producer, _RateLimiter
-from .options import SCHEMA, OptionsError, docs, validate
+from .options import SCHEMA, Option, OptionsError, docs, validate
 
 logger = logging.getLogger("pybroadway.pipeline")
 
@@ -558,8 +558,9 @@ class Pipeline:
         self._stopped = False
 
     def _check_executors(self) -> None:
-        stages = [(("processors", "default"), self.options["processors"]["default"],
-                   ("handle_message", "prepare_messages"))]
+        stages: list[tuple[tuple[str, str], Any, tuple[str, ...]]] = [
+            (("processors", "default"), self.options["processors"]["default"],
+             ("handle_message", "prepare_messages"))]
         stages += [(("batchers", name), batcher, ("handle_batch",))
                    for name, batcher in self.options["batchers"].items()]
         for path, stage_options, callbacks in stages:
@@ -719,7 +720,8 @@ class Pipeline:
         limiter = self._require_core().rate_limiter
         if limiter is None:
             raise RuntimeError("rate limiting is not enabled for this pipeline")
-        schema = SCHEMA["producer"].keys["rate_limiting"].keys  # type: ignore[index]
+        schema = cast(dict[str, Option],
+                      SCHEMA["producer"].keys["rate_limiting"].keys)  # type: ignore[index]
         current = {
             "allowed_messages": limiter.allowed_messages if allowed_messages is None
             else allowed_messages,

@@ -6,8 +6,8 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from ._message import Message
 
@@ -289,7 +289,7 @@ class Producer:
             while self._new_demand and not self._draining:
                 demand, self._new_demand = self._new_demand, 0
                 try:
-                    result = await self.handle_demand(demand)
+                    result = await cast(Awaitable[Any], self.handle_demand(demand))
                 except Exception:
                     logger.exception("%s: handle_demand(%d) raised", self.name, demand)
                     continue

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["Event", "Handler", "emit", "subscribe"]
 
@@ -45,7 +45,8 @@ def subscribe(events: Event | Iterable[Event], handler: Handler) -> Callable[[],
 
     Returns a function that unsubscribes the handler from those events.
     """
-    event_list: list[Event] = [events] if _is_event(events) else list(events)  # type: ignore[list-item]
+    event_list: list[Event] = (
+        [cast(Event, events)] if _is_event(events) else list(cast(Iterable[Event], events)))
     for event in event_list:
         handlers.setdefault(tuple(event), []).append(handler)
 

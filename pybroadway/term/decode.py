@@ -221,7 +221,7 @@ class Decoder:
             make up most traffic (small integers, cached atoms and pids, binaries) read here
             rather than by a call each."""
             end = len(data)
-            items = []
+            items: list[Any] = []
             append = items.append
             for _ in range(count):
                 if pos + 1 < end:

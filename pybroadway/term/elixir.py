@@ -48,7 +48,9 @@ def struct(name: str, fields: Mapping[str | Atom, Any] | None = None, /,
     so the result encodes to the same bytes as the struct built in Elixir.
     """
     items: dict[Atom, Any] = {STRUCT_KEY: module_atom(name)}
-    for key, value in {**(fields or {}), **more}.items():
+    given: dict[str | Atom, Any] = dict(fields or {})
+    given.update(more)
+    for key, value in given.items():
         items[key if isinstance(key, Atom) else Atom(key)] = value
     return dict(sorted(items.items(), key=lambda item: item[0].name.encode()))
 

@@ -44,7 +44,7 @@ def _remembered(build: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """Make ``build`` run once per value: its result is kept in the value's ``_ext`` slot."""
     def ext(value: Any) -> bytes:
         try:
-            return value._ext  # type: ignore[no-any-return]
+            return value._ext
         except AttributeError:
             result = build(value)
             _setattr(value, "_ext", result)

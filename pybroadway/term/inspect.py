@@ -7,6 +7,7 @@ node, as the BEAM's own node table gives them.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Mapping
 from itertools import count
@@ -159,13 +160,13 @@ class _Printer:
             shown.append("...")
         return ", ".join(shown)
 
-    def list(self, items: list[Any]) -> str:
+    def list(self, items: builtins.list[Any]) -> str:
         if items and all(type(i) is tuple and len(i) == 2 and type(i[0]) is Atom
                          for i in items):
             return "[" + self.keywords(items) + "]"
         return "[" + self.items(items) + "]"
 
-    def keywords(self, pairs: list[tuple[Any, Any]]) -> str:
+    def keywords(self, pairs: builtins.list[tuple[Any, Any]]) -> str:
         shown = [f"{self.key(k)} {self.term(v)}" for k, v in pairs[:self.limit]]
         if len(pairs) > self.limit:
             shown.append("...")
@@ -175,7 +176,7 @@ class _Printer:
         text = self.atom(atom)
         return (text[1:] if text.startswith(":") else text) + ":"
 
-    def map(self, pairs: list[tuple[Any, Any]], struct: str | None = None) -> str:
+    def map(self, pairs: builtins.list[tuple[Any, Any]], struct: str | None = None) -> str:
         if struct is not None:
             rank = field_order(struct)
             fields = sorted(((k, v) for k, v in pairs if k is not STRUCT_KEY),

@@ -82,7 +82,7 @@ class _Frozen:
     def _cached_hash(self) -> int:
         """Compute the hash once: identifiers are dict keys on every message's path."""
         try:
-            return self._hash  # type: ignore[attr-defined,no-any-return]
+            return self._hash  # type: ignore[attr-defined]
         except AttributeError:
             value = hash((type(self).__name__, *self._key()))
             object.__setattr__(self, "_hash", value)
@@ -91,7 +91,7 @@ class _Frozen:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._key() == other._key()  # type: ignore[attr-defined]
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, *self._key()))
@@ -293,7 +293,7 @@ class Charlist(_Frozen):
         return f"Charlist({self.data!r})"
 
 
-class FrozenList(tuple):  # type: ignore[type-arg]
+class FrozenList(tuple):
     """A hashable stand-in for a list, used where a list is a map key. Encodes as a list."""
 
     __slots__ = ()
@@ -306,6 +306,8 @@ class FrozenMap(Mapping[Any, Any]):
     """A hashable, read-only map, used where a map is itself a map key. Encodes as a map."""
 
     __slots__ = ("_hash", "_items")
+    _items: dict[Any, Any]
+    _hash: int | None
 
     def __init__(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
         object.__setattr__(self, "_items", dict(items))
@@ -337,7 +339,7 @@ class FrozenMap(Mapping[Any, Any]):
         return f"FrozenMap({self._items!r})"
 
 
-class MapPairs(tuple):  # type: ignore[type-arg]
+class MapPairs(tuple):
     """A map whose keys Python would merge (``1`` and ``1.0``, or ``true`` and ``1``, are
     distinct keys in Erlang), kept as its ``(key, value)`` pairs. Encodes as a map."""
 

@@ -591,7 +591,7 @@ async def _serve(host: str, port: int | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Also when started in the background, where SIGINT is ignored by default.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, lambda s=sig: _stop_on_signal(epmd, s))
+            loop.add_signal_handler(sig, _stop_on_signal, epmd, sig)
     try:
         await epmd.wait_closed()
     finally:

@@ -29,9 +29,3 @@ ALIAS_SEND = 33
 ALIAS_SEND_TT = 34
 UNLINK_ID = 35
 UNLINK_ID_ACK = 36
-
-# Operations whose frame carries a second term (the message, reason or argument list).
-WITH_PAYLOAD = frozenset({SEND, REG_SEND, SEND_TT, REG_SEND_TT, SEND_SENDER, SEND_SENDER_TT,
-                          PAYLOAD_EXIT, PAYLOAD_EXIT_TT, PAYLOAD_EXIT2, PAYLOAD_EXIT2_TT,
-                          PAYLOAD_MONITOR_P_EXIT, SPAWN_REQUEST, SPAWN_REQUEST_TT, ALIAS_SEND,
-                          ALIAS_SEND_TT})

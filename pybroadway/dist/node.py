@@ -45,8 +45,6 @@ log = logging.getLogger("pybroadway.dist.node")
 P = TypeVar("P", bound=Process)
 
 EMPTY_ATOM = Atom("")
-NODEUP = Atom("nodeup")
-NODEDOWN = Atom("nodedown")
 
 NodeWatcher = Callable[[Atom, bool], None]
 

@@ -187,17 +187,19 @@ class Receiver(GenServer):
         return True
 
     def _retire(self, sender: Pid | None) -> None:
-        """An answer came: retire the sender's oldest request (the oldest of all if the
-        sender is unknown or had none out, as after a re-ask)."""
+        """An answer came: retire the sender's oldest request. A sender with none out is
+        answering a request already asked again of another client, which is still out and
+        still counts; an unknown sender retires the oldest of all."""
         outstanding = self.outstanding
         if not outstanding:
             return
-        if sender is not None and outstanding[0][1] != sender:
-            for index, entry in enumerate(outstanding):
-                if entry[1] == sender:
-                    del outstanding[index]
-                    return
-        outstanding.popleft()
+        if sender is None or outstanding[0][1] == sender:
+            outstanding.popleft()
+            return
+        for index, entry in enumerate(outstanding):
+            if entry[1] == sender:
+                del outstanding[index]
+                return
 
     def handle_info(self, message: Any) -> None:
         """A client's ``:DOWN`` removes it; anything else is logged."""

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from pybroadway.dist import Node
-from pybroadway.otp_distribution import OtpDistributionProducer, Receiver
+from pybroadway.otp_distribution import Client, OtpDistributionProducer, Receiver
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, decode
 from tests.otp_distribution.helpers import COOKIE, Collector, elixir_peer, receiver_ref
-from tests.peers import SystemEpmd, unique_name
+from tests.peers import SystemEpmd, free_port, unique_name
 
 MESSAGES = 1000
 REQUEST = Atom("request_message")
@@ -130,3 +130,52 @@ async def test_pull_never_over_requests(epmd: SystemEpmd, clients: int, max_dema
                 assert max(counts.values()) - min(counts.values()) \
                     <= 2 * max_demand * concurrency, counts
         assert producer.dropped == 0
+
+
+class _Answers:
+    """A sink that records pull answers and keeps its demand where it is."""
+
+    def __init__(self) -> None:
+        self.data: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    def pushed(self, data: list[Any], metadata: list[Any]) -> None:
+        raise AssertionError("nothing is pushed in this test")
+
+    def answered(self, data: list[Any], metadata: list[Any]) -> None:
+        self.data += data
+        self.arrived.set()
+
+
+async def test_a_late_answer_does_not_retire_another_clients_request() -> None:
+    """A request unanswered for pull_interval is asked again of the next client. When the
+    first client's answer then arrives late, it must not retire the second client's request
+    (which is still out): that would make room for a request the demand never asked for."""
+    async with Node(f"{unique_name('py')}@localhost", cookie=COOKIE,
+                    epmd_port=free_port()) as node:  # an embedded EPMD
+        sink = _Answers()
+        receiver = node.spawn(Receiver(sink, name="late_test", pull_interval=0.2))
+        asked = {"a": asyncio.Event(), "b": asyncio.Event()}
+        gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        def answerer(name: str) -> Any:
+            async def answer() -> str:
+                asked[name].set()
+                await gates[name].wait()
+                return name
+            return answer
+
+        client_a = await Client.start(node, receiver=receiver.pid, on_request=answerer("a"))
+        client_b = await Client.start(node, receiver=receiver.pid, on_request=answerer("b"))
+        receiver.want(1)
+        await asyncio.wait_for(asked["a"].wait(), 5)  # the request went to a
+        await asyncio.wait_for(asked["b"].wait(), 5)  # unanswered: asked again of b
+        assert [entry[1] for entry in receiver.outstanding] == [client_b.pid]
+        gates["a"].set()  # a answers its old request now
+        await asyncio.wait_for(sink.arrived.wait(), 5)
+        assert sink.data == ["a"]
+        # b's request is still out, and it still covers the demand: nothing more was asked
+        assert [entry[1] for entry in receiver.outstanding] == [client_b.pid]
+        gates["b"].set()
+        receiver.want(0)
+        assert client_a.alive and client_b.alive

@@ -22,7 +22,7 @@ from typing import Any
 
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
-from pybroadway.dist import GenServer, Node, Process
+from pybroadway.erldist import GenServer, Node, Process
 from pybroadway.term import Atom, decode
 from tests.peers import BeamPeer, free_port
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import decode

@@ -18,7 +18,7 @@ try:
 except ImportError:  # run from a clone without installing: use the clone's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pybroadway.dist import Node
-from pybroadway.dist.epmd import main as epmd_main
+from pybroadway.erldist import Node
+from pybroadway.erldist.epmd import main as epmd_main
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import inspect

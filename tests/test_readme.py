@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pybroadway.dist import Node, default_cookie
+from pybroadway.erldist import Node, default_cookie
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom
 from tests.peers import free_port, unique_name, wait_for_port

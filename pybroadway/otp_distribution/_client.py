@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import inspect as _inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pybroadway.dist import Node, Process
+from pybroadway._aio import maybe_await
+from pybroadway.erldist import Node, Process
+from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, Pid, Reference, inspect
+from pybroadway.term.atoms import DOWN, GEN_CALL, GEN_CAST, OK
 
 from . import _global
 from ._receiver import (
     DEFAULT_NAME,
-    DOWN,
-    GEN_CAST,
-    OK,
     PULL_MESSAGE,
     PUSH_MESSAGE,
     REGISTER,
@@ -26,11 +25,10 @@ from ._receiver import (
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
-GEN_CALL = Atom("$gen_call")
 OnRequest = Callable[[], Any | Awaitable[Any]]
 
 
-class ConnectError(Exception):
+class ConnectError(PyBroadwayError, ConnectionError):
     """The receiver could not be found or did not accept the registration."""
 
 
@@ -134,9 +132,7 @@ class Client(Process):
         if self.on_request is None:
             logger.info("client: pull request ignored (no on_request callback)")
             return
-        data = self.on_request()
-        if _inspect.isawaitable(data):
-            data = await data
+        data = await maybe_await(self.on_request())
         if self.receiver is not None:
             self.node.send(self.receiver, (GEN_CAST, (RESPOND, data)), sender=self.pid)
 

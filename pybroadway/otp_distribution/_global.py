@@ -1,72 +1,41 @@
-"""The one place that talks to ``:global`` (pybroadway.dist.global_names), isolated so the rest
-of the connector works, by local name, on a node without it."""
+"""The connector's use of ``:global``: registering the receiver and finding it, with the
+failure handling a pipeline wants (a failed registration is logged, never raised)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from types import ModuleType
-from typing import Any
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node, global_names
 from pybroadway.term import Atom, Pid
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
 
-def global_module() -> ModuleType | None:
-    """``pybroadway.dist.global_names`` if this checkout has it, else None."""
-    try:
-        return importlib.import_module("pybroadway.dist.global_names")
-    except ImportError:
-        return None
-
-
-async def _maybe_await(value: Any) -> Any:
-    if hasattr(value, "__await__"):
-        return await value
-    return value
-
-
 async def register_name(node: Node, name: Atom, pid: Pid, timeout: float = 10.0) -> bool:
     """Register ``name`` for ``pid`` in ``:global``; False (with a log line) when impossible
     or when it took longer than ``timeout`` seconds."""
-    module = global_module()
-    if module is None:
-        logger.warning("pybroadway.dist.global_names is not available: %s is registered only "
-                       "locally, reach it as {%s, %s}", name.name, name.name, node.name.name)
-        return False
     try:
         async with asyncio.timeout(timeout):
-            result = await _maybe_await(module.register_name(node, name, pid))
+            registered = await global_names.register_name(node, name, pid)
     except Exception as exc:  # a global failure must not stop the pipeline
         logger.error("could not register %s in :global: %r", name.name, exc)
         return False
-    ok = result is not False and result != Atom("no")
-    if not ok:
-        logger.error("could not register %s in :global (%r)", name.name, result)
-    return ok
+    if not registered:
+        logger.error("could not register %s in :global: the name is taken", name.name)
+    return registered
 
 
 async def unregister_name(node: Node, name: Atom) -> None:
-    """Remove ``name`` from ``:global`` (nothing happens without global support)."""
-    module = global_module()
-    if module is not None and hasattr(module, "unregister_name"):
-        await _maybe_await(module.unregister_name(node, name))
+    """Remove ``name`` from ``:global``."""
+    await global_names.unregister_name(node, name)
 
 
 async def sync(node: Node) -> None:
-    """``:global.sync()`` (nothing happens without global support)."""
-    module = global_module()
-    if module is not None and hasattr(module, "sync"):
-        await _maybe_await(module.sync(node))
+    """``:global.sync()``."""
+    await global_names.sync(node)
 
 
 async def whereis_name(node: Node, name: Atom) -> Pid | None:
-    """``:global.whereis_name(name)``; None if unknown or without global support."""
-    module = global_module()
-    if module is None:
-        return None
-    pid = await _maybe_await(module.whereis_name(node, name))
-    return pid if isinstance(pid, Pid) else None
+    """``:global.whereis_name(name)``; None if the name is unknown."""
+    return global_names.whereis_name(node, name)

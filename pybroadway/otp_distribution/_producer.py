@@ -8,7 +8,7 @@ import time
 from collections import deque
 from typing import Any, Literal
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.pipeline import Message, Producer
 
 from ._receiver import DEFAULT_NAME, Metadata, Receiver

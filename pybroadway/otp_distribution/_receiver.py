@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from pybroadway.dist import From, GenServer
+from pybroadway.erldist import From, GenServer
 from pybroadway.term import Atom, Pid, Reference, inspect
+from pybroadway.term.atoms import DOWN, ERROR, GEN_CAST, OK
 
 from . import _global
 
@@ -20,10 +21,6 @@ logger = logging.getLogger("pybroadway.otp_distribution")
 DEFAULT_NAME = "off_broadway_otp_distribution_receiver"
 REGISTER = Atom("register")
 UNREGISTER = Atom("unregister")
-OK = Atom("ok")
-ERROR = Atom("error")
-DOWN = Atom("DOWN")
-GEN_CAST = Atom("$gen_cast")
 PUSH_MESSAGE = Atom("push_message")
 SEND_MESSAGE = Atom("send_message")
 RESPOND = Atom("respond_to_pull_request")

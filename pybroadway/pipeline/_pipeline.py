@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, cast
 
+from pybroadway._aio import maybe_await
+
 from . import telemetry
 from ._message import BatchInfo, Message, ack_messages
 from ._producer import Producer, _RateLimiter
@@ -28,10 +30,6 @@ _MESSAGE_EXCEPTION = ("broadway", "processor", "message", "exception")
 _BATCH_START = ("broadway", "batch_processor", "start")
 _BATCH_STOP = ("broadway", "batch_processor", "stop")
 _BATCH_EXCEPTION = ("broadway", "batch_processor", "exception")
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 def _fail_all(messages: list[Message], status: Any) -> list[Message]:
@@ -232,7 +230,7 @@ class _Core:
 
     async def start(self) -> None:
         for producer in self.producers:
-            await _maybe_await(producer.on_start())
+            await maybe_await(producer.on_start())
         if self.rate_limiter is not None:
             self.rate_limiter.start()
         for batcher in self.batchers.values():
@@ -255,7 +253,7 @@ class _Core:
 
     async def stop(self, timeout: float) -> None:
         for producer in self.producers:
-            await _maybe_await(producer.prepare_for_draining())
+            await maybe_await(producer.prepare_for_draining())
             producer._start_draining()
         try:
             await asyncio.wait_for(self._drain(), timeout)
@@ -268,7 +266,7 @@ class _Core:
         for executor in self.owned_executors:
             executor.shutdown(wait=False)
         for producer in self.producers:
-            await _maybe_await(producer.on_stop())
+            await maybe_await(producer.on_stop())
 
     async def _drain(self) -> None:
         await asyncio.gather(*self.processor_tasks)
@@ -316,7 +314,7 @@ class _Core:
         if callback is None:
             return failed
         try:
-            result = await _maybe_await(callback(failed, self.context))
+            result = await maybe_await(callback(failed, self.context))
         except Exception:
             logger.exception("%s: handle_failed raised", self.name)
             return failed
@@ -452,7 +450,7 @@ class _Core:
                 result = await asyncio.get_running_loop().run_in_executor(
                     executor, pipeline.handle_batch, name, messages, info, self.context)
             else:
-                result = await _maybe_await(
+                result = await maybe_await(
                     pipeline.handle_batch(name, messages, info, self.context))
             if not isinstance(result, list) or any(
                     not isinstance(message, Message) for message in result):
@@ -616,7 +614,7 @@ class Pipeline:
         context = self.options["context"]
         if self.prepare_messages is not None:
             try:
-                prepared = await _maybe_await(self.prepare_messages(messages, context))
+                prepared = await maybe_await(self.prepare_messages(messages, context))
                 messages = self._check_prepared(prepared, messages)
             except Exception as error:
                 return [], _fail_all(messages, ("error", error))
@@ -625,7 +623,7 @@ class Pipeline:
         failed: list[Message] = []
         for message in messages:
             try:
-                result = await _maybe_await(handle("default", message, context))
+                result = await maybe_await(handle("default", message, context))
                 if not isinstance(result, Message):
                     raise TypeError(f"handle_message must return a Message, got: {result!r}")
                 (ok if result.status == "ok" else failed).append(result)

@@ -18,10 +18,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pybroadway.errors import PyBroadwayError
+
 __all__ = ["SCHEMA", "Option", "OptionsError", "docs", "validate"]
 
 
-class OptionsError(ValueError):
+class OptionsError(PyBroadwayError, ValueError):
     """A pipeline option is invalid. ``key``, ``keys_path`` and ``value`` say which and why."""
 
     def __init__(self, message: str, key: str, keys_path: tuple[str, ...], value: Any) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pybroadway.errors import PyBroadwayError
 
-class DecodeError(ValueError):
+
+class DecodeError(PyBroadwayError, ValueError):
     """The bytes are not a valid external term (or break a configured limit).
 
     ``offset`` is where in the input the problem was found.
@@ -14,5 +16,5 @@ class DecodeError(ValueError):
         self.offset = offset
 
 
-class EncodeError(TypeError):
+class EncodeError(PyBroadwayError, TypeError):
     """The value has no external term form."""

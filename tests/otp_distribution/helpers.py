@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
 from tests.peers import BeamPeer, unique_name

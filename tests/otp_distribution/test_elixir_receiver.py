@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom, Pid, decode
 from tests.otp_distribution.helpers import COOKIE

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client, OtpDistributionProducer, Receiver
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, decode

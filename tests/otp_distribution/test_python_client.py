@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.pipeline import Message
 from tests.otp_distribution.helpers import COOKIE, server

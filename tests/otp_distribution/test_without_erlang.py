@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from pybroadway.dist import Node
+from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.pipeline import Message
 from tests.otp_distribution.helpers import COOKIE, server

@@ -4,24 +4,24 @@ function the application exposed), ``net_kernel`` (so ``Node.ping`` gives ``:pon
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
-from pybroadway.dist import control as op
-from pybroadway.dist import flags as dflags
-from pybroadway.dist.genserver import From, GenServer
-from pybroadway.dist.node import builtin
+from pybroadway._aio import maybe_await
+from pybroadway.erldist import control as op
+from pybroadway.erldist import flags as dflags
+from pybroadway.erldist.genserver import From, GenServer
+from pybroadway.erldist.node import builtin
 from pybroadway.term import Atom, Pid, Reference
+from pybroadway.term.atoms import ERROR
 
 if TYPE_CHECKING:
-    from pybroadway.dist.connection import Connection
-    from pybroadway.dist.node import Node
+    from pybroadway.erldist.connection import Connection
+    from pybroadway.erldist.node import Node
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")
 EXECUTE_CAST = Atom("execute_cast")
 RETURN = Atom("return")
-ERROR = Atom("error")
 UNDEF = Atom("undef")
 MONITOR = Atom("monitor")
 LINK = Atom("link")
@@ -35,7 +35,7 @@ class NetKernel(GenServer):
     def handle_call(self, request: Any, from_: From) -> Any:
         if type(request) is tuple and request and request[0] is Atom("is_auth"):
             return YES
-        return (Atom("error"), Atom("not_supported"))
+        return (ERROR, Atom("not_supported"))
 
 
 @builtin("rex")
@@ -86,9 +86,7 @@ async def _execute(node: Node, connection: Connection, pid: Pid, caller: Pid,
         node.log.info("rpc to undefined %s:%s/%d", module, function, arity)
     else:
         try:
-            value = func(*args)
-            if inspect.isawaitable(value):
-                value = await value
+            value = await maybe_await(func(*args))
             result = (result_ref, RETURN, value)
         except Exception as exc:
             node.log.warning("rpc %s:%s/%d raised %r", module, function, arity, exc)

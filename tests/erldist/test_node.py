@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from pybroadway.dist import CallError
+from pybroadway.erldist import CallError
 from pybroadway.term import Atom, Pid
-from tests.dist.nodekit import WAIT, Echo, Mailbox, NodeEvents, atom, ev, python_node, started
+from tests.erldist.nodekit import WAIT, Echo, Mailbox, NodeEvents, atom, ev, python_node, started
 from tests.peers import BeamPeer, SystemEpmd, free_port, unique_name
 
 pytestmark = pytest.mark.timeout(60)

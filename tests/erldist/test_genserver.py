@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pybroadway.dist import CallError, Exit, GenServer
+from pybroadway.erldist import CallError, Exit, GenServer
 from pybroadway.term import Atom, Pid
-from tests.dist.nodekit import WAIT, Echo, atom, ev, python_node, started
+from tests.erldist.nodekit import WAIT, Echo, atom, ev, python_node, started
 from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)

@@ -3,7 +3,7 @@
 Protocol facts are in PROTOCOL.md §2. Every request is ``Len:16`` followed by the request
 bytes; replies are unframed. A registration lives as long as its TCP connection.
 
-Command line (``python -m pybroadway.dist.epmd``)::
+Command line (``python -m pybroadway.erldist.epmd``)::
 
     serve [--host H] [--port P]      run the embedded EPMD in the foreground (Ctrl-C stops)
     names [--host H] [--port P]      list the nodes registered with an EPMD (ours or Erlang's)
@@ -25,6 +25,8 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
+from pybroadway.errors import PyBroadwayError
+
 __all__ = [
     "DEFAULT_EPMD_PORT",
     "DEFAULT_TIMEOUT",
@@ -42,7 +44,7 @@ __all__ = [
     "register",
 ]
 
-log = logging.getLogger("pybroadway.dist.epmd")
+log = logging.getLogger("pybroadway.erldist.epmd")
 
 DEFAULT_EPMD_PORT = 4369
 DEFAULT_TIMEOUT = 5.0
@@ -69,7 +71,7 @@ _MAX_REQUEST = 0xFFFF
 _NAMES_LINE = re.compile(rb"^name (.+) at port (\d+)$")
 
 
-class EpmdError(Exception):
+class EpmdError(PyBroadwayError):
     """EPMD could not be reached, refused a registration, or answered nonsense."""
 
 
@@ -604,8 +606,8 @@ def _stop_on_signal(epmd: EmbeddedEpmd, sig: signal.Signals) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pybroadway.dist.epmd {serve,names,port-please}``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m pybroadway.dist.epmd",
+    """``python -m pybroadway.erldist.epmd {serve,names,port-please}``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m pybroadway.erldist.epmd",
                                      description="pybroadway's EPMD server and client")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd, text in (("serve", "run the embedded EPMD in the foreground"),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pybroadway.dist import Process
+from pybroadway.erldist import Process
 from pybroadway.term import Atom
-from tests.dist.nodekit import WAIT, atom, python_node, started
+from tests.erldist.nodekit import WAIT, atom, python_node, started
 from tests.peers import BeamPeer, SystemEpmd
 
 

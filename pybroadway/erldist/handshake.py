@@ -35,14 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import logging
 import secrets
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pybroadway.dist.flags import (
+from pybroadway._aio import maybe_await
+from pybroadway.erldist.flags import (
     HANDSHAKE_23,
     MANDATORY,
     NAME_ME,
@@ -51,6 +51,7 @@ from pybroadway.dist.flags import (
     flag_names,
     missing_flags,
 )
+from pybroadway.errors import PyBroadwayError
 
 __all__ = [
     "STATUSES",
@@ -64,7 +65,7 @@ __all__ = [
     "gen_digest",
 ]
 
-log = logging.getLogger("pybroadway.dist.handshake")
+log = logging.getLogger("pybroadway.erldist.handshake")
 
 #: Statuses ``on_name`` may return.
 STATUSES = frozenset({"ok", "ok_simultaneous", "nok", "not_allowed", "alive"})
@@ -76,7 +77,7 @@ OnAlive = Callable[[str], "Awaitable[bool] | bool"]
 _LOW32 = 0xFFFFFFFF
 
 
-class HandshakeError(Exception):
+class HandshakeError(PyBroadwayError):
     """The handshake failed; the message names the peer and says what went wrong."""
 
     def __init__(self, message: str, *, peer: str | None = None) -> None:
@@ -128,12 +129,6 @@ def gen_digest(challenge: int, cookie: str) -> bytes:
 def _valid_node_name(name: str) -> bool:
     parts = name.split("@")
     return len(parts) == 2 and all(parts)
-
-
-async def _maybe_await(value: object) -> object:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 class _Session:
@@ -257,7 +252,7 @@ async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: in
         await s.drain()
         raise s.fail(f"rejected since it cannot handle {flag_names(missing)}")
 
-    status = await _maybe_await(on_name(name, peer_flags))
+    status = await maybe_await(on_name(name, peer_flags))
     if status not in STATUSES:
         raise ValueError(f"on_name returned {status!r}, not one of {sorted(STATUSES)}")
     s.send(b"s" + str(status).encode())
@@ -377,7 +372,7 @@ async def _connect(s: _Session, our_name: str, cookie: CookieSource, creation: i
         raise HandshakeRejected(f"handshake to {peer_name} refused: it answered {text}{hint}",
                                 peer=peer_name, status=text)
     elif status == b"alive":
-        answer = True if on_alive is None else bool(await _maybe_await(on_alive(peer_name)))
+        answer = True if on_alive is None else bool(await maybe_await(on_alive(peer_name)))
         s.send(b"strue" if answer else b"sfalse")
         await s.drain()
         if not answer:

@@ -6,7 +6,7 @@ protocol (``init_connect`` → ``lock_set`` → ``exchange`` → ``resolved``, t
 ``in_sync`` for the rest of the cluster), answers the lock and registration calls other nodes
 make, and keeps a table of every global name in the cluster.
 
-    from pybroadway.dist import global_names
+    from pybroadway.erldist import global_names
 
     await global_names.register_name(node, "receiver", pid)     # str names become atoms
     pid = global_names.whereis_name(node, "beam_name")
@@ -25,21 +25,22 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from pybroadway.dist import flags as dflags
-from pybroadway.dist.genserver import GEN_CALL, GEN_CAST, From, GenServer
-from pybroadway.dist.node import builtin
-from pybroadway.dist.process import DOWN, KILL, Process
+from pybroadway.erldist import flags as dflags
+from pybroadway.erldist.genserver import From, GenServer
+from pybroadway.erldist.node import builtin
+from pybroadway.erldist.process import Process
 from pybroadway.term import Atom, ExportFun, Pid, Reference
+from pybroadway.term.atoms import DOWN, ERROR, GEN_CALL, GEN_CAST, KILL, OK
 
 if TYPE_CHECKING:
-    from pybroadway.dist.node import Node
+    from pybroadway.erldist.node import Node
 
-log = logging.getLogger("pybroadway.dist.global")
+log = logging.getLogger("pybroadway.erldist.global")
 
 VSN = 8
 GNS = Atom("global_name_server")
 GLOBAL = Atom("global")
-YES, OK = Atom("yes"), Atom("ok")  # true/false are Python booleans in terms
+YES = Atom("yes")
 UNUSED = Atom("unused")
 INSERT, DELETE = Atom("insert"), Atom("delete")
 RANDOM_EXIT_NAME = ExportFun(GLOBAL, Atom("random_exit_name"), 3)
@@ -287,7 +288,7 @@ class GlobalNameServer(GenServer):
             return self._call(request, from_)
         except Exception:
             log.exception("global: call %r failed", request)
-            return (Atom("error"), Atom("internal_error"))
+            return (ERROR, Atom("internal_error"))
 
     def _call(self, request: Any, from_: From) -> Any:
         kind = request[0] if type(request) is tuple and request else request
@@ -313,7 +314,7 @@ class GlobalNameServer(GenServer):
             return sorted(self.known, key=lambda a: a.name)
         log.warning("global: unknown call %r from %r answered with an error", request,
                     from_.pid)
-        return (Atom("error"), (Atom("unknown_call"), request))
+        return (ERROR, (Atom("unknown_call"), request))
 
     # -- casts -------------------------------------------------------------------------------
 

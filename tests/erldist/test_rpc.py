@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from pybroadway.term import Atom
-from tests.dist.nodekit import WAIT, atom, ev, python_node, started
+from tests.erldist.nodekit import WAIT, atom, ev, python_node, started
 from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,9 +15,10 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder
 
-log = logging.getLogger("pybroadway.dist.connection")
+log = logging.getLogger("pybroadway.erldist.connection")
 
 NO_MESSAGE: Any = object()
 """Stands for the absent second term of a frame whose control message carries none."""
@@ -50,7 +51,7 @@ def _rebuilder(heads: tuple[tuple[Any, ...], ...]) -> Callable[[bytes], Any]:
     return rebuild
 
 
-class ProtocolError(Exception):
+class ProtocolError(PyBroadwayError):
     """The peer sent something the distribution protocol does not allow."""
 
 

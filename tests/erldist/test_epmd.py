@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pybroadway.dist import epmd as E
+from pybroadway.erldist import epmd as E
 from tests.peers import BeamPeer, SystemEpmd, free_port, require, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,7 +299,7 @@ async def test_ensure_epmd_sees_system_epmd(epmd: SystemEpmd) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pybroadway.dist.epmd", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "pybroadway.erldist.epmd", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, env=env)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 __all__ = ["cookie_path", "default_cookie"]
 
-log = logging.getLogger("pybroadway.dist.cookie")
+log = logging.getLogger("pybroadway.erldist.cookie")
 
 _COOKIE_LENGTH = 20
 

@@ -8,12 +8,12 @@ import struct
 
 import pytest
 
-from pybroadway.dist import epmd as epmd_client
-from pybroadway.dist import flags as dflags
-from pybroadway.dist import handshake
-from pybroadway.dist.node import Node
+from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist import flags as dflags
+from pybroadway.erldist import handshake
+from pybroadway.erldist.node import Node
 from pybroadway.term import Atom, encode
-from tests.dist.nodekit import WAIT, Echo, atom, ev, python_node
+from tests.erldist.nodekit import WAIT, Echo, atom, ev, python_node
 from tests.peers import BeamPeer, SystemEpmd, unique_name
 
 pytestmark = pytest.mark.timeout(60)

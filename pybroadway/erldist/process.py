@@ -10,24 +10,17 @@ node sends exit signals to its links and ``DOWN`` messages to its monitors, loca
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._aio import maybe_await
 from pybroadway.term import Atom, Pid, Reference
+from pybroadway.term.atoms import KILLED, NORMAL
 
 if TYPE_CHECKING:
-    from pybroadway.dist.node import Node
+    from pybroadway.erldist.node import Node
 
-NORMAL = Atom("normal")
-KILL = Atom("kill")
-KILLED = Atom("killed")
-EXIT = Atom("EXIT")
-DOWN = Atom("DOWN")
-PROCESS = Atom("process")
-NOPROC = Atom("noproc")
-NOCONNECTION = Atom("noconnection")
 
 Match = Callable[[Any], bool]
 
@@ -82,9 +75,7 @@ class Process:
         """The process's body. The default waits for messages and passes them to
         :meth:`handle_info` forever."""
         while True:
-            result = self.handle_info(await self.receive())
-            if inspect.isawaitable(result):
-                await result
+            await maybe_await(self.handle_info(await self.receive()))
 
     def handle_info(self, message: Any) -> Any:
         """Called by the default :meth:`run` for each message (a plain method or a

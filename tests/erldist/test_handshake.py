@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pybroadway.dist import epmd as E
-from pybroadway.dist import flags as F
-from pybroadway.dist.handshake import (
+from pybroadway.erldist import epmd as E
+from pybroadway.erldist import flags as F
+from pybroadway.erldist.handshake import (
     HandshakeError,
     HandshakeRejected,
     PeerInfo,

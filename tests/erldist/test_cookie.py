@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from pybroadway.dist.cookie import cookie_path, default_cookie
+from pybroadway.erldist.cookie import cookie_path, default_cookie
 from tests.peers import SystemEpmd, require, unique_name
 
 
@@ -52,7 +51,7 @@ def test_warns_on_open_permissions(home: Path, caplog: pytest.LogCaptureFixture)
     path = home / ".erlang.cookie"
     path.write_text("OPEN")
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="pybroadway.dist.cookie"):
+    with caplog.at_level(logging.WARNING, logger="pybroadway.erldist.cookie"):
         assert default_cookie() == "OPEN"
     assert any("accessible by others" in r.getMessage() for r in caplog.records)
 
@@ -61,7 +60,7 @@ def test_no_warning_when_private(home: Path, caplog: pytest.LogCaptureFixture) -
     path = home / ".erlang.cookie"
     path.write_text("PRIVATE")
     path.chmod(0o600)
-    with caplog.at_level(logging.WARNING, logger="pybroadway.dist.cookie"):
+    with caplog.at_level(logging.WARNING, logger="pybroadway.erldist.cookie"):
         default_cookie()
     assert not caplog.records
 

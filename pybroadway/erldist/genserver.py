@@ -13,12 +13,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, NamedTuple
 
-from pybroadway.dist.process import NORMAL, Exit, Process, exception_reason
+from pybroadway.erldist.process import Exit, Process, exception_reason
 from pybroadway.term import Atom, ImproperList, Pid, Reference
-
-GEN_CALL = Atom("$gen_call")
-GEN_CAST = Atom("$gen_cast")
-ALIAS = Atom("alias")
+from pybroadway.term.atoms import ALIAS, GEN_CALL, GEN_CAST, NORMAL
 
 NOREPLY: Any = object()
 """Return this from :meth:`GenServer.handle_call` to reply later with :meth:`GenServer.reply`."""

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pybroadway.dist import GenServer, Node, global_names
-from pybroadway.dist.genserver import From
+from pybroadway.erldist import GenServer, Node, global_names
+from pybroadway.erldist.genserver import From
 from pybroadway.term import Atom, Pid, decode
 from tests.peers import BeamPeer, SystemEpmd, unique_name
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pybroadway.dist import Exit, Process
+from pybroadway.erldist import Exit, Process
 from pybroadway.term import Atom, Pid
-from tests.dist.nodekit import WAIT, Mailbox, atom, ev, python_node, started
+from tests.erldist.nodekit import WAIT, Mailbox, atom, ev, python_node, started
 from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)

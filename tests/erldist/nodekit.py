@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pybroadway.dist import GenServer, Node, Process
+from pybroadway.erldist import GenServer, Node, Process
 from pybroadway.term import Atom, decode
 from tests.peers import BeamPeer, unique_name
 
@@ -83,7 +83,7 @@ class Echo(GenServer):
         if request == Atom("got"):
             return self.infos
         if type(request) is tuple and request[0] == Atom("later"):
-            from pybroadway.dist import NOREPLY
+            from pybroadway.erldist import NOREPLY
             self.reply(from_, request[1])
             return NOREPLY
         return (Atom("echo"), request)

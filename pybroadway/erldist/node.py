@@ -20,27 +20,32 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from pybroadway.dist import control as op
-from pybroadway.dist import epmd as epmd_client
-from pybroadway.dist import flags as dflags
-from pybroadway.dist import handshake
-from pybroadway.dist.connection import DEFAULT_MAX_FRAME, NO_MESSAGE, Connection
-from pybroadway.dist.cookie import default_cookie
-from pybroadway.dist.genserver import GEN_CALL, alias_of
-from pybroadway.dist.process import (
+from pybroadway.erldist import control as op
+from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist import flags as dflags
+from pybroadway.erldist import handshake
+from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, NO_MESSAGE, Connection
+from pybroadway.erldist.cookie import default_cookie
+from pybroadway.erldist.genserver import alias_of
+from pybroadway.erldist.process import Process
+from pybroadway.errors import PyBroadwayError
+from pybroadway.term import Atom, Encoder, Pid, Reference
+from pybroadway.term.atoms import (
     DOWN,
     EXIT,
+    GEN_CALL,
+    GEN_CAST,
     KILL,
     KILLED,
     NOCONNECTION,
     NOPROC,
     NORMAL,
     PROCESS,
-    Process,
+    SHUTDOWN,
+    TIMEOUT,
 )
-from pybroadway.term import Atom, Encoder, Pid, Reference
 
-log = logging.getLogger("pybroadway.dist.node")
+log = logging.getLogger("pybroadway.erldist.node")
 
 P = TypeVar("P", bound=Process)
 
@@ -49,7 +54,7 @@ EMPTY_ATOM = Atom("")
 NodeWatcher = Callable[[Atom, bool], None]
 
 
-class CallError(Exception):
+class CallError(PyBroadwayError):
     """A :meth:`Node.call` failed: the target is gone, the node unreachable, or it timed out.
 
     ``reason`` is the Erlang-style reason (``noproc``, ``noconnection``, ``timeout``, or the
@@ -178,7 +183,7 @@ class Node:
             return
         self._started = False
         for process in list(self._processes.values()):
-            process.exit(Atom("shutdown"))
+            process.exit(SHUTDOWN)
         for process in list(self._processes.values()):
             with contextlib.suppress(Exception):
                 await process.wait()
@@ -775,7 +780,7 @@ class Node:
 
     def _on_spawn_request(self, connection: Connection, control: tuple[Any, ...],
                           message: Any) -> None:
-        from pybroadway.dist.rpc import serve_spawn_request
+        from pybroadway.erldist.rpc import serve_spawn_request
         serve_spawn_request(self, connection, control, message)
 
     def _ignore(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
@@ -814,7 +819,7 @@ class Node:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            raise CallError(Atom("timeout"), target) from None
+            raise CallError(TIMEOUT, target) from None
         finally:
             if self._calls.pop(ref, None) is not None:
                 if node is not self.name:
@@ -825,7 +830,7 @@ class Node:
 
     def cast(self, target: Any, request: Any) -> None:
         """``GenServer.cast``: send ``{'$gen_cast', request}``; never fails."""
-        self.send(target, (Atom("$gen_cast"), request), sender=self._call_pid)
+        self.send(target, (GEN_CAST, request), sender=self._call_pid)
 
     def _call_reply(self, message: Any) -> None:
         if type(message) is tuple and len(message) == 2:

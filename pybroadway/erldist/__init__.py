@@ -1,0 +1,34 @@
+"""The Erlang distribution node: EPMD, handshake, connections, processes, gen_server, rpc.
+
+>>> async with Node("py@localhost", cookie="secret") as node:   # doctest: +SKIP
+...     node.spawn(Echo(), name="echo")
+...     await node.connect("beam@localhost")
+"""
+
+from pybroadway.erldist import global_names  # starts global_name_server on every node
+from pybroadway.erldist import rpc as _rpc  # noqa: F401 - starts net_kernel and rex on every node
+from pybroadway.erldist.connection import Connection, ProtocolError
+from pybroadway.erldist.cookie import default_cookie
+from pybroadway.erldist.epmd import EmbeddedEpmd, EpmdError, ensure_epmd
+from pybroadway.erldist.genserver import NOREPLY, From, GenServer
+from pybroadway.erldist.handshake import HandshakeError
+from pybroadway.erldist.node import CallError, Node
+from pybroadway.erldist.process import Exit, Process
+
+__all__ = [
+    "NOREPLY",
+    "CallError",
+    "Connection",
+    "EmbeddedEpmd",
+    "EpmdError",
+    "Exit",
+    "From",
+    "GenServer",
+    "HandshakeError",
+    "Node",
+    "Process",
+    "ProtocolError",
+    "default_cookie",
+    "ensure_epmd",
+    "global_names",
+]

@@ -1,3 +1,13 @@
-"""pybroadway: a Python Erlang-distribution node hosting a Broadway-style data pipeline."""
+"""pybroadway: a Python Erlang-distribution node hosting a Broadway-style data pipeline.
+
+Layers: :mod:`pybroadway.term` (the external term format), :mod:`pybroadway.erldist` (the
+distribution node), :mod:`pybroadway.pipeline` (the Broadway-style engine) and
+:mod:`pybroadway.otp_distribution` (the connector joining them). Every error the library raises
+derives from :class:`PyBroadwayError`.
+"""
+
+from pybroadway.errors import PyBroadwayError
 
 __version__ = "0.1.0"
+
+__all__ = ["PyBroadwayError", "__version__"]

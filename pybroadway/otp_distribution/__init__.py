@@ -17,7 +17,7 @@ requests; nothing changes on their side. On the Python side::
 ``pybroadway.otp_distribution`` logger.
 """
 
-from ._client import Client
+from ._client import Client, ConnectError
 from ._producer import Mode, OtpDistributionProducer, Overflow
 from ._receiver import DEFAULT_NAME, Receiver, Sink
 from ._struct import message_struct
@@ -25,6 +25,7 @@ from ._struct import message_struct
 __all__ = [
     "DEFAULT_NAME",
     "Client",
+    "ConnectError",
     "Mode",
     "OtpDistributionProducer",
     "Overflow",

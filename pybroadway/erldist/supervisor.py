@@ -1,0 +1,224 @@
+"""Supervisors: processes that start children, watch them, and restart them when they die.
+
+The model is OTP's ``supervisor``: children are started in order from :class:`ChildSpec`s and
+linked to the supervisor, which traps exits. When a child ends, its ``restart`` type decides
+whether it comes back (``permanent``: always; ``transient``: unless it ended ``normal`` or
+``shutdown``; ``temporary``: never), and the strategy decides which children restart with it
+(``one_for_one``: only it; ``one_for_all``: all; ``rest_for_one``: it and those started after
+it). More than ``intensity`` restarts within ``period`` seconds means the fault is not
+transient: the supervisor stops its children and exits with ``shutdown`` — its own supervisor,
+or the node, then decides what happens.
+
+A child comes back with its registrations: the local ``name`` of its spec is registered again
+when it is restarted, and ``on_start`` runs for every start (restarts included), for what else a
+child must re-establish, such as a ``:global`` name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pybroadway._aio import maybe_await
+from pybroadway.erldist.process import Exit, Process
+from pybroadway.term import Atom, Pid, inspect
+from pybroadway.term.atoms import EXIT, KILL, NORMAL, SHUTDOWN
+
+__all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor"]
+
+log = logging.getLogger("pybroadway.erldist.supervisor")
+
+Restart = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start one child and when to restart it.
+
+    ``start`` makes a new, unstarted :class:`Process` each time it is called. ``name`` is
+    registered locally for every incarnation. ``on_start(process)`` (plain or coroutine) runs
+    after each start; if it raises, the start failed and counts as a crash. ``shutdown`` is how
+    many seconds the child gets to end after an exit signal ``shutdown`` before it is killed.
+    """
+
+    id: str
+    start: Callable[[], Process]
+    name: str | Atom | None = None
+    restart: Restart = "permanent"
+    shutdown: float = 5.0
+    on_start: Callable[[Process], Awaitable[None] | None] | None = None
+
+
+class _Child:
+    """A spec and its current incarnation (None while it is not running)."""
+
+    __slots__ = ("process", "spec")
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.process: Process | None = None
+
+
+class _WhichChildren:
+    """A question put in the supervisor's mailbox, answered in mailbox order."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: asyncio.Future[list[tuple[str, Pid | None]]]) -> None:
+        self.answer = answer
+
+
+class Supervisor(Process):
+    """Starts ``children`` in order, restarts them by ``strategy`` within ``intensity``
+    restarts per ``period`` seconds, and stops them in reverse order when it ends."""
+
+    def __init__(self, children: Sequence[ChildSpec], *, strategy: Strategy = "one_for_one",
+                 intensity: int = 3, period: float = 5.0) -> None:
+        super().__init__()
+        ids = [spec.id for spec in children]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"child ids must be unique, got {ids}")
+        self.strategy = strategy
+        self.intensity = intensity
+        self.period = period
+        self._children = [_Child(spec) for spec in children]
+        self._restarts: deque[float] = deque()
+        self.started = asyncio.Event()
+
+    async def which_children(self) -> list[tuple[str, Pid | None]]:
+        """Each child's id and the pid of its current incarnation (None when not running).
+
+        Like OTP's ``which_children`` it is answered by the supervisor in turn, after every
+        exit signal that reached it before the question, so it reflects their restarts.
+        """
+        question = _WhichChildren(asyncio.get_running_loop().create_future())
+        self.deliver(question)
+        return await question.answer
+
+    def child(self, child_id: str) -> Process | None:
+        """The current incarnation of the child ``child_id``."""
+        for child in self._children:
+            if child.spec.id == child_id:
+                return child.process
+        raise KeyError(child_id)
+
+    async def run(self) -> None:
+        self.trap_exit = True
+        try:
+            for child in self._children:
+                await self._start_child(child)
+            self.started.set()
+            while True:
+                message = await self.receive()
+                if type(message) is tuple and len(message) == 3 and message[0] is EXIT:
+                    await self._on_exit(message[1], message[2])
+                elif type(message) is _WhichChildren and not message.answer.done():
+                    message.answer.set_result(
+                        [(child.spec.id, child.process.pid if child.process else None)
+                         for child in self._children])
+        finally:
+            await self._stop_children(self._children)
+
+    async def _on_exit(self, pid: Pid, reason: Any) -> None:
+        index = next((i for i, child in enumerate(self._children)
+                      if child.process is not None and child.process.pid == pid), None)
+        if index is None:
+            # Not a child: a linked parent (or anyone linked) ending abnormally ends us, as
+            # on the BEAM; a normal exit of a non-child means nothing.
+            if reason is not NORMAL:
+                raise Exit(reason)
+            return
+        child = self._children[index]
+        child.process = None
+        if not self._should_restart(child.spec, reason):
+            log.info("supervisor %s: child %s ended (%s), not restarted", self.pid,
+                     child.spec.id, inspect(reason))
+            return
+        log.warning("supervisor %s: child %s ended (%s); restarting", self.pid, child.spec.id,
+                    inspect(reason))
+        self._count_restart()
+        if self.strategy == "one_for_one":
+            affected = [child]
+        elif self.strategy == "one_for_all":
+            affected = list(self._children)
+        else:
+            affected = self._children[index:]
+        await self._stop_children(affected)
+        for other in affected:
+            await self._start_child(other)
+
+    @staticmethod
+    def _should_restart(spec: ChildSpec, reason: Any) -> bool:
+        if spec.restart == "permanent":
+            return True
+        if spec.restart == "temporary":
+            return False
+        return reason is not NORMAL and reason is not SHUTDOWN and not (
+            type(reason) is tuple and len(reason) == 2 and reason[0] is SHUTDOWN)
+
+    def _count_restart(self) -> None:
+        now = time.monotonic()
+        restarts = self._restarts
+        restarts.append(now)
+        while restarts and restarts[0] < now - self.period:
+            restarts.popleft()
+        if len(restarts) > self.intensity:
+            log.error("supervisor %s: more than %d restarts in %ss; giving up", self.pid,
+                      self.intensity, self.period)
+            raise Exit(SHUTDOWN)
+
+    async def _start_child(self, child: _Child) -> None:
+        """Start one child; a start that fails counts as a crash (and may be retried)."""
+        while True:
+            spec = child.spec
+            process = self.node.spawn(spec.start(), link=self.pid)
+            child.process = process
+            try:
+                if spec.name is not None:
+                    self.node.register(spec.name, process)
+                if spec.on_start is not None:
+                    await maybe_await(spec.on_start(process))
+                return
+            except Exception as exc:
+                log.error("supervisor %s: child %s failed to start: %s", self.pid, spec.id,
+                          exc)
+                child.process = None
+                self.unlink(process.pid)
+                process.exit(KILL)
+                await process.wait()
+                self._flush_exit(process.pid)
+                self._count_restart()
+
+    def _flush_exit(self, pid: Pid) -> None:
+        """Drop an EXIT of a child we ended ourselves that was queued before we unlinked it
+        (as OTP's supervisor does with ``unlink`` + ``receive {'EXIT', Pid, _} after 0``)."""
+        mailbox = self._mailbox
+        for index, message in enumerate(mailbox):
+            if type(message) is tuple and len(message) == 3 and message[0] is EXIT \
+                    and message[1] == pid:
+                del mailbox[index]
+                return
+
+    async def _stop_children(self, children: Sequence[_Child]) -> None:
+        """Stop running children, last started first: ``shutdown``, then kill after the spec's
+        grace time."""
+        for child in reversed(children):
+            process = child.process
+            if process is None:
+                continue
+            child.process = None
+            self.unlink(process.pid)
+            self._flush_exit(process.pid)
+            self.node.exit(process.pid, SHUTDOWN, sender=self.pid)
+            try:
+                await asyncio.wait_for(asyncio.shield(process.wait()), child.spec.shutdown)
+            except TimeoutError:
+                log.warning("supervisor %s: child %s did not stop within %ss; killed", self.pid,
+                            child.spec.id, child.spec.shutdown)
+                process.exit(KILL)
+                await process.wait()

@@ -11,11 +11,15 @@ else to :meth:`GenServer.handle_info`.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, NamedTuple
 
 from pybroadway.erldist.process import Exit, Process, exception_reason
 from pybroadway.term import Atom, ImproperList, Pid, Reference
+from pybroadway.term import inspect as show
 from pybroadway.term.atoms import ALIAS, GEN_CALL, GEN_CAST, NORMAL
+
+log = logging.getLogger("pybroadway.erldist.genserver")
 
 NOREPLY: Any = object()
 """Return this from :meth:`GenServer.handle_call` to reply later with :meth:`GenServer.reply`."""
@@ -66,7 +70,16 @@ class GenServer(Process):
         """Runs when the server stops because a callback raised or it returned."""
 
     def reply(self, from_: From, reply: Any) -> None:
-        """Send ``reply`` to a caller (for replies deferred with :data:`NOREPLY`)."""
+        """Send ``reply`` to a caller (for replies deferred with :data:`NOREPLY`).
+
+        A ``From`` whose first element is not a pid came from a malformed request: like
+        ``gen:reply/2`` on the BEAM, the reply is dropped and the server goes on (with a
+        warning, since a well-behaved caller never sends one).
+        """
+        if type(from_.pid) is not Pid:
+            log.warning("%r: no reply to a call with a malformed From %s", self,
+                        show(tuple(from_)))
+            return
         self.node.gen_reply(self.pid, from_.pid, from_.tag, reply)
 
     async def run(self) -> Any:
@@ -94,7 +107,7 @@ class GenServer(Process):
                         if call_async:
                             reply = await reply
                         if reply is not NOREPLY:
-                            self.node.gen_reply(self.pid, from_.pid, from_.tag, reply)
+                            self.reply(from_, reply)
                         continue
                 result = self.handle_info(message)
                 if info_async:

@@ -1,0 +1,41 @@
+"""A request with a malformed ``From`` (``{'$gen_call', {1, 2}, x}``) gets no reply and one
+warning, as on the BEAM: the receiver, ``global_name_server`` and ``net_kernel`` keep their pids
+and go on serving."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pybroadway.otp_distribution import DEFAULT_NAME
+from pybroadway.term import Atom, decode
+from tests.otp_distribution.helpers import elixir_peer, receiver_ref, server
+from tests.peers import SystemEpmd
+
+SERVED = ("global_name_server", "net_kernel", DEFAULT_NAME)
+
+
+async def test_malformed_from_kills_no_system_process(epmd: SystemEpmd,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "pybroadway.erldist.genserver")
+    async with server(epmd.port) as (node, _pipeline, _collector, producer):
+        before = {name: node.whereis(name) for name in SERVED}
+        assert None not in before.values()
+        peer = await elixir_peer(epmd.port, node)
+        with peer:
+            py = f':"{node.name.name}"'
+            # A cast, so the sender does not wait for the reply that never comes; the
+            # register call after it is answered only once the bad request was handled.
+            for name in SERVED:
+                await peer.aeval(f"send({{:{name}, {py}}}, {{:\"$gen_call\", {{1, 2}}, :x}})")
+            answers = decode(await peer.aeval(
+                f"[GenServer.call({receiver_ref(node)}, :register),"
+                f" :global.sync(),"
+                f" :global.whereis_name(:{DEFAULT_NAME}),"
+                f" GenServer.call({{:net_kernel, {py}}}, {{:is_auth, node()}})]"))
+        assert answers == [Atom("ok"), Atom("ok"), before[DEFAULT_NAME], Atom("yes")]
+        assert {name: node.whereis(name) for name in SERVED} == before
+        assert len(producer.receiver.clients) == 1
+        warnings = [r for r in caplog.records if "malformed From" in r.getMessage()]
+        assert len(warnings) == len(SERVED)

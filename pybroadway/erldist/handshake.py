@@ -76,6 +76,9 @@ OnAlive = Callable[[str], "Awaitable[bool] | bool"]
 
 _LOW32 = 0xFFFFFFFF
 
+#: The longest node name accepted: a node name is an atom, and atoms hold 255 characters.
+MAX_NAME_LENGTH = 255
+
 
 class HandshakeError(PyBroadwayError):
     """The handshake failed; the message names the peer and says what went wrong."""
@@ -237,6 +240,10 @@ async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: in
     else:
         raise s.fail(f"expected a name packet ('N'), got tag {tag} ({packet[:16]!r})")
     name = _decode_name(raw)
+    if len(name) > MAX_NAME_LENGTH:
+        # The name would become an atom: refuse it as the BEAM does, before anyone interns it.
+        raise s.fail(f"a node name of {len(name)} characters (at most {MAX_NAME_LENGTH}, like "
+                     f"an atom) starting {name[:40]!r}")
     peer_flags = expand_mandatory_25(peer_flags)
     dynamic = bool(peer_flags & NAME_ME)
     if dynamic or not _valid_node_name(name):

@@ -257,6 +257,23 @@ async def test_accept_refuses_a_peer_with_too_few_flags() -> None:
         await py.close()
 
 
+@pytest.mark.parametrize("alive", [251, 1000, 60_000])
+async def test_accept_refuses_names_longer_than_an_atom(alive: int) -> None:
+    """A node name is an atom: over 255 characters the BEAM refuses it (list_to_atom fails),
+    and so do we, before the node sees (and could intern) it."""
+    py = await PyAcceptor("pylong", "c").start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", py.port)
+        writer.write(_name_packet("n" * alive + "@host", F.DEFAULT))
+        assert await reader.read() == b""  # closed without a status
+        err = await py.result()
+        assert isinstance(err, HandshakeError) and "255" in str(err)
+        assert py.seen == []
+        writer.close()
+    finally:
+        await py.close()
+
+
 async def test_connect_aborts_on_a_peer_with_too_few_flags() -> None:
     async def fake_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_packet(reader)

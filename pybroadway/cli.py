@@ -27,7 +27,7 @@ from pybroadway.erldist import Node
 from pybroadway.erldist.epmd import main as epmd_main
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
-from pybroadway.term import inspect
+from pybroadway.term import loggable
 
 log = logging.getLogger("pybroadway.serve")
 message_log = logging.getLogger("pybroadway.serve.messages")  # one line per handled message
@@ -40,7 +40,7 @@ class LoggingPipeline(Pipeline):
 
     def handle_message(self, processor: str, message: Message, context: Any) -> Message:
         if message_log.isEnabledFor(logging.INFO):
-            message_log.info("handled: %s", inspect(message_struct(message)))
+            message_log.info("handled: %s", loggable(message_struct(message)))
         return message
 
 

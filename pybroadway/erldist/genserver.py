@@ -15,8 +15,7 @@ import logging
 from typing import Any, NamedTuple
 
 from pybroadway.erldist.process import Exit, Process, exception_reason
-from pybroadway.term import Atom, ImproperList, Pid, Reference
-from pybroadway.term import inspect as show
+from pybroadway.term import Atom, ImproperList, Pid, Reference, loggable
 from pybroadway.term.atoms import ALIAS, GEN_CALL, GEN_CAST, NORMAL
 
 log = logging.getLogger("pybroadway.erldist.genserver")
@@ -78,7 +77,7 @@ class GenServer(Process):
         """
         if type(from_.pid) is not Pid:
             log.warning("%r: no reply to a call with a malformed From %s", self,
-                        show(tuple(from_)))
+                        loggable(tuple(from_)))
             return
         self.node.gen_reply(self.pid, from_.pid, from_.tag, reply)
 

@@ -10,7 +10,7 @@ from typing import Any
 from pybroadway._aio import maybe_await
 from pybroadway.erldist import Node, Process
 from pybroadway.errors import PyBroadwayError
-from pybroadway.term import Atom, Pid, Reference, inspect
+from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL, GEN_CAST, OK
 
 from . import _global
@@ -83,7 +83,7 @@ class Client(Process):
             done.cancel()
         if not self._connected.is_set():
             if self.exit_reason is not None:
-                raise ConnectError(f"the client stopped: {inspect(self.exit_reason)}")
+                raise ConnectError(f"the client stopped: {loggable(self.exit_reason)}")
             raise TimeoutError("the client did not connect in time")
 
     @property
@@ -110,12 +110,12 @@ class Client(Process):
                 if request is REQUEST_MESSAGE or request is PULL_MESSAGE:
                     await self._answer()
                 else:
-                    logger.warning("client: unknown cast %s", inspect(request))
+                    logger.warning("client: unknown cast %s", loggable(request))
             elif type(message) is tuple and len(message) == 5 and message[0] is DOWN \
                     and message[1] == self._monitor:
                 self._connected.clear()
                 logger.warning("client: receiver %s down (%s); reconnecting",
-                               inspect(message[3]), inspect(message[4]))
+                               loggable(message[3]), loggable(message[4]))
                 while True:
                     await asyncio.sleep(delay)
                     try:
@@ -126,7 +126,7 @@ class Client(Process):
                         delay = min(delay * 2, self.max_backoff)
                         logger.warning("client: %s; next attempt in %ss", exc, delay)
             else:
-                logger.debug("client: ignored %s", inspect(message))
+                logger.debug("client: ignored %s", loggable(message))
 
     async def _answer(self) -> None:
         if self.on_request is None:
@@ -166,13 +166,13 @@ class Client(Process):
             answer = await self.receive(reply_or_down, timeout=self.call_timeout)
         except TimeoutError:
             self.demonitor(monitor)
-            raise ConnectError(f"{inspect(receiver)} did not answer :register") from None
+            raise ConnectError(f"{loggable(receiver)} did not answer :register") from None
         if len(answer) == 5:
-            raise ConnectError(f"{inspect(receiver)} is down: {inspect(answer[4])}")
+            raise ConnectError(f"{loggable(receiver)} is down: {loggable(answer[4])}")
         if answer[1] is not OK:
             self.demonitor(monitor)
-            raise ConnectError(f"{inspect(receiver)} answered {inspect(answer[1])}")
+            raise ConnectError(f"{loggable(receiver)} answered {loggable(answer[1])}")
         self.receiver = receiver
         self._monitor = monitor
         self._connected.set()
-        logger.info("client: registered with %s", inspect(receiver))
+        logger.info("client: registered with %s", loggable(receiver))

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pybroadway.erldist import From, GenServer
-from pybroadway.term import Atom, Pid, Reference, inspect
+from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, ERROR, GEN_CAST, OK
 
 from . import _global
@@ -99,14 +99,14 @@ class Receiver(GenServer):
     def handle_call(self, request: Any, from_: From) -> Any:
         """``:register`` / ``:unregister``; anything else gets an error reply."""
         if request is REGISTER:
-            logger.info("register: %s", inspect((from_.pid, from_.tag)))
+            logger.info("register: %s", loggable((from_.pid, from_.tag)))
             self._add(from_.pid)
             return OK
         if request is UNREGISTER:
-            logger.info("unregister: %s", inspect((from_.pid, from_.tag)))
+            logger.info("unregister: %s", loggable((from_.pid, from_.tag)))
             self._remove(from_.pid, demonitor=True)
             return OK
-        logger.warning("unknown call from %s: %s", inspect(from_.pid), inspect(request))
+        logger.warning("unknown call from %s: %s", loggable(from_.pid), loggable(request))
         return (ERROR, (Atom("unknown_call"), request))
 
     def _add(self, pid: Pid) -> None:
@@ -152,7 +152,7 @@ class Receiver(GenServer):
         """Casts that did not come through :meth:`deliver_from` (local senders): the same
         data casts; anything else is logged."""
         if not (type(request) is tuple and len(request) == 2 and self._take(request, None)):
-            logger.warning("unknown cast: %s", inspect(request))
+            logger.warning("unknown cast: %s", loggable(request))
 
     def _take(self, request: tuple[Any, Any], sender: Pid | None) -> bool:
         """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
@@ -166,7 +166,7 @@ class Receiver(GenServer):
             return False
         if logger.isEnabledFor(self.message_log_level):
             logger.log(self.message_log_level, "%s: %s",
-                       kind.name if pushed else "respond_to_pull_request", inspect(data))
+                       kind.name if pushed else "respond_to_pull_request", loggable(data))
         metadata = NO_METADATA if sender is None else self._metadata.get(sender)
         if metadata is None:
             metadata = self._metadata[sender] = MappingProxyType(  # type: ignore[index]
@@ -203,10 +203,10 @@ class Receiver(GenServer):
         if type(message) is tuple and len(message) == 5 and message[0] is DOWN:
             pid = message[3]
             if self.clients.get(pid) == message[1]:
-                logger.info("client %s down: %s", inspect(pid), inspect(message[4]))
+                logger.info("client %s down: %s", loggable(pid), loggable(message[4]))
                 self._remove(pid, demonitor=False)
                 return
-        logger.warning("unexpected message: %s", inspect(message))
+        logger.warning("unexpected message: %s", loggable(message))
 
     def _flush(self) -> None:
         # Everything that arrived in one turn of the event loop goes to the sink at once.
@@ -249,7 +249,7 @@ class Receiver(GenServer):
             self.outstanding.append([now, client])
             if log_it:
                 logger.log(self.message_log_level, "%s: %s", self.request_atom.name,
-                           inspect(client))
+                           loggable(client))
 
     def _tick(self) -> None:
         # Requests unanswered for a whole interval are asked again (of the next clients).

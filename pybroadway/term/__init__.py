@@ -22,7 +22,7 @@ from pybroadway.term.decode import (
 from pybroadway.term.elixir import register_struct, struct, struct_name
 from pybroadway.term.encode import Encoder, encode
 from pybroadway.term.errors import DecodeError, EncodeError
-from pybroadway.term.inspect import inspect
+from pybroadway.term.inspect import inspect, loggable
 from pybroadway.term.types import (
     Atom,
     BitBinary,
@@ -63,6 +63,7 @@ __all__ = [
     "encode",
     "freeze",
     "inspect",
+    "loggable",
     "register_struct",
     "struct",
     "struct_name",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any
 
@@ -51,25 +52,56 @@ def _node_number(node: Atom, local_node: Atom | None) -> int:
     return number
 
 
+#: How much of a term a log line shows, as Elixir's Logger ``truncate`` (8 KiB) does.
+LOG_TRUNCATE = 8096
+
+#: Integers above this many bits print in hex: decimal conversion is quadratic in the size
+#: (CPython refuses it past 4,300 digits), hex is linear, and ``0x…`` is valid Elixir.
+_DECIMAL_BITS = 14_000
+
+_TRUNCATED = " (truncated)"
+
+
 def inspect(term: Any, *, local_node: Atom | str | None = None, limit: int = 50,
-            printable_limit: int = 4096) -> str:
+            printable_limit: int = 4096, truncate: int | None = None) -> str:
     """Return ``term`` as Elixir's ``inspect`` would print it.
 
     ``limit`` caps how many items of a list, tuple or map are shown and ``printable_limit``
-    how many characters of a string, as Elixir's options of the same names do.
+    how many characters of a string, as Elixir's options of the same names do. ``truncate``
+    caps the whole text, as Elixir's Logger does: past it the text is cut and marked
+    ``(truncated)``, and the parts of the term beyond it are not even looked at.
     """
     if isinstance(local_node, str):
         local_node = Atom(local_node)
-    return _Printer(local_node, limit, printable_limit).term(term)
+    printer = _Printer(local_node, limit, printable_limit, truncate)
+    text = printer.term(term)
+    if truncate is not None and (printer.room < 0 or len(text) > truncate):
+        return text[:truncate] + _TRUNCATED
+    return text
+
+
+def loggable(term: Any) -> str:
+    """``term`` as a log line shows it: :func:`inspect`, truncated at :data:`LOG_TRUNCATE`."""
+    return inspect(term, truncate=LOG_TRUNCATE)
 
 
 class _Printer:
-    def __init__(self, local_node: Atom | None, limit: int, printable_limit: int) -> None:
+    def __init__(self, local_node: Atom | None, limit: int, printable_limit: int,
+                 truncate: int | None) -> None:
         self.local_node = local_node
         self.limit = limit
         self.printable_limit = printable_limit
+        # What is left of the text's budget; below zero, containers stop adding items.
+        self.room = truncate if truncate is not None else sys.maxsize
 
     def term(self, term: Any) -> str:
+        room = self.room
+        text = self.render(term)
+        # Whatever the items inside charged, this term costs exactly its text.
+        self.room = room - len(text)
+        return text
+
+    def render(self, term: Any) -> str:
         if term is None:
             return "nil"
         if term is True:
@@ -80,7 +112,7 @@ class _Printer:
         if kind is Atom:
             return self.atom(term)
         if isinstance(term, int):
-            return str(int(term))
+            return _integer(int(term))
         if isinstance(term, float):
             return _float(term)
         if isinstance(term, str):
@@ -139,11 +171,12 @@ class _Printer:
         return '"' + _escape(text) + '"'
 
     def binary(self, data: bytes) -> str:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
+        # A huge binary is judged by the part that can be shown: it is not decoded whole.
+        cut = len(data) > 4 * self.printable_limit
+        text = _utf8(data[:4 * self.printable_limit] if cut else data, cut)
         if text is not None and _printable(text):
+            if cut and len(text) <= self.printable_limit:
+                return '"' + _escape(text) + '" <> ...'
             return self.string(text)
         shown = ", ".join(str(b) for b in data[:self.limit])
         return "<<" + shown + (", ..." if len(data) > self.limit else "") + ">>"
@@ -155,8 +188,18 @@ class _Printer:
         return self.list(list(data))
 
     def items(self, items: Any) -> str:
-        shown = [self.term(item) for item in list(items)[:self.limit]]
-        if len(items) > self.limit:
+        return self.join((self.term(item) for item in items), len(items))
+
+    def join(self, texts: Iterator[str], total: int) -> str:
+        """At most ``limit`` of ``texts``, and none once the budget is spent; ``...`` marks
+        what was left out. ``texts`` is lazy so that what is left out costs nothing."""
+        shown: builtins.list[str] = []
+        while len(shown) < self.limit and self.room >= 0:
+            text = next(texts, None)
+            if text is None:
+                break
+            shown.append(text)
+        if len(shown) < total:
             shown.append("...")
         return ", ".join(shown)
 
@@ -167,10 +210,7 @@ class _Printer:
         return "[" + self.items(items) + "]"
 
     def keywords(self, pairs: builtins.list[tuple[Any, Any]]) -> str:
-        shown = [f"{self.key(k)} {self.term(v)}" for k, v in pairs[:self.limit]]
-        if len(pairs) > self.limit:
-            shown.append("...")
-        return ", ".join(shown)
+        return self.join((f"{self.key(k)} {self.term(v)}" for k, v in pairs), len(pairs))
 
     def key(self, atom: Atom) -> str:
         text = self.atom(atom)
@@ -188,10 +228,8 @@ class _Printer:
             pairs = sorted(pairs, key=lambda kv: _term_order(kv[0]))
         if all(type(k) is Atom for k, _ in pairs):
             return "%{" + self.keywords(pairs) + "}"
-        shown = [f"{self.term(k)} => {self.term(v)}" for k, v in pairs[:self.limit]]
-        if len(pairs) > self.limit:
-            shown.append("...")
-        return "%{" + ", ".join(shown) + "}"
+        return "%{" + self.join((f"{self.term(k)} => {self.term(v)}" for k, v in pairs),
+                                len(pairs)) + "}"
 
 
 def _term_order(term: Any) -> tuple[Any, ...]:
@@ -259,3 +297,19 @@ def _float(value: float) -> str:
             mantissa += ".0"
         return f"{mantissa}e{int(exponent)}"
     return text
+
+
+def _integer(value: int) -> str:
+    if value.bit_length() > _DECIMAL_BITS:
+        return f"-0x{-value:X}" if value < 0 else f"0x{value:X}"
+    return str(value)
+
+
+def _utf8(data: bytes, cut: bool) -> str | None:
+    """``data`` as UTF-8, or None; when ``cut``, a character split by the cut is dropped."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if cut and exc.reason == "unexpected end of data":
+            return data[:exc.start].decode("utf-8")
+        return None

@@ -39,3 +39,22 @@ async def test_malformed_from_kills_no_system_process(epmd: SystemEpmd,
         assert len(producer.receiver.clients) == 1
         warnings = [r for r in caplog.records if "malformed From" in r.getMessage()]
         assert len(warnings) == len(SERVED)
+
+
+async def test_huge_integers_neither_kill_the_receiver_nor_lose_data(
+        epmd: SystemEpmd, caplog: pytest.LogCaptureFixture) -> None:
+    """Each of these is logged with the term in it: past CPython's 4,300-digit limit for
+    int-to-str, inspect used to raise and the receiver died (or the message was lost)."""
+    caplog.set_level(logging.DEBUG, "pybroadway")
+    async with server(epmd.port) as (node, _pipeline, collector, _producer):
+        receiver = node.whereis(DEFAULT_NAME)
+        peer = await elixir_peer(epmd.port, node)
+        with peer:
+            ref = receiver_ref(node)
+            big = "Integer.pow(10, 5000)"
+            await peer.aeval(f"GenServer.cast({ref}, {{:odd, {big}}}); send({ref}, {{:stray,"
+                             f" {big}}}); :ok = GenServer.call({ref}, :register);"
+                             f" GenServer.cast({ref}, {{:push_message, {{:big, {big}}}}})")
+            await collector.wait_for(1, timeout=10)
+        assert collector.data == [(Atom("big"), 10**5000)]
+        assert node.whereis(DEFAULT_NAME) == receiver

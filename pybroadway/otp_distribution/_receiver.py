@@ -169,8 +169,12 @@ class Receiver(GenServer):
                        kind.name if pushed else "respond_to_pull_request", loggable(data))
         metadata = NO_METADATA if sender is None else self._metadata.get(sender)
         if metadata is None:
-            metadata = self._metadata[sender] = MappingProxyType(  # type: ignore[index]
-                {"client": sender, "node": sender.node})  # type: ignore[union-attr]
+            assert sender is not None
+            metadata = MappingProxyType({"client": sender, "node": sender.node})
+            # Cached for registered clients only, whose state _remove frees: any pid may
+            # cast, and a cache for every sender would grow for as long as the node runs.
+            if sender in self.clients:
+                self._metadata[sender] = metadata
         if pushed:
             self._pushed.append(data)
             self._pushed_metadata.append(metadata)

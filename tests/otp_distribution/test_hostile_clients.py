@@ -1,6 +1,5 @@
-"""A request with a malformed ``From`` (``{'$gen_call', {1, 2}, x}``) gets no reply and one
-warning, as on the BEAM: the receiver, ``global_name_server`` and ``net_kernel`` keep their pids
-and go on serving."""
+"""What a buggy or hostile client sends never stops the receiver (or the node's system
+processes) and leaves nothing behind that the client could grow without bound."""
 
 from __future__ import annotations
 
@@ -18,6 +17,8 @@ SERVED = ("global_name_server", "net_kernel", DEFAULT_NAME)
 
 async def test_malformed_from_kills_no_system_process(epmd: SystemEpmd,
                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """``{'$gen_call', {1, 2}, x}`` gets no reply and one warning, as on the BEAM: the
+    receiver, ``global_name_server`` and ``net_kernel`` keep their pids and go on serving."""
     caplog.set_level(logging.WARNING, "pybroadway.erldist.genserver")
     async with server(epmd.port) as (node, _pipeline, _collector, producer):
         before = {name: node.whereis(name) for name in SERVED}
@@ -58,3 +59,20 @@ async def test_huge_integers_neither_kill_the_receiver_nor_lose_data(
             await collector.wait_for(1, timeout=10)
         assert collector.data == [(Atom("big"), 10**5000)]
         assert node.whereis(DEFAULT_NAME) == receiver
+
+
+async def test_senders_that_never_registered_leave_no_state(epmd: SystemEpmd) -> None:
+    """Thousands of short-lived processes casting once each: their data arrives, and the
+    receiver keeps per-sender state only for registered clients."""
+    async with server(epmd.port) as (node, _pipeline, collector, producer):
+        peer = await elixir_peer(epmd.port, node)
+        with peer:
+            ref = receiver_ref(node)
+            await peer.aeval(f"for i <- 1..2000, do: spawn(fn -> GenServer.cast({ref},"
+                             " {:push_message, i}) end)")
+            await collector.wait_for(2000, timeout=30)
+            assert sorted(collector.data) == list(range(1, 2001))
+            assert {m["node"] for m in collector.metadata} == {Atom(peer.node)}
+            # Per-sender metadata is cached for registered clients only (it used to be kept
+            # for every pid that ever sent, for good).
+            assert len(producer.receiver._metadata) == 0

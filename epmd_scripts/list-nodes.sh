@@ -7,4 +7,4 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 [ -x "$python" ] || python=python3
 cd "$here"
-exec "$python" -m pybroadway.erldist.epmd names "$@"
+exec "$python" -m pybroadway epmd names "$@"

@@ -9,4 +9,4 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 [ -x "$python" ] || python=python3
 cd "$here"
-exec "$python" -m pybroadway.erldist.epmd serve "$@"
+exec "$python" -m pybroadway epmd serve "$@"

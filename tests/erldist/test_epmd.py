@@ -299,7 +299,7 @@ async def test_ensure_epmd_sees_system_epmd(epmd: SystemEpmd) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pybroadway.erldist.epmd", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "pybroadway", "epmd", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, env=env)
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Run pybroadway's embedded EPMD in the foreground on ${ERL_EPMD_PORT:-4369} (Ctrl-C stops).
+# Run pybroadway's embedded EPMD in the foreground until Ctrl-C, SIGTERM or stop-epmd.sh.
 #
-#   ERL_EPMD_PORT=4370 epmd_scripts/start-embedded-epmd.sh [--host H] [--port P] [-v]
+#   epmd_scripts/start-embedded-epmd.sh [--port P] [--host H] [-v]
 #
-# Then start nodes with: ERL_EPMD_PORT=4370 erl -sname a -start_epmd false
+# Env: ERL_EPMD_PORT - the port when --port is not given (default 4369);
+#      PYTHON - the interpreter (default: the clone's .venv/bin/python, else python3).
+# Same as `pybroadway epmd serve`. Then start nodes with, e.g.:
+#   ERL_EPMD_PORT=4370 erl -sname a -start_epmd false
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$here/.venv/bin/python}
-[ -x "$python" ] || python=python3
-cd "$here"
-exec "$python" -m pybroadway.erldist.epmd serve "$@"
+. "$(dirname "$0")/_pybroadway.sh"
+exec "${pybroadway[@]}" epmd serve "$@"

@@ -2,19 +2,26 @@
 
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
                      [--sname server@localhost] [--cookie C] [--quiet]
-    pybroadway epmd serve|names|port-please ...
+    pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
 SIGTERM; then it drains and prints ``handled N, failed F, dropped D``. On a terminal a status
 line shows messages/s, buffered messages and connected clients.
+
+``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
+Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
+
+Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
+answers pang; 2 for a bad command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
@@ -23,14 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pybroadway.erldist import Node
-from pybroadway.erldist.epmd import main as epmd_main
+from pybroadway.erldist import EmbeddedEpmd, Node, epmd
+from pybroadway.errors import PyBroadwayError
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import loggable
 
 log = logging.getLogger("pybroadway.serve")
 message_log = logging.getLogger("pybroadway.serve.messages")  # one line per handled message
+epmd_log = logging.getLogger("pybroadway.epmd")
 
 
 class LoggingPipeline(Pipeline):
@@ -145,23 +153,105 @@ def setup_logging(quiet: bool) -> None:
                         datefmt="%H:%M:%S")
 
 
+EPMD_COMMANDS = {
+    "serve": "run the embedded EPMD in the foreground (until Ctrl-C, SIGTERM or `kill`)",
+    "names": "list the nodes registered with an EPMD (pybroadway's or Erlang's)",
+    "port-please": "look one node up",
+    "kill": "ask an EPMD to stop (like `epmd -kill`)",
+}
+
+
+def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``epmd`` command: one subcommand per entry of :data:`EPMD_COMMANDS`."""
+    actions = parser.add_subparsers(dest="epmd_command", required=True,
+                                    metavar="{" + ",".join(EPMD_COMMANDS) + "}")
+    for name, text in EPMD_COMMANDS.items():
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--host", default="127.0.0.1",
+                            help="address to listen on / epmd host to ask (default 127.0.0.1)")
+        action.add_argument("--port", type=int, default=None,
+                            help="EPMD port (default $ERL_EPMD_PORT or 4369)")
+        action.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        if name == "port-please":
+            action.add_argument("name", help="node name (short, or name@host)")
+
+
+def run_epmd(args: argparse.Namespace) -> int:
+    """Run ``pybroadway epmd …``; returns the exit code. EPMD errors propagate."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = args.port if args.port is not None else epmd.default_epmd_port()
+    if args.epmd_command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_epmd(args.host, port))
+        return 0
+    if args.epmd_command == "names":
+        listed = asyncio.run(epmd.names(args.host, port))
+        print(f"epmd: up and running on port {port} with data:")
+        for name, node_port in listed:
+            print(f"name {name} at port {node_port}")
+        return 0
+    if args.epmd_command == "kill":
+        if not asyncio.run(epmd.kill(args.host, port)):
+            raise epmd.EpmdError(f"epmd at {args.host}:{port} refused to stop: nodes are "
+                                 f"registered (Erlang's epmd needs -relaxed_command_check)")
+        print("Killed")
+        return 0
+    address = asyncio.run(epmd.port_please(args.name, args.host, port))
+    if address is None:
+        print(f"{args.name}: not registered", file=sys.stderr)
+        return 1
+    print(f"{address.name} port {address.port} type {chr(address.node_type)} "
+          f"versions {address.lowest}-{address.highest}")
+    return 0
+
+
+async def _serve_epmd(host: str, port: int) -> None:
+    server = EmbeddedEpmd()
+    await server.start(host, port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Also when started in the background, where SIGINT is ignored by default.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, _stop_on_signal, server, sig)
+    try:
+        await server.wait_closed()
+    finally:
+        await server.close()
+
+
+def _stop_on_signal(server: EmbeddedEpmd, sig: signal.Signals) -> None:
+    epmd_log.info("%s received, stopping", sig.name)
+    asyncio.get_running_loop().create_task(server.close())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pybroadway`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve a pipeline to BEAM clients")
     serve_parser.add_argument("--pipeline", default=None,
                               help="module:Class of a Pipeline subclass (default: log each)")
     add_serve_arguments(serve_parser)
-    epmd_parser = commands.add_parser("epmd", help="run or query an EPMD", add_help=False)
-    epmd_parser.add_argument("rest", nargs=argparse.REMAINDER)
+    add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
+                                           description="run or query an EPMD"))
     ping_parser = commands.add_parser("ping", help="ping a node: pong or pang")
     ping_parser.add_argument("node")
     ping_parser.add_argument("--sname", default="pybroadway_ping@localhost")
     ping_parser.add_argument("--cookie", default=None)
     ping_parser.add_argument("--epmd-port", type=int, default=None)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (PyBroadwayError, OSError) as exc:
+        # Expected failures (no EPMD, port taken, name in use, ...): one line, no traceback.
+        print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "epmd":
-        return epmd_main(args.rest)
+        return run_epmd(args)
     if args.command == "ping":
         logging.basicConfig(level=logging.ERROR)
         answer = asyncio.run(ping(args))

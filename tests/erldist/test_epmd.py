@@ -299,7 +299,7 @@ async def test_ensure_epmd_sees_system_epmd(epmd: SystemEpmd) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pybroadway.erldist.epmd", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "pybroadway", "epmd", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, env=env)
 
 
@@ -333,6 +333,44 @@ def test_scripts_embedded_serve_names_kill() -> None:
                               env=env, capture_output=True, text=True, timeout=30)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert serve.wait(timeout=10) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+async def test_scripts_wrap_the_cli() -> None:
+    """start-embedded-epmd.sh, list-nodes.sh and stop-epmd.sh on a private port, with --port
+    or ERL_EPMD_PORT, run with this interpreter ($PYTHON)."""
+    port = free_port()
+    env = dict(os.environ, PYTHON=sys.executable, ERL_EPMD_PORT=str(port))
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(ROOT / "epmd_scripts" / name), *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=30)
+
+    serve = subprocess.Popen(["bash", str(ROOT / "epmd_scripts/start-embedded-epmd.sh"),
+                              "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        from tests.peers import wait_for_port
+        await asyncio.to_thread(wait_for_port, port)
+        name = unique_name("pyscript")
+        async with await E.register(name, 40021, epmd_port=port) as reg:
+            listed = await asyncio.to_thread(script, "list-nodes.sh", "--port", str(port))
+            assert listed.returncode == 0, listed.stderr
+            assert listed.stdout.splitlines() == [
+                f"epmd: up and running on port {port} with data:", f"name {name} at port 40021"]
+            stop = await asyncio.to_thread(script, "stop-epmd.sh")
+            assert (stop.returncode, stop.stdout) == (0, "Killed\n"), stop.stderr
+            await asyncio.wait_for(reg.wait_lost(), 10)
+        assert await asyncio.to_thread(serve.wait, 10) == 0
+        assert "embedded epmd listening on 127.0.0.1:" in (serve.stderr.read() if serve.stderr
+                                                          else "")
+        gone = await asyncio.to_thread(script, "list-nodes.sh")
+        assert gone.returncode == 1
+        assert gone.stderr.startswith("pybroadway epmd: cannot reach epmd at 127.0.0.1:")
+        assert len(gone.stderr.splitlines()) == 1, gone.stderr
     finally:
         if serve.poll() is None:
             serve.kill()

@@ -1,0 +1,263 @@
+"""The asyncio EPMD client: register a node, look one up, list them, kill an EPMD.
+
+A registration lives as long as its TCP connection: :class:`EpmdRegistration` holds it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from pybroadway.erldist.epmd.protocol import (
+    ALIVE2_REQ,
+    ALIVE2_RESP,
+    ALIVE2_RESULT,
+    ALIVE2_X_RESP,
+    ALIVE2_X_RESULT,
+    KILL_REQ,
+    NAMES_HEADER,
+    NAMES_REQ,
+    NODE_TYPE_HIDDEN,
+    NODE_TYPE_NORMAL,
+    PORT2_RESP,
+    PORT_PLEASE2_REQ,
+    NodeAddress,
+    default_epmd_port,
+    frame,
+    pack_node,
+    parse_names,
+    unpack_node,
+)
+from pybroadway.errors import PyBroadwayError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EpmdError",
+    "EpmdRegistration",
+    "accepts_connections",
+    "kill",
+    "names",
+    "port_please",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class EpmdError(PyBroadwayError):
+    """EPMD could not be reached, refused a registration, or answered nonsense."""
+
+
+def _short_name(name: str) -> str:
+    """EPMD knows nodes by the part before '@'."""
+    return name.split("@", 1)[0]
+
+
+async def _open(host: str, port: int, timeout: float
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except TimeoutError:
+        raise EpmdError(f"epmd at {host}:{port} did not answer within {timeout}s") from None
+    except OSError as exc:
+        raise EpmdError(f"cannot reach epmd at {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
+async def _one_shot(host: str, port: int, body: bytes, timeout: float) -> bytes:
+    """Send one request, return everything epmd sends until it closes the socket."""
+    reader, writer = await _open(host, port, timeout)
+    try:
+        writer.write(frame(body))
+        await asyncio.wait_for(writer.drain(), timeout)
+        return await asyncio.wait_for(reader.read(), timeout)
+    except TimeoutError:
+        raise EpmdError(f"epmd at {host}:{port} did not reply within {timeout}s") from None
+    except OSError as exc:
+        raise EpmdError(f"epmd at {host}:{port}: {exc}") from exc
+    finally:
+        await _close_writer(writer)
+
+
+async def accepts_connections(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if something (an EPMD, presumably) accepts TCP connections on ``host``:``port``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    await _close_writer(writer)
+    return True
+
+
+class EpmdRegistration:
+    """A node name registered with EPMD; the registration lasts while this object is open.
+
+    Attributes: ``name`` (short name), ``port`` (the node's listen port), ``creation``
+    (assigned by EPMD), ``hidden``, ``epmd_host``, ``epmd_port``.
+    """
+
+    def __init__(self, *, name: str, port: int, creation: int, hidden: bool, epmd_host: str,
+                 epmd_port: int, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.name = name
+        self.port = port
+        self.creation = creation
+        self.hidden = hidden
+        self.epmd_host = epmd_host
+        self.epmd_port = epmd_port
+        self._reader = reader
+        self._writer = writer
+        self._closing = False
+        self._lost = asyncio.Event()
+        self._watch = asyncio.get_running_loop().create_task(
+            self._watch_socket(), name=f"epmd-registration-{name}")
+
+    async def _watch_socket(self) -> None:
+        try:
+            while await self._reader.read(4096):
+                pass
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._lost.set()
+            if not self._closing:
+                log.warning("epmd at %s:%d closed the registration of %s",
+                            self.epmd_host, self.epmd_port, self.name)
+
+    @property
+    def closed(self) -> bool:
+        """True once the registration ended (closed by us or lost because epmd went away)."""
+        return self._lost.is_set()
+
+    async def wait_lost(self) -> None:
+        """Wait until the registration ends (e.g. epmd was killed)."""
+        await self._lost.wait()
+
+    async def close(self) -> None:
+        """Unregister (by closing the connection). Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        log.info("unregistering %s from epmd at %s:%d", self.name, self.epmd_host,
+                 self.epmd_port)
+        await _close_writer(self._writer)
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        self._lost.set()
+
+    async def __aenter__(self) -> EpmdRegistration:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return (f"EpmdRegistration(name={self.name!r}, port={self.port}, "
+                f"creation={self.creation}, closed={self.closed})")
+
+
+async def register(name: str, port: int, *, hidden: bool = False, epmd_host: str = "127.0.0.1",
+                   epmd_port: int | None = None, extra: bytes = b"",
+                   timeout: float = DEFAULT_TIMEOUT) -> EpmdRegistration:
+    """Register node ``name`` (short name; an ``@host`` suffix is dropped) listening on ``port``.
+
+    Sends ALIVE2_REQ (HighestVersion 6, LowestVersion 5, like real nodes) and keeps the socket
+    open; ``await registration.close()`` unregisters. Raises :class:`EpmdError` if the name is
+    taken or epmd is unreachable / silent for ``timeout`` seconds.
+    """
+    short = _short_name(name)
+    raw_name = short.encode("utf-8")
+    if not raw_name or len(raw_name) > 255:
+        raise ValueError(f"invalid node name {name!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid port {port}")
+    eport = epmd_port if epmd_port is not None else default_epmd_port()
+    node = NodeAddress(short, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL,
+                       extra=extra)
+    reader, writer = await _open(epmd_host, eport, timeout)
+    try:
+        writer.write(frame(bytes([ALIVE2_REQ]) + pack_node(node)))
+        await asyncio.wait_for(writer.drain(), timeout)
+        tag = (await asyncio.wait_for(reader.readexactly(1), timeout))[0]
+        if tag == ALIVE2_X_RESP:
+            reply = ALIVE2_X_RESULT
+        elif tag == ALIVE2_RESP:
+            reply = ALIVE2_RESULT
+        else:
+            raise EpmdError(f"epmd at {epmd_host}:{eport} sent an unexpected reply "
+                            f"(tag {tag}) to the registration of {short}")
+        result, creation = reply.unpack(
+            await asyncio.wait_for(reader.readexactly(reply.size), timeout))
+    except TimeoutError:
+        await _close_writer(writer)
+        raise EpmdError(f"epmd at {epmd_host}:{eport} did not answer the registration of "
+                        f"{short} within {timeout}s") from None
+    except (asyncio.IncompleteReadError, OSError) as exc:
+        await _close_writer(writer)
+        raise EpmdError(f"epmd at {epmd_host}:{eport} closed the connection while "
+                        f"registering {short}: {exc}") from exc
+    except BaseException:
+        await _close_writer(writer)
+        raise
+    if result != 0:
+        await _close_writer(writer)
+        raise EpmdError(f"the name {short} seems to be in use by another Erlang node "
+                        f"(epmd at {epmd_host}:{eport} answered result {result})")
+    log.info("registered %s (port %d, %s) with epmd at %s:%d, creation %d", short, port,
+             "hidden" if hidden else "visible", epmd_host, eport, creation)
+    return EpmdRegistration(name=short, port=port, creation=creation, hidden=hidden,
+                            epmd_host=epmd_host, epmd_port=eport, reader=reader, writer=writer)
+
+
+async def port_please(name: str, host: str = "127.0.0.1", epmd_port: int | None = None, *,
+                      timeout: float = DEFAULT_TIMEOUT) -> NodeAddress | None:
+    """Ask the epmd on ``host`` where node ``name`` listens; None if it is not registered.
+
+    ``name`` may be a short name or ``name@host`` (the host part is ignored: ``host`` says
+    which epmd to ask). Raises :class:`EpmdError` if epmd cannot be reached or is silent.
+    """
+    short = _short_name(name)
+    eport = epmd_port if epmd_port is not None else default_epmd_port()
+    data = await _one_shot(host, eport, bytes([PORT_PLEASE2_REQ]) + short.encode("utf-8"),
+                           timeout)
+    if len(data) < 2 or data[0] != PORT2_RESP:
+        raise EpmdError(f"unexpected PORT_PLEASE2 reply for {short}: {data[:16]!r}")
+    if data[1] != 0:
+        return None
+    try:
+        return unpack_node(data, 2, strict=False)
+    except ValueError:
+        raise EpmdError(f"truncated PORT_PLEASE2 reply for {short}: {data!r}") from None
+
+
+async def names(host: str = "127.0.0.1", epmd_port: int | None = None, *,
+                timeout: float = DEFAULT_TIMEOUT) -> list[tuple[str, int]]:
+    """List ``(name, port)`` of the nodes registered with the epmd on ``host`` (NAMES_REQ)."""
+    eport = epmd_port if epmd_port is not None else default_epmd_port()
+    data = await _one_shot(host, eport, bytes([NAMES_REQ]), timeout)
+    if len(data) < NAMES_HEADER.size:
+        raise EpmdError(f"epmd at {host}:{eport} sent a short NAMES reply: {data!r}")
+    return parse_names(data[NAMES_HEADER.size:])
+
+
+async def kill(host: str = "127.0.0.1", epmd_port: int | None = None, *,
+               timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Ask the epmd on ``host`` to stop (KILL_REQ, like ``epmd -kill``).
+
+    True if it agreed; False if it refused, as Erlang's epmd does while nodes are registered
+    unless it runs with ``-relaxed_command_check``.
+    """
+    eport = epmd_port if epmd_port is not None else default_epmd_port()
+    reply = await _one_shot(host, eport, bytes([KILL_REQ]), timeout)
+    if reply not in (b"OK", b"NO"):
+        raise EpmdError(f"epmd at {host}:{eport} sent an unexpected KILL reply: {reply!r}")
+    return reply == b"OK"

@@ -1,0 +1,266 @@
+"""The embedded EPMD: an in-process EPMD server, and :func:`ensure_epmd` to start one if needed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from pybroadway.erldist.epmd.client import accepts_connections
+from pybroadway.erldist.epmd.protocol import (
+    ALIVE2_REQ,
+    ALIVE2_RESP,
+    ALIVE2_RESULT,
+    ALIVE2_X_RESP,
+    ALIVE2_X_RESULT,
+    DUMP_REQ,
+    KILL_REQ,
+    NAMES_HEADER,
+    NAMES_REQ,
+    PORT2_RESP,
+    PORT_PLEASE2_REQ,
+    REQUEST_LENGTH,
+    STOP_REQ,
+    NodeAddress,
+    default_epmd_port,
+    names_line,
+    pack_node,
+    unpack_node,
+)
+
+__all__ = ["EmbeddedEpmd", "ensure_epmd"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Registration:
+    address: NodeAddress
+    creation: int
+    writer: asyncio.StreamWriter = field(repr=False)
+
+
+class EmbeddedEpmd:
+    """An in-process EPMD server (ALIVE2, PORT_PLEASE2, NAMES, DUMP, KILL, STOP).
+
+    Usage::
+
+        async with EmbeddedEpmd() as epmd:          # or: epmd = EmbeddedEpmd(); await epmd.start()
+            print(epmd.port)
+
+    Each registration gets a random non-zero 32-bit creation, different from the last one
+    given to that name. A registration ends when its connection closes. Malformed requests are
+    logged and their connection closed; they never stop the server. ``epmd -kill`` (KILL_REQ)
+    stops it (always answering "OK"); ``epmd -stop NAME`` drops that registration.
+    """
+
+    def __init__(self, *, request_timeout: float = 10.0) -> None:
+        self.host: str = "127.0.0.1"
+        self.port: int = 0
+        self.request_timeout = request_timeout
+        self._server: asyncio.Server | None = None
+        self._nodes: dict[str, _Registration] = {}
+        self._last_creation: dict[str, int] = {}
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def serving(self) -> bool:
+        """True while the server accepts connections."""
+        return self._server is not None
+
+    def registered(self) -> dict[str, NodeAddress]:
+        """A snapshot of the current registrations, by name."""
+        return {name: node.address for name, node in self._nodes.items()}
+
+    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        """Listen on ``host``:``port`` (default: :func:`default_epmd_port`; 0 = any free port).
+
+        Raises OSError if the port is taken.
+        """
+        if self._server is not None:
+            raise RuntimeError("EmbeddedEpmd already started")
+        self._stopped = asyncio.Event()
+        p = default_epmd_port() if port is None else port
+        self._server = await asyncio.start_server(self._handle, host, p)
+        self.host = host
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("embedded epmd listening on %s:%d", host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening and drop every registration. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for writer in list(self._writers):
+            writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 5)
+        self._nodes.clear()
+        if self._stopped is not None:
+            self._stopped.set()
+        log.info("embedded epmd on %s:%d stopped", self.host, self.port)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server stops (by :meth:`close` or a KILL_REQ)."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def __aenter__(self) -> EmbeddedEpmd:
+        if self._server is None:
+            await self.start(port=0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _new_creation(self, name: str) -> int:
+        last = self._last_creation.get(name)
+        while True:
+            creation = secrets.randbits(32)
+            if creation != 0 and creation != last:
+                break
+        self._last_creation[name] = creation
+        return creation
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        try:
+            try:
+                header = await asyncio.wait_for(reader.readexactly(REQUEST_LENGTH.size),
+                                                self.request_timeout)
+                (length,) = REQUEST_LENGTH.unpack(header)
+                if length == 0:
+                    log.warning("epmd: empty request from %s, closing", peer)
+                    return
+                body = await asyncio.wait_for(reader.readexactly(length), self.request_timeout)
+            except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+                log.debug("epmd: incomplete request from %s: %r", peer, exc)
+                return
+            tag = body[0]
+            if tag == ALIVE2_REQ:
+                await self._alive2(body, reader, writer, peer)
+            elif tag == PORT_PLEASE2_REQ:
+                self._port_please2(body, writer)
+            elif tag == NAMES_REQ:
+                self._names(writer, dump=False)
+            elif tag == DUMP_REQ:
+                self._names(writer, dump=True)
+            elif tag == KILL_REQ:
+                writer.write(b"OK")
+                log.info("epmd: kill request from %s, stopping", peer)
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                asyncio.get_running_loop().create_task(self.close())
+            elif tag == STOP_REQ:
+                self._stop(body, writer)
+            else:
+                log.warning("epmd: unknown request %d (%d bytes) from %s, closing", tag,
+                            len(body), peer)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.drain(), self.request_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("epmd: error serving %s", peer)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _alive2(self, body: bytes, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter, peer: object) -> None:
+        try:
+            address = unpack_node(body, 1, strict=True)
+        except ValueError as exc:
+            log.warning("epmd: malformed ALIVE2_REQ from %s (%s), closing", peer, exc)
+            return
+        name = address.name
+        x_resp = address.highest >= 6
+        if name in self._nodes:
+            log.warning("epmd: %s from %s tried to register, but the name is taken", name, peer)
+            writer.write(bytes([ALIVE2_X_RESP]) + ALIVE2_X_RESULT.pack(1, 0) if x_resp
+                         else bytes([ALIVE2_RESP]) + ALIVE2_RESULT.pack(1, 0))
+            return
+        if x_resp:
+            creation = self._new_creation(name)
+            writer.write(bytes([ALIVE2_X_RESP]) + ALIVE2_X_RESULT.pack(0, creation))
+        else:
+            last = self._last_creation.get(name, 0)
+            creation = last % 3 + 1  # old 2-bit creations: 1, 2, 3, 1, ...
+            self._last_creation[name] = creation
+            writer.write(bytes([ALIVE2_RESP]) + ALIVE2_RESULT.pack(0, creation))
+        node = _Registration(address, creation, writer)
+        self._nodes[name] = node
+        node_type = address.node_type
+        log.info("epmd: registered %s at port %d (type %c, versions %d-%d), creation %d",
+                 name, address.port, node_type if 32 < node_type < 127 else 63, address.lowest,
+                 address.highest, creation)
+        try:
+            await writer.drain()
+            # The registration lives until the node closes the connection; ignore its data.
+            while await reader.read(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            if self._nodes.get(name) is node:
+                del self._nodes[name]
+                log.info("epmd: unregistered %s", name)
+
+    def _port_please2(self, body: bytes, writer: asyncio.StreamWriter) -> None:
+        name = body[1:].decode("utf-8", "replace")
+        node = self._nodes.get(name)
+        if node is None:
+            log.debug("epmd: port please %s: unknown", name)
+            writer.write(bytes([PORT2_RESP, 1]))
+            return
+        writer.write(bytes([PORT2_RESP, 0]) + pack_node(node.address))
+
+    def _names(self, writer: asyncio.StreamWriter, *, dump: bool) -> None:
+        out = [NAMES_HEADER.pack(self.port)]
+        for name, node in self._nodes.items():
+            port = node.address.port
+            if dump:
+                out.append(f"active name     <{name}> at port {port}\n".encode())
+            else:
+                out.append(names_line(name, port))
+        writer.write(b"".join(out))
+
+    def _stop(self, body: bytes, writer: asyncio.StreamWriter) -> None:
+        name = body[1:].decode("utf-8", "replace")
+        node = self._nodes.pop(name, None)
+        if node is None:
+            writer.write(b"NOEXIST")
+            return
+        log.info("epmd: stop request, unregistering %s", name)
+        node.writer.close()
+        writer.write(b"STOPPED")
+
+
+async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> EmbeddedEpmd | None:
+    """Make sure an EPMD answers on ``port`` (default :func:`default_epmd_port`).
+
+    Returns None if one already listens there; otherwise starts, and returns, an
+    :class:`EmbeddedEpmd` (the caller closes it). If another process binds the port between
+    our check and our bind, its EPMD is used and None is returned.
+    """
+    p = default_epmd_port() if port is None else port
+    if await accepts_connections(host, p):
+        log.debug("an epmd already listens on %s:%d", host, p)
+        return None
+    epmd = EmbeddedEpmd()
+    try:
+        await epmd.start(host, p)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and await accepts_connections(host, p):
+            log.debug("another epmd started on %s:%d meanwhile; using it", host, p)
+            return None
+        raise
+    return epmd

@@ -1,0 +1,56 @@
+"""The ``pybroadway`` command line as users run it: ``python -m pybroadway …``."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.peers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pybroadway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pybroadway", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("command", [
+    ["--help"], ["serve", "--help"], ["ping", "--help"], ["epmd", "--help"],
+    ["epmd", "serve", "--help"], ["epmd", "names", "--help"], ["epmd", "port-please", "--help"],
+    ["epmd", "kill", "--help"],
+], ids=" ".join)
+def test_help_exits_0(command: list[str]) -> None:
+    out = pybroadway(*command)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: pybroadway")
+
+
+def test_epmd_without_an_action_is_a_usage_error() -> None:
+    out = pybroadway("epmd")
+    assert out.returncode == 2
+    assert "serve,names,port-please,kill" in out.stderr
+
+
+@pytest.mark.parametrize("action", [["names"], ["port-please", "nobody"], ["kill"]])
+def test_epmd_unreachable_is_one_line(action: list[str]) -> None:
+    port = free_port()  # nothing listens there
+    out = pybroadway("epmd", *action, "--port", str(port))
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"pybroadway epmd: cannot reach epmd at 127.0.0.1:{port}: ")
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_epmd_serve_on_a_taken_port_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = pybroadway("epmd", "serve", "--port", str(port))
+    assert out.returncode == 1
+    assert out.stderr.startswith("pybroadway epmd: ") and "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr

@@ -1,7 +1,8 @@
 """Distribution capability flags (DFLAG_*) exchanged during the handshake.
 
-Values follow ``kernel/include/dist.hrl`` (see PROTOCOL.md §1). Every flag is available both
-as a member of :class:`DFlag` and as a module-level ``int`` constant of the same name.
+Values follow ``kernel/include/dist.hrl`` (see docs/protocol.md#flags). Every flag is
+available both as a member of :class:`DFlag` and as a module-level ``int`` constant of the same
+name.
 """
 
 from __future__ import annotations

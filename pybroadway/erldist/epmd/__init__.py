@@ -1,8 +1,8 @@
 """EPMD: an asyncio client (register, look up, list, kill) and an in-process EPMD server.
 
-Protocol facts are in PROTOCOL.md §2. The wire format is in :mod:`.protocol`, the client in
-:mod:`.client`, the embedded server in :mod:`.server`. The command line is ``pybroadway epmd``
-(:mod:`pybroadway.cli`).
+What the node implements is in docs/protocol.md#epmd. The wire format is in
+:mod:`.protocol`, the client in :mod:`.client`, the embedded server in :mod:`.server`. The
+command line is ``pybroadway epmd`` (:mod:`pybroadway.cli`).
 """
 
 from pybroadway.erldist.epmd.client import (

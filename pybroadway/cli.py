@@ -174,6 +174,10 @@ def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         if name == "port-please":
             action.add_argument("name", help="node name (short, or name@host)")
+        if name == "serve":
+            action.add_argument("--relaxed-command-check", action="store_true",
+                                help="obey kill while nodes are registered, and stop NAME "
+                                     "(like epmd -relaxed_command_check)")
 
 
 def run_epmd(args: argparse.Namespace) -> int:
@@ -183,7 +187,7 @@ def run_epmd(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else epmd.default_epmd_port()
     if args.epmd_command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_epmd(args.host, port))
+            asyncio.run(_serve_epmd(args.host, port, args.relaxed_command_check))
         return 0
     if args.epmd_command == "names":
         listed = asyncio.run(epmd.names(args.host, port))
@@ -194,7 +198,7 @@ def run_epmd(args: argparse.Namespace) -> int:
     if args.epmd_command == "kill":
         if not asyncio.run(epmd.kill(args.host, port)):
             raise epmd.EpmdError(f"epmd at {args.host}:{port} refused to stop: nodes are "
-                                 f"registered (Erlang's epmd needs -relaxed_command_check)")
+                                 f"registered (it must run with -relaxed_command_check)")
         print("Killed")
         return 0
     address = asyncio.run(epmd.port_please(args.name, args.host, port))
@@ -206,8 +210,8 @@ def run_epmd(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_epmd(host: str, port: int) -> None:
-    server = EmbeddedEpmd()
+async def _serve_epmd(host: str, port: int, relaxed_command_check: bool) -> None:
+    server = EmbeddedEpmd(relaxed_command_check=relaxed_command_check)
     await server.start(host, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pybroadway.erldist.epmd.client import accepts_connections
@@ -35,6 +37,15 @@ __all__ = ["EmbeddedEpmd", "ensure_epmd"]
 
 log = logging.getLogger(__name__)
 
+#: The longest request read: a 255-character UTF-8 name and its record fit many times over.
+#: Longer requests are refused unread (epmd resets such connections too).
+MAX_REQUEST = 4096
+#: The longest node name, in characters: a node name becomes an atom.
+MAX_NAME_LENGTH = 255
+#: Names whose last creation is remembered (so that a re-registration gets a new one); the
+#: oldest is forgotten first, as epmd recycles its list of unregistered names.
+REMEMBERED_NAMES = 1000
+
 
 @dataclass
 class _Registration:
@@ -53,19 +64,32 @@ class EmbeddedEpmd:
 
     Each registration gets a random non-zero 32-bit creation, different from the last one
     given to that name. A registration ends when its connection closes. Malformed requests are
-    logged and their connection closed; they never stop the server. ``epmd -kill`` (KILL_REQ)
-    stops it (always answering "OK"); ``epmd -stop NAME`` drops that registration.
+    logged and their connection closed; they never stop the server.
+
+    It obeys only what Erlang's epmd obeys: ``epmd -kill`` (KILL_REQ) stops it only when no
+    node is registered, and ``epmd -stop NAME`` (STOP_REQ) is ignored, unless it was started
+    with ``relaxed_command_check`` (then KILL always stops it and STOP drops that
+    registration); both are taken from local addresses only, registrations too. Names over 255
+    characters and requests over :data:`MAX_REQUEST` bytes are refused. At most
+    ``max_connections`` connections are open at once (registrations included; each costs a file
+    descriptor), of which at most ``max_registrations`` registrations, so that look-ups still
+    get through when registrations pile up.
     """
 
-    def __init__(self, *, request_timeout: float = 10.0) -> None:
+    def __init__(self, *, request_timeout: float = 10.0, relaxed_command_check: bool = False,
+                 max_connections: int = 1000, max_registrations: int = 500) -> None:
         self.host: str = "127.0.0.1"
         self.port: int = 0
         self.request_timeout = request_timeout
+        self.relaxed_command_check = relaxed_command_check
+        self.max_connections = max_connections
+        self.max_registrations = max_registrations
         self._server: asyncio.Server | None = None
         self._nodes: dict[str, _Registration] = {}
-        self._last_creation: dict[str, int] = {}
+        self._last_creation: OrderedDict[str, int] = OrderedDict()
         self._writers: set[asyncio.StreamWriter] = set()
         self._stopped: asyncio.Event | None = None
+        self._refused = 0  # connections refused at the cap since the last log line
 
     @property
     def serving(self) -> bool:
@@ -124,10 +148,20 @@ class EmbeddedEpmd:
             creation = secrets.randbits(32)
             if creation != 0 and creation != last:
                 break
-        self._last_creation[name] = creation
+        self._remember_creation(name, creation)
         return creation
 
+    def _remember_creation(self, name: str, creation: int) -> None:
+        last = self._last_creation
+        last[name] = creation
+        last.move_to_end(name)
+        while len(last) > REMEMBERED_NAMES:
+            last.popitem(last=False)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self.max_connections:
+            self._refuse(writer)
+            return
         self._writers.add(writer)
         peer = writer.get_extra_info("peername")
         try:
@@ -135,15 +169,19 @@ class EmbeddedEpmd:
                 header = await asyncio.wait_for(reader.readexactly(REQUEST_LENGTH.size),
                                                 self.request_timeout)
                 (length,) = REQUEST_LENGTH.unpack(header)
-                if length == 0:
-                    log.warning("epmd: empty request from %s, closing", peer)
+                if length == 0 or length > MAX_REQUEST:
+                    log.warning("epmd: request of %d bytes from %s (at most %d), closing",
+                                length, peer, MAX_REQUEST)
                     return
                 body = await asyncio.wait_for(reader.readexactly(length), self.request_timeout)
             except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
                 log.debug("epmd: incomplete request from %s: %r", peer, exc)
                 return
             tag = body[0]
-            if tag == ALIVE2_REQ:
+            if tag in (ALIVE2_REQ, DUMP_REQ, KILL_REQ, STOP_REQ) and not _is_local(writer):
+                log.warning("epmd: request %d from %s, which is not a local address; ignored",
+                            tag, peer)
+            elif tag == ALIVE2_REQ:
                 await self._alive2(body, reader, writer, peer)
             elif tag == PORT_PLEASE2_REQ:
                 self._port_please2(body, writer)
@@ -152,13 +190,9 @@ class EmbeddedEpmd:
             elif tag == DUMP_REQ:
                 self._names(writer, dump=True)
             elif tag == KILL_REQ:
-                writer.write(b"OK")
-                log.info("epmd: kill request from %s, stopping", peer)
-                with contextlib.suppress(Exception):
-                    await writer.drain()
-                asyncio.get_running_loop().create_task(self.close())
+                await self._kill(writer, peer)
             elif tag == STOP_REQ:
-                self._stop(body, writer)
+                self._stop(body, writer, peer)
             else:
                 log.warning("epmd: unknown request %d (%d bytes) from %s, closing", tag,
                             len(body), peer)
@@ -183,8 +217,16 @@ class EmbeddedEpmd:
             return
         name = address.name
         x_resp = address.highest >= 6
+        refusal = None
         if name in self._nodes:
-            log.warning("epmd: %s from %s tried to register, but the name is taken", name, peer)
+            refusal = "the name is taken"
+        elif len(name) > MAX_NAME_LENGTH:
+            refusal = f"the name has {len(name)} characters (at most {MAX_NAME_LENGTH})"
+        elif len(self._nodes) >= self.max_registrations:
+            refusal = f"{self.max_registrations} nodes are registered already"
+        if refusal is not None:
+            log.warning("epmd: %s from %s tried to register, but %s", name[:MAX_NAME_LENGTH],
+                        peer, refusal)
             writer.write(bytes([ALIVE2_X_RESP]) + ALIVE2_X_RESULT.pack(1, 0) if x_resp
                          else bytes([ALIVE2_RESP]) + ALIVE2_RESULT.pack(1, 0))
             return
@@ -194,7 +236,7 @@ class EmbeddedEpmd:
         else:
             last = self._last_creation.get(name, 0)
             creation = last % 3 + 1  # old 2-bit creations: 1, 2, 3, 1, ...
-            self._last_creation[name] = creation
+            self._remember_creation(name, creation)
             writer.write(bytes([ALIVE2_RESP]) + ALIVE2_RESULT.pack(0, creation))
         node = _Registration(address, creation, writer)
         self._nodes[name] = node
@@ -216,6 +258,9 @@ class EmbeddedEpmd:
 
     def _port_please2(self, body: bytes, writer: asyncio.StreamWriter) -> None:
         name = body[1:].decode("utf-8", "replace")
+        if len(name) > MAX_NAME_LENGTH:
+            log.warning("epmd: port please for a name of %d characters; closing", len(name))
+            return
         node = self._nodes.get(name)
         if node is None:
             log.debug("epmd: port please %s: unknown", name)
@@ -233,7 +278,23 @@ class EmbeddedEpmd:
                 out.append(names_line(name, port))
         writer.write(b"".join(out))
 
-    def _stop(self, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _kill(self, writer: asyncio.StreamWriter, peer: object) -> None:
+        if self._nodes and not self.relaxed_command_check:
+            log.warning("epmd: kill request from %s refused: %d nodes are registered (start "
+                        "with relaxed_command_check to allow it)", peer, len(self._nodes))
+            writer.write(b"NO")
+            return
+        writer.write(b"OK")
+        log.info("epmd: kill request from %s, stopping", peer)
+        with contextlib.suppress(Exception):
+            await writer.drain()
+        asyncio.get_running_loop().create_task(self.close())
+
+    def _stop(self, body: bytes, writer: asyncio.StreamWriter, peer: object) -> None:
+        if not self.relaxed_command_check:
+            log.warning("epmd: stop request from %s ignored (start with relaxed_command_check "
+                        "to allow it)", peer)
+            return
         name = body[1:].decode("utf-8", "replace")
         node = self._nodes.pop(name, None)
         if node is None:
@@ -242,6 +303,32 @@ class EmbeddedEpmd:
         log.info("epmd: stop request, unregistering %s", name)
         node.writer.close()
         writer.write(b"STOPPED")
+
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Close a connection over the cap at once; say so once a second, with a count."""
+        writer.close()
+        self._refused += 1
+        if self._refused == 1:
+            asyncio.get_running_loop().call_later(1.0, self._report_refused)
+
+    def _report_refused(self) -> None:
+        log.warning("epmd: refused %d connections in the last second: %d are open (at most "
+                    "%d)", self._refused, len(self._writers), self.max_connections)
+        self._refused = 0
+
+
+def _is_local(writer: asyncio.StreamWriter) -> bool:
+    """A peer on a loopback address or on the address it reached us at (epmd's rule)."""
+    peer = writer.get_extra_info("peername")
+    ours = writer.get_extra_info("sockname")
+    if not (isinstance(peer, tuple) and isinstance(ours, tuple)):
+        return True  # a Unix socket is local by nature
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    return address.is_loopback or peer[0] == ours[0]
 
 
 async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> EmbeddedEpmd | None:

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers import BeamPeer, SystemEpmd
-
-OTP_RELEASES = ("25", "28")
+from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +27,8 @@ def epmd() -> Iterator[SystemEpmd]:
 @pytest.fixture(params=OTP_RELEASES, ids=lambda otp: f"otp{otp}")
 def otp(request: pytest.FixtureRequest) -> str:
     """Runs the test once against each OTP release."""
-    return request.param
+    release: str = request.param
+    return release
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 from pybroadway.erldist import Node, default_cookie
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom
-from tests.peers import free_port, unique_name, wait_for_port
+from testkit.peers import free_port, unique_name, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pybroadway.erldist import epmd as E
-from tests.peers import BeamPeer, SystemEpmd, free_port, require, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, free_port, require, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -323,7 +323,7 @@ def test_scripts_embedded_serve_names_kill() -> None:
                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        from tests.peers import wait_for_port
+        from testkit.peers import wait_for_port
         wait_for_port(port)
         listed = subprocess.run(["bash", str(ROOT / "epmd_scripts/list-nodes.sh")], cwd=ROOT,
                                 env=env, capture_output=True, text=True, timeout=30)

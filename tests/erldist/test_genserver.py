@@ -9,8 +9,8 @@ import pytest
 
 from pybroadway.erldist import CallError, Exit, GenServer
 from pybroadway.term import Atom, Pid
+from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, Echo, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)
 

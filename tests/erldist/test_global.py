@@ -11,7 +11,7 @@ import pytest
 from pybroadway.erldist import GenServer, Node, global_names
 from pybroadway.erldist.genserver import From
 from pybroadway.term import Atom, Pid, decode
-from tests.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
 
 
 class Echo(GenServer):

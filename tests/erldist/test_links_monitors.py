@@ -6,8 +6,8 @@ import pytest
 
 from pybroadway.erldist import Exit, Process
 from pybroadway.term import Atom, Pid
+from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, Mailbox, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)
 

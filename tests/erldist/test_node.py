@@ -10,8 +10,8 @@ import pytest
 
 from pybroadway.erldist import CallError
 from pybroadway.term import Atom, Pid
+from testkit.peers import BeamPeer, SystemEpmd, free_port, unique_name
 from tests.erldist.nodekit import WAIT, Echo, Mailbox, NodeEvents, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd, free_port, unique_name
 
 pytestmark = pytest.mark.timeout(60)
 

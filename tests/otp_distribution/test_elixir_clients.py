@@ -6,8 +6,8 @@ import asyncio
 from collections import Counter
 
 from pybroadway.term import Atom, decode
+from testkit.peers import SystemEpmd
 from tests.otp_distribution.helpers import elixir_peer, receiver_ref, server
-from tests.peers import SystemEpmd
 
 
 async def test_push_handled_once_in_order_per_client(epmd: SystemEpmd) -> None:

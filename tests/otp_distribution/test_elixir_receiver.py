@@ -18,8 +18,8 @@ from typing import Any
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom, Pid, decode
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from tests.otp_distribution.helpers import COOKIE
-from tests.peers import BeamPeer, SystemEpmd, unique_name
 
 # Replies to {:wait_*, n} are held until n items were recorded (no polling from the test).
 ELIXIR_RECEIVER = r'''

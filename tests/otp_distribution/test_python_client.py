@@ -8,8 +8,8 @@ import itertools
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.pipeline import Message
+from testkit.peers import SystemEpmd, unique_name
 from tests.otp_distribution.helpers import COOKIE, server
-from tests.peers import SystemEpmd, unique_name
 
 
 def _client_node(epmd: SystemEpmd) -> Node:

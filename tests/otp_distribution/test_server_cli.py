@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pybroadway.term import Atom, decode
-from tests.peers import BeamPeer, free_port, unique_name, wait_for_port
+from testkit.peers import BeamPeer, free_port, unique_name, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "cli_cookie"

@@ -13,8 +13,8 @@ import pytest
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.pipeline import Message
+from testkit.peers import free_port, unique_name
 from tests.otp_distribution.helpers import COOKIE, server
-from tests.peers import free_port, unique_name
 
 
 @pytest.fixture(autouse=True)

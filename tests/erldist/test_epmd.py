@@ -227,6 +227,7 @@ async def test_embedded_erl_registers(otp: str) -> None:
         await eventually_async(lambda: _not_registered(srv, peer.name))
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_embedded_two_erl_nodes_connect() -> None:
     async with E.EmbeddedEpmd() as srv:
         a = await _start_peer("25", srv.port)
@@ -243,6 +244,7 @@ async def test_embedded_two_erl_nodes_connect() -> None:
             a.kill()
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_embedded_restarted_erl_gets_new_creation() -> None:
     async with E.EmbeddedEpmd() as srv:
         name = unique_name("erlre")
@@ -326,6 +328,7 @@ def test_scripts_embedded_serve_names_kill() -> None:
             serve.wait()
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 def test_scripts_system_epmd_start_stop() -> None:
     require("Erlang's epmd", "epmd")
     port = free_port()
@@ -346,6 +349,7 @@ def test_scripts_system_epmd_start_stop() -> None:
     assert again.returncode != 0
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_erlang_epmd_command_against_embedded() -> None:
     """Debian's `epmd -names` and `epmd -stop` understand the embedded server."""
     epmd_bin = require("Erlang's epmd", "epmd")

@@ -14,9 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from pybroadway.term import Atom, decode
 from testkit.peers import BeamPeer, free_port, unique_name, wait_for_port
 from testkit.wait import eventually
+
+pytestmark = pytest.mark.beam  # every test talks to the server from an Elixir node
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "cli_cookie"

@@ -24,7 +24,7 @@ from support import BEAM_FLAGS, compile_erlang, print_table, say
 
 from pybroadway.erldist import GenServer, Node, Process
 from pybroadway.term import Atom, decode
-from tests.peers import BeamPeer, free_port
+from testkit.peers import BeamPeer, free_port
 
 BENCH_ERL = r"""
 -module(pybroadway_dist_bench).

@@ -29,7 +29,7 @@ from pybroadway.erldist import Node
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import decode
-from tests.peers import BeamPeer, free_port
+from testkit.peers import BeamPeer, free_port
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).

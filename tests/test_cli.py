@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import free_port
+from testkit.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

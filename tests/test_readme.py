@@ -4,7 +4,6 @@ command is what CI runs."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -16,7 +15,8 @@ from pathlib import Path
 from pybroadway.erldist import Node, default_cookie
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom
-from tests.peers import free_port, unique_name, wait_for_port
+from testkit.peers import free_port, unique_name, wait_for_port
+from testkit.wait import eventually_async
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +52,8 @@ async def test_the_server_command_works_from_a_fresh_clone(tmp_path: Path) -> No
         cookie = default_cookie(home / ".erlang.cookie")  # the one the server created
         async with Node(f"{unique_name('readme')}@localhost", cookie=cookie,
                         epmd_port=epmd_port) as node:
-            for _ in range(100):  # the server registers right after its EPMD is up
-                if await node.connect("server@localhost"):
-                    break
-                await asyncio.sleep(0.05)
+            # the server registers right after its EPMD is up
+            await eventually_async(lambda: node.connect("server@localhost"))
             client = await Client.start(node)
             for _ in range(3):
                 client.push_message("How are you?")

@@ -10,7 +10,7 @@ from typing import Any
 
 from pybroadway.erldist import GenServer, Node, Process
 from pybroadway.term import Atom, decode
-from tests.peers import BeamPeer, unique_name
+from testkit.peers import BeamPeer, unique_name
 
 WAIT = 10.0
 """Upper bound for anything a test waits for; the tests normally finish far sooner."""
@@ -31,7 +31,7 @@ async def python_node(epmd_port: int, *, cookie: str = "pybroadway", name: str |
 async def started(peer: BeamPeer) -> AsyncIterator[BeamPeer]:
     """Wait (off the loop) until ``peer`` evaluates requests; kill it on the way out."""
     try:
-        await asyncio.wait_for(peer.aeval("1"), 30)
+        await asyncio.to_thread(peer.wait_started)
         yield peer
     finally:
         await asyncio.to_thread(peer.kill)

@@ -13,8 +13,8 @@ from pybroadway.erldist import flags as dflags
 from pybroadway.erldist import handshake
 from pybroadway.erldist.node import Node
 from pybroadway.term import Atom, encode
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from tests.erldist.nodekit import WAIT, Echo, atom, ev, python_node
-from tests.peers import BeamPeer, SystemEpmd, unique_name
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pybroadway.erldist import Process
 from pybroadway.term import Atom
+from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, atom, python_node, started
-from tests.peers import BeamPeer, SystemEpmd
 
 
 class Collector(Process):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pybroadway.erldist.cookie import cookie_path, default_cookie
-from tests.peers import SystemEpmd, require, unique_name
+from testkit.peers import SystemEpmd, require, unique_name
 
 
 @pytest.fixture

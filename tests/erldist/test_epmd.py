@@ -12,33 +12,21 @@ from pathlib import Path
 import pytest
 
 from pybroadway.erldist import epmd as E
-from tests.peers import BeamPeer, SystemEpmd, free_port, require, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, free_port, require, unique_name, wait_for_port
+from testkit.wait import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _eventually(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def _start_peer(otp: str, epmd_port: int, **kw: object) -> BeamPeer:
     peer = BeamPeer.erlang(otp, epmd_port=epmd_port, **kw)  # type: ignore[arg-type]
     try:
         # The embedded epmd runs on this loop: wait in a thread so it keeps serving.
-        await asyncio.to_thread(wait_started, peer)
+        await asyncio.to_thread(peer.wait_started)
     except BaseException:
         peer.kill()
         raise
     return peer
-
-
-def wait_started(peer: BeamPeer) -> None:
-    """Like BeamPeer.wait_started, but with the full stop the driver's parser needs."""
-    peer.eval("ok.")
 
 
 def _text(peer: BeamPeer, expr: str) -> str:
@@ -71,7 +59,7 @@ async def test_client_register_names_port_please_close(epmd: SystemEpmd) -> None
     async def gone() -> bool:
         return (await E.port_please(name, epmd_port=epmd.port) is None
                 and all(n != name for n, _ in await E.names(epmd_port=epmd.port)))
-    await _eventually(gone)
+    await eventually_async(gone)
 
 
 async def test_client_hidden_registration(epmd: SystemEpmd) -> None:
@@ -157,7 +145,7 @@ async def test_embedded_with_our_client() -> None:
 
         async def gone() -> bool:
             return await E.names(epmd_port=srv.port) == []
-        await _eventually(gone)
+        await eventually_async(gone)
         second = await E.register("alpha", 5557, epmd_port=srv.port)
         assert second.creation not in (0, first.creation)
         await second.close()
@@ -171,11 +159,11 @@ async def test_embedded_restart_gives_new_creation() -> None:
             assert reg.creation != 0
             seen.add(reg.creation)
             await reg.close()
-            await _eventually(lambda: _not_registered(srv, "again"))
+            await eventually_async(lambda: _not_registered(srv, "again"))
         assert len(seen) == 5
 
 
-async def _not_registered(srv: E.EmbeddedEpmd, name: str) -> bool:
+def _not_registered(srv: E.EmbeddedEpmd, name: str) -> bool:
     return name not in srv.registered()
 
 
@@ -236,9 +224,10 @@ async def test_embedded_erl_registers(otp: str) -> None:
                 f'{{ok,[{{"{peer.name}",{addr.port}}}]}}')
         finally:
             peer.kill()
-        await _eventually(lambda: _not_registered(srv, peer.name))
+        await eventually_async(lambda: _not_registered(srv, peer.name))
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_embedded_two_erl_nodes_connect() -> None:
     async with E.EmbeddedEpmd() as srv:
         a = await _start_peer("25", srv.port)
@@ -255,6 +244,7 @@ async def test_embedded_two_erl_nodes_connect() -> None:
             a.kill()
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_embedded_restarted_erl_gets_new_creation() -> None:
     async with E.EmbeddedEpmd() as srv:
         name = unique_name("erlre")
@@ -266,7 +256,7 @@ async def test_embedded_restarted_erl_gets_new_creation() -> None:
                 assert await _atext(peer, "erlang:system_info(creation)") == str(creations[-1])
             finally:
                 peer.kill()
-            await _eventually(lambda: _not_registered(srv, name))
+            await eventually_async(lambda: _not_registered(srv, name))
         assert creations[0] != creations[1]
 
 
@@ -323,7 +313,6 @@ def test_scripts_embedded_serve_names_kill() -> None:
                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        from tests.peers import wait_for_port
         wait_for_port(port)
         listed = subprocess.run(["bash", str(ROOT / "epmd_scripts/list-nodes.sh")], cwd=ROOT,
                                 env=env, capture_output=True, text=True, timeout=30)
@@ -353,7 +342,6 @@ async def test_scripts_wrap_the_cli() -> None:
                               "--port", str(port), "--relaxed-command-check"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        from tests.peers import wait_for_port
         await asyncio.to_thread(wait_for_port, port)
         name = unique_name("pyscript")
         async with await E.register(name, 40021, epmd_port=port) as reg:
@@ -377,6 +365,7 @@ async def test_scripts_wrap_the_cli() -> None:
             serve.wait()
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 def test_scripts_system_epmd_start_stop() -> None:
     require("Erlang's epmd", "epmd")
     port = free_port()
@@ -397,6 +386,7 @@ def test_scripts_system_epmd_start_stop() -> None:
     assert again.returncode != 0
 
 
+@pytest.mark.beam  # starts erl or epmd itself, without the fixtures
 async def test_erlang_epmd_command_against_embedded() -> None:
     """Debian's `epmd -names` and `epmd -stop` understand the embedded server (which obeys a
     stop only when relaxed, as epmd does)."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from pybroadway.erldist import epmd as E
-from tests.peers import free_port, require, unique_name, wait_for_port
+from testkit.peers import free_port, require, unique_name, wait_for_port
 
 pytestmark = pytest.mark.timeout(60)
 

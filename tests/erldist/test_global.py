@@ -11,7 +11,8 @@ import pytest
 from pybroadway.erldist import GenServer, Node, global_names
 from pybroadway.erldist.genserver import From
 from pybroadway.term import Atom, Pid, decode
-from tests.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.wait import eventually_async
 
 
 class Echo(GenServer):
@@ -52,20 +53,6 @@ async def connect_and_sync(peer: BeamPeer, py: Node) -> float:
     return time.monotonic() - start
 
 
-async def until(predicate: object, timeout: float = 5.0) -> None:
-    """Poll a condition that has no event of its own (another node's table)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate() if callable(predicate) else predicate
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_python_name_visible_after_connect(beam: BeamPeer, py: Node) -> None:
     echo = py.spawn(Echo())
     assert await global_names.register_name(py, "py_echo", echo.pid)
@@ -77,7 +64,10 @@ async def test_python_name_visible_after_connect(beam: BeamPeer, py: Node) -> No
     # the process dies: the name goes away everywhere
     echo.exit(Atom("shutdown"))
     await echo.wait()
-    await until(lambda: ev(beam, "global:whereis_name(py_echo)"))
+
+    async def gone_on_the_beam() -> bool:  # another node's table: no event to wait for
+        return await ev(beam, "global:whereis_name(py_echo)") is Atom("undefined")
+    await eventually_async(gone_on_the_beam)
     assert await ev(beam, "global:whereis_name(py_echo)") is Atom("undefined")
     assert global_names.whereis_name(py, "py_echo") is None
 
@@ -105,7 +95,7 @@ async def test_beam_names_seen_by_python(beam: BeamPeer, py: Node) -> None:
     assert await ev(beam, "global:trans({res, self()}, fun() -> done end)") is Atom("done")
     assert set(global_names.registered_names(py)) >= {Atom("beam_before"), Atom("beam_after")}
     await ev(beam, "exit(P2, kill), global:unregister_name(beam_before)")
-    await until(lambda: global_names.whereis_name(py, "beam_after") is None)
+    await eventually_async(lambda: global_names.whereis_name(py, "beam_after") is None)
     assert global_names.whereis_name(py, "beam_before") is None
 
 
@@ -217,7 +207,7 @@ async def test_name_clash_is_resolved_like_the_beam(epmd: SystemEpmd, beam: Beam
         await connect_and_sync(beam, node)
         python_wins = node.name.name < beam.node
         winner = mine.pid if python_wins else theirs
-        await until(lambda: global_names.whereis_name(node, "clash") == winner)
+        await eventually_async(lambda: global_names.whereis_name(node, "clash") == winner)
         assert await ev(beam, "global:whereis_name(clash)") == winner
         if python_wins:
             assert await ev(beam, "is_process_alive(P)") is False

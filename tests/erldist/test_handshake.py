@@ -20,7 +20,7 @@ from pybroadway.erldist.handshake import (
     connect,
     gen_digest,
 )
-from tests.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
 
 HOST = "localhost"
 CREATION = 0x1234ABCD

@@ -6,8 +6,8 @@ import pytest
 
 from pybroadway.erldist import Exit, Process
 from pybroadway.term import Atom, Pid
+from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, Mailbox, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,9 +22,10 @@ class StopsOnRequest(Process):
         raise Exit(await self.receive())
 
 
-def down_after(expr: str) -> str:
-    """Erlang: monitor (by ``expr``), then wait for the DOWN and return {Target, Reason}."""
-    return (f"(fun() -> Ref = erlang:monitor(process, {expr}), "
+def down_after(expr: str, then: str = "ok") -> str:
+    """Erlang: monitor (by ``expr``), evaluate ``then`` (which may end the target: the monitor
+    is in place by then), wait for the DOWN and return {Target, Reason}."""
+    return (f"(fun() -> Ref = erlang:monitor(process, {expr}), {then}, "
             "receive {'DOWN', Ref, process, Who, Why} -> {Who, Why} after 5000 -> timeout end "
             "end)()")
 
@@ -35,12 +36,11 @@ async def test_beam_monitors_python_process_by_pid_and_name(epmd: SystemEpmd,
         py = atom(node)
         victim = node.spawn(StopsOnRequest(), name="victim")
         got = await ev(erl_node, f"P = rpc:call({py}, py, whereis, [victim]), "
-                                 f"spawn(fun() -> timer:sleep(50), P ! {{shutdown, bye}} end), "
-                                 + down_after("P"))
+                                 + down_after("P", then="P ! {shutdown, bye}"))
         assert got == (victim.pid, (Atom("shutdown"), Atom("bye")))
         node.spawn(StopsOnRequest(), name="victim2")
-        got = await ev(erl_node, f"spawn(fun() -> timer:sleep(50), {{victim2, {py}}} ! boom end),"
-                                 + down_after(f"{{victim2, {py}}}"))
+        victim2 = f"{{victim2, {py}}}"
+        got = await ev(erl_node, down_after(victim2, then=f"{victim2} ! boom"))
         assert got == ((Atom("victim2"), node.name), Atom("boom"))
         # Monitoring what does not exist: DOWN noproc at once.
         got = await ev(erl_node, down_after(f"{{nobody, {py}}}"))

@@ -10,8 +10,9 @@ import pytest
 
 from pybroadway.erldist import CallError
 from pybroadway.term import Atom, Pid
+from testkit.peers import BeamPeer, SystemEpmd, free_port, unique_name
+from testkit.wait import eventually_async
 from tests.erldist.nodekit import WAIT, Echo, Mailbox, NodeEvents, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd, free_port, unique_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,6 +23,10 @@ async def test_elixir_connects_to_python_and_python_to_elixir(epmd: SystemEpmd) 
         events = NodeEvents(node)
         assert await ev(ex, f"Node.connect(:{atom(node)})") is True
         await events.wait(ex.node, up=True)
+
+        async def listed() -> bool:  # the BEAM marks the node up after connect returns
+            return Atom(node.name.name) in await ev(ex, "Node.list()")
+        await eventually_async(listed, timeout=WAIT)
         assert Atom(node.name.name) in await ev(ex, "Node.list()")
         assert await ev(ex, f"Node.ping(:{atom(node)})") == Atom("pong")
         assert await ev(ex, f"Node.disconnect(:{atom(node)})") is True
@@ -30,6 +35,7 @@ async def test_elixir_connects_to_python_and_python_to_elixir(epmd: SystemEpmd) 
         # …and the other way round.
         assert await node.connect(ex.node)
         assert Atom(ex.node) in node.nodes()
+        await eventually_async(listed, timeout=WAIT)
         assert Atom(node.name.name) in await ev(ex, "Node.list()")
 
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from pybroadway.term import Atom
+from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, atom, ev, python_node, started
-from tests.peers import BeamPeer, SystemEpmd
 
 pytestmark = pytest.mark.timeout(60)
 

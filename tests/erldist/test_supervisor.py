@@ -12,7 +12,7 @@ from pybroadway.erldist import Node, Process
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.term import Atom
 from pybroadway.term.atoms import SHUTDOWN
-from tests.peers import free_port, unique_name
+from testkit.peers import free_port, unique_name
 
 pytestmark = pytest.mark.timeout(30)
 

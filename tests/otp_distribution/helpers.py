@@ -11,7 +11,7 @@ from typing import Any
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
-from tests.peers import BeamPeer, unique_name
+from testkit.peers import BeamPeer, unique_name
 
 COOKIE = "pybroadway"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 from pybroadway.term import Atom, decode
+from testkit.peers import SystemEpmd
+from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import elixir_peer, receiver_ref, server
-from tests.peers import SystemEpmd
 
 
 async def test_push_handled_once_in_order_per_client(epmd: SystemEpmd) -> None:
@@ -66,10 +66,8 @@ async def test_pull_three_clients_round_robin_and_one_killed(epmd: SystemEpmd) -
             assert set(counts) == {Atom("c1"), Atom("c2"), Atom("c3")}
             assert max(counts.values()) - min(counts.values()) <= 30, counts
             await peer.aeval("Process.exit(hd(pids), :kill)")
-            for _ in range(100):  # the DOWN arrives; no sleep-based sync, bounded polling
-                if len(producer.receiver.clients) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            # the receiver drops the client when the DOWN arrives, which notifies no one
+            await eventually_async(lambda: len(producer.receiver.clients) == 2)
             assert len(producer.receiver.clients) == 2
             mark = len(collector.data)
             await collector.wait_for(mark + 900, timeout=30)

@@ -18,8 +18,9 @@ from typing import Any
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.term import Atom, Pid, decode
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE
-from tests.peers import BeamPeer, SystemEpmd, unique_name
 
 # Replies to {:wait_*, n} are held until n items were recorded (no polling from the test).
 ELIXIR_RECEIVER = r'''
@@ -183,9 +184,7 @@ async def test_python_client_registers_again_when_the_receiver_restarts(
             await peer.aeval(f"GenServer.stop({RECEIVER})")
             await peer.aeval("{:ok, _} = PbOrigReceiver.start()")
             # the client saw :DOWN, looked the name up again and registered with the new one
-            async with asyncio.timeout(10):
-                while not (client.is_connected and client.receiver != first):
-                    await asyncio.sleep(0.02)  # bounded polling: no event to wait on here
+            await eventually_async(lambda: client.is_connected and client.receiver != first)
             assert (await receiver_state(peer))["registered"] == [client.pid]
             client.push_message(b"again")
             await wait_recorded(peer, "pushed", 1)

@@ -9,8 +9,8 @@ import pytest
 
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.term import Atom, decode
+from testkit.peers import SystemEpmd
 from tests.otp_distribution.helpers import elixir_peer, receiver_ref, server
-from tests.peers import SystemEpmd
 
 SERVED = ("global_name_server", "net_kernel", DEFAULT_NAME)
 

@@ -22,8 +22,8 @@ from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client, OtpDistributionProducer, Receiver
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, decode
+from testkit.peers import SystemEpmd, free_port, unique_name
 from tests.otp_distribution.helpers import COOKIE, Collector, elixir_peer, receiver_ref
-from tests.peers import SystemEpmd, free_port, unique_name
 
 MESSAGES = 1000
 REQUEST = Atom("request_message")

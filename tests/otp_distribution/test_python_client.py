@@ -8,8 +8,9 @@ import itertools
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.pipeline import Message
+from testkit.peers import SystemEpmd, unique_name
+from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE, server
-from tests.peers import SystemEpmd, unique_name
 
 
 def _client_node(epmd: SystemEpmd) -> Node:
@@ -50,10 +51,7 @@ async def test_python_client_reconnects_after_receiver_restart(epmd: SystemEpmd)
         from pybroadway.otp_distribution import Receiver
         fresh = Receiver(producer, name=DEFAULT_NAME)
         node.spawn(fresh, name=DEFAULT_NAME)
-        for _ in range(200):
-            if fresh.clients:
-                break
-            await asyncio.sleep(0.02)
+        await eventually_async(lambda: fresh.clients)
         assert list(fresh.clients) == [client.pid]
         await client.connected(timeout=5)
         client.push_message("again")
@@ -75,15 +73,9 @@ async def test_drop_newest_counts_what_it_drops(epmd: SystemEpmd) -> None:
         client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name))
         for i in range(1000):
             client.push_message(i)
-        for _ in range(200):
-            if producer.dropped + producer.buffered >= 900:
-                break
-            await asyncio.sleep(0.02)
+        await eventually_async(lambda: producer.dropped + producer.buffered >= 900)
         gate.set()
         assert producer.dropped > 0
-        for _ in range(200):
-            if len(handled) + producer.dropped == 1000:
-                break
-            await asyncio.sleep(0.02)
+        await eventually_async(lambda: len(handled) + producer.dropped == 1000)
         assert len(handled) + producer.dropped == 1000
         assert handled == sorted(handled)

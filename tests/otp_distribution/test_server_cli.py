@@ -14,8 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from pybroadway.term import Atom, decode
-from tests.peers import BeamPeer, free_port, unique_name, wait_for_port
+from testkit.peers import BeamPeer, free_port, unique_name, wait_for_port
+from testkit.wait import eventually
+
+pytestmark = pytest.mark.beam  # every test talks to the server from an Elixir node
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "cli_cookie"
@@ -108,9 +113,8 @@ def examples_client(server: ServerProcess) -> Iterator[BeamPeer]:
     with BeamPeer.elixir(epmd_port=server.epmd_port, cookie=COOKIE) as peer:
         peer.wait_started()
         # retried: with --quiet the server logs nothing that says it is up
-        connected = decode(peer.eval(
-            f'Enum.any?(1..100, fn _ -> Node.connect(:"{server.sname}") or '
-            "(Process.sleep(100); false) end)"))
+        connected = eventually(
+            lambda: decode(peer.eval(f'Node.connect(:"{server.sname}")')) is True)
         assert connected is True
         peer.eval(f'Code.require_file("{ROOT / "examples" / "client.ex"}")')
         assert decode(peer.eval("elem(ExamplesClient.start(), 0)")) == Atom("ok")

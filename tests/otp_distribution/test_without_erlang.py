@@ -13,8 +13,9 @@ import pytest
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import Client
 from pybroadway.pipeline import Message
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE, server
-from tests.peers import free_port, unique_name
 
 
 @pytest.fixture(autouse=True)
@@ -71,17 +72,17 @@ async def test_drop_oldest_keeps_the_newest() -> None:
         client = await Client.start(other)
         for i in range(1000):
             client.push_message(i)
-        async with asyncio.timeout(20):
-            while producer.dropped < 1000 - 50 - 50 - 10:  # the buffer, aside, in hand
-                await asyncio.sleep(0.02)
+        # all dropped but the buffer, those set aside and those in hand
+        await eventually_async(lambda: producer.dropped >= 1000 - 50 - 50 - 10, timeout=20)
         gate.set()
-        try:
-            async with asyncio.timeout(20):
-                while len(handled) + producer.dropped < 1000:
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            raise AssertionError((len(handled), producer.dropped, producer.buffered,
-                                  len(producer._aside))) from None
+
+        def counts() -> str:
+            return (f"all 1000 handled or dropped: handled {len(handled)}, dropped "
+                    f"{producer.dropped}, buffered {producer.buffered}, aside "
+                    f"{len(producer._aside)}")
+
+        await eventually_async(lambda: len(handled) + producer.dropped >= 1000, timeout=20,
+                               what=counts)
         assert producer.dropped > 0
         assert len(handled) + producer.dropped == 1000
         assert handled == sorted(handled)

@@ -20,7 +20,7 @@ from pybroadway.term import (
     struct,
     struct_name,
 )
-from tests.peers import BeamPeer, SystemEpmd
+from testkit.peers import BeamPeer, SystemEpmd
 
 A = Atom
 NOOP_ACK = (A("Elixir.Broadway.NoopAcknowledger"), None, None)

@@ -1,7 +1,7 @@
 """The codec against a real BEAM: bytes written by term_to_binary decode and re-encode to the
 same bytes, and bytes written by pybroadway are read back by binary_to_term on the BEAM.
 
-One long-lived distributed erl per OTP release serves every case (see tests/peers.py).
+One long-lived distributed erl per OTP release serves every case (see testkit/peers.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pybroadway.term import (
     decode,
     encode,
 )
-from tests.conftest import OTP_RELEASES
-from tests.peers import BeamPeer, SystemEpmd
+from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
 
 # Erlang expressions whose values the BEAM encodes; each must survive decode → encode
 # byte for byte. Pids, refs and ports come from a live distributed node.

@@ -1,7 +1,8 @@
-"""Real BEAM peers for the tests: a private epmd, and erl / elixir nodes driven over stdin.
+"""Real BEAM peers for the tests and benchmarks: a private epmd, and erl / elixir nodes
+driven over pipes of their own.
 
 Every node started here is killed when its test (or the session) ends, and also halts by
-itself when its stdin closes, so an interrupted run leaves nothing behind.
+itself when its request pipe closes, so an interrupted run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,21 +11,25 @@ import asyncio
 import contextlib
 import itertools
 import os
+import select
 import shutil
 import socket
 import struct
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from testkit.wait import eventually
+
 HERE = Path(__file__).resolve().parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 HOST = "localhost"
+OTP_RELEASES = ("25", "28")
+"""The OTP releases the interop tests run against (see :func:`erl_for`)."""
 
 _counter = itertools.count(1)
 
@@ -55,21 +60,26 @@ def unique_name(prefix: str) -> str:
 
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on ``port`` on loopback."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on port {port} after {timeout}s") from None
-            time.sleep(0.02)
+    """Block until something listens on ``port`` (a process just started binds it)."""
+    eventually(lambda: listening(port), timeout=timeout,
+               what=f"something listens on port {port}")
 
 
 class SystemEpmd:
@@ -92,7 +102,7 @@ _driver_lock = threading.Lock()
 
 
 def driver_dir() -> str:
-    """Compile tests/pybroadway_peer.erl once per session (OTP 28 loads OTP 25's beams)."""
+    """Compile testkit/pybroadway_peer.erl once per session (OTP 28 loads OTP 25's beams)."""
     global _driver_dir
     with _driver_lock:
         if _driver_dir is None:
@@ -104,7 +114,8 @@ def driver_dir() -> str:
 
 
 class PeerError(RuntimeError):
-    """An expression raised on the peer; the message is the peer's formatted error."""
+    """The peer failed: an expression raised there (the message is the peer's formatted
+    error), or the node exited or did not answer in time (the message has its output)."""
 
 
 class BeamPeer:
@@ -171,12 +182,16 @@ class BeamPeer:
         """What the node printed (stdout and stderr), for error messages."""
         return b"".join(self._output).decode(errors="replace")
 
-    def _request(self, op: bytes, expr: str) -> bytes:
+    def _request(self, op: bytes, expr: str, timeout: float | None = None) -> bytes:
         payload = op + expr.encode()
         with self._lock:
             try:
                 self._to_peer.write(struct.pack(">I", len(payload)) + payload)
                 self._to_peer.flush()
+                if timeout is not None and not self._reply_within(timeout):
+                    self.kill()
+                    raise PeerError(f"{self.node} did not answer {expr!r} within {timeout}s; "
+                                    f"output:\n{self.output}")
                 header = self._from_peer.read(4)
                 if len(header) < 4:
                     raise PeerError(f"peer {self.node} exited; output:\n{self.output}")
@@ -187,6 +202,15 @@ class BeamPeer:
         if reply[:1] != b"\x00":
             raise PeerError(f"{expr!r} failed on {self.node}: {reply[1:].decode(errors='replace')}")
         return reply[1:]
+
+    def _reply_within(self, timeout: float) -> bool:
+        """Wait until a reply (or the end of the pipe) can be read, at most ``timeout`` s.
+
+        Replies are read whole, so nothing of one lingers in the reader's buffer and the pipe
+        itself tells whether the next has begun.
+        """
+        ready, _, _ = select.select([self._replies], [], [], timeout)
+        return bool(ready)
 
     def eval(self, expr: str) -> bytes:
         """Evaluate ``expr`` on the peer; return the result as external term format."""
@@ -203,11 +227,12 @@ class BeamPeer:
         return await asyncio.to_thread(self.raw, expr)
 
     def wait_started(self, timeout: float = 30.0) -> None:
-        """Block until the node evaluates requests (erl/elixir start-up takes a moment)."""
-        deadline = time.monotonic() + timeout
-        self.eval("1")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{self.node} took more than {timeout}s to start")
+        """Block until the node evaluates requests (erl/elixir start-up takes a moment).
+
+        If it does not answer within ``timeout`` seconds, the node is killed (a late answer
+        would be taken for the next request's) and PeerError raised.
+        """
+        self._request(b"e", "1", timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -1,0 +1,7 @@
+"""Support for the tests and the benchmarks, not shipped with pybroadway.
+
+- :mod:`testkit.peers`: a private epmd and real erl / elixir nodes driven from Python;
+- :mod:`testkit.wait`: waiting for a condition that has no event of its own.
+
+``tests/`` and ``bench/`` both import it from the repository root.
+"""

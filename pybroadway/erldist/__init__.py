@@ -5,8 +5,7 @@
 ...     await node.connect("beam@localhost")
 """
 
-from pybroadway.erldist import global_names  # starts global_name_server on every node
-from pybroadway.erldist import rpc as _rpc  # noqa: F401 - starts net_kernel and rex on every node
+from pybroadway.erldist import global_names
 from pybroadway.erldist.calls import CallError
 from pybroadway.erldist.connection import Connection, ProtocolError
 from pybroadway.erldist.cookie import default_cookie

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.genserver import From, GenServer
-from pybroadway.erldist.node import builtin
 from pybroadway.erldist.process import Process
 from pybroadway.term import Atom, ExportFun, Pid, Reference
 from pybroadway.term.atoms import DOWN, ERROR, GEN_CALL, GEN_CAST, KILL, OK
@@ -115,7 +114,6 @@ class _Requester(Process):
         return replies
 
 
-@builtin("global_name_server")
 class GlobalNameServer(GenServer):
     """The node's ``global_name_server``: the BEAM connect protocol, locks and the name table.
 

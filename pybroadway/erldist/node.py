@@ -30,7 +30,9 @@ from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, Connection
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
+from pybroadway.erldist.global_names import GlobalNameServer
 from pybroadway.erldist.process import Process
+from pybroadway.erldist.rpc import NetKernel, Rex, serve_spawn_request
 from pybroadway.erldist.signals import Signals, node_of, target_name
 from pybroadway.term import Atom, Pid, Reference
 from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
@@ -42,6 +44,14 @@ log = logging.getLogger("pybroadway.erldist.node")
 P = TypeVar("P", bound=Process)
 
 EMPTY_ATOM = Atom("")
+
+SYSTEM_PROCESSES: tuple[tuple[str, Callable[[], Process]], ...] = (
+    ("global_name_server", GlobalNameServer),
+    ("net_kernel", NetKernel),
+    ("rex", Rex),
+)
+"""The processes every node runs from its start, by registered name, in start order."""
+
 
 class Node:
     """One distribution node.
@@ -136,7 +146,7 @@ class Node:
         self.creation = self._registration.creation
         self._started = self._net.open = True
         self._call_pid = self._new_pid()
-        for name, factory in _BUILTINS.items():
+        for name, factory in SYSTEM_PROCESSES:
             self.spawn(factory(), name=name)
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
@@ -354,7 +364,6 @@ class Node:
 
     def _on_spawn_request(self, connection: Connection, control: tuple[Any, ...],
                           message: Any) -> None:
-        from pybroadway.erldist.rpc import serve_spawn_request
         serve_spawn_request(self, connection, control, message)
 
     def _ignore(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
@@ -416,14 +425,3 @@ class Node:
                ) -> None:
         """Let ``:rpc.call(node, module, function, args)`` run ``func(*args)`` here."""
         self.rpc_functions[(Atom(module), Atom(function))] = func
-
-
-_BUILTINS: dict[str, Callable[[], Process]] = {}
-
-
-def builtin(name: str) -> Callable[[Callable[[], Process]], Callable[[], Process]]:
-    """Register a process every node starts under ``name`` (net_kernel, rex, …)."""
-    def register(factory: Callable[[], Process]) -> Callable[[], Process]:
-        _BUILTINS[name] = factory
-        return factory
-    return register

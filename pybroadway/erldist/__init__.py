@@ -5,14 +5,14 @@
 ...     await node.connect("beam@localhost")
 """
 
-from pybroadway.erldist import global_names  # starts global_name_server on every node
-from pybroadway.erldist import rpc as _rpc  # noqa: F401 - starts net_kernel and rex on every node
+from pybroadway.erldist import global_names
+from pybroadway.erldist.calls import CallError
 from pybroadway.erldist.connection import Connection, ProtocolError
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.epmd import EmbeddedEpmd, EpmdError, ensure_epmd
 from pybroadway.erldist.genserver import NOREPLY, From, GenServer
 from pybroadway.erldist.handshake import HandshakeError
-from pybroadway.erldist.node import CallError, Node
+from pybroadway.erldist.node import Node
 from pybroadway.erldist.process import Exit, Process
 
 __all__ = [

@@ -10,7 +10,6 @@ from pybroadway._aio import maybe_await
 from pybroadway.erldist import control as op
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.genserver import From, GenServer
-from pybroadway.erldist.node import builtin
 from pybroadway.term import Atom, Pid, Reference
 from pybroadway.term.atoms import ERROR
 
@@ -28,7 +27,6 @@ LINK = Atom("link")
 YES = Atom("yes")
 
 
-@builtin("net_kernel")
 class NetKernel(GenServer):
     """Answers ``{is_auth, Node}`` with ``yes``: that is all ``net_adm:ping`` asks."""
 
@@ -38,7 +36,6 @@ class NetKernel(GenServer):
         return (ERROR, Atom("not_supported"))
 
 
-@builtin("rex")
 class Rex(GenServer):
     """The old rpc server: answers the nodeup ``features_request``; calls are refused."""
 

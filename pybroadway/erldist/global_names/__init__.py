@@ -47,9 +47,3 @@ __all__ = [
     "unregister_name",
     "whereis_name",
 ]
-
-# Until the node starts its built-in processes from an explicit list (issue 9, node slice),
-# which will name GlobalNameServer itself: drop these lines then.
-from pybroadway.erldist.node import builtin
-
-builtin("global_name_server")(GlobalNameServer)

@@ -1,0 +1,222 @@
+"""A node's connections to its peers, as net_kernel and dist_util keep them: the live ones, the
+ones being made, the frames waiting for one; dialling, accepting, the simultaneous-connect
+rule, nodeup and nodedown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist import handshake
+from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
+from pybroadway.term import Atom, Encoder
+
+if TYPE_CHECKING:
+    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.signals import Signals
+
+NodeWatcher = Callable[[Atom, bool], None]
+
+
+def split_node_name(name: str) -> tuple[str, str]:
+    """``name@host`` as ``(name, host)``; a bare name gets this machine's short host name."""
+    if "@" in name:
+        alive, host = name.split("@", 1)
+    else:
+        alive, host = name, socket.gethostname().split(".")[0]
+    if not alive or not host:
+        raise ValueError(f"a node name looks like name@host, not {name!r}")
+    return alive, host
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host == "localhost" else host
+
+
+class Connections:
+    """The connections of ``node``, one per peer.
+
+    ``live`` maps each connected peer to its :class:`Connection`. While ``open`` (the node is
+    started) handshakes are accepted and a frame for a peer with no connection waits for one
+    to be dialled.
+    """
+
+    _signals: Signals
+    _handlers: Mapping[int, Handler]
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.live: dict[Atom, Connection] = {}
+        self.open = False
+        self._connecting: dict[Atom, asyncio.Future[Connection]] = {}
+        self._queued: dict[Atom, list[tuple[Any, Any]]] = {}
+        self._watchers: list[NodeWatcher] = []
+        self._encoder = Encoder()
+        self._server: asyncio.Server | None = None
+
+    def deliver_to(self, signals: Signals, handlers: Mapping[int, Handler]) -> None:
+        """Where what arrives goes: each frame to ``handlers[op]``, a lost or unreachable
+        peer to ``signals``. Set once, before the node starts."""
+        self._signals = signals
+        self._handlers = handlers
+
+    # -- listening ---------------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start accepting connections on ``host:port``; returns the port bound."""
+        self._server = await asyncio.start_server(self._on_accept, host, port)
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def close_all(self) -> None:
+        """Close every connection and abandon every connect in progress."""
+        for connection in list(self.live.values()):
+            connection.close("node stopping")
+            await connection.wait_closed()
+        for future in self._connecting.values():
+            future.cancel()
+
+    # -- nodeup / nodedown -------------------------------------------------------------------
+
+    def monitor_nodes(self, watcher: NodeWatcher) -> Callable[[], None]:
+        """Call ``watcher(node, up)`` on every nodeup/nodedown; returns an unsubscribe."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher)
+
+    def _notify(self, node: Atom, up: bool) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(node, up)
+            except Exception:
+                self._node.log.exception("node watcher %r failed", watcher)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def route(self, node: Atom, control: Any, message: Any = NO_MESSAGE) -> None:
+        """Send a frame to ``node``, connecting on demand as the BEAM does."""
+        connection = self.live.get(node)
+        if connection is not None:
+            connection.send(control, message)
+            return
+        if not self.open:
+            return
+        self._queued.setdefault(node, []).append((control, message))
+        self.ensure(node)
+
+    def ensure(self, node: Atom) -> asyncio.Future[Connection]:
+        """The connection to ``node``: the live one, or one being made (dialled if none)."""
+        connection = self.live.get(node)
+        loop = asyncio.get_running_loop()
+        if connection is not None:
+            future: asyncio.Future[Connection] = loop.create_future()
+            future.set_result(connection)
+            return future
+        future = self._connecting.get(node)  # type: ignore[assignment]
+        if future is None:
+            future = loop.create_future()
+            self._connecting[node] = future
+            self._node.start_task(self._dial(node, future), name=f"dist-connect-{node.name}")
+        return future
+
+    # -- dialling and accepting --------------------------------------------------------------
+
+    async def _dial(self, node: Atom, future: asyncio.Future[Connection]) -> None:
+        me = self._node
+        try:
+            async with asyncio.timeout(me.connect_timeout):
+                alive, host = split_node_name(node.name)
+                address = await epmd_client.port_please(alive, _resolve(host),
+                                                        epmd_port=me.epmd_port)
+                if address is None:
+                    raise epmd_client.EpmdError(f"{node.name} is not registered with epmd")
+                reader, writer = await asyncio.open_connection(_resolve(host), address.port)
+                try:
+                    peer = await handshake.connect(
+                        reader, writer, our_name=me.name.name, cookie=me.cookie,
+                        creation=me.creation, flags=me.flags, peer_name=node.name,
+                        timeout=me.handshake_timeout)
+                except handshake.HandshakeRejected as exc:
+                    if exc.status == "nok" and node in self._connecting:
+                        # Both sides dialled; the peer's own attempt wins. Wait for it.
+                        await asyncio.shield(future)
+                        return
+                    raise
+            if not future.done():
+                self._connection_up(peer, reader, writer)
+        except BaseException as exc:
+            if self._connecting.get(node) is future:
+                del self._connecting[node]
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else
+                                     ConnectionError(f"connect to {node.name} cancelled"))
+                future.exception()  # a failed connect need not be awaited by anyone
+                self._signals.peer_unreachable(node, self._queued.pop(node, []))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def _on_accept(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        me = self._node
+        try:
+            peer = await handshake.accept(
+                reader, writer, our_name=me.name.name, cookie=me.cookie,
+                creation=me.creation, flags=me.flags, on_name=self._status_for,
+                timeout=me.handshake_timeout)
+        except handshake.HandshakeError:
+            return  # logged by the handshake, naming the peer
+        except Exception:
+            me.log.exception("unexpected error in an incoming handshake")
+            return
+        old = self.live.get(Atom(peer.name))
+        if old is not None:
+            old.close("replaced by a new connection from the same node")
+        self._connection_up(peer, reader, writer)
+
+    def _status_for(self, peer_name: str, peer_flags: int) -> str:
+        peer = Atom(peer_name)
+        if not self.open:
+            return "not_allowed"
+        if peer in self.live:
+            return "alive"
+        if peer in self._connecting:
+            # Simultaneous connect: the greater name keeps its own attempt (dist_util rule).
+            return "nok" if self._node.name.name > peer_name else "ok_simultaneous"
+        return "ok"
+
+    # -- up and down -------------------------------------------------------------------------
+
+    def _connection_up(self, peer: handshake.PeerInfo, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        me = self._node
+        node = Atom(peer.name)
+        connection = Connection(
+            node, peer.flags & me.flags, reader, writer, encoder=self._encoder,
+            handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,
+            max_frame_size=me.max_frame_size)
+        self.live[node] = connection
+        future = self._connecting.pop(node, None)
+        if future is not None and not future.done():
+            future.set_result(connection)
+        for control, message in self._queued.pop(node, []):
+            connection.send(control, message)
+        me.log.info("node %s connected%s", node.name, " (hidden)" if peer.hidden else "")
+        self._notify(node, True)
+
+    def _connection_down(self, connection: Connection, reason: str) -> None:
+        node = connection.peer
+        if self.live.get(node) is not connection:
+            return
+        del self.live[node]
+        self._node.log.info("node %s disconnected: %s", node.name, reason)
+        self._signals.peer_lost(node)
+        self._notify(node, False)

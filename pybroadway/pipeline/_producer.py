@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._message import Message
 
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._pipeline import _Core, _Processor
 
 logger = logging.getLogger("pybroadway.pipeline")
+
+Mode = Literal["push", "pull"]
 
 
 class _Buffer:
@@ -102,24 +104,30 @@ class Producer:
     """Base class of the pipeline's producers (a GenStage producer in Broadway).
 
     Processors ask producers for messages (demand); a producer hands them messages from its
-    buffer, never more than they asked for. Messages enter the buffer in two ways:
+    buffer, never more than they asked for. Messages enter the buffer in one of two modes,
+    which a producer declares with :attr:`mode`:
 
-    **Pull mode** — override :meth:`handle_demand`. It is called with each *new* demand (the
-    number of further messages the processors want); the producer owes the sum of the demands
-    it was given (:attr:`pending_demand`). Deliver by returning messages (at most what is owed:
-    more is reported as an error, logged and counted in ``stats()["demand_exceeded"]``, and
-    still processed), or later, e.g. when answers arrive over the network, by calling
-    :meth:`push_messages`. ``handle_demand`` may be a plain method or a coroutine (calls are
-    then serialised: the next starts when the previous returned).
+    **Pull mode** (``mode = "pull"``) — override :meth:`handle_demand`. It is called with each
+    *new* demand (the number of further messages the processors want); the producer owes the
+    sum of the demands it was given (:attr:`pending_demand`). Deliver by returning messages (at
+    most what is owed: more is reported as an error, logged and counted in
+    ``stats()["demand_exceeded"]``, and still processed), or later, e.g. when answers arrive
+    over the network, by calling :meth:`push_messages`. ``handle_demand`` may be a plain
+    method or a coroutine (calls are then serialised: the next starts when the previous
+    returned).
 
-    **Push mode** — don't override ``handle_demand``; call :meth:`push_messages` whenever data
-    arrives. The buffer is bounded by ``buffer_size``: push_messages never drops anything, but
-    it returns ``False`` once the buffer holds ``buffer_size`` messages or more, and the
-    producer calls :meth:`on_buffer_full`; when processors have taken enough that the buffer is
-    down to ``resume_at`` messages, it calls :meth:`on_buffer_available` (and
-    :meth:`wait_for_room` returns). A source that can pause (a socket) pauses in
-    ``on_buffer_full`` and resumes in ``on_buffer_available``; a coroutine source just does
-    ``if not producer.push_messages(batch): await producer.wait_for_room()``.
+    **Push mode** (``mode = "push"``, the default) — call :meth:`push_messages` whenever data
+    arrives; ``handle_demand`` is never called. The buffer is bounded by ``buffer_size``:
+    push_messages never drops anything, but it returns ``False`` once the buffer holds
+    ``buffer_size`` messages or more, and the producer calls :meth:`on_buffer_full`; when
+    processors have taken enough that the buffer is down to ``resume_at`` messages, it calls
+    :meth:`on_buffer_available` (and :meth:`wait_for_room` returns). A source that can pause (a
+    socket) pauses in ``on_buffer_full`` and resumes in ``on_buffer_available``; a coroutine
+    source just does ``if not producer.push_messages(batch): await producer.wait_for_room()``.
+
+    ``mode`` is a class attribute, or an instance attribute set in ``__init__`` for a class
+    that can run either way. A class that defines ``handle_demand`` and does not set ``mode``
+    in its own body is a pull producer.
 
     Subclasses that define ``__init__`` must pass ``buffer_size``/``resume_at`` on to
     ``super().__init__``. The pipeline builds ``concurrency`` instances from
@@ -131,9 +139,16 @@ class Producer:
     reason ``"shutdown"``.
     """
 
+    mode: Mode = "push"
     buffer_size: int | None = 10_000
     resume_at: int | None = None
     name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Defining handle_demand is how producers declared pull mode before `mode` existed.
+        if "handle_demand" in cls.__dict__ and "mode" not in cls.__dict__:
+            cls.mode = "pull"
 
     def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
         """``buffer_size``: messages held before the buffer counts as full (``None``: never).
@@ -211,7 +226,7 @@ class Producer:
         self._owed = 0
         self._new_demand = 0
         self._demand_task: asyncio.Task[None] | None = None
-        self._pulls = type(self).handle_demand is not Producer.handle_demand
+        self._pulls = self.mode == "pull"
         self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
         self._draining = False
         self._full = False

@@ -43,6 +43,10 @@ class OtpDistributionProducer(Producer):
     ``register_global``: whether to register the receiver in ``:global``.
     """
 
+    # Declared so that defining handle_demand does not make every instance a pull producer;
+    # each instance sets its own from its ``mode`` option.
+    mode: Mode = "push"
+
     def __init__(self, *, node: Node, mode: Mode = "push", receiver_name: str = DEFAULT_NAME,
                  overflow: Overflow = "block", pull_interval: float = 5.0,
                  request_atom: str = "request_message", register_global: bool = True,
@@ -54,7 +58,7 @@ class OtpDistributionProducer(Producer):
             raise ValueError(f"overflow must be block, drop_oldest or drop_newest: {overflow!r}")
         super().__init__(buffer_size=buffer_size, resume_at=resume_at)
         self.node = node
-        self.mode: Mode = mode
+        self.mode = mode
         self.overflow: Overflow = overflow
         self.register_global = register_global
         self.dropped = 0
@@ -65,12 +69,6 @@ class OtpDistributionProducer(Producer):
         self.receiver = Receiver(self, name=receiver_name, request_atom=request_atom,
                                  pull_interval=pull_interval,
                                  message_log_level=message_log_level)
-
-    def __new__(cls, *args: Any, mode: Mode = "push", **kwargs: Any) -> OtpDistributionProducer:
-        # The pipeline tells pull producers by their class's handle_demand.
-        if mode == "pull" and cls is OtpDistributionProducer:
-            return object.__new__(_PullProducer)
-        return object.__new__(cls)
 
     async def on_start(self) -> None:
         """Spawn the receiver and register it (locally, then in ``:global``)."""
@@ -152,17 +150,15 @@ class OtpDistributionProducer(Producer):
             self._dropped_unlogged = 0
             self._drop_log_at = time.monotonic()
 
+    # -- pull --------------------------------------------------------------------------------
+
+    def handle_demand(self, demand: int) -> None:
+        """Keep as many pull requests in flight as the demand is unmet (pull mode only)."""
+        if logger.isEnabledFor(self.receiver.message_log_level):
+            logger.log(self.receiver.message_log_level, "pull_messages: %d", demand)
+        self.receiver.want(self.pending_demand)
+
     def answered(self, data: list[Any], metadata: list[Metadata]) -> None:
         """Answers to pull requests (called by the receiver)."""
         self.push_messages(list(map(Message, data, metadata)))
-        self.receiver.want(self.pending_demand)
-
-
-class _PullProducer(OtpDistributionProducer):
-    """The pull-mode producer (``OtpDistributionProducer(mode="pull")`` makes one)."""
-
-    def handle_demand(self, demand: int) -> None:
-        """Keep as many pull requests in flight as the demand is unmet."""
-        if logger.isEnabledFor(self.receiver.message_log_level):
-            logger.log(self.receiver.message_log_level, "pull_messages: %d", demand)
         self.receiver.want(self.pending_demand)

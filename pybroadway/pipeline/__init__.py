@@ -19,6 +19,7 @@ A pipeline::
     async with pipeline:
         ...
 
+A producer declares its mode with ``mode = "push"`` (the default) or ``mode = "pull"``.
 A push-mode producer (data arrives whenever the source sends it)::
 
     class SocketProducer(Producer):
@@ -35,6 +36,8 @@ A push-mode producer (data arrives whenever the source sends it)::
 A pull-mode producer (ask the source for exactly what the processors want)::
 
     class RemoteProducer(Producer):
+        mode = "pull"
+
         def handle_demand(self, demand):  # new demand; answer now or later
             self.client.request(demand)    # later: self.push_messages(answers)
 

@@ -177,6 +177,13 @@ class BatchInfo:
     trigger: Literal["size", "timeout", "flush"]
 
 
+def fail_all(messages: list[Message], status: Any) -> list[Message]:
+    """Give every message of ``messages`` the ``status`` (a failure); return the list."""
+    for message in messages:
+        message.status = status
+    return messages
+
+
 _background: set[Any] = set()
 
 

@@ -1,4 +1,10 @@
-"""The producer stage: a buffer, demand bookkeeping, dispatch to processors, rate limiting."""
+"""The producer stage: a buffer, demand bookkeeping, dispatch to processors.
+
+A producer meets the rest of the pipeline through two small interfaces declared here:
+:class:`ProducerHost` (what it needs of the topology it is attached to) and
+:class:`Consumer` (what it hands messages to: a processor). The topology drives it through
+the protected methods listed in :class:`Producer`'s docstring.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,54 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ._message import Message
 
 if TYPE_CHECKING:
-    from ._pipeline import _Core, _Processor
+    from ._rate_limiter import RateLimiter
 
 logger = logging.getLogger("pybroadway.pipeline")
+
+Mode = Literal["push", "pull"]
+
+
+class Consumer(Protocol):
+    """What a producer hands messages to (a processor)."""
+
+    @property
+    def partition(self) -> int:
+        """The partition this consumer takes messages from (0 without ``partition_by``)."""
+
+    def deliver(self, producer: Producer, messages: list[Message]) -> None:
+        """Take ``messages``; never more than the consumer asked ``producer`` for."""
+
+    def wake(self) -> None:
+        """Look again at the producers: one started draining."""
+
+
+class ProducerHost(Protocol):
+    """What a producer needs of the topology it is attached to (the topology implements it)."""
+
+    @property
+    def partitions(self) -> int:
+        """Number of processor partitions; the producer keeps one buffer per partition."""
+
+    @property
+    def partition_by(self) -> Callable[[Message], int] | None:
+        """Chooses a message's partition when there are several."""
+
+    @property
+    def transformer(self) -> tuple[Callable[[Any, Any], Message], Any] | None:
+        """``(function, options)`` turning each pushed event into a message, or None."""
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The limiter every producer takes from before delivering, or None."""
+
+    def fail_untaken(self, messages: list[Message], reason: Any) -> None:
+        """Acknowledge as failed messages no processor took (``reason`` None: keep status)."""
 
 
 class _Buffer:
@@ -58,68 +103,43 @@ class _Buffer:
 
 
 class _Partition:
-    """The buffer of one processor partition and the processors waiting on it."""
+    """The buffer of one processor partition and the consumers waiting on it."""
 
     __slots__ = ("buffer", "waiters")
 
     def __init__(self) -> None:
         self.buffer = _Buffer()
-        self.waiters: deque[list[Any]] = deque()  # [processor, demand still owed to it]
-
-
-class _RateLimiter:
-    """Counts messages all producers emit per interval; refills at every interval."""
-
-    def __init__(self, allowed_messages: int, interval: int, producers: list[Producer]) -> None:
-        self.allowed_messages = allowed_messages
-        self.interval = interval
-        self.left = allowed_messages
-        self._producers = producers
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.interval / 1000, self._refill)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def take(self, wanted: int) -> int:
-        granted = wanted if wanted <= self.left else self.left
-        self.left -= granted
-        return granted
-
-    def _refill(self) -> None:
-        self.left = self.allowed_messages
-        self.start()
-        for producer in self._producers:
-            producer._serve_all()
+        self.waiters: deque[list[Any]] = deque()  # [consumer, demand still owed to it]
 
 
 class Producer:
     """Base class of the pipeline's producers (a GenStage producer in Broadway).
 
     Processors ask producers for messages (demand); a producer hands them messages from its
-    buffer, never more than they asked for. Messages enter the buffer in two ways:
+    buffer, never more than they asked for. Messages enter the buffer in one of two modes,
+    which a producer declares with :attr:`mode`:
 
-    **Pull mode** — override :meth:`handle_demand`. It is called with each *new* demand (the
-    number of further messages the processors want); the producer owes the sum of the demands
-    it was given (:attr:`pending_demand`). Deliver by returning messages (at most what is owed:
-    more is reported as an error, logged and counted in ``stats()["demand_exceeded"]``, and
-    still processed), or later, e.g. when answers arrive over the network, by calling
-    :meth:`push_messages`. ``handle_demand`` may be a plain method or a coroutine (calls are
-    then serialised: the next starts when the previous returned).
+    **Pull mode** (``mode = "pull"``) — override :meth:`handle_demand`. It is called with each
+    *new* demand (the number of further messages the processors want); the producer owes the
+    sum of the demands it was given (:attr:`pending_demand`). Deliver by returning messages (at
+    most what is owed: more is reported as an error, logged and counted in
+    ``stats()["demand_exceeded"]``, and still processed), or later, e.g. when answers arrive
+    over the network, by calling :meth:`push_messages`. ``handle_demand`` may be a plain
+    method or a coroutine (calls are then serialised: the next starts when the previous
+    returned).
 
-    **Push mode** — don't override ``handle_demand``; call :meth:`push_messages` whenever data
-    arrives. The buffer is bounded by ``buffer_size``: push_messages never drops anything, but
-    it returns ``False`` once the buffer holds ``buffer_size`` messages or more, and the
-    producer calls :meth:`on_buffer_full`; when processors have taken enough that the buffer is
-    down to ``resume_at`` messages, it calls :meth:`on_buffer_available` (and
-    :meth:`wait_for_room` returns). A source that can pause (a socket) pauses in
-    ``on_buffer_full`` and resumes in ``on_buffer_available``; a coroutine source just does
-    ``if not producer.push_messages(batch): await producer.wait_for_room()``.
+    **Push mode** (``mode = "push"``, the default) — call :meth:`push_messages` whenever data
+    arrives; ``handle_demand`` is never called. The buffer is bounded by ``buffer_size``:
+    push_messages never drops anything, but it returns ``False`` once the buffer holds
+    ``buffer_size`` messages or more, and the producer calls :meth:`on_buffer_full`; when
+    processors have taken enough that the buffer is down to ``resume_at`` messages, it calls
+    :meth:`on_buffer_available` (and :meth:`wait_for_room` returns). A source that can pause (a
+    socket) pauses in ``on_buffer_full`` and resumes in ``on_buffer_available``; a coroutine
+    source just does ``if not producer.push_messages(batch): await producer.wait_for_room()``.
+
+    ``mode`` is a class attribute, or an instance attribute set in ``__init__`` for a class
+    that can run either way. A class that defines ``handle_demand`` and does not set ``mode``
+    in its own body is a pull producer.
 
     Subclasses that define ``__init__`` must pass ``buffer_size``/``resume_at`` on to
     ``super().__init__``. The pipeline builds ``concurrency`` instances from
@@ -129,11 +149,22 @@ class Producer:
     :meth:`prepare_for_draining`, :meth:`on_stop`. From the moment the pipeline starts draining
     the producer takes no new work: messages it is given are acknowledged as failed with
     reason ``"shutdown"``.
+
+    The topology drives a producer through its protected methods ``_attach``, ``_ask``,
+    ``_serve_all``, ``_drained_for``, ``_start_draining`` and ``_take_everything``; subclasses
+    neither call nor override them.
     """
 
+    mode: Mode = "push"
     buffer_size: int | None = 10_000
     resume_at: int | None = None
     name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Defining handle_demand is how producers declared pull mode before `mode` existed.
+        if "handle_demand" in cls.__dict__ and "mode" not in cls.__dict__:
+            cls.mode = "pull"
 
     def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
         """``buffer_size``: messages held before the buffer counts as full (``None``: never).
@@ -157,8 +188,7 @@ class Producer:
         ``RuntimeError`` if the pipeline was not started. Call it from the pipeline's event
         loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``).
         """
-        core = getattr(self, "_core", None)
-        if core is None:
+        if getattr(self, "_core", None) is None:
             raise RuntimeError(f"producer {self!r} is not part of a running pipeline")
         batch = list(messages)
         if self._owed:
@@ -201,17 +231,33 @@ class Producer:
         """Messages asked through ``handle_demand`` and not yet delivered."""
         return self._owed
 
-    # -- the pipeline's side ---------------------------------------------------------------
+    @property
+    def taken(self) -> int:
+        """Messages processors took from this producer."""
+        return self._taken
 
-    def _attach(self, core: _Core, name: str, partitions: int) -> None:
+    @property
+    def demand_exceeded(self) -> int:
+        """Times ``handle_demand`` delivered more messages than were asked for."""
+        return self._demand_exceeded
+
+    # -- the topology's side ---------------------------------------------------------------
+
+    def _attach(self, core: ProducerHost, name: str) -> None:
+        """Join the topology ``core`` as ``name``; reads ``mode`` and the host's settings."""
         self._core = core
         self.name = name
-        self._parts = [_Partition() for _ in range(partitions)]
+        self._parts = [_Partition() for _ in range(core.partitions)]
+        self._partition_by = core.partition_by
+        self._transformer = core.transformer
+        self._rate_limiter = core.rate_limiter
         self._buffered = 0
+        self._taken = 0
+        self._demand_exceeded = 0
         self._owed = 0
         self._new_demand = 0
         self._demand_task: asyncio.Task[None] | None = None
-        self._pulls = type(self).handle_demand is not Producer.handle_demand
+        self._pulls = self.mode == "pull"
         self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
         self._draining = False
         self._full = False
@@ -221,12 +267,11 @@ class Producer:
             self.resume_at = self.buffer_size // 2
 
     def _receive(self, batch: list[Any]) -> None:
-        core = self._core
-        if core.transformer is not None:
-            transform, transform_options = core.transformer
+        if self._transformer is not None:
+            transform, transform_options = self._transformer
             batch = [transform(event, transform_options) for event in batch]
         if self._draining:
-            core.fail_untaken(batch, "shutdown")
+            self._core.fail_untaken(batch, "shutdown")
             return
         parts = self._parts
         if len(parts) == 1:
@@ -236,7 +281,7 @@ class Producer:
         else:
             routed: list[list[Message]] = [[] for _ in parts]
             unroutable: list[Message] = []
-            partition_by = core.partition_by
+            partition_by = cast(Callable[[Message], int], self._partition_by)
             count = len(parts)
             for message in batch:
                 try:
@@ -245,7 +290,7 @@ class Producer:
                     message.status = ("error", error)
                     unroutable.append(message)
             if unroutable:
-                core.fail_untaken(unroutable, None)
+                self._core.fail_untaken(unroutable, None)
             self._buffered += len(batch) - len(unroutable)
             for part, messages in zip(parts, routed, strict=True):
                 if messages:
@@ -260,14 +305,14 @@ class Producer:
             self._room.clear()
             self.on_buffer_full()
 
-    def _ask(self, processor: _Processor, demand: int) -> None:
-        """``processor`` wants ``demand`` more messages."""
-        part = self._parts[processor.partition]
+    def _ask(self, consumer: Consumer, demand: int) -> None:
+        """``consumer`` wants ``demand`` more messages."""
+        part = self._parts[consumer.partition]
         if not part.waiters and part.buffer.size:
-            demand -= self._give(processor, part, demand)
+            demand -= self._give(consumer, part, demand)
             if not demand:
                 return
-        part.waiters.append([processor, demand])
+        part.waiters.append([consumer, demand])
         if self._pulls and not self._draining:
             self._owed += demand
             if self._async_demand:
@@ -306,7 +351,7 @@ class Producer:
                 "%s: handle_demand delivered %d messages but only %d were asked for",
                 self.name, len(batch), self._owed,
             )
-            self._core.demand_exceeded += 1
+            self._demand_exceeded += 1
             self._owed = 0
         else:
             self._owed -= len(batch)
@@ -316,18 +361,18 @@ class Producer:
             logger.exception("%s: could not take the messages handle_demand delivered",
                              self.name)
 
-    def _give(self, processor: _Processor, part: _Partition, demand: int) -> int:
+    def _give(self, consumer: Consumer, part: _Partition, demand: int) -> int:
         available = part.buffer.size
         count = demand if demand <= available else available
-        limiter = self._core.rate_limiter
+        limiter = self._rate_limiter
         if limiter is not None:
             count = limiter.take(count)
             if not count:
                 return 0
         messages = part.buffer.take(count)
         self._buffered -= count
-        self._core.taken += count
-        processor.deliver(self, messages)
+        self._taken += count
+        consumer.deliver(self, messages)
         if self._full and self._buffered <= (self.resume_at or 0):
             self._full = False
             self._room.set()
@@ -346,20 +391,24 @@ class Producer:
                 waiters.popleft()
 
     def _serve_all(self) -> None:
+        """Hand buffered messages to the consumers waiting (the rate limit was refilled)."""
         for part in self._parts:
             self._serve(part)
 
-    def _drained_for(self, processor: _Processor) -> bool:
-        return self._draining and not self._parts[processor.partition].buffer.size
+    def _drained_for(self, consumer: Consumer) -> bool:
+        """Whether this producer is draining and has nothing left for ``consumer``."""
+        return self._draining and not self._parts[consumer.partition].buffer.size
 
     def _start_draining(self) -> None:
+        """Take no new work; wake the consumers waiting so they can see they are done."""
         self._draining = True
         self._room.set()
         for part in self._parts:
-            for processor, _ in part.waiters:
-                processor.wake()
+            for consumer, _ in part.waiters:
+                consumer.wake()
 
     def _take_everything(self) -> list[Message]:
+        """Empty the buffer (shutdown timed out) and return what it held."""
         leftovers: list[Message] = []
         for part in self._parts:
             leftovers += part.buffer.take(part.buffer.size)

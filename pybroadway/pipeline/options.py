@@ -20,6 +20,8 @@ from typing import Any
 
 from pybroadway.errors import PyBroadwayError
 
+from ._producer import Producer
+
 __all__ = ["SCHEMA", "Option", "OptionsError", "docs", "validate"]
 
 
@@ -70,8 +72,6 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_producer_module(value: Any) -> bool:
-    from ._producer import Producer
-
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
         value = value[0]
     return isinstance(value, type) and issubclass(value, Producer)

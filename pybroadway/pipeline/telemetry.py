@@ -27,6 +27,7 @@ Events emitted by pipelines (durations are in nanoseconds, times from ``time.mon
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -77,3 +78,15 @@ def emit(event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -
         except Exception:
             logger.exception("telemetry handler %r failed on %r; detaching it", handler, event)
             _detach(event, handler)
+
+
+def emit_stop(event: Event, started: int, metadata: dict[str, Any],
+              successful: list[Any], failed: list[Any]) -> None:
+    """Emit the ``stop`` event of a processor's or a batch processor's unit of work that
+    started at ``started`` (``time.monotonic_ns()``); used by the pipeline's stages."""
+    now = time.monotonic_ns()
+    emit(
+        event,
+        {"duration": now - started, "monotonic_time": now, "successful": len(successful),
+         "failed": len(failed)},
+        {**metadata, "successful_messages_list": successful, "failed_messages_list": failed})

@@ -1,0 +1,87 @@
+"""The batch processors: run the pipeline's ``handle_batch`` on the batches a stage emits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from pybroadway._aio import maybe_await
+
+from . import telemetry
+from ._message import BatchInfo, Message, fail_all
+
+if TYPE_CHECKING:
+    from ._batcher import BatchStage
+    from ._topology import Topology
+
+_BATCH_START = ("broadway", "batch_processor", "start")
+_BATCH_STOP = ("broadway", "batch_processor", "stop")
+_BATCH_EXCEPTION = ("broadway", "batch_processor", "exception")
+
+
+class BatchProcessor:
+    """One batch processor (a BatchProcessorStage in Broadway) of the batcher ``name``.
+
+    :meth:`run` is its task: it takes ready batches from ``stage`` until the stage is closed
+    and empty.
+    """
+
+    def __init__(self, topology: Topology, name: Any, stage: BatchStage, index: int,
+                 executor: Executor | None) -> None:
+        self._topology = topology
+        self.name = name
+        self.stage = stage
+        self.index = index
+        self._executor = executor
+
+    async def run(self) -> None:
+        stage = self.stage
+        index = self.index
+        while True:
+            taken = stage.take()
+            if taken is None:
+                if stage.closed:
+                    return
+                await stage.has_work.wait()
+                continue
+            messages, info = taken
+            stage.current[index] = messages
+            await self._handle_batch(messages, info)
+            del stage.current[index]
+
+    async def _handle_batch(self, messages: list[Message], info: BatchInfo) -> None:
+        topology = self._topology
+        name = self.name
+        observed = telemetry.handlers and (
+            _BATCH_START in telemetry.handlers or _BATCH_STOP in telemetry.handlers
+            or _BATCH_EXCEPTION in telemetry.handlers)
+        if observed:
+            started = time.monotonic_ns()
+            meta = {"name": topology.name, "batcher": name, "index": self.index,
+                    "messages": messages, "batch_info": info}
+            telemetry.emit(_BATCH_START,
+                           {"system_time": time.time_ns(), "monotonic_time": started}, meta)
+        handle_batch = topology.handle_batch
+        try:
+            if self._executor is not None:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, handle_batch, name, messages, info, topology.context)
+            else:
+                result = await maybe_await(handle_batch(name, messages, info, topology.context))
+            if not isinstance(result, list) or any(
+                    not isinstance(message, Message) for message in result):
+                raise TypeError(f"handle_batch must return a list of messages, got: {result!r}")
+        except Exception as error:
+            if observed:
+                telemetry.emit(_BATCH_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
+                               {**meta, "error": error})
+            result = fail_all(messages, ("error", error))
+        ok = [message for message in result if message.status == "ok"]
+        failed = [message for message in result if message.status != "ok"]
+        if failed:
+            failed = await topology.handle_failed(failed)
+        topology.ack(ok, failed)
+        if observed:
+            telemetry.emit_stop(_BATCH_STOP, started, meta, ok, failed)

@@ -1,0 +1,235 @@
+"""The processors: each asks the producers for messages, runs the pipeline's
+``prepare_messages`` and ``handle_message`` on them, and hands the successful ones to the
+batchers (or acknowledges them when there are none)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pybroadway._aio import maybe_await
+
+from . import telemetry
+from ._message import Message, fail_all
+
+if TYPE_CHECKING:
+    from ._batcher import Batcher
+    from ._producer import Producer
+    from ._topology import Topology
+
+_YIELD_EVERY = 1024  # messages a processor handles back to back before letting others run
+
+_PROCESSOR_START = ("broadway", "processor", "start")
+_PROCESSOR_STOP = ("broadway", "processor", "stop")
+_MESSAGE_EXCEPTION = ("broadway", "processor", "message", "exception")
+
+
+class MessageHandler:
+    """The pipeline's ``prepare_messages`` and ``handle_message``, applied to one chunk.
+
+    Both split the chunk into ``(successful, failed)``: :meth:`run` for plain callbacks (in
+    the event loop or an executor), :meth:`run_async` when one of them is a coroutine
+    function (:attr:`is_async`).
+    """
+
+    def __init__(self, handle_message: Callable[..., Any],
+                 prepare_messages: Callable[..., Any] | None, context: Any) -> None:
+        self.handle_message = handle_message
+        self.prepare_messages = prepare_messages
+        self.context = context
+        self.is_async = (inspect.iscoroutinefunction(handle_message)
+                         or inspect.iscoroutinefunction(prepare_messages))
+
+    def run(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
+        """Handle ``messages`` with plain callbacks."""
+        context = self.context
+        if self.prepare_messages is not None:
+            try:
+                messages = _check_prepared(self.prepare_messages(messages, context), messages)
+            except Exception as error:
+                return [], fail_all(messages, ("error", error))
+        handle = self.handle_message
+        ok: list[Message] = []
+        failed: list[Message] = []
+        keep, drop = ok.append, failed.append
+        for message in messages:
+            try:
+                result = handle("default", message, context)
+                if result.__class__ is not Message and not isinstance(result, Message):
+                    raise TypeError(f"handle_message must return a Message, got: {result!r}")
+                if result.status == "ok":
+                    keep(result)
+                else:
+                    drop(result)
+            except Exception as error:
+                message.status = ("error", error)
+                drop(message)
+        return ok, failed
+
+    async def run_async(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
+        """Handle ``messages``, awaiting the callbacks that are coroutine functions."""
+        context = self.context
+        if self.prepare_messages is not None:
+            try:
+                prepared = await maybe_await(self.prepare_messages(messages, context))
+                messages = _check_prepared(prepared, messages)
+            except Exception as error:
+                return [], fail_all(messages, ("error", error))
+        handle = self.handle_message
+        ok: list[Message] = []
+        failed: list[Message] = []
+        for message in messages:
+            try:
+                result = await maybe_await(handle("default", message, context))
+                if not isinstance(result, Message):
+                    raise TypeError(f"handle_message must return a Message, got: {result!r}")
+                (ok if result.status == "ok" else failed).append(result)
+            except Exception as error:
+                message.status = ("error", error)
+                failed.append(message)
+        return ok, failed
+
+
+def _check_prepared(prepared: Any, messages: list[Message]) -> list[Message]:
+    if not isinstance(prepared, list) or len(prepared) != len(messages):
+        raise TypeError("prepare_messages must return a list of as many messages as it "
+                        f"was given ({len(messages)}), got: {prepared!r}")
+    return prepared
+
+
+class Processor:
+    """One processor (a ProcessorStage in Broadway).
+
+    Its ``inbox`` holds the chunks producers delivered, ``outstanding`` what it still expects
+    from each producer, ``current`` the chunk being handled. :meth:`run` is its task.
+    """
+
+    __slots__ = ("_topology", "current", "inbox", "index", "outstanding", "partition", "waiter")
+
+    def __init__(self, topology: Topology, index: int, partition: int) -> None:
+        self.index = index
+        self.partition = partition
+        self.inbox: deque[tuple[Producer, list[Message]]] = deque()
+        self.outstanding: dict[Producer, int] = {}
+        self.waiter: asyncio.Future[None] | None = None
+        self.current: list[Message] | None = None
+        self._topology = topology
+
+    def deliver(self, producer: Producer, messages: list[Message]) -> None:
+        """Take a chunk ``producer`` hands over (see :class:`~._producer.Consumer`)."""
+        self.inbox.append((producer, messages))
+        self.wake()
+
+    def wake(self) -> None:
+        """Stop waiting for a delivery: a producer started draining."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take_everything(self) -> list[Message]:
+        """Empty the inbox (shutdown timed out); return it and the chunk being handled."""
+        taken: list[Message] = list(self.current) if self.current is not None else []
+        for _, chunk in self.inbox:
+            taken += chunk
+        self.inbox.clear()
+        return taken
+
+    async def run(self) -> None:
+        """Ask every producer for ``max_demand``, handle what arrives, ask again at
+        ``min_demand``; return once every producer is drained for this processor."""
+        topology = self._topology
+        options = topology.processor_options
+        max_demand, min_demand = options["max_demand"], options["min_demand"]
+        producers = topology.producers
+        loop = asyncio.get_running_loop()
+        for producer in producers:
+            self.outstanding[producer] = max_demand
+            producer._ask(self, max_demand)
+        inbox = self.inbox
+        since_yield = 0
+        while True:
+            if not inbox:
+                if all(producer._drained_for(self) for producer in producers):
+                    return
+                self.waiter = loop.create_future()
+                await self.waiter
+                self.waiter = None
+                since_yield = 0
+                continue
+            producer, messages = inbox.popleft()
+            self.current = messages
+            await self._handle_chunk(messages)
+            left = self.outstanding[producer] - len(messages)
+            if left <= min_demand:
+                producer._ask(self, max_demand - left)
+                left = max_demand
+            self.outstanding[producer] = left
+            since_yield += len(messages)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)
+
+    async def _handle_chunk(self, messages: list[Message]) -> None:
+        topology = self._topology
+        observed = telemetry.handlers and (
+            _PROCESSOR_START in telemetry.handlers or _PROCESSOR_STOP in telemetry.handlers
+            or _MESSAGE_EXCEPTION in telemetry.handlers)
+        if observed:
+            started = time.monotonic_ns()
+            meta = {"name": topology.name, "processor_key": "default", "index": self.index,
+                    "messages": messages}
+            telemetry.emit(_PROCESSOR_START,
+                           {"system_time": time.time_ns(), "monotonic_time": started}, meta)
+        handler = topology.message_handler
+        if topology.processor_executor is not None:
+            ok, failed = await asyncio.get_running_loop().run_in_executor(
+                topology.processor_executor, handler.run, messages)
+        elif handler.is_async:
+            ok, failed = await handler.run_async(messages)
+        else:
+            ok, failed = handler.run(messages)
+        if observed:
+            for message in failed:
+                status = message.status
+                if status.__class__ is tuple and status[0] == "error":
+                    telemetry.emit(_MESSAGE_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
+                                   {**meta, "message": message, "error": status[1]})
+        routed = _route(topology.batchers, ok, failed) if topology.batchers else None
+        if failed:
+            failed = await topology.handle_failed(failed)
+        if routed is None:
+            topology.ack(ok, failed)
+        else:
+            for batcher, batch in routed:
+                batcher.add(batch)
+            if failed:
+                topology.ack([], failed)
+        self.current = None
+        if observed:
+            telemetry.emit_stop(_PROCESSOR_STOP, started, meta, ok, failed)
+        if routed is not None:
+            for batcher, _ in routed:
+                await batcher.wait_room()
+
+
+def _route(batchers: dict[Any, Batcher], ok: list[Message], failed: list[Message]
+           ) -> list[tuple[Batcher, list[Message]]]:
+    """Group successful messages per batcher; those naming no known batcher join ``failed``."""
+    groups: dict[Any, list[Message]] = {}
+    for message in ok:
+        name = message.batcher
+        group = groups.get(name)
+        if group is None:
+            if name not in batchers:
+                message.status = ("error", RuntimeError(
+                    f"message was set to unknown batcher {name!r}; "
+                    f"the known batchers are {list(batchers)!r}"))
+                failed.append(message)
+                continue
+            group = groups[name] = []
+        group.append(message)
+    return [(batchers[name], group) for name, group in groups.items()]

@@ -162,9 +162,13 @@ class Producer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Defining handle_demand is how producers declared pull mode before `mode` existed.
-        if "handle_demand" in cls.__dict__ and "mode" not in cls.__dict__:
-            cls.mode = "pull"
+        # The mode is declared, never guessed; but a handle_demand with no mode declared
+        # anywhere would never be called, so say so where the class is written.
+        declared = any("mode" in klass.__dict__ for klass in cls.__mro__ if klass is not Producer)
+        if "handle_demand" in cls.__dict__ and not declared:
+            raise TypeError(f"{cls.__qualname__} defines handle_demand but declares no mode: "
+                            'add mode = "pull" to the class (push producers need no '
+                            "handle_demand)")
 
     def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
         """``buffer_size``: messages held before the buffer counts as full (``None``: never).

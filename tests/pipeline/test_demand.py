@@ -16,6 +16,7 @@ from .helpers import Passthrough, Recorder
 class Counting(Producer):
     """A pull producer that answers each demand in full, from an endless source."""
 
+    mode = "pull"
     recorder: Recorder
 
     def __init__(self, **options: Any) -> None:
@@ -63,6 +64,8 @@ async def test_async_pull_with_late_delivery_through_push_messages() -> None:
     recorder = Recorder()
 
     class Remote(Producer):
+        mode = "pull"
+
         def __init__(self) -> None:
             super().__init__()
             self.asked = 0
@@ -92,6 +95,8 @@ async def test_delivering_more_than_asked_is_reported(caplog: Any) -> None:
     recorder = Recorder()
 
     class Greedy(Producer):
+        mode = "pull"
+
         def handle_demand(self, demand: int) -> list[Message]:
             if getattr(self, "done", False):
                 return []
@@ -170,3 +175,10 @@ async def test_transformer_turns_events_into_messages() -> None:
         pipeline.push_messages([1, 2])
         await recorder.wait_for(2)
     assert [m.data for m in recorder.successful] == [3, 6]
+
+
+def test_a_pull_producer_must_declare_its_mode() -> None:
+    with pytest.raises(TypeError, match='declares no mode: add mode = "pull"'):
+        class Undeclared(Producer):
+            def handle_demand(self, demand: int) -> list[Message]:
+                return []

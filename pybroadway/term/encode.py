@@ -13,7 +13,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pybroadway.term import tags as T
 from pybroadway.term.errors import EncodeError
@@ -40,9 +40,16 @@ _pid_tail = struct.Struct(">III").pack
 _setattr = object.__setattr__
 
 
-def _remembered(build: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+class _Remembering(Protocol):
+    _ext: bytes  # a slot, empty until the first encoding
+
+
+_R = TypeVar("_R", bound=_Remembering)
+
+
+def _remembered(build: Callable[[_R], bytes]) -> Callable[[_R], bytes]:
     """Make ``build`` run once per value: its result is kept in the value's ``_ext`` slot."""
-    def ext(value: Any) -> bytes:
+    def ext(value: _R) -> bytes:
         try:
             return value._ext
         except AttributeError:

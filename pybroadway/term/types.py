@@ -72,6 +72,7 @@ class _Frozen:
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
+    _hash: int  # kept by _cached_hash, in the slots of the identifiers that call it
 
     def _key(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._fields)
@@ -82,7 +83,7 @@ class _Frozen:
     def _cached_hash(self) -> int:
         """Compute the hash once: identifiers are dict keys on every message's path."""
         try:
-            return self._hash  # type: ignore[attr-defined]
+            return self._hash
         except AttributeError:
             value = hash((type(self).__name__, *self._key()))
             object.__setattr__(self, "_hash", value)
@@ -109,6 +110,7 @@ class Pid(_Frozen):
     id: int
     serial: int
     creation: int
+    _ext: bytes  # its external format, as it came or as first encoded
 
     def __init__(self, node: Atom, id: int, serial: int = 0, creation: int = 0) -> None:
         _set(self, "node", node)
@@ -141,6 +143,7 @@ class Reference(_Frozen):
     node: Atom
     creation: int
     ids: tuple[int, ...]
+    _ext: bytes  # its external format, as it came or as first encoded
 
     def __init__(self, node: Atom, creation: int, ids: Iterable[int]) -> None:
         _set(self, "node", node)
@@ -162,6 +165,7 @@ class Port(_Frozen):
     node: Atom
     id: int
     creation: int
+    _ext: bytes  # its external format, as it came or as first encoded
 
     def __init__(self, node: Atom, id: int, creation: int = 0) -> None:
         _set(self, "node", node)
@@ -293,7 +297,7 @@ class Charlist(_Frozen):
         return f"Charlist({self.data!r})"
 
 
-class FrozenList(tuple):
+class FrozenList(tuple[Any, ...]):
     """A hashable stand-in for a list, used where a list is a map key. Encodes as a list."""
 
     __slots__ = ()
@@ -323,9 +327,11 @@ class FrozenMap(Mapping[Any, Any]):
         return len(self._items)
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            object.__setattr__(self, "_hash", hash(frozenset(self._items.items())))
-        return self._hash  # type: ignore[return-value]
+        value = self._hash
+        if value is None:
+            value = hash(frozenset(self._items.items()))
+            object.__setattr__(self, "_hash", value)
+        return value
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
@@ -339,7 +345,7 @@ class FrozenMap(Mapping[Any, Any]):
         return f"FrozenMap({self._items!r})"
 
 
-class MapPairs(tuple):
+class MapPairs(tuple[tuple[Any, Any], ...]):
     """A map whose keys Python would merge (``1`` and ``1.0``, or ``true`` and ``1``, are
     distinct keys in Erlang), kept as its ``(key, value)`` pairs. Encodes as a map."""
 

@@ -299,10 +299,16 @@ class ConnectProtocol(GlobalTables):
             if sync is not None:
                 sync.known = False
 
-    def _mark_synced(self, peer: Atom) -> None:
+    def _on_in_sync(self, peer: Atom) -> None:
+        """The peer is in sync with us through a node of its partition (it got our names from
+        there). As in global.erl it counts as synced, and any session of ours with it ends;
+        it does not become known: the ``new_nodes`` that names it must still make us answer it
+        with our own ``in_sync``, which it waits for."""
         sync = self._peer(peer)
-        sync.known = True
         sync.synced = True
-        sync.save_ops = None
-        sync.saved_resolved = None
+        lock_id = sync.initiated_lock
+        sync.end_session()
+        if lock_id is not None and self.locker is not None:
+            self.del_lock(lock_id, self.locker.pid)
+            self._release(peer, lock_id)
         self._wake_syncers()

@@ -133,7 +133,7 @@ class GlobalNameServer(ConnectProtocol):
         elif is_tagged(request, Atom("new_nodes"), 6):
             self._on_new_nodes(request[2], request[4])
         elif is_tagged(request, Atom("in_sync"), 3) and isinstance(request[1], Atom):
-            self._mark_synced(request[1])
+            self._on_in_sync(request[1])
         elif kind in (Atom("async_del_name"), Atom("async_del_lock")):
             pass
         else:

@@ -53,3 +53,15 @@ class PeerSync:
         self.exchange_sent = False
         self.save_ops = None
         self.saved_resolved = None
+
+    def end_session(self) -> None:
+        """No session with the peer any more (global.erl's ``reset_node_state``): neither
+        tag, nothing sent, nothing saved. Whether it is known or synced is not touched."""
+        self.sync_tag_my = None
+        self.sync_tag_his = None
+        self.locker = None
+        self.lock_set_sent = False
+        self.exchange_sent = False
+        self.save_ops = None
+        self.saved_resolved = None
+        self.initiated_lock = None

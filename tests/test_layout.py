@@ -1,0 +1,67 @@
+"""The package's shape holds: layers import only what is below them, no module imports
+another in a cycle at run time, and no module outgrows one job (~450 lines)."""
+
+from __future__ import annotations
+
+import ast
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pybroadway"
+MAX_LINES = 450
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def runtime_imports(name: str) -> set[str]:
+    """The package modules ``name`` imports when it is loaded (not under TYPE_CHECKING)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            submodules = {f"{source}.{alias.name}" for alias in node.names} & MODULES.keys()
+            found |= submodules if len(submodules) == len(node.names) else {source, *submodules}
+    return (found & MODULES.keys()) - {name}
+
+
+def test_no_import_cycle_at_run_time() -> None:
+    graph = {name: runtime_imports(name) for name in MODULES}
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+@pytest.mark.parametrize(("lower", "upper"), [
+    ("pybroadway.term", "pybroadway.erldist"),
+    ("pybroadway.term", "pybroadway.pipeline"),
+    ("pybroadway.erldist", "pybroadway.pipeline"),
+    ("pybroadway.pipeline", "pybroadway.erldist"),
+    ("pybroadway.erldist", "pybroadway.otp_distribution"),
+    ("pybroadway.pipeline", "pybroadway.otp_distribution"),
+])
+def test_layers_import_only_what_is_below_them(lower: str, upper: str) -> None:
+    offenders = sorted(name for name in MODULES if name.startswith(lower)
+                       for imported in runtime_imports(name) if imported.startswith(upper))
+    assert offenders == [], f"{lower} must not import {upper}"
+
+
+def test_no_module_outgrows_one_job() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}

@@ -183,9 +183,13 @@ class Connections:
         self._connection_up(peer, reader, writer)
 
     def _status_for(self, peer_name: str, peer_flags: int) -> str:
-        peer = Atom(peer_name)
+        # The cookie is not checked yet: look the name up without making it an atom (a node
+        # we know has its atom already; any other name is simply new).
+        peer = Atom.existing(peer_name)
         if not self.open:
             return "not_allowed"
+        if peer is None:
+            return "ok"
         if peer in self.live:
             return "alive"
         if peer in self._connecting:

@@ -46,6 +46,12 @@ class Atom:
             cls._interned[name] = atom
         return atom
 
+    @classmethod
+    def existing(cls, name: str) -> Atom | None:
+        """The atom named ``name`` if it exists already, else None; never creates one (what
+        an unauthenticated peer names must not become a permanent atom)."""
+        return cls._interned.get(name)
+
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("Atom is immutable")
 

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import struct
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pybroadway.errors import PyBroadwayError
-from pybroadway.term import Atom, DecodeError, Decoder, Encoder
+from pybroadway.term import Atom, DecodeError, Decoder, Encoder, loggable
 
 log = logging.getLogger("pybroadway.erldist.connection")
 
@@ -27,6 +28,14 @@ PASS_THROUGH = 112
 TICK = b"\0\0\0\0"
 READ_SIZE = 256 * 1024
 DEFAULT_MAX_FRAME = 128 * 1024 * 1024
+DEFAULT_MAX_INFLATED = 1024 * 1024
+"""The largest a compressed term in a frame may inflate to. A BEAM never compresses what it
+sends over the distribution, and a term builds up to one object per byte it inflates to: the
+cap keeps a small frame from costing more than a large one."""
+OFF_LOOP_SIZE = 256 * 1024
+"""Frames larger than this are decoded in a thread of their own, so that a big term does not
+hold up the other connections (their ticks included); the connection waits for it, keeping
+its order."""
 
 _u32 = struct.Struct(">I").unpack_from
 _pack_u32_into = struct.Struct(">I").pack_into
@@ -69,7 +78,8 @@ class Connection:
                  writer: asyncio.StreamWriter, *, encoder: Encoder,
                  handlers: Mapping[int, Handler],
                  on_closed: Callable[[Connection, str], None], ticktime: float,
-                 max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame_size: int = DEFAULT_MAX_FRAME,
+                 max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
         self.peer = peer
         self.flags = flags
         self.max_frame_size = max_frame_size
@@ -77,7 +87,7 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._encoder = encoder
-        self._decoder = Decoder()
+        self._decoder = Decoder(max_inflated=max_inflated)
         self._handlers = handlers
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
@@ -203,11 +213,16 @@ class Connection:
                     pos, stop = 0, end
                     if not reading.is_set():
                         await reading.wait()
-                self._frame(data, pos + 4, stop)
+                if size > OFF_LOOP_SIZE:
+                    handler, control, message = await self._off_loop(data, pos + 4, stop)
+                else:
+                    handler, control, message = self._frame(data, pos + 4, stop)
+                handler(self, control, message)
                 pos = stop
             leftover = data[pos:] if pos < end else b""
 
-    def _frame(self, data: bytes, start: int, stop: int) -> None:
+    def _frame(self, data: bytes, start: int, stop: int) -> tuple[Handler, Any, Any]:
+        """Decode the frame in ``data[start:stop]``: its handler, control and message."""
         if data[start] != PASS_THROUGH:
             raise ProtocolError(f"expected a pass-through frame (112), got type {data[start]}")
         pos = start + 1
@@ -223,10 +238,11 @@ class Connection:
             control, end = self._decoder.decode_from(data, pos)
             if type(control) is not tuple or not control or type(control[0]) is not int:
                 raise ProtocolError(
-                    f"control message is not a tuple with an operation: {control!r}")
+                    f"control message is not a tuple with an operation: {loggable(control)}")
             handler = self._handlers.get(control[0])
             if handler is None:
-                raise ProtocolError(f"unknown control operation {control[0]} in {control!r}")
+                raise ProtocolError(
+                    f"unknown control operation {control[0]} in {loggable(control)}")
             self._last_control_raw = data[pos:end]
             self._last_control = control
             self._last_handler = handler
@@ -249,7 +265,26 @@ class Connection:
             message = NO_MESSAGE
         if pos != stop:
             raise ProtocolError(f"frame holds {stop - start} bytes but its terms {pos - start}")
-        handler(self, control, message)  # type: ignore[misc]
+        return handler, control, message  # type: ignore[return-value]
+
+    async def _off_loop(self, data: bytes, start: int, stop: int) -> tuple[Handler, Any, Any]:
+        """:meth:`_frame` in a daemon thread (the loop goes on meanwhile; nothing waits for the
+        thread at exit). Only this connection's decoder is used there, and this connection
+        reads nothing else until the frame is decoded."""
+        loop = self._loop
+        done: asyncio.Future[tuple[Handler, Any, Any]] = loop.create_future()
+
+        def decode() -> None:
+            try:
+                result = self._frame(data, start, stop)
+            except BaseException as exc:  # handed to the reading task, which decides
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, result, None)
+
+        threading.Thread(target=decode, name=f"dist-decode-{self.peer.name}",
+                         daemon=True).start()
+        return await done
 
     def _learn_message(self, message: Any, data: bytes, start: int, end: int) -> None:
         """Remember the prefix of ``message`` if it is nested tuples whose last leaf is a
@@ -316,3 +351,12 @@ class Connection:
                 await task
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the connection was closed meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -26,7 +26,7 @@ from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist import handshake
 from pybroadway.erldist.calls import CallError, PendingCall
-from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, Connection
+from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLATED, Connection
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
@@ -59,13 +59,16 @@ class Node:
     Options: ``cookie`` (default: ``~/.erlang.cookie``, created like ``erl`` does), ``hidden``,
     ``host`` to listen on (default loopback), ``port`` (0: any), ``epmd_port`` (default
     ``$ERL_EPMD_PORT`` or 4369; an embedded EPMD is started there when none answers),
-    ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``, ``max_frame_size``.
+    ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``, ``max_frame_size``
+    (the largest frame a peer may send) and ``max_inflated`` (the most a compressed term in a
+    frame may inflate to).
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
                  host: str = "127.0.0.1", port: int = 0, epmd_port: int | None = None,
                  ticktime: float = 60.0, handshake_timeout: float = 10.0,
-                 connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
+                 connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
+                 max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
         alive, hostname = split_node_name(name)
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
@@ -77,6 +80,7 @@ class Node:
         self.handshake_timeout = handshake_timeout
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size
+        self.max_inflated = max_inflated
         self.flags = dflags.default_flags(hidden=hidden)
         self.creation = 0
         self.log = log

@@ -43,7 +43,9 @@ class Atom:
                 raise TypeError(f"an atom's name is a str, not {type(name).__name__}")
             atom = object.__new__(cls)
             object.__setattr__(atom, "name", name)
-            cls._interned[name] = atom
+            # setdefault is atomic: a decoder in another thread interning the same name at
+            # the same moment gets this very object, so atoms stay comparable by identity.
+            atom = cls._interned.setdefault(name, atom)
         return atom
 
     @classmethod

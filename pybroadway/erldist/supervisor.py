@@ -64,12 +64,15 @@ class _Child:
         self.process: Process | None = None
 
 
-class _WhichChildren:
-    """A question put in the supervisor's mailbox, answered in mailbox order."""
+class _Request:
+    """A request put in the supervisor's mailbox, handled in mailbox order (after the exit
+    signals that came before it), as OTP's supervisor calls are."""
 
-    __slots__ = ("answer",)
+    __slots__ = ("answer", "argument", "kind")
 
-    def __init__(self, answer: asyncio.Future[list[tuple[str, Pid | None]]]) -> None:
+    def __init__(self, kind: str, argument: Any, answer: asyncio.Future[Any]) -> None:
+        self.kind = kind
+        self.argument = argument
         self.answer = answer
 
 
@@ -96,9 +99,26 @@ class Supervisor(Process):
         Like OTP's ``which_children`` it is answered by the supervisor in turn, after every
         exit signal that reached it before the question, so it reflects their restarts.
         """
-        question = _WhichChildren(asyncio.get_running_loop().create_future())
-        self.deliver(question)
-        return await question.answer
+        answer: list[tuple[str, Pid | None]] = await self._ask("which_children", None)
+        return answer
+
+    async def start_child(self, spec: ChildSpec) -> Process:
+        """Add ``spec`` as the last child and start it; returns the started process. Raises
+        ValueError if a child has that id already, or what its start raised."""
+        process: Process = await self._ask("start_child", spec)
+        return process
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop the child ``child_id`` (as the supervisor stops children) and forget its spec.
+        Raises KeyError if there is no such child."""
+        await self._ask("terminate_child", child_id)
+
+    async def _ask(self, kind: str, argument: Any) -> Any:
+        if not self.alive:
+            raise RuntimeError(f"supervisor {self.pid} is not running")
+        request = _Request(kind, argument, asyncio.get_running_loop().create_future())
+        self.deliver(request)
+        return await request.answer
 
     def child(self, child_id: str) -> Process | None:
         """The current incarnation of the child ``child_id``."""
@@ -117,12 +137,43 @@ class Supervisor(Process):
                 message = await self.receive()
                 if type(message) is tuple and len(message) == 3 and message[0] is EXIT:
                     await self._on_exit(message[1], message[2])
-                elif type(message) is _WhichChildren and not message.answer.done():
-                    message.answer.set_result(
-                        [(child.spec.id, child.process.pid if child.process else None)
-                         for child in self._children])
+                elif type(message) is _Request:
+                    await self._serve(message)
         finally:
             await self._stop_children(self._children)
+
+    async def _serve(self, request: _Request) -> None:
+        try:
+            if request.kind == "which_children":
+                result: Any = [(child.spec.id, child.process.pid if child.process else None)
+                               for child in self._children]
+            elif request.kind == "start_child":
+                result = await self._add_child(request.argument)
+            else:
+                await self._remove_child(request.argument)
+                result = None
+        except Exception as exc:
+            if not request.answer.done():
+                request.answer.set_exception(exc)
+        else:
+            if not request.answer.done():
+                request.answer.set_result(result)
+
+    async def _add_child(self, spec: ChildSpec) -> Process:
+        if any(child.spec.id == spec.id for child in self._children):
+            raise ValueError(f"supervisor {self.pid} has a child {spec.id!r} already")
+        child = _Child(spec)
+        process = await self._start_once(child)
+        self._children.append(child)
+        return process
+
+    async def _remove_child(self, child_id: str) -> None:
+        for index, child in enumerate(self._children):
+            if child.spec.id == child_id:
+                await self._stop_children([child])
+                del self._children[index]
+                return
+        raise KeyError(child_id)
 
     async def _on_exit(self, pid: Pid, reason: Any) -> None:
         index = next((i for i, child in enumerate(self._children)
@@ -173,26 +224,35 @@ class Supervisor(Process):
             raise Exit(SHUTDOWN)
 
     async def _start_child(self, child: _Child) -> None:
-        """Start one child; a start that fails counts as a crash (and may be retried)."""
+        """Start one child; a start that fails counts as a crash, and is retried within the
+        restart intensity."""
         while True:
-            spec = child.spec
-            process = self.node.spawn(spec.start(), link=self.pid)
-            child.process = process
             try:
-                if spec.name is not None:
-                    self.node.register(spec.name, process)
-                if spec.on_start is not None:
-                    await maybe_await(spec.on_start(process))
+                await self._start_once(child)
                 return
-            except Exception as exc:
-                log.error("supervisor %s: child %s failed to start: %s", self.pid, spec.id,
-                          exc)
-                child.process = None
-                self.unlink(process.pid)
-                process.exit(KILL)
-                await process.wait()
-                self._flush_exit(process.pid)
+            except Exception:
                 self._count_restart()
+
+    async def _start_once(self, child: _Child) -> Process:
+        """One attempt to start ``child``: spawned, linked, named, ``on_start`` run. On failure
+        the new process is killed and the error raised."""
+        spec = child.spec
+        process = self.node.spawn(spec.start(), link=self.pid)
+        child.process = process
+        try:
+            if spec.name is not None:
+                self.node.register(spec.name, process)
+            if spec.on_start is not None:
+                await maybe_await(spec.on_start(process))
+        except Exception as exc:
+            log.error("supervisor %s: child %s failed to start: %s", self.pid, spec.id, exc)
+            child.process = None
+            self.unlink(process.pid)
+            process.exit(KILL)
+            await process.wait()
+            self._flush_exit(process.pid)
+            raise
+        return process
 
     def _flush_exit(self, pid: Pid) -> None:
         """Drop an EXIT of a child we ended ourselves that was queued before we unlinked it

@@ -189,3 +189,19 @@ async def test_a_start_that_fails_counts_as_a_crash(node: Node) -> None:
     node.spawn(supervisor)
     assert await asyncio.wait_for(supervisor.wait(), WAIT) is SHUTDOWN
     assert not supervisor.started.is_set()
+
+
+async def test_children_added_and_removed_while_running(node: Node) -> None:
+    log: list[str] = []
+    supervisor = await start(node, Supervisor(specs(log, "a")))
+    b = await supervisor.start_child(specs(log, "b")[0])
+    assert node.whereis("b") == b.pid and b.alive
+    with pytest.raises(ValueError, match="has a child 'b' already"):
+        await supervisor.start_child(specs(log, "b")[0])
+    node.send(b.pid, "crash")  # an added child is restarted like the others
+    assert (await restarted(supervisor, "b", b)).alive
+    await supervisor.terminate_child("b")
+    assert [child for child, _ in await supervisor.which_children()] == ["a"]
+    assert node.whereis("b") is None and log == ["b", "b"]
+    with pytest.raises(KeyError):
+        await supervisor.terminate_child("b")

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pybroadway.erldist import EmbeddedEpmd, Node, epmd
+from pybroadway.erldist import EmbeddedEpmd, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
@@ -100,13 +100,21 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
                  args.mode)
         status = (loop.create_task(_status_line(pipeline, producer))
                   if sys.stderr.isatty() else None)
-        await stop.wait()
+        stopped = loop.create_task(stop.wait())
+        down = loop.create_task(node.wait_down())
+        await asyncio.wait((stopped, down), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if status is not None:
             status.cancel()
             sys.stderr.write("\n")
         await pipeline.stop()
         stats = pipeline.stats()
-        return Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
+        summary = Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
+        if down.done() and down.result() is not None:
+            log.error("%s", summary)
+            raise NodeDown(node.name, down.result())
+        down.cancel()
+        return summary
 
 
 async def _status_line(pipeline: Pipeline, producer: Any) -> None:

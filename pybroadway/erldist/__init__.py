@@ -1,4 +1,5 @@
-"""The Erlang distribution node: EPMD, handshake, connections, processes, gen_server, rpc.
+"""The Erlang distribution node: EPMD, handshake, connections, processes, gen_server,
+supervisors, rpc.
 
 >>> async with Node("py@localhost", cookie="secret") as node:   # doctest: +SKIP
 ...     node.spawn(Echo(), name="echo")
@@ -12,12 +13,14 @@ from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.epmd import EmbeddedEpmd, EpmdError, ensure_epmd
 from pybroadway.erldist.genserver import NOREPLY, From, GenServer
 from pybroadway.erldist.handshake import HandshakeError
-from pybroadway.erldist.node import Node
+from pybroadway.erldist.node import Node, NodeDown
 from pybroadway.erldist.process import Exit, Process
+from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 
 __all__ = [
     "NOREPLY",
     "CallError",
+    "ChildSpec",
     "Connection",
     "EmbeddedEpmd",
     "EpmdError",
@@ -26,8 +29,10 @@ __all__ = [
     "GenServer",
     "HandshakeError",
     "Node",
+    "NodeDown",
     "Process",
     "ProtocolError",
+    "Supervisor",
     "default_cookie",
     "ensure_epmd",
     "global_names",

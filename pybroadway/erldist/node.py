@@ -34,10 +34,12 @@ from pybroadway.erldist.global_names import GlobalNameServer
 from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import NetKernel, Rex, serve_spawn_request
 from pybroadway.erldist.signals import Signals, node_of, target_name
-from pybroadway.term import Atom, Pid, Reference
+from pybroadway.erldist.supervisor import ChildSpec, Supervisor
+from pybroadway.errors import PyBroadwayError
+from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
 
-__all__ = ["CallError", "Node", "NodeWatcher"]
+__all__ = ["CallError", "Node", "NodeDown", "NodeWatcher"]
 
 log = logging.getLogger("pybroadway.erldist.node")
 
@@ -45,12 +47,25 @@ P = TypeVar("P", bound=Process)
 
 EMPTY_ATOM = Atom("")
 
-SYSTEM_PROCESSES: tuple[tuple[str, Callable[[], Process]], ...] = (
-    ("global_name_server", GlobalNameServer),
-    ("net_kernel", NetKernel),
-    ("rex", Rex),
+class NodeDown(PyBroadwayError):
+    """The node stopped by itself: its supervisor gave up restarting its processes."""
+
+    def __init__(self, node: Atom, reason: Any) -> None:
+        super().__init__(f"node {node.name} stopped: its supervisor gave up ({loggable(reason)})")
+        self.node = node
+        self.reason = reason
+
+
+SYSTEM_PROCESSES: tuple[ChildSpec, ...] = (
+    ChildSpec(id="global_name_server", start=GlobalNameServer, name="global_name_server"),
+    ChildSpec(id="net_kernel", start=NetKernel, name="net_kernel"),
+    ChildSpec(id="rex", start=Rex, name="rex"),
 )
-"""The processes every node runs from its start, by registered name, in start order."""
+"""The processes every node runs from its start, in start order, under its supervisor
+``kernel_sup`` (as on the BEAM): one that crashes is restarted with its name."""
+
+SYSTEM_INTENSITY = (3, 5.0)
+"""``kernel_sup``'s restart intensity: more than 3 restarts in 5 seconds stop the node."""
 
 
 class Node:
@@ -96,6 +111,11 @@ class Node:
         self.rpc_functions: dict[tuple[Atom, Atom], Callable[..., Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
+        self.supervisor: Supervisor | None = None
+        """The node's top supervisor (``kernel_sup``): the system processes run under it, and
+        so may the application's (``await node.supervisor.start_child(spec)``). If it gives
+        up, the node stops: :meth:`wait_down` returns why."""
+        self._down: asyncio.Future[Any] | None = None
         self._net = net = Connections(self)
         self._signals = signals = Signals(self, net, self._processes, self._names, self._calls)
         net.deliver_to(signals, {
@@ -149,11 +169,33 @@ class Node:
             raise
         self.creation = self._registration.creation
         self._started = self._net.open = True
+        self._down = asyncio.get_running_loop().create_future()
         self._call_pid = self._new_pid()
-        for name, factory in SYSTEM_PROCESSES:
-            self.spawn(factory(), name=name)
+        intensity, period = SYSTEM_INTENSITY
+        self.supervisor = supervisor = self.spawn(
+            Supervisor(SYSTEM_PROCESSES, intensity=intensity, period=period), name="kernel_sup")
+        self.start_task(self._watch(supervisor), name=f"node-watch-{self.name.name}")
+        await supervisor.started.wait()
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
+
+    async def _watch(self, supervisor: Supervisor) -> None:
+        """A node whose supervisor ended while it runs cannot serve: it stops, loudly."""
+        reason = await supervisor.wait()
+        if not self._started:
+            return
+        log.critical("node %s cannot serve: its supervisor kernel_sup ended (%s); stopping",
+                     self.name.name, loggable(reason))
+        if self._down is not None and not self._down.done():
+            self._down.set_result(reason)
+        self.start_task(self.stop(), name=f"node-stop-{self.name.name}")
+
+    async def wait_down(self) -> Any:
+        """Wait until the node stops; return why it stopped by itself (its supervisor's exit
+        reason), or None when it was stopped with :meth:`stop`."""
+        if self._down is None:
+            raise RuntimeError(f"{self} was never started")
+        return await asyncio.shield(self._down)
 
     async def stop(self) -> None:
         """Stop every process, close every connection, unregister from EPMD."""
@@ -166,9 +208,13 @@ class Node:
             with contextlib.suppress(Exception):
                 await process.wait()
         await self._net.close_all()
+        current = asyncio.current_task()
         for task in list(self._tasks):
-            task.cancel()
+            if task is not current:  # stop() itself may run in one (the supervisor gave up)
+                task.cancel()
         await self._close_listeners()
+        if self._down is not None and not self._down.done():
+            self._down.set_result(None)
         log.info("node %s stopped", self.name.name)
 
     async def _close_listeners(self) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from typing import Any, Literal
 
-from pybroadway.erldist import Node
+from pybroadway.erldist import Node, Process
+from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Message, Producer
 
 from ._receiver import DEFAULT_NAME, Metadata, Receiver
@@ -23,8 +25,11 @@ class OtpDistributionProducer(Producer):
     """A pipeline producer fed by BEAM (or Python) clients of the off_broadway_otp_distribution
     protocol. Use it as ``producer={"module": (OtpDistributionProducer, {"node": node, ...})}``.
 
-    When the pipeline starts, the producer spawns a :class:`Receiver` on ``node``, registered
-    locally and in ``:global`` as ``receiver_name``; it stops it when the pipeline stops.
+    When the pipeline starts, the producer starts a :class:`Receiver` under the node's
+    supervisor, registered locally and in ``:global`` as ``receiver_name``; it stops it when the
+    pipeline stops. A receiver that crashes is restarted with both names; its clients see it
+    go down (``:DOWN``) and register with the new one, which is asked for what the processors
+    still want.
 
     ``mode="push"`` (default): whatever clients push becomes a message, whatever the demand.
     ``overflow`` decides what happens once ``buffer_size`` messages wait: ``"block"`` (default,
@@ -66,28 +71,57 @@ class OtpDistributionProducer(Producer):
         self._drop_log_at = 0.0
         self._drop_timer: asyncio.TimerHandle | None = None
         self._aside: deque[Message] = deque()
-        self.receiver = Receiver(self, name=receiver_name, request_atom=request_atom,
-                                 pull_interval=pull_interval,
-                                 message_log_level=message_log_level)
+        self._receiver_options: dict[str, Any] = {
+            "name": receiver_name, "request_atom": request_atom,
+            "pull_interval": pull_interval, "message_log_level": message_log_level}
+        self.receiver = Receiver(self, **self._receiver_options)
+        self._receiver_spec = ChildSpec(
+            id=f"receiver {receiver_name}", start=self._new_receiver, name=receiver_name,
+            on_start=self._receiver_started)
+        self._receiver_drains = False
 
-    async def on_start(self) -> None:
-        """Spawn the receiver and register it (locally, then in ``:global``)."""
-        self.node.spawn(self.receiver, name=self.receiver.name)
+    def _new_receiver(self) -> Receiver:
+        # The first start uses the receiver made with the producer; a restart, a new one.
+        receiver = self.receiver
+        if receiver.alive or receiver.exit_reason is not None:
+            receiver = self.receiver = Receiver(self, **self._receiver_options)
+        return receiver
+
+    async def _receiver_started(self, process: Process) -> None:
+        """A receiver (first or restarted) runs: register it in ``:global`` and give it what
+        this producer is in the middle of: pending demand, paused reading, draining."""
         if self.register_global:
             await self.receiver.register_global()
+        if self._receiver_drains:
+            self.receiver.drain()
+            return
+        if self.overflow == "block" and self.is_full:
+            self.receiver.pause_clients()
+        if self.mode == "pull" and self.pending_demand:
+            self.receiver.want(self.pending_demand)
+
+    async def on_start(self) -> None:
+        """Start the receiver under the node's supervisor and register it (locally, then in
+        ``:global``)."""
+        supervisor = self.node.supervisor
+        if supervisor is None:
+            raise RuntimeError(f"start {self.node} before the pipeline that uses it")
+        await supervisor.start_child(self._receiver_spec)
         logger.info("%s: receiver %s started in %s mode", self.name, self.receiver.name.name,
                     self.mode)
 
     def prepare_for_draining(self) -> None:
         """Take no more data from the clients (their connections stop being read) and pass on
         what already arrived, so that everything accepted is handled, none failed."""
+        self._receiver_drains = True
         self.receiver.drain()
 
     async def on_stop(self) -> None:
         """Stop the receiver."""
-        if self.receiver.alive:
-            self.receiver.exit()
-            await self.receiver.wait()
+        supervisor = self.node.supervisor
+        if supervisor is not None and supervisor.alive:
+            with contextlib.suppress(KeyError):  # the node may be stopping it already
+                await supervisor.terminate_child(self._receiver_spec.id)
         if self._drop_timer is not None:
             self._drop_timer.cancel()
             self._log_drops()

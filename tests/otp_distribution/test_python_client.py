@@ -8,6 +8,7 @@ import itertools
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.pipeline import Message
+from pybroadway.term import Atom
 from testkit.peers import SystemEpmd, unique_name
 from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE, server
@@ -44,14 +45,14 @@ async def test_python_client_reconnects_after_receiver_restart(epmd: SystemEpmd)
         client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name),
                                     backoff=0.05)
         receiver = producer.receiver
-        receiver.exit()
+        node.exit(receiver.pid, Atom("kill"))  # it crashes
         await receiver.wait()
         assert not client.is_connected or client.receiver is not None
-        # a fresh receiver under the same name; the client registers again
-        from pybroadway.otp_distribution import Receiver
-        fresh = Receiver(producer, name=DEFAULT_NAME)
-        node.spawn(fresh, name=DEFAULT_NAME)
-        await eventually_async(lambda: fresh.clients)
+        # the node's supervisor restarts it under the same name; the client registers again
+        await eventually_async(lambda: producer.receiver is not receiver
+                               and producer.receiver.clients)
+        fresh = producer.receiver
+        assert node.whereis(DEFAULT_NAME) == fresh.pid
         assert list(fresh.clients) == [client.pid]
         await client.connected(timeout=5)
         client.push_message("again")

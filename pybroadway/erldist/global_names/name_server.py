@@ -18,6 +18,7 @@ from pybroadway.erldist.global_names.protocol import (
     is_tagged,
 )
 from pybroadway.erldist.global_names.requester import Requester
+from pybroadway.erldist.global_names.tables import LocalNames, local_names
 from pybroadway.term import Atom, Pid
 from pybroadway.term.atoms import DOWN, ERROR, OK
 
@@ -45,13 +46,36 @@ class GlobalNameServer(ConnectProtocol):
         super()._start(node, pid)
         # The helpers exist as soon as the node has started, so register_name works from the
         # very first moment, before this server's task has run.
-        self.locker = node.spawn(Requester())
-        self.registrar = node.spawn(Requester())
+        # Linked: they end with this server, and it ends with them, as global's locker and
+        # registrar do.
+        self.locker = node.spawn(Requester(), link=pid)
+        self.registrar = node.spawn(Requester(), link=pid)
 
     async def init(self) -> None:
+        memory = local_names(self.node)
+        memory.servers += 1
+        if memory.servers > 1:
+            self._restarted(memory)
         self._unsubscribe = self.node.monitor_nodes(self._node_event)
         for peer in self.node.nodes():  # connections made before this process ran
             self._node_event(peer, True)
+
+    def _restarted(self, memory: LocalNames) -> None:
+        """A new server of a running node: the names of this node's processes are taken back,
+        and the connected nodes are dropped, since they hold themselves synced with the server
+        that is gone and would never sync with this one; they sync again when they reconnect
+        (on the BEAM a global that fails takes its node down, to the same effect)."""
+        for name, (pid, method) in list(memory.names.items()):
+            if self.node.process(pid) is not None:
+                self.insert_name(name, pid, method)
+            else:
+                del memory.names[name]
+        visible = self.visible_nodes()
+        log.warning("global: name server restarted; %d names of this node kept, dropping the "
+                    "connections to %d nodes so that they sync again", len(self.table),
+                    len(visible))
+        for peer in visible:
+            self.node.disconnect(peer)
 
     async def terminate(self, reason: Any) -> None:
         if self._unsubscribe is not None:

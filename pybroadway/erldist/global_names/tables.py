@@ -4,14 +4,38 @@ merged into them (name clashes settled as ``global``'s resolve functions do)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist.genserver import GenServer
 from pybroadway.erldist.global_names.protocol import DELETE, GLOBAL, INSERT, is_tagged
 from pybroadway.term import Atom, ExportFun, Pid, Reference
 from pybroadway.term.atoms import KILL
 
+if TYPE_CHECKING:
+    from pybroadway.erldist.node import Node
+
 log = logging.getLogger("pybroadway.erldist.global")
+
+
+class LocalNames:
+    """What outlives one ``global_name_server`` of a node: the global names its own processes
+    hold (so that a restarted server registers them again) and how many servers it has had."""
+
+    def __init__(self) -> None:
+        self.names: dict[Any, tuple[Pid, Any]] = {}
+        self.servers = 0
+
+
+_local_names: weakref.WeakKeyDictionary[Node, LocalNames] = weakref.WeakKeyDictionary()
+
+
+def local_names(node: Node) -> LocalNames:
+    """The :class:`LocalNames` of ``node``, made on first use."""
+    names = _local_names.get(node)
+    if names is None:
+        names = _local_names[node] = LocalNames()
+    return names
 
 
 class GlobalTables(GenServer):
@@ -38,6 +62,8 @@ class GlobalTables(GenServer):
         ref = self.monitor(pid)
         self.table[name] = (pid, method, ref)
         self._name_refs[ref] = name
+        if pid.node is self.node.name:
+            local_names(self.node).names[name] = (pid, method)
 
     def delete_name(self, name: Any) -> None:
         """Forget ``name`` and stop monitoring its pid."""
@@ -45,6 +71,8 @@ class GlobalTables(GenServer):
         if entry is not None:
             self._name_refs.pop(entry[2], None)
             self.demonitor(entry[2])
+            if entry[0].node is self.node.name:
+                local_names(self.node).names.pop(name, None)
 
     def do_ops(self, ops: Any) -> None:
         """Apply a peer's ``{insert, {Name, Pid, Method}}`` / ``{delete, Name}`` list."""

@@ -13,7 +13,8 @@ from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.epmd import EmbeddedEpmd, EpmdError, ensure_epmd
 from pybroadway.erldist.genserver import NOREPLY, From, GenServer
 from pybroadway.erldist.handshake import HandshakeError
-from pybroadway.erldist.node import Node, NodeDown
+from pybroadway.erldist.kernel import NodeDown
+from pybroadway.erldist.node import Node
 from pybroadway.erldist.process import Exit, Process
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 

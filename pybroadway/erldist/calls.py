@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybroadway.errors import PyBroadwayError
-from pybroadway.term import Atom
+from pybroadway.term import Atom, loggable
 
 
 class CallError(PyBroadwayError):
@@ -18,7 +18,7 @@ class CallError(PyBroadwayError):
     """
 
     def __init__(self, reason: Any, target: Any) -> None:
-        super().__init__(f"call to {target!r} failed: {reason!r}")
+        super().__init__(f"call to {loggable(target)} failed: {loggable(reason)}")
         self.reason = reason
         self.target = target
 

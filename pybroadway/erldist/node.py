@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
@@ -30,43 +31,21 @@ from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLATE
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
-from pybroadway.erldist.global_names import GlobalNameServer
+from pybroadway.erldist.kernel import kernel_sup
 from pybroadway.erldist.process import Process
-from pybroadway.erldist.rpc import NetKernel, Rex, serve_spawn_request
+from pybroadway.erldist.rpc import serve_spawn_request
 from pybroadway.erldist.signals import Signals, node_of, target_name
-from pybroadway.erldist.supervisor import ChildSpec, Supervisor
-from pybroadway.errors import PyBroadwayError
+from pybroadway.erldist.supervisor import Supervisor
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
 
-__all__ = ["CallError", "Node", "NodeDown", "NodeWatcher"]
+__all__ = ["CallError", "Node", "NodeWatcher"]
 
 log = logging.getLogger("pybroadway.erldist.node")
 
 P = TypeVar("P", bound=Process)
 
 EMPTY_ATOM = Atom("")
-
-class NodeDown(PyBroadwayError):
-    """The node stopped by itself: its supervisor gave up restarting its processes."""
-
-    def __init__(self, node: Atom, reason: Any) -> None:
-        super().__init__(f"node {node.name} stopped: its supervisor gave up ({loggable(reason)})")
-        self.node = node
-        self.reason = reason
-
-
-SYSTEM_PROCESSES: tuple[ChildSpec, ...] = (
-    ChildSpec(id="global_name_server", start=GlobalNameServer, name="global_name_server"),
-    ChildSpec(id="net_kernel", start=NetKernel, name="net_kernel"),
-    ChildSpec(id="rex", start=Rex, name="rex"),
-)
-"""The processes every node runs from its start, in start order, under its supervisor
-``kernel_sup`` (as on the BEAM): one that crashes is restarted with its name."""
-
-SYSTEM_INTENSITY = (3, 5.0)
-"""``kernel_sup``'s restart intensity: more than 3 restarts in 5 seconds stop the node."""
-
 
 class Node:
     """One distribution node.
@@ -111,10 +90,9 @@ class Node:
         self.rpc_functions: dict[tuple[Atom, Atom], Callable[..., Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
+        # kernel_sup, the system processes' supervisor; the application's may join it with
+        # ``await node.supervisor.start_child(spec)``. If it gives up, the node stops.
         self.supervisor: Supervisor | None = None
-        """The node's top supervisor (``kernel_sup``): the system processes run under it, and
-        so may the application's (``await node.supervisor.start_child(spec)``). If it gives
-        up, the node stops: :meth:`wait_down` returns why."""
         self._down: asyncio.Future[Any] | None = None
         self._net = net = Connections(self)
         self._signals = signals = Signals(self, net, self._processes, self._names, self._calls)
@@ -128,8 +106,8 @@ class Node:
             op.MONITOR_P: signals.on_monitor, op.DEMONITOR_P: signals.on_demonitor,
             op.MONITOR_P_EXIT: signals.on_monitor_exit,
             op.PAYLOAD_MONITOR_P_EXIT: signals.on_monitor_exit,
-            op.SPAWN_REQUEST: self._on_spawn_request, op.GROUP_LEADER: self._ignore,
-            op.SPAWN_REPLY: self._ignore,
+            op.SPAWN_REQUEST: functools.partial(serve_spawn_request, self),
+            op.GROUP_LEADER: self._ignore, op.SPAWN_REPLY: self._ignore,
         })
         # The parts' entry points the node and its processes use, bound once: no extra hop
         # per send, reply or link.
@@ -171,9 +149,7 @@ class Node:
         self._started = self._net.open = True
         self._down = asyncio.get_running_loop().create_future()
         self._call_pid = self._new_pid()
-        intensity, period = SYSTEM_INTENSITY
-        self.supervisor = supervisor = self.spawn(
-            Supervisor(SYSTEM_PROCESSES, intensity=intensity, period=period), name="kernel_sup")
+        self.supervisor = supervisor = self.spawn(kernel_sup(), name="kernel_sup")
         self.start_task(self._watch(supervisor), name=f"node-watch-{self.name.name}")
         await supervisor.started.wait()
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
@@ -412,10 +388,6 @@ class Node:
         # We create no aliases of our own, so only replies to our calls can arrive here.
         self._call_reply(message)
 
-    def _on_spawn_request(self, connection: Connection, control: tuple[Any, ...],
-                          message: Any) -> None:
-        serve_spawn_request(self, connection, control, message)
-
     def _ignore(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         pass
 
@@ -467,7 +439,7 @@ class Node:
             if call is not None and not call.future.done():
                 call.future.set_result(message[1])
                 return
-        log.debug("late or unexpected reply dropped: %r", message)
+        log.debug("late or unexpected reply dropped: %s", loggable(message))
 
     # -- rpc ------------------------------------------------------------------------------
 

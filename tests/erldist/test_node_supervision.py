@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from pybroadway.erldist import Node, global_names
-from pybroadway.erldist.node import SYSTEM_INTENSITY, SYSTEM_PROCESSES
+from pybroadway.erldist.kernel import SYSTEM_INTENSITY, SYSTEM_PROCESSES
 from pybroadway.term import Atom
 from pybroadway.term.atoms import KILL, SHUTDOWN
 from testkit.peers import BeamPeer, SystemEpmd

@@ -85,7 +85,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port) as node:
+    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
+                    host=args.listen) as node:
         pipeline = pipeline_class(
             name="PyBroadway",
             producer={"module": (OtpDistributionProducer, {
@@ -140,6 +141,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("push", "pull"), default="push")
     parser.add_argument("--sname", default="server@localhost", help="node name (name@host)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
+    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                        help="address the node listens on (default 127.0.0.1: this host only)")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
     parser.add_argument("--receiver-name", default=DEFAULT_NAME,

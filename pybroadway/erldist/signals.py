@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist import control as op
 from pybroadway.erldist import flags as dflags
-from pybroadway.term import Atom, Pid, Reference
+from pybroadway.erldist.connection import ProtocolError
+from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, EXIT, KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, PROCESS
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ class Signals:
 
     def on_link(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         _, sender, to = control
+        _own(connection, sender)
         process = self._processes.get(to)
         if process is None:
             self.send_exit(to, sender, NOPROC, link=True)
@@ -265,6 +267,7 @@ class Signals:
     def on_unlink(self, connection: Connection, control: tuple[Any, ...],
                   message: Any) -> None:
         sender, to = control[-2], control[-1]
+        _own(connection, sender)
         process = self._processes.get(to)
         if process is not None:
             process.links.discard(sender)
@@ -279,6 +282,7 @@ class Signals:
 
     def on_exit(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         sender, to = control[1], control[2]
+        _own(connection, sender)
         reason = message if control[0] == op.PAYLOAD_EXIT else control[3]
         process = self._processes.get(to)
         self._remote_links.get(sender.node, set()).discard((to, sender))
@@ -288,6 +292,7 @@ class Signals:
 
     def on_exit2(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         sender, to = control[1], control[2]
+        _own(connection, sender)
         reason = message if control[0] == op.PAYLOAD_EXIT2 else control[3]
         process = self._processes.get(to)
         if process is not None:
@@ -296,6 +301,7 @@ class Signals:
     def on_monitor(self, connection: Connection, control: tuple[Any, ...],
                    message: Any) -> None:
         _, watcher, target, ref = control
+        _own(connection, watcher)
         process = (self._processes.get(target) if type(target) is Pid
                    else self._names.get(target))
         if process is None:
@@ -310,6 +316,7 @@ class Signals:
     def on_demonitor(self, connection: Connection, control: tuple[Any, ...],
                      message: Any) -> None:
         _, watcher, _target, ref = control
+        _own(connection, watcher)
         process = self._remote_watchers.get(watcher.node, {}).pop(ref, None)
         if process is not None:
             process.watchers.pop(ref, None)
@@ -327,3 +334,12 @@ class Signals:
             target = process.monitors.pop(ref, None)
             if target is not None:
                 process.deliver((DOWN, ref, PROCESS, target, reason))
+
+
+def _own(connection: Connection, pid: Any) -> None:
+    """A peer links, monitors and exits only on behalf of its own processes; anything else is
+    a protocol violation that ends the connection, as on the BEAM. (Every such entry is then
+    kept under the connection's node, and freed with it.)"""
+    if type(pid) is not Pid or pid.node is not connection.peer:
+        raise ProtocolError(f"a signal on behalf of {loggable(pid)}, which is not a process of "
+                            f"{connection.peer.name}")

@@ -12,7 +12,7 @@ from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist import handshake
 from pybroadway.erldist.node import Node
-from pybroadway.term import Atom, encode
+from pybroadway.term import Atom, Pid, Reference, encode
 from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from tests.erldist.nodekit import WAIT, Echo, atom, ev, python_node
 
@@ -25,6 +25,8 @@ def frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+FOREIGN = Pid(Atom("other@host"), 1, 0, 1)
+
 BAD_FRAMES = {
     "not_pass_through": (frame(b"garbage!"), "pass-through"),
     "oversized": (struct.pack(">I", MAX_FRAME + 1) + b"\x70\x83", "max_frame_size"),
@@ -33,6 +35,12 @@ BAD_FRAMES = {
     "trailing_bytes": (frame(b"\x70" + encode((2, Atom(""), Atom("x"))) + encode(1) + b"\0"),
                        "frame holds"),
     "bad_control_shape": (frame(b"\x70" + encode((1, Atom("x")))), "closing the connection"),
+    # Links and monitors on behalf of another node's process: refused as the BEAM refuses
+    # them (they would be kept under a node whose connection never goes).
+    "foreign_link": (frame(b"\x70" + encode((1, FOREIGN, FOREIGN))), "not a process of"),
+    "foreign_monitor": (frame(b"\x70" + encode((19, FOREIGN, Atom("echo"),
+                                                 Reference(Atom("other@host"), 1, (1, 2, 3))))),
+                        "not a process of"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import re
 import sys
+import weakref
 from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any
@@ -39,7 +40,8 @@ _OPERATORS = frozenset(
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
             "\b": "\\b", "\f": "\\f", "\v": "\\v", "\x1b": "\\e", "\0": "\\0", "#{": "\\#{"}
 
-_node_numbers: dict[Atom, int] = {}
+# Weak: a node named in a term alone (a hostile peer can name millions) is not kept for this.
+_node_numbers: weakref.WeakKeyDictionary[Atom, int] = weakref.WeakKeyDictionary()
 _next_node_number = count(1)
 
 

@@ -5,6 +5,8 @@ Everything here is immutable and hashable, so any decoded term can be a map key.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -24,35 +26,71 @@ __all__ = [
 ]
 
 
+class _AtomRef(weakref.ref["Atom"]):
+    """The interning table's weak reference to an atom, knowing the atom's name."""
+
+    __slots__ = ("name",)
+    name: str
+
+
+# name -> a weak reference to the one Atom of that name. Weak, so that the table holds only
+# the atoms something still uses: a peer sending a million distinct atoms costs nothing once
+# they are gone (the BEAM's atom table, by contrast, never shrinks).
+_atoms: dict[str, _AtomRef] = {}
+# Taken to create an atom or drop a dead one (never to look one up), so that two threads
+# interning the same name get the same object. Reentrant: the collector may drop a dead atom
+# while this thread is creating one.
+_atoms_lock = threading.RLock()
+
+
+def _drop_atom(ref: _AtomRef) -> None:
+    with _atoms_lock:
+        if _atoms.get(ref.name) is ref:
+            del _atoms[ref.name]
+
+
 class Atom:
     """An Erlang atom, such as ``:ok`` or ``'global_name_server'``.
 
     Atoms are interned: ``Atom("ok") is Atom("ok")``, so comparing them is an identity check.
-    An atom never equals a ``str``, because a ``str`` is sent as a binary.
+    An atom never equals a ``str``, because a ``str`` is sent as a binary. An atom nothing
+    refers to any more is freed.
     """
 
     __slots__ = ("__weakref__", "_ext", "name")
-    _interned: ClassVar[dict[str, Atom]] = {}
     name: str
     _ext: bytes  # its external format, filled in by the encoder on first use
 
     def __new__(cls, name: str) -> Atom:
-        atom = cls._interned.get(name)
-        if atom is None:
-            if not isinstance(name, str):
-                raise TypeError(f"an atom's name is a str, not {type(name).__name__}")
-            atom = object.__new__(cls)
-            object.__setattr__(atom, "name", name)
-            # setdefault is atomic: a decoder in another thread interning the same name at
-            # the same moment gets this very object, so atoms stay comparable by identity.
-            atom = cls._interned.setdefault(name, atom)
+        ref = _atoms.get(name)
+        if ref is not None:
+            atom = ref()
+            if atom is not None:
+                return atom
+        if not isinstance(name, str):
+            raise TypeError(f"an atom's name is a str, not {type(name).__name__}")
+        with _atoms_lock:
+            ref = _atoms.get(name)
+            atom = ref() if ref is not None else None
+            if atom is None:
+                atom = object.__new__(cls)
+                object.__setattr__(atom, "name", name)
+                ref = _AtomRef(atom, _drop_atom)
+                ref.name = name
+                _atoms[name] = ref
         return atom
 
     @classmethod
     def existing(cls, name: str) -> Atom | None:
         """The atom named ``name`` if it exists already, else None; never creates one (what
-        an unauthenticated peer names must not become a permanent atom)."""
-        return cls._interned.get(name)
+        an unauthenticated peer names must not become an atom)."""
+        ref = _atoms.get(name)
+        return ref() if ref is not None else None
+
+    @staticmethod
+    def count() -> int:
+        """How many atoms exist (the size of the interning table)."""
+        return len(_atoms)
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("Atom is immutable")

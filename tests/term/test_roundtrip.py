@@ -122,3 +122,20 @@ def test_atoms_are_interned_and_not_strings() -> None:
     assert Atom("ok") != "ok"
     assert decode(encode(Atom("ok"))) is Atom("ok")
     assert {Atom("ok"): 1, "ok": 2, b"ok": 3} == {Atom("ok"): 1, "ok": 2, b"ok": 3}
+
+
+def test_atoms_nothing_uses_are_freed() -> None:
+    """The interning table holds only atoms in use: a million distinct atoms from a peer cost
+    nothing once they are gone."""
+    import gc
+
+    before = Atom.count()
+    decoder = Decoder()  # its caches (bounded) go with it, as a connection's do
+    decoded = decoder.decode(encode([Atom(f"distinct_{i}") for i in range(50_000)]))
+    assert Atom.count() >= before + 50_000
+    kept = decoded[7]
+    del decoded, decoder
+    gc.collect()
+    assert Atom.count() <= before + 1
+    assert Atom("distinct_7") is kept  # a live atom stays the one atom of its name
+    assert Atom.existing("distinct_8") is None

@@ -25,7 +25,7 @@ from pybroadway.erldist.global_names.protocol import (
 )
 from pybroadway.erldist.global_names.requester import Requester
 from pybroadway.erldist.global_names.tables import GlobalTables
-from pybroadway.term import Atom, Pid
+from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import GEN_CAST
 
 log = logging.getLogger("pybroadway.erldist.global")
@@ -116,7 +116,7 @@ class ConnectProtocol(GlobalTables):
 
     def _on_init_connect(self, vsn_tag: Any, peer: Any, init_msg: Any) -> None:
         if type(vsn_tag) is not tuple or len(vsn_tag) != 2 or not isinstance(peer, Atom):
-            log.warning("global: malformed init_connect from %r ignored", peer)
+            log.warning("global: malformed init_connect from %s ignored", loggable(peer))
             return
         sync = self._peer(peer)
         sync.sync_tag_his = vsn_tag[1]
@@ -133,7 +133,7 @@ class ConnectProtocol(GlobalTables):
 
     def _on_init_connect_ack(self, peer: Any, my_tag: Any) -> None:
         if self._tag_my(peer) != my_tag:
-            log.info("global: stale init_connect_ack from %r ignored", peer)
+            log.info("global: stale init_connect_ack from %s ignored", loggable(peer))
 
     def _on_cancel_connect(self, peer: Any, my_tag: Any) -> None:
         if isinstance(peer, Atom) and self._tag_my(peer) == my_tag \

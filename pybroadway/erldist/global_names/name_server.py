@@ -19,7 +19,7 @@ from pybroadway.erldist.global_names.protocol import (
 )
 from pybroadway.erldist.global_names.requester import Requester
 from pybroadway.erldist.global_names.tables import LocalNames, local_names
-from pybroadway.term import Atom, Pid
+from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import DOWN, ERROR, OK
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class GlobalNameServer(ConnectProtocol):
         try:
             return self._call(request, from_)
         except Exception:
-            log.exception("global: call %r failed", request)
+            log.exception("global: call %s failed", loggable(request))
             return (ERROR, Atom("internal_error"))
 
     def _call(self, request: Any, from_: From) -> Any:
@@ -132,8 +132,8 @@ class GlobalNameServer(ConnectProtocol):
             return OK
         if kind is Atom("get_known"):
             return self.known_nodes()
-        log.warning("global: unknown call %r from %r answered with an error", request,
-                    from_.pid)
+        log.warning("global: unknown call %s from %s answered with an error",
+                    loggable(request), loggable(from_.pid))
         return (ERROR, (Atom("unknown_call"), request))
 
     # -- casts -------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class GlobalNameServer(ConnectProtocol):
         try:
             self._cast_in(request)
         except Exception:
-            log.exception("global: cast %r failed, ignored", request)
+            log.exception("global: cast %s failed, ignored", loggable(request))
 
     def _cast_in(self, request: Any) -> None:
         kind = request[0] if type(request) is tuple and request else None
@@ -161,7 +161,7 @@ class GlobalNameServer(ConnectProtocol):
         elif kind in (Atom("async_del_name"), Atom("async_del_lock")):
             pass
         else:
-            log.warning("global: unknown cast %r ignored", request)
+            log.warning("global: unknown cast %s ignored", loggable(request))
 
     # -- plain messages ----------------------------------------------------------------------
 
@@ -169,11 +169,11 @@ class GlobalNameServer(ConnectProtocol):
         try:
             self._info(message)
         except Exception:
-            log.exception("global: message %r failed, ignored", message)
+            log.exception("global: message %s failed, ignored", loggable(message))
 
     def _info(self, message: Any) -> None:
         if type(message) is not tuple or not message:
-            log.warning("global: unknown message %r ignored", message)
+            log.warning("global: unknown message %s ignored", loggable(message))
             return
         kind = message[0]
         if kind is NODE_EVENT:
@@ -195,6 +195,7 @@ class GlobalNameServer(ConnectProtocol):
             self._forget(peer)
             self.node.disconnect(peer)
         elif is_tagged(message, Atom("lost_connection"), 5):
-            log.info("global: %r lost its connection to %r", message[1], message[4])
+            log.info("global: %s lost its connection to %s", loggable(message[1]),
+                     loggable(message[4]))
         else:
-            log.warning("global: unknown message %r ignored", message)
+            log.warning("global: unknown message %s ignored", loggable(message))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pybroadway.erldist.global_names.protocol import GNS
 from pybroadway.erldist.process import Process
-from pybroadway.term import Atom, Reference
+from pybroadway.term import Atom, Reference, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL
 
 log = logging.getLogger("pybroadway.erldist.global")
@@ -42,13 +42,14 @@ class Requester(Process):
                     message = await self.receive(match)
                     if message[0] is DOWN:
                         node = pending.pop(message[1])
-                        log.info("global call %r to %s: %r", request, node.name, message[4])
+                        log.info("global call %s to %s: %s", loggable(request), node.name,
+                                 loggable(message[4]))
                     else:
                         ref = message[0]
                         self.demonitor(ref)
                         replies[pending.pop(ref)] = message[1]
         except TimeoutError:
-            log.warning("global call %r: no answer from %s", request,
+            log.warning("global call %s: no answer from %s", loggable(request),
                         [n.name for n in pending.values()])
             for ref in pending:
                 self.demonitor(ref)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist.genserver import GenServer
 from pybroadway.erldist.global_names.protocol import DELETE, GLOBAL, INSERT, is_tagged
-from pybroadway.term import Atom, ExportFun, Pid, Reference
+from pybroadway.term import Atom, ExportFun, Pid, Reference, loggable
 from pybroadway.term.atoms import KILL
 
 if TYPE_CHECKING:
@@ -84,9 +84,9 @@ class GlobalTables(GenServer):
                 elif is_tagged(op, DELETE, 2):
                     self.delete_name(op[1])
                 else:
-                    log.warning("global: unknown name operation %r ignored", op)
+                    log.warning("global: unknown name operation %s ignored", loggable(op))
             except TypeError:
-                log.warning("global: name %r cannot be stored here, ignored", op)
+                log.warning("global: name %s cannot be stored here, ignored", loggable(op))
 
     def exchange_names(self, peer: Atom, name_list: list[Any]
                        ) -> tuple[list[Any], list[Any]]:
@@ -129,7 +129,7 @@ class GlobalTables(GenServer):
         if function == "random_notify_name":
             self.send(high, (Atom("global_name_conflict"), name))
         else:
-            log.info("global: name conflict, terminating %r", (name, high))
+            log.info("global: name conflict, terminating %s", loggable((name, high)))
             self.node.exit(high, KILL, sender=self.pid)
         return low
 

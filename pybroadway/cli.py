@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -78,9 +79,20 @@ def load_pipeline(spec: str) -> type[Pipeline]:
     return cls
 
 
+def raise_fd_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit: every connection and
+    registration is a file, and the default soft limit (often 1,024) is soon reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # not allowed here: keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+
+
 async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
                 ) -> Summary:
     """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set)."""
+    raise_fd_limit()
     stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -222,6 +234,7 @@ def run_epmd(args: argparse.Namespace) -> int:
 
 
 async def _serve_epmd(host: str, port: int, relaxed_command_check: bool) -> None:
+    raise_fd_limit()
     server = EmbeddedEpmd(relaxed_command_check=relaxed_command_check)
     await server.start(host, port)
     loop = asyncio.get_running_loop()

@@ -6,10 +6,12 @@ rule, nodeup and nodedown.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import handshake
 from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
@@ -18,6 +20,8 @@ from pybroadway.term import Atom, Encoder
 if TYPE_CHECKING:
     from pybroadway.erldist.node import Node
     from pybroadway.erldist.signals import Signals
+
+log = logging.getLogger("pybroadway.erldist.node")
 
 NodeWatcher = Callable[[Atom, bool], None]
 
@@ -57,6 +61,8 @@ class Connections:
         self._watchers: list[NodeWatcher] = []
         self._encoder = Encoder()
         self._server: asyncio.Server | None = None
+        self._handshaking = 0
+        self._refusals = Throttle(log, logging.WARNING, "refused connections", burst=1)
 
     def deliver_to(self, signals: Signals, handlers: Mapping[int, Handler]) -> None:
         """Where what arrives goes: each frame to ``handlers[op]``, a lost or unreachable
@@ -167,6 +173,14 @@ class Connections:
     async def _on_accept(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         me = self._node
+        if self._handshaking >= me.max_handshakes:
+            # Connections that have not shown the cookie yet are capped, so that idle or
+            # garbage ones cannot take every file descriptor from the nodes that have.
+            writer.close()
+            self._refusals.log("refused a connection: %d handshakes are in progress (at most "
+                               "%d)", self._handshaking, me.max_handshakes)
+            return
+        self._handshaking += 1
         try:
             peer = await handshake.accept(
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
@@ -177,6 +191,8 @@ class Connections:
         except Exception:
             me.log.exception("unexpected error in an incoming handshake")
             return
+        finally:
+            self._handshaking -= 1
         old = self.live.get(Atom(peer.name))
         if old is not None:
             old.close("replaced by a new connection from the same node")

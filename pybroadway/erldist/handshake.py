@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pybroadway._aio import maybe_await
+from pybroadway._throttle import Throttle
 from pybroadway.erldist.flags import (
     HANDSHAKE_23,
     MANDATORY,
@@ -342,7 +343,7 @@ async def _guarded(s: _Session, steps: Awaitable[PeerInfo], timeout: float) -> P
             return await steps
     except TimeoutError:
         await _close(s.writer)
-        log.warning("handshake %s %s timed out after %ss", s.direction, s.peer, timeout)
+        _warn(s, "handshake %s %s timed out after %ss", s.direction, s.peer, timeout)
         raise s.fail(f"timed out after {timeout}s") from None
     except HandshakeRejected as exc:
         await _close(s.writer)
@@ -350,11 +351,22 @@ async def _guarded(s: _Session, steps: Awaitable[PeerInfo], timeout: float) -> P
         raise
     except HandshakeError as exc:
         await _close(s.writer)
-        log.warning("%s", exc)
+        _warn(s, "%s", exc)
         raise
     except BaseException:
         await _close(s.writer)
         raise
+
+
+# Anyone who can reach the port can fail handshakes at will: those lines are throttled.
+_incoming_failures = Throttle(log, logging.WARNING, "failed incoming handshakes")
+
+
+def _warn(s: _Session, message: str, *args: object) -> None:
+    if s.direction == "from":
+        _incoming_failures.log(message, *args)
+    else:
+        log.warning(message, *args)
 
 
 async def _connect(s: _Session, our_name: str, cookie: CookieSource, creation: int,

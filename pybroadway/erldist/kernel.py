@@ -4,7 +4,9 @@ up, and the node stops (:class:`NodeDown` says why)."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist.global_names import GlobalNameServer
 from pybroadway.erldist.rpc import NetKernel, Rex
@@ -12,7 +14,12 @@ from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, loggable
 
-__all__ = ["SYSTEM_INTENSITY", "SYSTEM_PROCESSES", "NodeDown", "kernel_sup"]
+if TYPE_CHECKING:
+    from pybroadway.erldist.node import Node
+
+__all__ = ["SYSTEM_INTENSITY", "SYSTEM_PROCESSES", "Kernel", "NodeDown", "kernel_sup"]
+
+log = logging.getLogger("pybroadway.erldist.node")
 
 SYSTEM_PROCESSES: tuple[ChildSpec, ...] = (
     ChildSpec(id="global_name_server", start=GlobalNameServer, name="global_name_server"),
@@ -38,3 +45,42 @@ class NodeDown(PyBroadwayError):
         super().__init__(f"node {node.name} stopped: its supervisor gave up ({loggable(reason)})")
         self.node = node
         self.reason = reason
+
+
+class Kernel:
+    """A node's ``kernel_sup`` and what its end means: a node whose supervisor ended while it
+    runs cannot serve, so it stops, loudly, and says why."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.supervisor: Supervisor | None = None
+        self._down: asyncio.Future[Any] | None = None
+
+    async def start(self) -> None:
+        """Spawn ``kernel_sup`` and wait until the system processes run."""
+        node = self.node
+        self._down = asyncio.get_running_loop().create_future()
+        self.supervisor = supervisor = node.spawn(kernel_sup(), name="kernel_sup")
+        node.start_task(self._watch(supervisor), name=f"node-watch-{node.name.name}")
+        await supervisor.started.wait()
+
+    async def _watch(self, supervisor: Supervisor) -> None:
+        reason = await supervisor.wait()
+        node = self.node
+        if not node.running:
+            return
+        log.critical("node %s cannot serve: its supervisor kernel_sup ended (%s); stopping",
+                     node.name.name, loggable(reason))
+        self.stopped(reason)
+        node.start_task(node.stop(), name=f"node-stop-{node.name.name}")
+
+    def stopped(self, reason: Any) -> None:
+        """The node stopped: by itself because of ``reason``, or on request (None)."""
+        if self._down is not None and not self._down.done():
+            self._down.set_result(reason)
+
+    async def wait_down(self) -> Any:
+        """Wait until the node stops; return why it stopped by itself, or None."""
+        if self._down is None:
+            raise RuntimeError(f"{self.node} was never started")
+        return await asyncio.shield(self._down)

@@ -31,7 +31,7 @@ from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLATE
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
-from pybroadway.erldist.kernel import kernel_sup
+from pybroadway.erldist.kernel import Kernel
 from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import serve_spawn_request
 from pybroadway.erldist.signals import Signals, node_of, target_name
@@ -54,15 +54,16 @@ class Node:
     ``host`` to listen on (default loopback), ``port`` (0: any), ``epmd_port`` (default
     ``$ERL_EPMD_PORT`` or 4369; an embedded EPMD is started there when none answers),
     ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``, ``max_frame_size``
-    (the largest frame a peer may send) and ``max_inflated`` (the most a compressed term in a
-    frame may inflate to).
+    (the largest frame a peer may send), ``max_inflated`` (the most a compressed term in a
+    frame may inflate to) and ``max_handshakes`` (incoming connections that have not shown the
+    cookie yet; more are refused).
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
                  host: str = "127.0.0.1", port: int = 0, epmd_port: int | None = None,
                  ticktime: float = 60.0, handshake_timeout: float = 10.0,
                  connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
-                 max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
+                 max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128) -> None:
         alive, hostname = split_node_name(name)
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
@@ -75,6 +76,7 @@ class Node:
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size
         self.max_inflated = max_inflated
+        self.max_handshakes = max_handshakes
         self.flags = dflags.default_flags(hidden=hidden)
         self.creation = 0
         self.log = log
@@ -90,10 +92,7 @@ class Node:
         self.rpc_functions: dict[tuple[Atom, Atom], Callable[..., Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
-        # kernel_sup, the system processes' supervisor; the application's may join it with
-        # ``await node.supervisor.start_child(spec)``. If it gives up, the node stops.
-        self.supervisor: Supervisor | None = None
-        self._down: asyncio.Future[Any] | None = None
+        self._kernel = Kernel(self)
         self._net = net = Connections(self)
         self._signals = signals = Signals(self, net, self._processes, self._names, self._calls)
         net.deliver_to(signals, {
@@ -147,31 +146,26 @@ class Node:
             raise
         self.creation = self._registration.creation
         self._started = self._net.open = True
-        self._down = asyncio.get_running_loop().create_future()
         self._call_pid = self._new_pid()
-        self.supervisor = supervisor = self.spawn(kernel_sup(), name="kernel_sup")
-        self.start_task(self._watch(supervisor), name=f"node-watch-{self.name.name}")
-        await supervisor.started.wait()
+        await self._kernel.start()
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
 
-    async def _watch(self, supervisor: Supervisor) -> None:
-        """A node whose supervisor ended while it runs cannot serve: it stops, loudly."""
-        reason = await supervisor.wait()
-        if not self._started:
-            return
-        log.critical("node %s cannot serve: its supervisor kernel_sup ended (%s); stopping",
-                     self.name.name, loggable(reason))
-        if self._down is not None and not self._down.done():
-            self._down.set_result(reason)
-        self.start_task(self.stop(), name=f"node-stop-{self.name.name}")
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the node stops."""
+        return self._started
+
+    @property
+    def supervisor(self) -> Supervisor | None:
+        """``kernel_sup``, the system processes' supervisor (None until started): the
+        application's may join it (``await node.supervisor.start_child(spec)``)."""
+        return self._kernel.supervisor
 
     async def wait_down(self) -> Any:
         """Wait until the node stops; return why it stopped by itself (its supervisor's exit
         reason), or None when it was stopped with :meth:`stop`."""
-        if self._down is None:
-            raise RuntimeError(f"{self} was never started")
-        return await asyncio.shield(self._down)
+        return await self._kernel.wait_down()
 
     async def stop(self) -> None:
         """Stop every process, close every connection, unregister from EPMD."""
@@ -189,8 +183,7 @@ class Node:
             if task is not current:  # stop() itself may run in one (the supervisor gave up)
                 task.cancel()
         await self._close_listeners()
-        if self._down is not None and not self._down.done():
-            self._down.set_result(None)
+        self._kernel.stopped(None)
         log.info("node %s stopped", self.name.name)
 
     async def _close_listeners(self) -> None:

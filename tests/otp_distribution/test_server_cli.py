@@ -171,3 +171,15 @@ def test_example_server_pull_mode() -> None:
                 """[INFO] respond_to_pull_request: "I'm alive!\"""")
             assert dropped == 0
             assert peer.proc.poll() is None
+
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    """Every connection is a file: a server started with a low soft limit raises it."""
+    argv = ["bash", "-c", 'ulimit -Sn 256; exec "$0" -m pybroadway serve "$@"', sys.executable]
+    with running(argv) as server:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver")
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        soft, hard = next(line.split()[3:5] for line in limits.splitlines()
+                          if line.startswith("Max open files"))
+        assert soft == hard != "256"
+        server.stop()

@@ -11,6 +11,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist.epmd.client import accepts_connections
 from pybroadway.erldist.epmd.protocol import (
     ALIVE2_REQ,
@@ -89,7 +90,7 @@ class EmbeddedEpmd:
         self._last_creation: OrderedDict[str, int] = OrderedDict()
         self._writers: set[asyncio.StreamWriter] = set()
         self._stopped: asyncio.Event | None = None
-        self._refused = 0  # connections refused at the cap since the last log line
+        self._refusals = Throttle(log, logging.WARNING, "refused connections", burst=1)
 
     @property
     def serving(self) -> bool:
@@ -306,16 +307,10 @@ class EmbeddedEpmd:
 
 
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
-        """Close a connection over the cap at once; say so once a second, with a count."""
+        """Close a connection over the cap at once (saying so at most once a second)."""
         writer.close()
-        self._refused += 1
-        if self._refused == 1:
-            asyncio.get_running_loop().call_later(1.0, self._report_refused)
-
-    def _report_refused(self) -> None:
-        log.warning("epmd: refused %d connections in the last second: %d are open (at most "
-                    "%d)", self._refused, len(self._writers), self.max_connections)
-        self._refused = 0
+        self._refusals.log("epmd: refused a connection: %d are open (at most %d)",
+                           len(self._writers), self.max_connections)
 
 
 def _is_local(writer: asyncio.StreamWriter) -> bool:

@@ -1,0 +1,53 @@
+"""Log lines that a flood cannot multiply: the first few of a kind each second, then one line
+with how many more there were."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+
+class Throttle:
+    """Logs at most ``burst`` lines of one kind per ``interval`` seconds through ``logger``,
+    and at the end of an interval that had more, one line saying how many were left out. For
+    what a peer can repeat at will: garbage connections, refused connections, failed
+    handshakes."""
+
+    def __init__(self, logger: logging.Logger, level: int, what: str, *, burst: int = 5,
+                 interval: float = 1.0) -> None:
+        self.logger = logger
+        self.level = level
+        self.what = what
+        self.burst = burst
+        self.interval = interval
+        self._window_start = float("-inf")
+        self._logged = 0
+        self.suppressed = 0
+        """Lines left out in the current interval (reported when it ends)."""
+
+    def log(self, message: str, *args: Any) -> None:
+        """Log ``message % args``, unless this interval's burst is spent (then count it)."""
+        now = time.monotonic()
+        if now - self._window_start >= self.interval:
+            self._report()
+            self._window_start = now
+            self._logged = 0
+        if self._logged < self.burst:
+            self._logged += 1
+            self.logger.log(self.level, message, *args)
+            return
+        self.suppressed += 1
+        if self.suppressed == 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: the next line reports them
+                return
+            loop.call_later(self._window_start + self.interval - now, self._report)
+
+    def _report(self) -> None:
+        if self.suppressed:
+            self.logger.log(self.level, "%d more %s in %gs were not logged", self.suppressed,
+                            self.what, self.interval)
+            self.suppressed = 0

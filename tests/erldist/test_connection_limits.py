@@ -1,0 +1,62 @@
+"""Connections that have not shown the cookie are capped and their failures cannot flood the
+log; the node keeps serving the nodes that have."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist.node import Node
+from pybroadway.term import Atom
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually_async
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_handshakes_in_progress_are_capped_and_nodes_keep_connecting() -> None:
+    epmd_port = free_port()
+    async with Node(f"{unique_name('capped')}@localhost", cookie="c", epmd_port=epmd_port,
+                    max_handshakes=5, handshake_timeout=30) as node, \
+            Node(f"{unique_name('friend')}@localhost", cookie="c",
+                 epmd_port=epmd_port) as friend:
+        assert await friend.connect(node.name)  # connected before the flood
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+        assert address is not None
+        idle = [await asyncio.open_connection("127.0.0.1", address.port) for _ in range(5)]
+        await eventually_async(lambda: node._net._handshaking == 5)
+        # The sixth is closed at once, unanswered.
+        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        # What connected before is served: a call over the existing connection.
+        assert await friend.call(("net_kernel", node.name.name),
+                                 (Atom("is_auth"), friend.name)) == Atom("yes")
+        for _reader, idle_writer in idle:
+            idle_writer.close()
+        await eventually_async(lambda: node._net._handshaking == 0)
+        async with Node(f"{unique_name('late')}@localhost", cookie="c",
+                        epmd_port=epmd_port) as late:
+            assert await late.connect(node.name)
+
+
+async def test_a_flood_of_garbage_connections_logs_a_few_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway")
+    epmd_port = free_port()
+    async with Node(f"{unique_name('flooded')}@localhost", cookie="c",
+                    epmd_port=epmd_port) as node:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+        assert address is not None
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+            writer.write(b"\x00\x05Xjunk")  # a packet with no meaning: refused at once
+            await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        await asyncio.sleep(1.1)  # the throttle's interval ends: its count is logged
+        lines = [r.getMessage() for r in caplog.records if "handshake" in r.getMessage()]
+        assert 1 <= len(lines) <= 10, lines
+        assert "failed incoming handshakes in 1s were not logged" in lines[-1]

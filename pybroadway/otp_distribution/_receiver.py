@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import From, GenServer
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, ERROR, GEN_CAST, OK
@@ -88,6 +89,9 @@ class Receiver(GenServer):
         self._paused_wanted = False
         self._draining = False
         self._timer: asyncio.TimerHandle | None = None
+        # Any process can send anything: what is not the protocol is logged, but a flood of
+        # it only a few lines a second.
+        self._unknown = Throttle(logger, logging.WARNING, "unknown requests")
 
     # -- registration ------------------------------------------------------------------------
 
@@ -106,7 +110,7 @@ class Receiver(GenServer):
             logger.info("unregister: %s", loggable((from_.pid, from_.tag)))
             self._remove(from_.pid, demonitor=True)
             return OK
-        logger.warning("unknown call from %s: %s", loggable(from_.pid), loggable(request))
+        self._unknown.log("unknown call from %s: %s", loggable(from_.pid), loggable(request))
         return (ERROR, (Atom("unknown_call"), request))
 
     def _add(self, pid: Pid) -> None:
@@ -152,7 +156,7 @@ class Receiver(GenServer):
         """Casts that did not come through :meth:`deliver_from` (local senders): the same
         data casts; anything else is logged."""
         if not (type(request) is tuple and len(request) == 2 and self._take(request, None)):
-            logger.warning("unknown cast: %s", loggable(request))
+            self._unknown.log("unknown cast: %s", loggable(request))
 
     def _take(self, request: tuple[Any, Any], sender: Pid | None) -> bool:
         """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
@@ -210,7 +214,7 @@ class Receiver(GenServer):
                 logger.info("client %s down: %s", loggable(pid), loggable(message[4]))
                 self._remove(pid, demonitor=False)
                 return
-        logger.warning("unexpected message: %s", loggable(message))
+        self._unknown.log("unexpected message: %s", loggable(message))
 
     def _flush(self) -> None:
         # Everything that arrived in one turn of the event loop goes to the sink at once.

@@ -101,14 +101,14 @@ class Collector:
 
 @contextlib.asynccontextmanager
 async def server(epmd_port: int, *, concurrency: int = 1,
-                 handle: Callable[..., Any] | None = None,
+                 handle: Callable[..., Any] | None = None, ticktime: float = 60.0,
                  **producer: Any) -> AsyncIterator[tuple[Node, Pipeline, Collector,
                                                          OtpDistributionProducer]]:
     """A Python node running a pipeline fed by the connector."""
     logging.getLogger("pybroadway.otp_distribution").setLevel(logging.INFO)
     collector = Collector()
-    async with Node(f"{unique_name('py')}@localhost", cookie=COOKIE,
-                    epmd_port=epmd_port) as node:
+    async with Node(f"{unique_name('py')}@localhost", cookie=COOKIE, epmd_port=epmd_port,
+                    ticktime=ticktime) as node:
         pipeline = Pipeline(handle_message=handle or collector.handle_message,
                             producer={"module": (OtpDistributionProducer,
                                                  {"node": node, **producer})},
@@ -117,9 +117,9 @@ async def server(epmd_port: int, *, concurrency: int = 1,
             yield node, pipeline, collector, pipeline.producers[0]  # type: ignore[misc]
 
 
-async def elixir_peer(epmd_port: int, server_node: Node) -> BeamPeer:
+async def elixir_peer(epmd_port: int, server_node: Node, *, extra_erl: str = "") -> BeamPeer:
     """An Elixir node, connected to ``server_node``, with the test client modules loaded."""
-    peer = BeamPeer.elixir(epmd_port=epmd_port, cookie=COOKIE)
+    peer = BeamPeer.elixir(epmd_port=epmd_port, cookie=COOKIE, extra_erl=extra_erl)
     await asyncio.to_thread(peer.wait_started)
     assert await peer.araw(
         f"Atom.to_string(Node.connect(:\"{server_node.name.name}\"))") == b"true"

@@ -67,6 +67,7 @@ async def kill_and_stop_while_registered(port: int) -> tuple[bool, bytes, list[s
     return killed, stopped, names
 
 
+@pytest.mark.beam  # Erlang's epmd is the reference
 async def test_kill_refused_and_stop_ignored_while_registered_like_epmd(
         system_epmd: Callable[[], int]) -> None:
     reference = await kill_and_stop_while_registered(system_epmd())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from pybroadway.erldist import global_names
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.term import Atom, decode
@@ -44,6 +46,7 @@ async def test_a_killed_receiver_comes_back_and_clients_register_again(
             assert collector.data == [Atom("after")]
 
 
+@pytest.mark.beam  # an Elixir node does the killing
 def test_serve_exits_non_zero_when_the_node_cannot_serve() -> None:
     with running([sys.executable, "-m", "pybroadway", "serve"]) as server_process:
         server_process.wait_logged(" serves off_broadway_otp_distribution_receiver")

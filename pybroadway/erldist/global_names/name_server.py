@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.genserver import From
 from pybroadway.erldist.global_names.connect import ConnectProtocol
+from pybroadway.erldist.global_names.partitions import (
+    LOST_CONNECTION,
+    REMOVE_CONNECTION,
+    PartitionGuard,
+)
 from pybroadway.erldist.global_names.protocol import (
     INITIATE,
     LOCKED,
@@ -50,6 +55,7 @@ class GlobalNameServer(ConnectProtocol):
         # registrar do.
         self.locker = node.spawn(Requester(), link=pid)
         self.registrar = node.spawn(Requester(), link=pid)
+        self.partitions = PartitionGuard(node, self.known_nodes, self._forget)
 
     async def init(self) -> None:
         memory = local_names(self.node)
@@ -94,6 +100,8 @@ class GlobalNameServer(ConnectProtocol):
             if sync is None or (not sync.known and sync.sync_tag_my is None):
                 self._start_connect(peer)
         else:
+            if peer in self.peers or peer in self.partitions.removing:
+                self.partitions.connection_lost(peer)
             self._forget(peer)
         self._wake_syncers()
 
@@ -188,14 +196,9 @@ class GlobalNameServer(ConnectProtocol):
             self._on_init_connect_ack(message[1], message[2])
         elif is_tagged(message, Atom("cancel_connect"), 3):
             self._on_cancel_connect(message[1], message[2])
-        elif is_tagged(message, Atom("remove_connection"), 2) and isinstance(message[1], Atom):
-            peer = message[1]
-            log.warning("global at %s: %s asked us to disconnect from it (overlapping "
-                        "partitions)", self.node.name.name, peer.name)
-            self._forget(peer)
-            self.node.disconnect(peer)
-        elif is_tagged(message, Atom("lost_connection"), 5):
-            log.info("global: %s lost its connection to %s", loggable(message[1]),
-                     loggable(message[4]))
+        elif is_tagged(message, REMOVE_CONNECTION, 2):
+            self.partitions.on_remove_connection(message[1])
+        elif is_tagged(message, LOST_CONNECTION, 5):
+            self.partitions.on_lost_connection(*message[1:])
         else:
             log.warning("global: unknown message %s ignored", loggable(message))

@@ -8,7 +8,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._throttle import Throttle
+from pybroadway.erldist.epmd import EpmdError, EpmdRegistration
 from pybroadway.erldist.global_names import GlobalNameServer
+from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import NetKernel, Rex
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.errors import PyBroadwayError
@@ -32,10 +35,39 @@ SYSTEM_INTENSITY = (3, 5.0)
 """More than 3 restarts in 5 seconds: the supervisor gives up and the node stops."""
 
 
-def kernel_sup() -> Supervisor:
-    """A new (not yet spawned) ``kernel_sup`` with the system processes as its children."""
+class EpmdKeeper(Process):
+    """Keeps the node registered with EPMD: when the registration is lost (its EPMD stopped or
+    was restarted), it registers again, trying every ``retry`` seconds until it succeeds."""
+
+    def __init__(self, registration: EpmdRegistration, retry: float = 1.0) -> None:
+        super().__init__()
+        self.registration = registration
+        self.retry = retry
+        self._failures = Throttle(log, logging.WARNING, "failed registrations",
+                                  burst=1, interval=30.0)
+
+    async def run(self) -> None:
+        registration = self.registration
+        while True:
+            await registration.wait_lost()
+            while registration.closed and not registration.unregistered:
+                try:
+                    await registration.renew()
+                except EpmdError as exc:
+                    self._failures.log("cannot register %s with epmd again (%s); retrying "
+                                       "every %gs", registration.name, exc, self.retry)
+                    await asyncio.sleep(self.retry)
+            if registration.unregistered:
+                return
+            log.info("registered %s with epmd again", registration.name)
+
+
+def kernel_sup(registration: EpmdRegistration) -> Supervisor:
+    """A new (not yet spawned) ``kernel_sup``: the system processes, and the keeper of the
+    node's EPMD ``registration``."""
     intensity, period = SYSTEM_INTENSITY
-    return Supervisor(SYSTEM_PROCESSES, intensity=intensity, period=period)
+    keeper = ChildSpec(id="epmd_registration", start=lambda: EpmdKeeper(registration))
+    return Supervisor([*SYSTEM_PROCESSES, keeper], intensity=intensity, period=period)
 
 
 class NodeDown(PyBroadwayError):
@@ -56,11 +88,11 @@ class Kernel:
         self.supervisor: Supervisor | None = None
         self._down: asyncio.Future[Any] | None = None
 
-    async def start(self) -> None:
+    async def start(self, registration: EpmdRegistration) -> None:
         """Spawn ``kernel_sup`` and wait until the system processes run."""
         node = self.node
         self._down = asyncio.get_running_loop().create_future()
-        self.supervisor = supervisor = node.spawn(kernel_sup(), name="kernel_sup")
+        self.supervisor = supervisor = node.spawn(kernel_sup(registration), name="kernel_sup")
         node.start_task(self._watch(supervisor), name=f"node-watch-{node.name.name}")
         await supervisor.started.wait()
 

@@ -147,7 +147,7 @@ class Node:
         self.creation = self._registration.creation
         self._started = self._net.open = True
         self._call_pid = self._new_pid()
-        await self._kernel.start()
+        await self._kernel.start(self._registration)
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
 

@@ -104,25 +104,29 @@ class EpmdRegistration:
     (assigned by EPMD), ``hidden``, ``epmd_host``, ``epmd_port``.
     """
 
-    def __init__(self, *, name: str, port: int, creation: int, hidden: bool, epmd_host: str,
-                 epmd_port: int, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.name = name
-        self.port = port
+    def __init__(self, *, node: NodeAddress, creation: int, epmd_host: str, epmd_port: int,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._node = node
+        self.name = node.name
+        self.port = node.port
+        self.hidden = node.hidden
         self.creation = creation
-        self.hidden = hidden
         self.epmd_host = epmd_host
         self.epmd_port = epmd_port
-        self._reader = reader
-        self._writer = writer
         self._closing = False
         self._lost = asyncio.Event()
-        self._watch = asyncio.get_running_loop().create_task(
-            self._watch_socket(), name=f"epmd-registration-{name}")
+        self._use(reader, writer)
 
-    async def _watch_socket(self) -> None:
+    def _use(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._lost.clear()
+        self._watch = asyncio.get_running_loop().create_task(
+            self._watch_socket(reader), name=f"epmd-registration-{self.name}")
+
+    async def _watch_socket(self, reader: asyncio.StreamReader) -> None:
         try:
-            while await self._reader.read(4096):
+            while await reader.read(4096):
                 pass
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -132,10 +136,28 @@ class EpmdRegistration:
                 log.warning("epmd at %s:%d closed the registration of %s",
                             self.epmd_host, self.epmd_port, self.name)
 
+    async def renew(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Register again, with the same name and port, after the registration was lost (its
+        EPMD stopped or restarted). Raises :class:`EpmdError` as :func:`register` does; then
+        the registration stays lost and may be renewed later."""
+        if self._closing or not self.closed:
+            return
+        reader, writer, self.creation = await _alive2(self._node, self.epmd_host,
+                                                      self.epmd_port, timeout)
+        if self._closing:  # closed while we were registering again
+            await _close_writer(writer)
+            return
+        self._use(reader, writer)
+
     @property
     def closed(self) -> bool:
         """True once the registration ended (closed by us or lost because epmd went away)."""
         return self._lost.is_set()
+
+    @property
+    def unregistered(self) -> bool:
+        """True once :meth:`close` was called: the registration ended on purpose."""
+        return self._closing
 
     async def wait_lost(self) -> None:
         """Wait until the registration ends (e.g. epmd was killed)."""
@@ -183,6 +205,15 @@ async def register(name: str, port: int, *, hidden: bool = False, epmd_host: str
     eport = epmd_port if epmd_port is not None else default_epmd_port()
     node = NodeAddress(short, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL,
                        extra=extra)
+    reader, writer, creation = await _alive2(node, epmd_host, eport, timeout)
+    return EpmdRegistration(node=node, creation=creation, epmd_host=epmd_host, epmd_port=eport,
+                            reader=reader, writer=writer)
+
+
+async def _alive2(node: NodeAddress, epmd_host: str, eport: int, timeout: float
+                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """ALIVE2_REQ for ``node``: the registration's open connection and its creation."""
+    short = node.name
     reader, writer = await _open(epmd_host, eport, timeout)
     try:
         writer.write(frame(bytes([ALIVE2_REQ]) + pack_node(node)))
@@ -212,10 +243,9 @@ async def register(name: str, port: int, *, hidden: bool = False, epmd_host: str
         await _close_writer(writer)
         raise EpmdError(f"the name {short} seems to be in use by another Erlang node "
                         f"(epmd at {epmd_host}:{eport} answered result {result})")
-    log.info("registered %s (port %d, %s) with epmd at %s:%d, creation %d", short, port,
-             "hidden" if hidden else "visible", epmd_host, eport, creation)
-    return EpmdRegistration(name=short, port=port, creation=creation, hidden=hidden,
-                            epmd_host=epmd_host, epmd_port=eport, reader=reader, writer=writer)
+    log.info("registered %s (port %d, %s) with epmd at %s:%d, creation %d", short, node.port,
+             "hidden" if node.hidden else "visible", epmd_host, eport, creation)
+    return reader, writer, creation
 
 
 async def port_please(name: str, host: str = "127.0.0.1", epmd_port: int | None = None, *,

@@ -32,6 +32,9 @@ DEFAULT_MAX_INFLATED = 1024 * 1024
 """The largest a compressed term in a frame may inflate to. A BEAM never compresses what it
 sends over the distribution, and a term builds up to one object per byte it inflates to: the
 cap keeps a small frame from costing more than a large one."""
+DEFAULT_MAX_PENDING_OUTPUT = 256 * 1024 * 1024
+"""The most bytes a connection may hold for a peer that does not read them: past it, the
+connection is closed (a BEAM would suspend its senders instead; ours never block)."""
 OFF_LOOP_SIZE = 256 * 1024
 """Frames larger than this are decoded in a thread of their own, so that a big term does not
 hold up the other connections (their ticks included); the connection waits for it, keeping
@@ -79,10 +82,12 @@ class Connection:
                  handlers: Mapping[int, Handler],
                  on_closed: Callable[[Connection, str], None], ticktime: float,
                  max_frame_size: int = DEFAULT_MAX_FRAME,
-                 max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
+                 max_inflated: int = DEFAULT_MAX_INFLATED,
+                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT) -> None:
         self.peer = peer
         self.flags = flags
         self.max_frame_size = max_frame_size
+        self.max_pending_output = max_pending_output
         self.ticktime = ticktime
         self._reader = reader
         self._writer = writer
@@ -138,6 +143,11 @@ class Connection:
             self._writer.write(self._out)
             self._out = bytearray()
             self._wrote = True
+            pending = self._writer.transport.get_write_buffer_size()
+            if pending > self.max_pending_output:
+                log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
+                          "closing the connection", self.peer.name, pending)
+                self._close(f"{pending} bytes unread by the peer")
 
     @property
     def write_buffer_size(self) -> int:

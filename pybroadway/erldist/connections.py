@@ -222,7 +222,8 @@ class Connections:
         connection = Connection(
             node, peer.flags & me.flags, reader, writer, encoder=self._encoder,
             handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,
-            max_frame_size=me.max_frame_size, max_inflated=me.max_inflated)
+            max_frame_size=me.max_frame_size, max_inflated=me.max_inflated,
+            max_pending_output=me.max_pending_output)
         self.live[node] = connection
         future = self._connecting.pop(node, None)
         if future is not None and not future.done():

@@ -27,7 +27,12 @@ from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist import handshake
 from pybroadway.erldist.calls import CallError, PendingCall
-from pybroadway.erldist.connection import DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLATED, Connection
+from pybroadway.erldist.connection import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_INFLATED,
+    DEFAULT_MAX_PENDING_OUTPUT,
+    Connection,
+)
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
@@ -55,15 +60,17 @@ class Node:
     ``$ERL_EPMD_PORT`` or 4369; an embedded EPMD is started there when none answers),
     ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``, ``max_frame_size``
     (the largest frame a peer may send), ``max_inflated`` (the most a compressed term in a
-    frame may inflate to) and ``max_handshakes`` (incoming connections that have not shown the
-    cookie yet; more are refused).
+    frame may inflate to), ``max_handshakes`` (incoming connections that have not shown the
+    cookie yet; more are refused) and ``max_pending_output`` (bytes a peer may leave unread
+    before its connection is closed).
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
                  host: str = "127.0.0.1", port: int = 0, epmd_port: int | None = None,
                  ticktime: float = 60.0, handshake_timeout: float = 10.0,
                  connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
-                 max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128) -> None:
+                 max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128,
+                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT) -> None:
         alive, hostname = split_node_name(name)
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
@@ -77,6 +84,7 @@ class Node:
         self.max_frame_size = max_frame_size
         self.max_inflated = max_inflated
         self.max_handshakes = max_handshakes
+        self.max_pending_output = max_pending_output
         self.flags = dflags.default_flags(hidden=hidden)
         self.creation = 0
         self.log = log

@@ -4,15 +4,19 @@ log; the node keeps serving the nodes that have."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 
 from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist import flags as dflags
+from pybroadway.erldist import handshake
 from pybroadway.erldist.node import Node
-from pybroadway.term import Atom
+from pybroadway.term import Atom, Pid, Reference, encode
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
+from tests.erldist.test_bad_input import frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,3 +64,33 @@ async def test_a_flood_of_garbage_connections_logs_a_few_lines(
         lines = [r.getMessage() for r in caplog.records if "handshake" in r.getMessage()]
         assert 1 <= len(lines) <= 10, lines
         assert "failed incoming handshakes in 1s were not logged" in lines[-1]
+
+
+async def test_a_peer_that_reads_nothing_is_dropped_past_max_pending_output(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Monitors of processes that do not exist are each answered with a DOWN: a peer that
+    asks for ever more and reads none makes the node hold the answers, up to a bound."""
+    caplog.set_level(logging.ERROR, logger="pybroadway")
+    epmd_port = free_port()
+    async with Node(f"{unique_name('unread')}@localhost", cookie="c", epmd_port=epmd_port,
+                    max_pending_output=1 << 20) as node:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+        assert address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+        us = Atom(f"{unique_name('mute')}@localhost")
+        await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
+                                flags=dflags.default_flags(hidden=True),
+                                peer_name=node.name.name, timeout=10)
+        assert us in node.nodes()
+        me = Pid(us, 1, 0, 1)
+        monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
+                                          Reference(us, 1, (1, 2, 3)))))
+        for _ in range(100):  # 100 x 2,000 monitors, never reading an answer
+            writer.write(monitor * 2000)
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(writer.drain(), 1)
+            if us not in node.nodes():
+                break
+        assert us not in node.nodes()
+        assert any("reads nothing" in r.getMessage() for r in caplog.records)
+        writer.close()

@@ -35,6 +35,9 @@ cap keeps a small frame from costing more than a large one."""
 DEFAULT_MAX_PENDING_OUTPUT = 256 * 1024 * 1024
 """The most bytes a connection may hold for a peer that does not read them: past it, the
 connection is closed (a BEAM would suspend its senders instead; ours never block)."""
+INFLATE_RATIO = 64
+"""A compressed term in a frame may inflate to at most 64 times its size (64 KiB at least):
+decoding a frame costs in proportion to the frame."""
 OFF_LOOP_SIZE = 256 * 1024
 """Frames larger than this are decoded in a thread of their own, so that a big term does not
 hold up the other connections (their ticks included); the connection waits for it, keeping
@@ -92,7 +95,7 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._encoder = encoder
-        self._decoder = Decoder(max_inflated=max_inflated)
+        self._decoder = Decoder(max_inflated=max_inflated, max_inflate_ratio=INFLATE_RATIO)
         self._handlers = handlers
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()

@@ -221,9 +221,15 @@ def rare_reader(term: TermReader, atom_at: AtomReader,
     return rare
 
 
-def inflate(term: TermReader, data: Any, pos: int, max_inflated: int) -> tuple[Any, int]:
+#: With a ratio set, every compressed term may inflate to this much whatever its size.
+INFLATE_FLOOR = 64 * 1024
+
+
+def inflate(term: TermReader, data: Any, pos: int, max_inflated: int,
+            max_ratio: int | None = None) -> tuple[Any, int]:
     """Decode the compressed term whose COMPRESSED tag is at ``pos``; return it and the offset
-    after it. ``max_inflated`` bounds the size it may declare."""
+    after it. ``max_inflated`` bounds the size it may declare, and so does ``max_ratio`` times
+    its compressed size (at least :data:`INFLATE_FLOOR`) when given."""
     if pos + 5 > len(data):
         raise truncated(pos, "a compressed term's size")
     (size,) = u32(data, pos + 1)
@@ -231,6 +237,11 @@ def inflate(term: TermReader, data: Any, pos: int, max_inflated: int) -> tuple[A
         raise DecodeError(
             f"compressed term declares {size} bytes, more than the limit of "
             f"{max_inflated} (raise max_inflated to accept it)", pos)
+    compressed = len(data) - pos - 5
+    if max_ratio is not None and size > max(INFLATE_FLOOR, max_ratio * compressed):
+        raise DecodeError(
+            f"compressed term declares {size} bytes from {compressed}, more than "
+            f"max_inflate_ratio={max_ratio} times (raise it to accept it)", pos)
     inflater = zlib.decompressobj()
     try:
         inflated = inflater.decompress(data[pos + 5:], size + 1)

@@ -56,17 +56,22 @@ class Decoder:
       ``"undefined"`` (Erlang). The other one stays an :class:`Atom`.
     - ``max_depth``: the deepest nesting of containers accepted.
     - ``max_inflated``: the largest uncompressed size a compressed term may declare.
+    - ``max_inflate_ratio``: if set, a compressed term may also declare at most this many
+      times its compressed size (and 64 KiB in any case), so that what it costs to decode
+      stays in proportion to the bytes received; None (the default) sets no ratio.
     """
 
     def __init__(self, *, strings: bool = False, none: str = "nil",
                  max_depth: int = DEFAULT_MAX_DEPTH,
-                 max_inflated: int = DEFAULT_MAX_INFLATED) -> None:
+                 max_inflated: int = DEFAULT_MAX_INFLATED,
+                 max_inflate_ratio: int | None = None) -> None:
         if none not in ("nil", "undefined"):
             raise ValueError(f"none must be 'nil' or 'undefined', not {none!r}")
         self.strings = strings
         self.none = none
         self.max_depth = max_depth
         self.max_inflated = max_inflated
+        self.max_inflate_ratio = max_inflate_ratio
         specials: dict[str, Any] = {"true": True, "false": False, none: None}
         self._specials = specials
         self._term = self._build()
@@ -107,7 +112,7 @@ class Decoder:
                 f"expected the version byte 131, found {data[offset]}", offset)
         pos = offset + 1
         if pos < end and data[pos] == T.COMPRESSED:
-            return inflate(self._term, data, pos, self.max_inflated)
+            return inflate(self._term, data, pos, self.max_inflated, self.max_inflate_ratio)
         try:
             return self._term(data, pos, 0)
         except RecursionError:

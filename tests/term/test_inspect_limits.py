@@ -46,3 +46,21 @@ def test_loggable_bounds_huge_binaries_and_keeps_them_printable() -> None:
     text = loggable("é".encode() * 10_000)
     assert text.startswith('"éé') and text.endswith('" <> ...')
     assert loggable(bytes(range(256)) * 100).startswith("<<0, 1, 2")
+
+
+def test_max_inflate_ratio_keeps_the_cost_in_proportion() -> None:
+    """With a ratio, a compressed term may inflate to that many times its size (64 KiB in any
+    case); without one, only max_inflated bounds it."""
+    import struct
+    import zlib
+
+    from pybroadway.term import DecodeError, Decoder
+
+    body = b"l" + struct.pack(">I", 200_000) + b"j" * 200_001
+    bomb = b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body, 9)
+    assert len(Decoder().decode(bomb)) == 200_000
+    with pytest.raises(DecodeError, match="max_inflate_ratio=64"):
+        Decoder(max_inflate_ratio=64).decode(bomb)
+    small = b"l" + struct.pack(">I", 1000) + b"j" * 1001
+    assert len(Decoder(max_inflate_ratio=64).decode(
+        b"\x83P" + struct.pack(">I", len(small)) + zlib.compress(small, 9))) == 1000

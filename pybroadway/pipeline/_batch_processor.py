@@ -54,9 +54,7 @@ class BatchProcessor:
     async def _handle_batch(self, messages: list[Message], info: BatchInfo) -> None:
         topology = self._topology
         name = self.name
-        observed = telemetry.handlers and (
-            _BATCH_START in telemetry.handlers or _BATCH_STOP in telemetry.handlers
-            or _BATCH_EXCEPTION in telemetry.handlers)
+        observed = telemetry.observed(_BATCH_START, _BATCH_STOP, _BATCH_EXCEPTION)
         if observed:
             started = time.monotonic_ns()
             meta = {"name": topology.name, "batcher": name, "index": self.index,

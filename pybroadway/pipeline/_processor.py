@@ -175,9 +175,7 @@ class Processor:
 
     async def _handle_chunk(self, messages: list[Message]) -> None:
         topology = self._topology
-        observed = telemetry.handlers and (
-            _PROCESSOR_START in telemetry.handlers or _PROCESSOR_STOP in telemetry.handlers
-            or _MESSAGE_EXCEPTION in telemetry.handlers)
+        observed = telemetry.observed(_PROCESSOR_START, _PROCESSOR_STOP, _MESSAGE_EXCEPTION)
         if observed:
             started = time.monotonic_ns()
             meta = {"name": topology.name, "processor_key": "default", "index": self.index,

@@ -70,6 +70,11 @@ def _detach(event: Event, handler: Handler) -> None:
             del handlers[event]
 
 
+def observed(*events: Event) -> bool:
+    """Whether any of ``events`` has a handler (cheap when none has: one dict check)."""
+    return bool(handlers) and any(event in handlers for event in events)
+
+
 def emit(event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
     """Call the handlers subscribed to ``event``."""
     for handler in list(handlers.get(event, ())):

@@ -21,6 +21,7 @@ from ._receiver import (
     REGISTER,
     REQUEST_MESSAGE,
     RESPOND,
+    SEND_MESSAGE,
 )
 
 logger = logging.getLogger("pybroadway.otp_distribution")
@@ -36,9 +37,11 @@ class Client(Process):
     """Finds the receiver (``:global.sync`` + ``whereis_name``, ``retries`` x ``retry_interval``
     seconds, or the ``receiver`` given as a pid or ``(name, node)``), registers with
     ``GenServer.call(receiver, :register)`` and monitors it. :meth:`push_message` casts
-    ``{:push_message, data}``; a pull request (``:request_message`` / ``:pull_message``) is
-    answered with ``{:respond_to_pull_request, on_request()}`` (``on_request`` may be a
-    coroutine function; without one, requests are logged and ignored). When the receiver goes
+    ``{:push_message, data}``; a pull request is answered with ``on_request()`` in its
+    version's words: ``:request_message`` with ``{:respond_to_pull_request, data}``,
+    ``:pull_message`` (the library's last version) with ``{:send_message, data}``
+    (``on_request`` may be a coroutine function; without one, requests are logged and
+    ignored). When the receiver goes
     down, the client finds it again, waiting ``backoff`` seconds (doubling up to
     ``max_backoff``) between attempts.
 
@@ -107,8 +110,10 @@ class Client(Process):
             message = await self.receive()
             if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
                 request = message[1]
-                if request is REQUEST_MESSAGE or request is PULL_MESSAGE:
-                    await self._answer()
+                if request is REQUEST_MESSAGE:
+                    await self._answer(RESPOND)
+                elif request is PULL_MESSAGE:  # the library's last version
+                    await self._answer(SEND_MESSAGE)
                 else:
                     logger.warning("client: unknown cast %s", loggable(request))
             elif type(message) is tuple and len(message) == 5 and message[0] is DOWN \
@@ -128,13 +133,15 @@ class Client(Process):
             else:
                 logger.debug("client: ignored %s", loggable(message))
 
-    async def _answer(self) -> None:
+    async def _answer(self, kind: Atom) -> None:
+        """Answer a pull request in the request's version: ``{respond_to_pull_request, Data}``
+        to ``:request_message``, ``{send_message, Data}`` to ``:pull_message``."""
         if self.on_request is None:
             logger.info("client: pull request ignored (no on_request callback)")
             return
         data = await maybe_await(self.on_request())
         if self.receiver is not None:
-            self.node.send(self.receiver, (GEN_CAST, (RESPOND, data)), sender=self.pid)
+            self.node.send(self.receiver, (GEN_CAST, (kind, data)), sender=self.pid)
 
     async def _find(self) -> Pid | tuple[Atom, Atom]:
         if self.target is not None:

@@ -73,7 +73,8 @@ class OtpDistributionProducer(Producer):
         self._aside: deque[Message] = deque()
         self._receiver_options: dict[str, Any] = {
             "name": receiver_name, "request_atom": request_atom,
-            "pull_interval": pull_interval, "message_log_level": message_log_level}
+            "pull_interval": pull_interval, "message_log_level": message_log_level,
+            "pull": mode == "pull"}
         self.receiver = Receiver(self, **self._receiver_options)
         self._receiver_spec = ChildSpec(
             id=f"receiver {receiver_name}", start=self._new_receiver, name=receiver_name,

@@ -53,11 +53,12 @@ class Receiver(GenServer):
 
     Clients ``GenServer.call(receiver, :register)`` (answered ``:ok``; the client is monitored
     and joins the round-robin ring once, however often it registers) and
-    ``GenServer.call(receiver, :unregister)``; they cast ``{:push_message, data}`` (or
-    ``{:send_message, data}``) and answer pull requests with
-    ``{:respond_to_pull_request, data}``. Pull requests go out with :meth:`request` as
+    ``GenServer.call(receiver, :unregister)``; they cast ``{:push_message, data}`` and answer
+    pull requests with ``{:respond_to_pull_request, data}``. Pull requests go out as
     ``{'$gen_cast', request_atom}`` (default ``:request_message``; ``:pull_message`` for
-    clients of the library's later versions). A client that goes down leaves the ring.
+    clients of the library's last version, which answer ``{:send_message, data}``). With
+    ``pull`` set, ``{:send_message, data}`` answers a request, as in the library's last
+    version; otherwise it is a push. A client that goes down leaves the ring.
 
     Data is batched per event-loop turn and handed to ``sink``. Unknown calls get
     ``{:error, {:unknown_call, request}}``; unknown casts and messages are logged; nothing
@@ -66,9 +67,12 @@ class Receiver(GenServer):
 
     def __init__(self, sink: Sink, *, name: str = DEFAULT_NAME,
                  request_atom: str = "request_message", pull_interval: float = 5.0,
-                 message_log_level: int = logging.DEBUG) -> None:
+                 message_log_level: int = logging.DEBUG, pull: bool = False) -> None:
         super().__init__()
         self.sink = sink
+        # In pull mode the library's last version answers a request with {send_message, Data};
+        # in push mode the same cast is a push, as in the library.
+        self.pull = pull
         self.name = Atom(name)
         self.request_atom = Atom(request_atom)
         self.pull_interval = pull_interval
@@ -162,10 +166,12 @@ class Receiver(GenServer):
         """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
         names; False for anything else."""
         kind, data = request
-        if kind is PUSH_MESSAGE or kind is SEND_MESSAGE:
+        if kind is PUSH_MESSAGE:
             pushed = True
         elif kind is RESPOND:
             pushed = False
+        elif kind is SEND_MESSAGE:
+            pushed = not self.pull
         else:
             return False
         if logger.isEnabledFor(self.message_log_level):

@@ -47,6 +47,13 @@ defmodule PbClient do
     {:noreply, %{state | n: n}}
   end
 
+  # The library's last version: :pull_message, answered with {:send_message, data}.
+  def handle_cast(:pull_message, state) do
+    n = state.n + 1
+    GenServer.cast(state.receiver, {:send_message, {state.label, n}})
+    {:noreply, %{state | n: n}}
+  end
+
   def handle_cast({:push_message, data}, state) do
     GenServer.cast(state.receiver, {:push_message, data})
     {:noreply, state}

@@ -103,8 +103,10 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             name="PyBroadway",
             producer={"module": (OtpDistributionProducer, {
                 "node": node, "mode": args.mode, "overflow": args.overflow,
-                "receiver_name": args.receiver_name,
-                "message_log_level": logging.DEBUG if args.quiet else logging.INFO})},
+                "receiver_name": args.receiver_name, "request_atom": args.request_atom,
+                "buffer_size": args.buffer_size, "resume_at": args.resume_at,
+                "pull_interval": args.pull_interval, "register_global": args.register_global,
+                "message_log_level": _message_log_level(args)})},
             processors={"default": {"concurrency": args.concurrency}},
         )
         await pipeline.start()
@@ -161,8 +163,30 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the :global name clients look up")
     parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
                         default="block", help="when the buffer is full (block: lossless)")
+    parser.add_argument("--request-atom", default="request_message",
+                        choices=("request_message", "pull_message"),
+                        help="pull requests: request_message (the library's 0.1.0) or "
+                             "pull_message (its last version)")
+    parser.add_argument("--buffer-size", type=int, default=10_000,
+                        help="messages the producer holds before it counts as full")
+    parser.add_argument("--resume-at", type=int, default=None,
+                        help="buffered messages at which a full buffer has room again "
+                             "(default: half the buffer)")
+    parser.add_argument("--pull-interval", type=float, default=5.0,
+                        help="seconds before unanswered pull requests are asked again")
+    parser.add_argument("--no-register-global", dest="register_global", action="store_false",
+                        help="register the receiver locally only, not in :global")
+    parser.add_argument("--message-log-level", default=None,
+                        choices=("DEBUG", "INFO", "WARNING"),
+                        help="level of the per-message lines (default INFO; DEBUG with --quiet)")
     parser.add_argument("--concurrency", type=int, default=2, help="processors")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+
+
+def _message_log_level(args: argparse.Namespace) -> int:
+    if args.message_log_level is not None:
+        return int(getattr(logging, args.message_log_level))
+    return logging.DEBUG if args.quiet else logging.INFO
 
 
 def setup_logging(quiet: bool) -> None:

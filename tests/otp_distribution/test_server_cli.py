@@ -183,3 +183,23 @@ def test_serve_raises_its_open_files_limit_to_the_hard_limit() -> None:
                           if line.startswith("Max open files"))
         assert soft == hard != "256"
         server.stop()
+
+
+def test_serve_pull_mode_for_the_library_last_version() -> None:
+    """``serve --mode pull --request-atom pull_message``: a client of the library's last version
+    (``:pull_message`` answered with ``{:send_message, data}``) is served."""
+    from tests.otp_distribution.helpers import ELIXIR_CLIENT
+
+    argv = [sys.executable, "-m", "pybroadway", "serve", "--mode", "pull",
+            "--request-atom", "pull_message", "--pull-interval", "600"]
+    with running(argv) as server:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver in pull mode")
+        with BeamPeer.elixir(epmd_port=server.epmd_port, cookie=COOKIE) as peer:
+            peer.wait_started()
+            assert decode(peer.eval(f'Node.connect(:"{server.sname}")')) is True
+            peer.eval(ELIXIR_CLIENT)
+            peer.eval("PbClient.start(:global, :last)")
+            server.wait_logged("[INFO] handled: ", 2000)
+            handled, failed, _dropped = server.stop()
+        assert handled >= 2000 and failed == 0
+        assert server.count("[INFO] pull_message: ") >= 2000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import reprlib
 import time
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -11,6 +13,8 @@ from pybroadway._aio import maybe_await
 
 from . import telemetry
 from ._message import BatchInfo, Message, fail_all
+
+logger = logging.getLogger("pybroadway.pipeline")
 
 if TYPE_CHECKING:
     from ._batcher import BatchStage
@@ -70,8 +74,13 @@ class BatchProcessor:
                 result = await maybe_await(handle_batch(name, messages, info, topology.context))
             if not isinstance(result, list) or any(
                     not isinstance(message, Message) for message in result):
-                raise TypeError(f"handle_batch must return a list of messages, got: {result!r}")
+                raise TypeError(f"handle_batch must return a list of messages, got "
+                                f"{reprlib.repr(result)}"
+                                + (" (a missing return?)" if result is None else ""))
         except Exception as error:
+            # As Broadway logs a crash in a callback: the exception and its traceback.
+            logger.error("handle_batch of %s raised %s on a batch of %d", name,
+                         type(error).__name__, len(messages), exc_info=error)
             if observed:
                 telemetry.emit(_BATCH_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
                                {**meta, "error": error})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import reprlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from ._batcher import Batcher
     from ._producer import Producer
     from ._topology import Topology
+
+logger = logging.getLogger("pybroadway.pipeline")
 
 _YIELD_EVERY = 1024  # messages a processor handles back to back before letting others run
 
@@ -43,6 +47,27 @@ class MessageHandler:
         self.context = context
         self.is_async = (inspect.iscoroutinefunction(handle_message)
                          or inspect.iscoroutinefunction(prepare_messages))
+        self._reported: set[str] = set()  # kinds of wrong return value already logged
+
+    def _raised(self, message: Message, error: Exception) -> Message:
+        """``handle_message`` raised: the message fails with the error, logged as Broadway
+        logs a crash in a callback (the exception and its traceback)."""
+        logger.error("handle_message raised %s on %s", type(error).__name__,
+                     reprlib.repr(message.data), exc_info=error)
+        message.status = ("error", error)
+        return message
+
+    def _not_a_message(self, message: Message, result: Any) -> Message:
+        """``handle_message`` returned something else: the message fails with a reason that
+        says so, logged once for each kind of value."""
+        kind = type(result).__name__
+        reason = (f"handle_message must return a Message, got: {reprlib.repr(result)}"
+                  + (" (a missing return?)" if result is None else ""))
+        if kind not in self._reported:
+            self._reported.add(kind)
+            logger.error("%s; such messages fail (logged once)", reason)
+        message.status = ("error", TypeError(reason))
+        return message
 
     def run(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
         """Handle ``messages`` with plain callbacks."""
@@ -59,15 +84,15 @@ class MessageHandler:
         for message in messages:
             try:
                 result = handle("default", message, context)
-                if result.__class__ is not Message and not isinstance(result, Message):
-                    raise TypeError(f"handle_message must return a Message, got: {result!r}")
-                if result.status == "ok":
-                    keep(result)
-                else:
-                    drop(result)
             except Exception as error:
-                message.status = ("error", error)
-                drop(message)
+                drop(self._raised(message, error))
+                continue
+            if result.__class__ is not Message and not isinstance(result, Message):
+                drop(self._not_a_message(message, result))
+            elif result.status == "ok":
+                keep(result)
+            else:
+                drop(result)
         return ok, failed
 
     async def run_async(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
@@ -85,12 +110,13 @@ class MessageHandler:
         for message in messages:
             try:
                 result = await maybe_await(handle("default", message, context))
-                if not isinstance(result, Message):
-                    raise TypeError(f"handle_message must return a Message, got: {result!r}")
-                (ok if result.status == "ok" else failed).append(result)
             except Exception as error:
-                message.status = ("error", error)
-                failed.append(message)
+                failed.append(self._raised(message, error))
+                continue
+            if not isinstance(result, Message):
+                failed.append(self._not_a_message(message, result))
+            else:
+                (ok if result.status == "ok" else failed).append(result)
         return ok, failed
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pybroadway.pipeline import BatchInfo, Message
+from pybroadway.pipeline import BatchInfo, Message, Pipeline
 
 from .helpers import Passthrough, Recorder, messages, push_options
 
@@ -149,3 +149,39 @@ async def test_failures_in_handle_failed_and_acknowledgers_are_contained(caplog:
             await recorder.wait_for(2)
     assert [m.data for m in recorder.failed] == ["raise"]
     assert "handle_failed raised" in caplog.text and "ack broke" in caplog.text
+
+
+async def test_failures_speak(caplog: Any) -> None:
+    """A raising handle_message is logged with its traceback, per message, as Broadway does; a
+    forgotten return is logged once, however many messages it fails; a raising handle_batch is
+    logged with its traceback."""
+    caplog.set_level(logging.ERROR, logger="pybroadway.pipeline")
+    recorder = Recorder()
+    pipeline = Failing(**push_options(concurrency=1, max_demand=10))
+    async with pipeline:
+        pipeline.push_messages(messages(recorder, ["raise", "none", "none", "raise"]))
+        await recorder.wait_for(4)
+    raised = [r for r in caplog.records if "handle_message raised ValueError" in r.getMessage()]
+    assert len(raised) == 2 and all(r.exc_info for r in raised)
+    missing = [r for r in caplog.records if "a missing return?" in r.getMessage()]
+    assert len(missing) == 1
+
+    class BadBatch(Pipeline):
+        def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+            return message.put_batcher("default")
+
+        def handle_batch(self, batcher: Any, batch: list[Message], info: Any,
+                         context: Any) -> list[Message]:
+            raise RuntimeError("the database is down")
+
+    caplog.clear()
+    recorder = Recorder()
+    pipeline = BadBatch(**push_options(concurrency=1),
+                        batchers={"default": {"batch_size": 2}})
+    async with pipeline:
+        pipeline.push_messages(messages(recorder, ["a", "b"]))
+        await recorder.wait_for(2)
+    assert len(recorder.failed) == 2
+    logged = [r for r in caplog.records if "handle_batch of default raised RuntimeError"
+              in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info

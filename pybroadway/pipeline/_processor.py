@@ -226,6 +226,8 @@ class Processor:
         if failed:
             failed = await topology.handle_failed(failed)
         if routed is None:
+            if topology.watch_batchers:
+                topology.warn_unbatched(ok)
             topology.ack(ok, failed)
         else:
             for batcher, batch in routed:

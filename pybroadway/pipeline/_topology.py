@@ -79,6 +79,9 @@ class Topology:
                           batcher_options["partition_by"] or options["partition_by"])
             for name, batcher_options in options["batchers"].items()
         }
+        # A pipeline without batchers acknowledges right after handle_message; a message put
+        # to a batcher there is a mistake worth one warning (watched until it is given).
+        self.watch_batchers = not self.batchers
         self._batch_executors = {
             name: self._executor(batcher.options, f"batch_processor_{name}")
             for name, batcher in self.batchers.items()
@@ -168,6 +171,18 @@ class Topology:
             self.fail_untaken(producer._take_everything(), "shutdown")
 
     # -- acknowledgement -------------------------------------------------------------------
+
+    def warn_unbatched(self, messages: list[Message]) -> None:
+        """Warn (once) if one of ``messages`` was put to a batcher: this pipeline has none."""
+        for message in messages:
+            if message.batcher != "default":
+                self.watch_batchers = False
+                logger.warning(
+                    "%s: a message was put to batcher %r, but the pipeline has no batchers: "
+                    "such messages are acknowledged after handle_message and handle_batch "
+                    "never runs; give the pipeline batchers={%r: {...}} (logged once)",
+                    self.name, message.batcher, message.batcher)
+                return
 
     def ack(self, successful: list[Message], failed: list[Message]) -> None:
         """Acknowledge messages that left the pipeline, and count them."""

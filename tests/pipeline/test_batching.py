@@ -113,3 +113,21 @@ async def test_batchers_apply_backpressure_to_processors() -> None:
         assert pipeline.stats()["buffered"] >= 80
         gate.set()
         await recorder.wait_for(100)
+
+
+async def test_a_message_put_to_a_batcher_of_a_pipeline_without_batchers_warns_once(
+        caplog: Any) -> None:
+    class PutsToDb(Passthrough):
+        def handle_message(self, processor: Any, message: Message, context: Any) -> Message:
+            return message.put_batcher("db")
+
+    recorder = Recorder()
+    pipeline = PutsToDb(**push_options(concurrency=2))
+    with caplog.at_level("WARNING", logger="pybroadway.pipeline"):
+        async with pipeline:
+            pipeline.push_messages(messages(recorder, range(50)))
+            await recorder.wait_for(50)
+    warnings = [r.getMessage() for r in caplog.records if "no batchers" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'db'" in warnings[0] and "handle_batch never runs" in warnings[0]
+    assert len(recorder.successful) == 50  # acknowledged as before: only the warning is new

@@ -7,8 +7,9 @@
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
-SIGTERM; then it drains and prints ``handled N, failed F, dropped D``. On a terminal a status
-line shows messages/s, buffered messages and connected clients.
+SIGTERM; then it drains and prints ``handled N, failed F, dropped D``. While it is the
+terminal's foreground job, a status line shows messages/s, handled and failed messages,
+buffered messages and connected clients.
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import resource
 import signal
 import sys
@@ -66,10 +68,14 @@ class Summary:
 
 
 def load_pipeline(spec: str) -> type[Pipeline]:
-    """Import ``module:Class`` and check it is a Pipeline subclass."""
+    """Import ``module:Class`` and check it is a Pipeline subclass. The module is looked for
+    in the current directory first, as ``python -m`` would, also when ``serve`` runs as the
+    installed ``pybroadway`` command."""
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise SystemExit(f"--pipeline wants module:Class, got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
@@ -121,7 +127,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         stopped.cancel()
         if status is not None:
             status.cancel()
-            sys.stderr.write("\n")
+            if in_foreground(sys.stderr):
+                sys.stderr.write("\r\x1b[K")  # the summary takes the status line's place
         await pipeline.stop()
         stats = pipeline.stats()
         summary = Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
@@ -132,13 +139,28 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         return summary
 
 
+def in_foreground(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal whose foreground process group is this process's
+    (not so after ``serve &`` or Ctrl-Z then ``bg``: then the status line stays off the
+    terminal the user is typing in)."""
+    try:
+        return bool(stream.isatty()) and os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
 async def _status_line(pipeline: Pipeline, producer: Any) -> None:
+    """Redraw, each second, one line of rates and counts on the terminal (only while the
+    process is in the foreground: it may be sent to the background and back)."""
     pipeline.stats()  # start the rate's interval now
     while True:
         await asyncio.sleep(1.0)
+        if not in_foreground(sys.stderr):
+            continue
         stats = pipeline.stats()
         clients = len(producer.receiver.clients)
-        sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['buffered']:,} buffered  "
+        sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
+                         f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
                          f"{clients} client{'' if clients == 1 else 's'}  ")
         sys.stderr.flush()
 

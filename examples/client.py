@@ -18,6 +18,7 @@ try:
 except ImportError:  # run from a clone without installing: use the clone's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pybroadway.cli import setup_logging
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 
@@ -28,6 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server", default="server@localhost", help="the server's node")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
     parser.add_argument("--epmd-port", type=int, default=None)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log connections and registrations too")
     parser.add_argument("--global", dest="use_global", action="store_true",
                         help="find the receiver through :global instead of {name, server}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,5 +63,6 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s")
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    setup_logging(level=logging.INFO if arguments.verbose else logging.WARNING)
+    asyncio.run(main(arguments))

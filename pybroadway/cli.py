@@ -211,15 +211,19 @@ def _message_log_level(args: argparse.Namespace) -> int:
     return logging.DEBUG if args.quiet else logging.INFO
 
 
-def setup_logging(quiet: bool) -> None:
-    """Log to stderr at INFO; ``quiet`` leaves out the per-message lines only."""
+LOG_FORMAT = "%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s"
+"""The one shape of pybroadway's log lines (``05:19:07.271 [INFO] node … connected``): the
+server's, the EPMD's, the example client's."""
+
+
+def setup_logging(quiet: bool = False, level: int = logging.INFO) -> None:
+    """Log to stderr from ``level`` on, in :data:`LOG_FORMAT`; ``quiet`` leaves out the
+    per-message lines only."""
     if quiet:
         message_log.setLevel(logging.WARNING)
     # On a terminal each log line first clears the status line, which is redrawn after it.
     clear = "\r\x1b[K" if sys.stderr.isatty() else ""
-    logging.basicConfig(level=logging.INFO,
-                        format=clear + "%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format=clear + LOG_FORMAT, datefmt="%H:%M:%S")
 
 
 EPMD_COMMANDS = {
@@ -251,8 +255,7 @@ def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_epmd(args: argparse.Namespace) -> int:
     """Run ``pybroadway epmd …``; returns the exit code. EPMD errors propagate."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     port = args.port if args.port is not None else epmd.default_epmd_port()
     if args.epmd_command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
@@ -327,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "epmd":
         return run_epmd(args)
     if args.command == "ping":
-        logging.basicConfig(level=logging.ERROR)
+        setup_logging(level=logging.ERROR)
         answer = asyncio.run(ping(args))
         print("pong" if answer else "pang")
         return 0 if answer else 1

@@ -6,7 +6,8 @@
 #   iex> ExamplesClient.start
 #   iex> ExamplesClient.push_message("How are you?")
 #
-# In pull mode the server casts :request_message; this client answers "I'm alive!".
+# In pull mode the server casts :request_message (or :pull_message, the library's last
+# version); this client answers "I'm alive!".
 defmodule ExamplesClient do
   use GenServer
   require Logger
@@ -49,15 +50,22 @@ defmodule ExamplesClient do
     {:noreply, state}
   end
 
+  # A pull request, answered in its version's words. No log line here: requests come as fast
+  # as the server's processors want them.
   def handle_cast(:request_message, state) do
-    Logger.debug("request_message")
     GenServer.cast(state.receiver, {:respond_to_pull_request, "I'm alive!"})
+    {:noreply, state}
+  end
+
+  # The library's last version asks with :pull_message and is answered with :send_message.
+  def handle_cast(:pull_message, state) do
+    GenServer.cast(state.receiver, {:send_message, "I'm alive!"})
     {:noreply, state}
   end
 
   @impl true
   def handle_info({:DOWN, _ref, :process, _pid, reason}, state) do
-    Logger.warn("receiver down: #{inspect(reason)}")
+    Logger.warning("receiver down: #{inspect(reason)}")
     {:stop, :normal, state}
   end
 

@@ -175,8 +175,7 @@ class Receiver(GenServer):
         else:
             return False
         if logger.isEnabledFor(self.message_log_level):
-            logger.log(self.message_log_level, "%s: %s",
-                       kind.name if pushed else "respond_to_pull_request", loggable(data))
+            logger.log(self.message_log_level, "%s: %s", kind.name, loggable(data))
         metadata = NO_METADATA if sender is None else self._metadata.get(sender)
         if metadata is None:
             assert sender is not None

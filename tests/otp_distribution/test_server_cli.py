@@ -116,9 +116,18 @@ def examples_client(server: ServerProcess) -> Iterator[BeamPeer]:
         connected = eventually(
             lambda: decode(peer.eval(f'Node.connect(:"{server.sname}")')) is True)
         assert connected is True
+        # count what the node logs, at iex's level (debug)
+        peer.eval("Logger.configure(level: :debug); counter = :counters.new(1, []); "
+                  ":persistent_term.put(:logged, counter); :logger.add_primary_filter("
+                  ":count, {fn _event, c -> :counters.add(c, 1, 1); :ignore end, counter})")
         peer.eval(f'Code.require_file("{ROOT / "examples" / "client.ex"}")')
         assert decode(peer.eval("elem(ExamplesClient.start(), 0)")) == Atom("ok")
         yield peer
+
+
+def logged(peer: BeamPeer) -> int:
+    """Log events the node has produced since :func:`examples_client` started it."""
+    return int(decode(peer.eval(":counters.get(:persistent_term.get(:logged), 1)")))
 
 
 def test_example_server_sigterm_mid_stream_handles_everything_it_read() -> None:
@@ -158,17 +167,23 @@ def test_cli_serve_quiet_handles_a_whole_burst_then_stops() -> None:
             assert server.stop() == (2_000, 0, 0)
 
 
-def test_example_server_pull_mode() -> None:
-    with running([sys.executable, "examples/broadway.py", "--mode", "pull"]) as server:
+@pytest.mark.parametrize(("request_atom", "answer"), [
+    ("request_message", "respond_to_pull_request"),  # the library's first version
+    ("pull_message", "send_message"),  # its last
+])
+def test_example_server_pull_mode(request_atom: str, answer: str) -> None:
+    with running([sys.executable, "examples/broadway.py", "--mode", "pull",
+                  "--request-atom", request_atom]) as server:
         server.wait_logged(" serves off_broadway_otp_distribution_receiver in pull mode")
         with examples_client(server) as peer:
             server.wait_logged("""handled: %Broadway.Message{data: "I'm alive!\"""", 50)
-            assert server.count("[INFO] request_message: ") >= 50
+            assert server.count(f"[INFO] {request_atom}: ") >= 50
+            # iex stays usable: the client answered every request without a log line
+            assert logged(peer) == 0
             handled, failed, dropped = server.stop()
             assert handled >= 50
             assert handled == server.count("[INFO] handled: ")
-            assert handled + failed == server.count(
-                """[INFO] respond_to_pull_request: "I'm alive!\"""")
+            assert handled + failed == server.count(f"""[INFO] {answer}: "I'm alive!\"""")
             assert dropped == 0
             assert peer.proc.poll() is None
 

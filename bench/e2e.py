@@ -6,7 +6,8 @@
   ``:global``, as the library's client does) and cast ``{:push_message, Payload}`` as fast as
   they can, 12 B and 1 KiB payloads; the pipeline's ``handle_message`` does nothing. Reported:
   handled msg/s (first send to last message handled) and how many were lost.
-- pull: one Elixir client answers every ``:request_message`` with a 12 B payload.
+- pull: one Elixir client answers every pull request with a 12 B payload, in the words of the
+  library's first version (``:request_message``) and of its last (``:pull_message``).
 - BEAM -> BEAM: the raw rate of the same messages between two BEAM nodes, for the ratio.
 
 The Elixir node loads a small compiled Erlang module (built with ``erlc``) for the senders, so
@@ -33,7 +34,7 @@ from testkit.peers import BeamPeer, free_port
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).
--export([receiver/0, push/4, pull_client/2, counter/2, blast/3]).
+-export([receiver/0, push/4, pull_client/3, counter/2, blast/3]).
 
 receiver() ->
     ok = global:sync(),
@@ -55,21 +56,27 @@ push(N, Size, Senders, Parent) ->
 send_loop(_, _, 0) -> ok;
 send_loop(R, Msg, K) -> R ! Msg, send_loop(R, Msg, K - 1).
 
-pull_client(Size, Parent) ->
+%% Answers every pull request in its version's words: first (0.1.0) is asked with
+%% request_message and answers respond_to_pull_request; last with pull_message / send_message.
+pull_client(Size, Parent, Version) ->
+    {Request, Word} = case Version of
+                          first -> {request_message, respond_to_pull_request};
+                          last -> {pull_message, send_message}
+                      end,
     Pid = spawn(fun() ->
         R = receiver(),
         ok = gen_server:call(R, register),
-        Answer = {'$gen_cast', {respond_to_pull_request, binary:copy(<<"x">>, Size)}},
+        Answer = {'$gen_cast', {Word, binary:copy(<<"x">>, Size)}},
         Parent ! registered,
-        answer_loop(R, Answer)
+        answer_loop(R, {'$gen_cast', Request}, Answer)
     end),
     receive registered -> Pid end.
 
-answer_loop(R, Answer) ->
+answer_loop(R, Request, Answer) ->
     receive
-        {'$gen_cast', request_message} -> R ! Answer, answer_loop(R, Answer);
+        Request -> R ! Answer, answer_loop(R, Request, Answer);
         stop -> ok;
-        _ -> answer_loop(R, Answer)
+        _ -> answer_loop(R, Request, Answer)
     end.
 
 counter(N, Waiter) -> count(N, N, Waiter).
@@ -107,10 +114,12 @@ class Sink:
         return message
 
 
-async def run_pipeline(node: Node, mode: str, sink: Sink) -> Pipeline:
+async def run_pipeline(node: Node, mode: str, sink: Sink,
+                       request_atom: str = "request_message") -> Pipeline:
     pipeline = Pipeline(
         handle_message=sink.handle_message,
-        producer={"module": (OtpDistributionProducer, {"node": node, "mode": mode})},
+        producer={"module": (OtpDistributionProducer, {
+            "node": node, "mode": mode, "request_atom": request_atom})},
         processors={"default": {"concurrency": 1, "max_demand": 100}},
     )
     await pipeline.start()
@@ -174,18 +183,23 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                                  f"{rate / raw[size]:.2f}x BEAM raw"))
             await pipeline.stop()
 
-            pipeline = await run_pipeline(node, "pull", sink)
             m = args.pull_messages
-            sink.expect(m)
-            started = time.perf_counter()
-            await client.aeval("pull = :pybroadway_e2e_bench.pull_client(12, self())")
-            await handled_within(sink, args.timeout)
-            rate = handled_rate(sink, started)
-            await client.aeval("send(pull, :stop)")
-            say(f"pull 12 B, 1 client: {rate:,.0f} msg/s")
-            rows.append(("pull 12 B, 1 client", f"{rate:,.0f} msg/s",
-                         f"handled {min(sink.count, m):,} of {m:,}", "target >= 50,000 msg/s"))
-            await pipeline.stop()
+            for version, request_atom in (("first", "request_message"),
+                                          ("last", "pull_message")):
+                pipeline = await run_pipeline(node, "pull", sink, request_atom)
+                sink.expect(m)
+                started = time.perf_counter()
+                await client.aeval(
+                    f"pull = :pybroadway_e2e_bench.pull_client(12, self(), :{version})")
+                await handled_within(sink, args.timeout)
+                rate = handled_rate(sink, started)
+                await client.aeval("send(pull, :stop)")
+                label = f"pull 12 B, 1 client ({version} version: {request_atom})"
+                say(f"{label}: {rate:,.0f} msg/s")
+                rows.append((label, f"{rate:,.0f} msg/s",
+                             f"handled {min(sink.count, m):,} of {m:,}",
+                             "target >= 50,000 msg/s"))
+                await pipeline.stop()
         finally:
             client.kill()
             other.kill()

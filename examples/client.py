@@ -51,7 +51,6 @@ async def main(args: argparse.Namespace) -> None:
             client = await Client.start(node, receiver=receiver)
             for _ in range(args.count):
                 client.push_message(args.text)
-            await asyncio.sleep(0.2)  # let the last casts leave before the node stops
             print(f"pushed {args.count}")
             return
         stop = asyncio.Event()

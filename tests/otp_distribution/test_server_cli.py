@@ -5,12 +5,8 @@ Elixir node, stopped with SIGTERM."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import pytest
 
 from pybroadway.term import Atom, decode
 from testkit.peers import BeamPeer, free_port, unique_name, wait_for_port
+from testkit.processes import WatchedProcess
 from testkit.wait import eventually
 
 pytestmark = pytest.mark.beam  # every test talks to the server from an Elixir node
@@ -29,73 +26,23 @@ HANDLED_NUMBER = re.compile(r"\[INFO\] handled: %Broadway\.Message\{data: (\d+),
 RECEIVER = "{:global, :off_broadway_otp_distribution_receiver}"
 
 
-class ServerProcess:
-    """A server subprocess whose output lines are read (by threads) as they come."""
+class ServerProcess(WatchedProcess):
+    """A server subprocess on a private EPMD port, with a node name of its own."""
 
     def __init__(self, argv: list[str]) -> None:
         self.epmd_port = free_port()
         self.sname = f"{unique_name('srv')}@localhost"
-        self.proc = subprocess.Popen(
-            [*argv, "--cookie", COOKIE, "--sname", self.sname,
-             "--epmd-port", str(self.epmd_port)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout),
-                             daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr),
-                             daemon=True)]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: object, lines: list[str]) -> None:
-        for raw in stream:  # type: ignore[attr-defined]
-            with self._changed:
-                lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def count(self, needle: str) -> int:
-        with self._changed:
-            return sum(needle in line for line in self.stderr)
-
-    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-        """Wait (on the reader threads' notifications) until ``condition()`` holds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition():
-                left = deadline - time.monotonic()
-                finished = self.proc.poll() is not None and not any(
-                    reader.is_alive() for reader in self._readers)
-                if left <= 0 or finished:
-                    raise AssertionError(f"{what} did not happen within {timeout}s; log:\n"
-                                         + "\n".join(self.stderr[-30:]))
-                self._changed.wait(left)
-
-    def wait_logged(self, needle: str, count: int = 1, timeout: float = 20) -> None:
-        self.wait_until(lambda: sum(needle in line for line in self.stderr) >= count,
-                        f"{count} x {needle!r}", timeout)
+        super().__init__([*argv, "--cookie", COOKIE, "--sname", self.sname,
+                          "--epmd-port", str(self.epmd_port)], cwd=ROOT)
 
     def stop(self, timeout: float = 30) -> tuple[int, int, int]:
         """SIGTERM; check it exits 0 and ends with the summary line, which is returned."""
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout) == 0, "\n".join(self.stderr[-30:])
-        for reader in self._readers:
-            reader.join(10)
+        assert self.terminate(timeout=timeout) == 0, "\n".join(self.stderr[-30:])
         assert self.stdout, "nothing on stdout"
         match = SUMMARY.match(self.stdout[-1])
         assert match, self.stdout[-1]
         handled, failed, dropped = map(int, match.groups())
         return handled, failed, dropped
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @contextmanager

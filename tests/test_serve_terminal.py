@@ -24,6 +24,7 @@ from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.term import Atom
 from testkit.peers import free_port, unique_name, wait_for_port
+from testkit.processes import python_env
 from testkit.wait import eventually_async
 
 COOKIE = "terminal_cookie"
@@ -92,8 +93,7 @@ def controlling_terminal() -> None:
 
 @contextmanager
 def session(terminal: Terminal, argv: list[str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    leader = subprocess.Popen(argv, cwd=cwd, env=env, stdin=terminal.slave,
+    leader = subprocess.Popen(argv, cwd=cwd, env=python_env(), stdin=terminal.slave,
                               stdout=terminal.slave, stderr=terminal.slave,
                               preexec_fn=controlling_terminal)
     try:

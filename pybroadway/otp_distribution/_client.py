@@ -41,17 +41,24 @@ class Client(Process):
     version's words: ``:request_message`` with ``{:respond_to_pull_request, data}``,
     ``:pull_message`` (the library's last version) with ``{:send_message, data}``
     (``on_request`` may be a coroutine function; without one, requests are logged and
-    ignored). When the receiver goes
-    down, the client finds it again, waiting ``backoff`` seconds (doubling up to
-    ``max_backoff``) between attempts.
+    ignored).
+
+    When the receiver goes down, or its whole node (a server restarted), the client comes
+    back by itself: it dials ``server`` again, looks the receiver up and registers again,
+    waiting ``backoff`` seconds before the first attempt and doubling up to ``max_backoff``
+    between the next ones, for as long as it runs. ``server`` is the node the receiver runs
+    on; it defaults to the node of a ``(name, node)`` receiver, else to the node where
+    ``:global`` last found the receiver. The node's own EPMD registration is renewed by its
+    kernel when an EPMD answers again.
 
     ``node.spawn(client)``, then ``await client.connected()``.
     """
 
     def __init__(self, *, receiver: Pid | tuple[str, str] | None = None,
-                 name: str = DEFAULT_NAME, on_request: OnRequest | None = None,
-                 retries: int = 10, retry_interval: float = 0.5, call_timeout: float = 5.0,
-                 backoff: float = 0.5, max_backoff: float = 10.0) -> None:
+                 server: str | None = None, name: str = DEFAULT_NAME,
+                 on_request: OnRequest | None = None, retries: int = 10,
+                 retry_interval: float = 0.5, call_timeout: float = 5.0,
+                 backoff: float = 0.2, max_backoff: float = 2.0) -> None:
         super().__init__()
         self.target = receiver
         self.receiver_name = Atom(name)
@@ -62,6 +69,12 @@ class Client(Process):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.receiver: Pid | tuple[Atom, Atom] | None = None
+        self._given_server = server is not None
+        home = server if server is not None else (
+            None if receiver is None else receiver.node if isinstance(receiver, Pid)
+            else receiver[1])
+        self.server: Atom | None = home if home is None or isinstance(home, Atom) \
+            else Atom(home)
         self._monitor: Reference | None = None
         self._connected: asyncio.Event = asyncio.Event()
 
@@ -105,7 +118,6 @@ class Client(Process):
 
     async def run(self) -> None:
         await self._connect()
-        delay = self.backoff
         while True:
             message = await self.receive()
             if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
@@ -121,17 +133,28 @@ class Client(Process):
                 self._connected.clear()
                 logger.warning("client: receiver %s down (%s); reconnecting",
                                loggable(message[3]), loggable(message[4]))
-                while True:
-                    await asyncio.sleep(delay)
-                    try:
-                        await self._connect()
-                        delay = self.backoff
-                        break
-                    except ConnectError as exc:
-                        delay = min(delay * 2, self.max_backoff)
-                        logger.warning("client: %s; next attempt in %ss", exc, delay)
+                await self._reconnect()
             else:
                 logger.debug("client: ignored %s", loggable(message))
+
+    async def _reconnect(self) -> None:
+        """Try again and again, ``backoff`` seconds first, doubling up to ``max_backoff``."""
+        delay = self.backoff
+        attempts = 0
+        while True:
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                await self._connect()
+            except ConnectError as exc:
+                delay = min(delay * 2, self.max_backoff)
+                # the first failure says why; the next ones (every max_backoff) only in debug
+                logger.log(logging.WARNING if attempts == 1 else logging.DEBUG,
+                           "client: %s; next attempt in %gs", exc, delay)
+            else:
+                logger.info("client: back after %d attempt%s", attempts,
+                            "" if attempts == 1 else "s")
+                return
 
     async def _answer(self, kind: Atom) -> None:
         """Answer a pull request in the request's version: ``{respond_to_pull_request, Data}``
@@ -159,6 +182,10 @@ class Client(Process):
         raise ConnectError(f"Couldn't connect to {self.receiver_name.name}")
 
     async def _connect(self) -> None:
+        server = self.server
+        if server is not None and server is not self.node.name \
+                and not await self.node.connect(server):
+            raise ConnectError(f"cannot reach the node {server.name}")
         receiver = await self._find()
         monitor = self.monitor(receiver)
         ref = self.node.make_ref()
@@ -181,5 +208,8 @@ class Client(Process):
             raise ConnectError(f"{loggable(receiver)} answered {loggable(answer[1])}")
         self.receiver = receiver
         self._monitor = monitor
+        if not self._given_server and isinstance(receiver, Pid) \
+                and receiver.node is not self.node.name:
+            self.server = receiver.node  # where to look again if the receiver's node goes
         self._connected.set()
         logger.info("client: registered with %s", loggable(receiver))

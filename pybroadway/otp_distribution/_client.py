@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +31,13 @@ OnRequest = Callable[[], Any | Awaitable[Any]]
 
 
 class ConnectError(PyBroadwayError, ConnectionError):
-    """The receiver could not be found or did not accept the registration."""
+    """The receiver could not be found or did not accept the registration, or the client has
+    stopped."""
+
+
+class QueueFull(ConnectError):
+    """:meth:`Client.push_message` while the client is not registered, with ``max_queue``
+    messages already waiting for the receiver to come back."""
 
 
 class Client(Process):
@@ -51,6 +58,16 @@ class Client(Process):
     ``:global`` last found the receiver. The node's own EPMD registration is renewed by its
     kernel when an EPMD answers again.
 
+    What :meth:`push_message` guarantees: pushes made while the client is not registered
+    (before its first registration, and from the moment the receiver's node is gone or the
+    receiver's ``DOWN`` arrives until it registered again) wait in a queue of at most
+    ``max_queue`` and are sent in order as soon as it registered, before any later push; past
+    ``max_queue`` it raises :class:`QueueFull`. A push is a cast, which nothing acknowledges:
+    one handed to a live connection is lost if the server or the connection dies before the
+    receiver read it, and one sent before the client learnt that its receiver process died
+    is lost with that process. Once the client has stopped (its first connection failed, its
+    node stopped) pushes raise :class:`ConnectError`; what was still queued is logged.
+
     ``node.spawn(client)``, then ``await client.connected()``.
     """
 
@@ -58,7 +75,8 @@ class Client(Process):
                  server: str | None = None, name: str = DEFAULT_NAME,
                  on_request: OnRequest | None = None, retries: int = 10,
                  retry_interval: float = 0.5, call_timeout: float = 5.0,
-                 backoff: float = 0.2, max_backoff: float = 2.0) -> None:
+                 backoff: float = 0.2, max_backoff: float = 2.0,
+                 max_queue: int = 10_000) -> None:
         super().__init__()
         self.target = receiver
         self.receiver_name = Atom(name)
@@ -68,6 +86,7 @@ class Client(Process):
         self.call_timeout = call_timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_queue = max_queue
         self.receiver: Pid | tuple[Atom, Atom] | None = None
         self._given_server = server is not None
         home = server if server is not None else (
@@ -76,7 +95,9 @@ class Client(Process):
         self.server: Atom | None = home if home is None or isinstance(home, Atom) \
             else Atom(home)
         self._monitor: Reference | None = None
+        self._receiver_node: Atom | None = None
         self._connected: asyncio.Event = asyncio.Event()
+        self._queue: deque[Any] = deque()
 
     @classmethod
     async def start(cls, node: Node, **options: Any) -> Client:
@@ -107,16 +128,49 @@ class Client(Process):
         """Whether the client is registered with a live receiver."""
         return self._connected.is_set()
 
+    @property
+    def queued(self) -> int:
+        """How many pushes wait for the client to register (again)."""
+        return len(self._queue)
+
     def push_message(self, data: Any) -> None:
-        """``GenServer.cast(receiver, {:push_message, data})``; raises if not connected."""
-        receiver = self.receiver
-        if receiver is None or not self._connected.is_set():
-            raise ConnectError("not connected to a receiver")
-        self.node.send(receiver, (GEN_CAST, (PUSH_MESSAGE, data)), sender=self.pid)
+        """``GenServer.cast(receiver, {:push_message, data})`` when registered, else queued
+        (see the class's docstring). Raises :class:`QueueFull` when ``max_queue`` pushes wait
+        already, :class:`ConnectError` once the client has stopped."""
+        if self._connected.is_set():  # then nothing is queued: the queue went out first
+            self.node.send(self.receiver, (GEN_CAST, (PUSH_MESSAGE, data)), sender=self.pid)
+            return
+        if self.exit_reason is not None:
+            raise ConnectError(f"the client stopped ({loggable(self.exit_reason)}); "
+                               f"start a new one to push again")
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            raise QueueFull(
+                f"the receiver is unreachable and {len(queue)} pushes wait for it already "
+                f"(max_queue={self.max_queue}): wait for `await client.connected()` before "
+                f"pushing more, or start the client with a larger max_queue")
+        queue.append(data)
 
     # -- the process ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        unwatch = self.node.monitor_nodes(self._node_event)
+        try:
+            await self._serve()
+        finally:
+            unwatch()
+            self._connected.clear()
+            if self._queue:
+                logger.warning("client: stopped with %d queued pushes, never sent",
+                               len(self._queue))
+
+    def _node_event(self, node: Atom, up: bool) -> None:
+        # The receiver's node is gone: from now on pushes are queued, before the DOWN (which
+        # is in the mailbox already) is even read.
+        if not up and node is self._receiver_node:
+            self._connected.clear()
+
+    async def _serve(self) -> None:
         await self._connect()
         while True:
             message = await self.receive()
@@ -208,8 +262,12 @@ class Client(Process):
             raise ConnectError(f"{loggable(receiver)} answered {loggable(answer[1])}")
         self.receiver = receiver
         self._monitor = monitor
-        if not self._given_server and isinstance(receiver, Pid) \
-                and receiver.node is not self.node.name:
-            self.server = receiver.node  # where to look again if the receiver's node goes
+        node = self._receiver_node = receiver.node if isinstance(receiver, Pid) else receiver[1]
+        if not self._given_server and node is not self.node.name:
+            self.server = node  # where to look again if the receiver's node goes
+        queue, send = self._queue, self.node.send
+        logger.info("client: registered with %s%s", loggable(receiver),
+                    f"; sending the {len(queue)} queued pushes" if queue else "")
+        while queue:
+            send(receiver, (GEN_CAST, (PUSH_MESSAGE, queue.popleft())), sender=self.pid)
         self._connected.set()
-        logger.info("client: registered with %s", loggable(receiver))

@@ -56,7 +56,8 @@ class Client(Process):
     between the next ones, for as long as it runs. ``server`` is the node the receiver runs
     on; it defaults to the node of a ``(name, node)`` receiver, else to the node where
     ``:global`` last found the receiver. The node's own EPMD registration is renewed by its
-    kernel when an EPMD answers again.
+    kernel when an EPMD answers again. (A receiver given as a pid cannot come back: a
+    restarted receiver is a new process. Give its name.)
 
     What :meth:`push_message` guarantees: pushes made while the client is not registered
     (before its first registration, and from the moment the receiver's node is gone or the

@@ -136,7 +136,8 @@ async def serve(sname: str, epmd_port: int) -> None:
 
 class PythonPusher:
     """A Python client pushing ``{label, n}`` at ``rate`` per second; pushes while it is not
-    connected are not sent (and not counted)."""
+    connected wait in its queue and count as sent; once the queue is full (QueueFull, a
+    ConnectError) they are not sent (and not counted)."""
 
     def __init__(self, client: Client, label: str, rate: int) -> None:
         self.client, self.label, self.rate, self.sent = client, Atom(label), rate, 0

@@ -17,7 +17,7 @@ requests; nothing changes on their side. On the Python side::
 ``pybroadway.otp_distribution`` logger.
 """
 
-from ._client import Client, ConnectError
+from ._client import Client, ConnectError, QueueFull
 from ._producer import Mode, OtpDistributionProducer, Overflow
 from ._receiver import DEFAULT_NAME, Receiver, Sink
 from ._struct import message_struct
@@ -29,6 +29,7 @@ __all__ = [
     "Mode",
     "OtpDistributionProducer",
     "Overflow",
+    "QueueFull",
     "Receiver",
     "Sink",
     "message_struct",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +31,13 @@ OnRequest = Callable[[], Any | Awaitable[Any]]
 
 
 class ConnectError(PyBroadwayError, ConnectionError):
-    """The receiver could not be found or did not accept the registration."""
+    """The receiver could not be found or did not accept the registration, or the client has
+    stopped."""
+
+
+class QueueFull(ConnectError):
+    """:meth:`Client.push_message` while the client is not registered, with ``max_queue``
+    messages already waiting for the receiver to come back."""
 
 
 class Client(Process):
@@ -41,17 +48,36 @@ class Client(Process):
     version's words: ``:request_message`` with ``{:respond_to_pull_request, data}``,
     ``:pull_message`` (the library's last version) with ``{:send_message, data}``
     (``on_request`` may be a coroutine function; without one, requests are logged and
-    ignored). When the receiver goes
-    down, the client finds it again, waiting ``backoff`` seconds (doubling up to
-    ``max_backoff``) between attempts.
+    ignored).
+
+    When the receiver goes down, or its whole node (a server restarted), the client comes
+    back by itself: it dials ``server`` again, looks the receiver up and registers again,
+    waiting ``backoff`` seconds before the first attempt and doubling up to ``max_backoff``
+    between the next ones, for as long as it runs. ``server`` is the node the receiver runs
+    on; it defaults to the node of a ``(name, node)`` receiver, else to the node where
+    ``:global`` last found the receiver. The node's own EPMD registration is renewed by its
+    kernel when an EPMD answers again. (A receiver given as a pid cannot come back: a
+    restarted receiver is a new process. Give its name.)
+
+    What :meth:`push_message` guarantees: pushes made while the client is not registered
+    (before its first registration, and from the moment the receiver's node is gone or the
+    receiver's ``DOWN`` arrives until it registered again) wait in a queue of at most
+    ``max_queue`` and are sent in order as soon as it registered, before any later push; past
+    ``max_queue`` it raises :class:`QueueFull`. A push is a cast, which nothing acknowledges:
+    one handed to a live connection is lost if the server or the connection dies before the
+    receiver read it, and one sent before the client learnt that its receiver process died
+    is lost with that process. Once the client has stopped (its first connection failed, its
+    node stopped) pushes raise :class:`ConnectError`; what was still queued is logged.
 
     ``node.spawn(client)``, then ``await client.connected()``.
     """
 
     def __init__(self, *, receiver: Pid | tuple[str, str] | None = None,
-                 name: str = DEFAULT_NAME, on_request: OnRequest | None = None,
-                 retries: int = 10, retry_interval: float = 0.5, call_timeout: float = 5.0,
-                 backoff: float = 0.5, max_backoff: float = 10.0) -> None:
+                 server: str | None = None, name: str = DEFAULT_NAME,
+                 on_request: OnRequest | None = None, retries: int = 10,
+                 retry_interval: float = 0.5, call_timeout: float = 5.0,
+                 backoff: float = 0.2, max_backoff: float = 2.0,
+                 max_queue: int = 10_000) -> None:
         super().__init__()
         self.target = receiver
         self.receiver_name = Atom(name)
@@ -61,9 +87,18 @@ class Client(Process):
         self.call_timeout = call_timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_queue = max_queue
         self.receiver: Pid | tuple[Atom, Atom] | None = None
+        self._given_server = server is not None
+        home = server if server is not None else (
+            None if receiver is None else receiver.node if isinstance(receiver, Pid)
+            else receiver[1])
+        self.server: Atom | None = home if home is None or isinstance(home, Atom) \
+            else Atom(home)
         self._monitor: Reference | None = None
+        self._receiver_node: Atom | None = None
         self._connected: asyncio.Event = asyncio.Event()
+        self._queue: deque[Any] = deque()
 
     @classmethod
     async def start(cls, node: Node, **options: Any) -> Client:
@@ -94,18 +129,50 @@ class Client(Process):
         """Whether the client is registered with a live receiver."""
         return self._connected.is_set()
 
+    @property
+    def queued(self) -> int:
+        """How many pushes wait for the client to register (again)."""
+        return len(self._queue)
+
     def push_message(self, data: Any) -> None:
-        """``GenServer.cast(receiver, {:push_message, data})``; raises if not connected."""
-        receiver = self.receiver
-        if receiver is None or not self._connected.is_set():
-            raise ConnectError("not connected to a receiver")
-        self.node.send(receiver, (GEN_CAST, (PUSH_MESSAGE, data)), sender=self.pid)
+        """``GenServer.cast(receiver, {:push_message, data})`` when registered, else queued
+        (see the class's docstring). Raises :class:`QueueFull` when ``max_queue`` pushes wait
+        already, :class:`ConnectError` once the client has stopped."""
+        if self._connected.is_set():  # then nothing is queued: the queue went out first
+            self.node.send(self.receiver, (GEN_CAST, (PUSH_MESSAGE, data)), sender=self.pid)
+            return
+        if self.exit_reason is not None:
+            raise ConnectError(f"the client stopped ({loggable(self.exit_reason)}); "
+                               f"start a new one to push again")
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            raise QueueFull(
+                f"the receiver is unreachable and {len(queue)} pushes wait for it already "
+                f"(max_queue={self.max_queue}): wait for `await client.connected()` before "
+                f"pushing more, or start the client with a larger max_queue")
+        queue.append(data)
 
     # -- the process ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        unwatch = self.node.monitor_nodes(self._node_event)
+        try:
+            await self._serve()
+        finally:
+            unwatch()
+            self._connected.clear()
+            if self._queue:
+                logger.warning("client: stopped with %d queued pushes, never sent",
+                               len(self._queue))
+
+    def _node_event(self, node: Atom, up: bool) -> None:
+        # The receiver's node is gone: from now on pushes are queued, before the DOWN (which
+        # is in the mailbox already) is even read.
+        if not up and node is self._receiver_node:
+            self._connected.clear()
+
+    async def _serve(self) -> None:
         await self._connect()
-        delay = self.backoff
         while True:
             message = await self.receive()
             if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
@@ -121,17 +188,28 @@ class Client(Process):
                 self._connected.clear()
                 logger.warning("client: receiver %s down (%s); reconnecting",
                                loggable(message[3]), loggable(message[4]))
-                while True:
-                    await asyncio.sleep(delay)
-                    try:
-                        await self._connect()
-                        delay = self.backoff
-                        break
-                    except ConnectError as exc:
-                        delay = min(delay * 2, self.max_backoff)
-                        logger.warning("client: %s; next attempt in %ss", exc, delay)
+                await self._reconnect()
             else:
                 logger.debug("client: ignored %s", loggable(message))
+
+    async def _reconnect(self) -> None:
+        """Try again and again, ``backoff`` seconds first, doubling up to ``max_backoff``."""
+        delay = self.backoff
+        attempts = 0
+        while True:
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                await self._connect()
+            except ConnectError as exc:
+                delay = min(delay * 2, self.max_backoff)
+                # the first failure says why; the next ones (every max_backoff) only in debug
+                logger.log(logging.WARNING if attempts == 1 else logging.DEBUG,
+                           "client: %s; next attempt in %gs", exc, delay)
+            else:
+                logger.info("client: back after %d attempt%s", attempts,
+                            "" if attempts == 1 else "s")
+                return
 
     async def _answer(self, kind: Atom) -> None:
         """Answer a pull request in the request's version: ``{respond_to_pull_request, Data}``
@@ -159,6 +237,10 @@ class Client(Process):
         raise ConnectError(f"Couldn't connect to {self.receiver_name.name}")
 
     async def _connect(self) -> None:
+        server = self.server
+        if server is not None and server is not self.node.name \
+                and not await self.node.connect(server):
+            raise ConnectError(f"cannot reach the node {server.name}")
         receiver = await self._find()
         monitor = self.monitor(receiver)
         ref = self.node.make_ref()
@@ -181,5 +263,12 @@ class Client(Process):
             raise ConnectError(f"{loggable(receiver)} answered {loggable(answer[1])}")
         self.receiver = receiver
         self._monitor = monitor
+        node = self._receiver_node = receiver.node if isinstance(receiver, Pid) else receiver[1]
+        if not self._given_server and node is not self.node.name:
+            self.server = node  # where to look again if the receiver's node goes
+        queue, send = self._queue, self.node.send
+        logger.info("client: registered with %s%s", loggable(receiver),
+                    f"; sending the {len(queue)} queued pushes" if queue else "")
+        while queue:
+            send(receiver, (GEN_CAST, (PUSH_MESSAGE, queue.popleft())), sender=self.pid)
         self._connected.set()
-        logger.info("client: registered with %s", loggable(receiver))

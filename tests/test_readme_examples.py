@@ -1,0 +1,159 @@
+"""The README's Python blocks, as a user runs them: each is a file that compiles with no
+undefined name, and each runs as written (with its node names, on a private EPMD), printing
+what the README says it prints."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from pybroadway.erldist import Node
+from pybroadway.otp_distribution import Client
+from pybroadway.term import Atom
+from testkit.peers import free_port, unique_name
+from testkit.processes import WatchedProcess, python_env
+from testkit.wait import eventually_async
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BIN = Path(sys.executable).parent
+
+
+def blocks(language: str) -> list[str]:
+    """The README's fenced blocks of ``language``, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def named_block(name: str) -> str:
+    """The block whose first line is ``# name``."""
+    found = [block for block in blocks("python") + blocks("toml")
+             if block.startswith(f"# {name}\n")]
+    assert len(found) == 1, f"the README has {len(found)} blocks named {name}"
+    return found[0]
+
+
+def block_after(heading: str, language: str = "python") -> str:
+    """The first ``language`` block of the README's section ``heading``."""
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)[0]
+
+
+@pytest.mark.parametrize("index", range(len(blocks("python"))))
+def test_each_python_block_is_a_file_that_compiles_and_names_only_what_it_defines(
+        index: int) -> None:
+    block = blocks("python")[index]
+    compile(block, f"README block {index}", "exec")  # no await or async with outside async def
+    checked = subprocess.run(
+        [str(BIN / "ruff"), "check", "--isolated", "--select", "F", "--stdin-filename",
+         f"block{index}.py", "-"], input=block, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout
+
+
+@pytest.fixture
+def epmd_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The README's own-pipeline files, written where a user writes them."""
+    for name in ("mypipeline.py", "pipeline.toml", "myserver.py"):
+        (tmp_path / name).write_text(named_block(name))
+    return tmp_path
+
+
+def run(argv: list[str], cwd: Path, epmd_port: int) -> WatchedProcess:
+    return WatchedProcess(argv, cwd=cwd, env=python_env(ERL_EPMD_PORT=str(epmd_port)))
+
+
+@asynccontextmanager
+async def a_node(epmd_port: int) -> AsyncIterator[Node]:
+    async with Node(f"{unique_name('readme')}@localhost", cookie="secret",
+                    epmd_port=epmd_port) as node:
+        yield node
+
+
+async def push_orders(epmd_port: int, count: int) -> None:
+    async with a_node(epmd_port) as node:
+        await eventually_async(lambda: node.connect("server@localhost"))
+        client = await Client.start(node, server="server@localhost")
+        for number in range(1, count + 1):
+            client.push_message(f'{{"id": {number}, "amount": 10}}')
+
+
+def printed_by_the_pipeline() -> list[str]:
+    section = README.split("## Your own pipeline\n", 1)[1]
+    return re.findall(r"it\nprints:\n\n```\n(.*?)```", section, re.S)[0].splitlines()
+
+
+async def test_the_python_client_block_pushes_to_serve(tmp_path: Path, epmd_port: int) -> None:
+    (tmp_path / "client.py").write_text(block_after("Python to Python"))
+    server = run([sys.executable, "-m", "pybroadway", "serve", "--cookie", "secret"], ROOT,
+                 epmd_port)
+    try:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver")
+        client = subprocess.run([sys.executable, "client.py"], cwd=tmp_path,
+                                env=python_env(ERL_EPMD_PORT=str(epmd_port)),
+                                capture_output=True, text=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+        server.wait_logged('handled: %Broadway.Message{data: "How are you?"')
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert server.stdout[-1] == "handled 1, failed 0, dropped 0"
+
+
+async def test_serve_with_the_config_file_prints_what_the_readme_shows(
+        project: Path, epmd_port: int) -> None:
+    command = next(line for line in README.splitlines()
+                   if line.startswith("$ pybroadway serve --config"))
+    argv = shlex.split(command[2:])
+    server = run([str(BIN / argv[0]), *argv[1:]], project, epmd_port)
+    try:
+        server.wait_logged(" serves off_broadway_otp_distribution_receiver")
+        await push_orders(epmd_port, 250)
+        expected = printed_by_the_pipeline()
+        server.wait_until(lambda: len(server.stdout) >= len(expected), "three batches")
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert server.stdout == [*expected, "handled 250, failed 0, dropped 0"]
+
+
+async def test_the_program_of_your_own_runs_the_same_pipeline(project: Path,
+                                                              epmd_port: int) -> None:
+    server = run([sys.executable, "myserver.py"], project, epmd_port)
+    try:
+        await push_orders(epmd_port, 250)
+        expected = printed_by_the_pipeline()
+        server.wait_until(lambda: len(server.stdout) >= len(expected), "three batches")
+        assert server.terminate() == 0, "\n".join(server.stderr)
+    finally:
+        server.kill()
+    assert server.stdout[:-1] == expected
+    stats = ast.literal_eval(server.stdout[-1])
+    assert (stats["handled"], stats["failed"]) == (250, 0)
+
+
+async def test_the_node_of_your_own_answers_calls_and_stops_on_ctrl_c(
+        tmp_path: Path, epmd_port: int) -> None:
+    (tmp_path / "echo.py").write_text(block_after("How it fits together"))
+    echo = run([sys.executable, "echo.py"], tmp_path, epmd_port)
+    try:
+        async with a_node(epmd_port) as node:
+            await eventually_async(lambda: node.connect("py@localhost"))
+            answer = await node.call((Atom("echo"), Atom("py@localhost")), Atom("hi"))
+            assert answer == (Atom("echo"), Atom("hi"))
+        assert echo.terminate(signal.SIGINT) == 0
+    finally:
+        echo.kill()
+    assert not any("Traceback" in line for line in echo.stderr), echo.stderr

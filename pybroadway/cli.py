@@ -3,7 +3,7 @@
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
                      [--sname server@localhost] [--cookie C] [--quiet]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
-    pybroadway ping NODE [--cookie C]
+    pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pybroadway.erldist import EmbeddedEpmd, Node, NodeDown, epmd
+from pybroadway._hints import explain, why_not_connected
+from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
@@ -143,11 +144,15 @@ async def _status_line(pipeline: Pipeline, producer: Any) -> None:
         sys.stderr.flush()
 
 
-async def ping(args: argparse.Namespace) -> bool:
-    """``net_adm:ping/1`` from a hidden Python node."""
+async def ping(args: argparse.Namespace) -> str:
+    """``net_adm:ping/1`` from a hidden Python node: ``pong``, or ``pang (why)``."""
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     hidden=True) as node:
-        return await node.connect(args.node)
+        try:
+            await node.connect(args.node, check=True)
+        except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
+            return f"pang ({why_not_connected(args.node, exc)})"
+        return "pong"
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except (PyBroadwayError, OSError) as exc:
         # Expected failures (no EPMD, port taken, name in use, ...): one line, no traceback.
-        print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
+        print(f"pybroadway {args.command}: {explain(exc)}", file=sys.stderr)
         return 1
 
 
@@ -307,8 +312,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ping":
         logging.basicConfig(level=logging.ERROR)
         answer = asyncio.run(ping(args))
-        print("pong" if answer else "pang")
-        return 0 if answer else 1
+        print(answer)
+        return 0 if answer == "pong" else 1
     setup_logging(args.quiet)
     pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)

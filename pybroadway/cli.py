@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
 from pybroadway._hints import explain, why_not_connected
 from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
@@ -92,7 +93,10 @@ def raise_fd_limit() -> None:
 
 async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
                 ) -> Summary:
-    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set)."""
+    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set).
+    ``args.pipeline_options`` (from --config) go to the pipeline too."""
+    apply_defaults(args)
+    options = dict(getattr(args, "pipeline_options", None) or {})
     raise_fd_limit()
     stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,16 +104,16 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         loop.add_signal_handler(sig, stop.set)
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     host=args.listen) as node:
-        pipeline = pipeline_class(
-            name="PyBroadway",
-            producer={"module": (OtpDistributionProducer, {
+        processors = options.pop("processors", {}).get("default", {})
+        producer_options = options.pop("producer", {})  # rate_limiting
+        pipeline = pipeline_class(**{"name": "PyBroadway", **options}, producer={
+            **producer_options, "module": (OtpDistributionProducer, {
                 "node": node, "mode": args.mode, "overflow": args.overflow,
                 "receiver_name": args.receiver_name, "request_atom": args.request_atom,
                 "buffer_size": args.buffer_size, "resume_at": args.resume_at,
                 "pull_interval": args.pull_interval, "register_global": args.register_global,
                 "message_log_level": _message_log_level(args)})},
-            processors={"default": {"concurrency": args.concurrency}},
-        )
+            processors={"default": {**processors, "concurrency": args.concurrency}})
         await pipeline.start()
         producer = pipeline.producers[0]
         log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name, args.receiver_name,
@@ -157,34 +161,37 @@ async def ping(args: argparse.Namespace) -> str:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``serve`` (shared with examples/broadway.py)."""
-    parser.add_argument("--mode", choices=("push", "pull"), default="push")
-    parser.add_argument("--sname", default="server@localhost", help="node name (name@host)")
+    # Defaults are None, filled by apply_defaults: a flag given wins over --config's file,
+    # which wins over the defaults.
+    parser.add_argument("--mode", choices=("push", "pull"), help="default push")
+    parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
-    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+    parser.add_argument("--listen", metavar="ADDRESS",
                         help="address the node listens on (default 127.0.0.1: this host only)")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
-    parser.add_argument("--receiver-name", default=DEFAULT_NAME,
-                        help="the :global name clients look up")
+    parser.add_argument("--receiver-name",
+                        help=f"the :global name clients look up (default {DEFAULT_NAME})")
     parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
-                        default="block", help="when the buffer is full (block: lossless)")
-    parser.add_argument("--request-atom", default="request_message",
-                        choices=("request_message", "pull_message"),
+                        help="when the buffer is full (default block: lossless)")
+    parser.add_argument("--request-atom", choices=("request_message", "pull_message"),
                         help="pull requests: request_message (the library's 0.1.0) or "
                              "pull_message (its last version)")
-    parser.add_argument("--buffer-size", type=int, default=10_000,
-                        help="messages the producer holds before it counts as full")
+    parser.add_argument("--buffer-size", type=int,
+                        help="messages the producer holds before it counts as full "
+                             "(default 10000)")
     parser.add_argument("--resume-at", type=int, default=None,
                         help="buffered messages at which a full buffer has room again "
                              "(default: half the buffer)")
-    parser.add_argument("--pull-interval", type=float, default=5.0,
-                        help="seconds before unanswered pull requests are asked again")
+    parser.add_argument("--pull-interval", type=float,
+                        help="seconds before unanswered pull requests are asked again "
+                             "(default 5)")
     parser.add_argument("--no-register-global", dest="register_global", action="store_false",
-                        help="register the receiver locally only, not in :global")
+                        default=None, help="register the receiver locally only, not in :global")
     parser.add_argument("--message-log-level", default=None,
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")
-    parser.add_argument("--concurrency", type=int, default=2, help="processors")
+    parser.add_argument("--concurrency", type=int, help="processors (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 
@@ -286,9 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pybroadway`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="serve a pipeline to BEAM clients")
+    serve_parser = commands.add_parser(
+        "serve", help="serve a pipeline to BEAM clients", epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     serve_parser.add_argument("--pipeline", default=None,
                               help="module:Class of a Pipeline subclass (default: log each)")
+    serve_parser.add_argument("--config", metavar="FILE.toml",
+                              help="pipeline, connector and node options in a TOML file")
     add_serve_arguments(serve_parser)
     add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
                                            description="run or query an EPMD"))
@@ -298,6 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ping_parser.add_argument("--cookie", default=None)
     ping_parser.add_argument("--epmd-port", type=int, default=None)
     args = parser.parse_args(argv)
+    try:
+        if getattr(args, "config", None):
+            load_config(args.config).apply(args)
+    except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's
+        print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except (PyBroadwayError, OSError) as exc:

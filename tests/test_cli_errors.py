@@ -46,8 +46,8 @@ def one_line(out: subprocess.CompletedProcess[str]) -> str:
 class Running:
     """A process whose stderr lines are read (by a thread) as they come."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, text=True,
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, text=True, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         self.stderr: list[str] = []
@@ -85,8 +85,8 @@ class Running:
 
 
 @contextmanager
-def running(argv: list[str]) -> Iterator[Running]:
-    process = Running(argv)
+def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[Running]:
+    process = Running(argv, env)
     try:
         yield process
     finally:

@@ -1,7 +1,7 @@
 """The ``pybroadway`` command: ``serve`` a pipeline to BEAM clients, run an ``epmd``, ``ping``.
 
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
-                     [--sname server@localhost] [--cookie C] [--quiet]
+                     [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
@@ -13,8 +13,11 @@ line shows messages/s, buffered messages and connected clients.
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
 
+``--config`` reads batchers, partitioning, rate limiting, context and any flag's option from
+a TOML file (:mod:`pybroadway._config`); a flag given wins over the file.
+
 Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
-answers pang; 2 for a bad command line.
+answers pang; 2 for a bad command line or configuration file.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The ``pybroadway`` command: ``serve`` a pipeline to BEAM clients, run an ``epmd``, ``ping``.
 
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
-                     [--sname server@localhost] [--cookie C] [--quiet]
+                     [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
-    pybroadway ping NODE [--cookie C]
+    pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
@@ -14,8 +14,11 @@ buffered messages and connected clients.
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
 
+``--config`` reads batchers, partitioning, rate limiting, context and any flag's option from
+a TOML file (:mod:`pybroadway._config`); a flag given wins over the file.
+
 Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
-answers pang; 2 for a bad command line.
+answers pang; 2 for a bad command line or configuration file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pybroadway.erldist import EmbeddedEpmd, Node, NodeDown, epmd
+from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
+from pybroadway._hints import explain, why_not_connected
+from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
@@ -97,7 +102,10 @@ def raise_fd_limit() -> None:
 
 async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
                 ) -> Summary:
-    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set)."""
+    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set).
+    ``args.pipeline_options`` (from --config) go to the pipeline too."""
+    apply_defaults(args)
+    options = dict(getattr(args, "pipeline_options", None) or {})
     raise_fd_limit()
     stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,16 +113,16 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         loop.add_signal_handler(sig, stop.set)
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     host=args.listen) as node:
-        pipeline = pipeline_class(
-            name="PyBroadway",
-            producer={"module": (OtpDistributionProducer, {
+        processors = options.pop("processors", {}).get("default", {})
+        producer_options = options.pop("producer", {})  # rate_limiting
+        pipeline = pipeline_class(**{"name": "PyBroadway", **options}, producer={
+            **producer_options, "module": (OtpDistributionProducer, {
                 "node": node, "mode": args.mode, "overflow": args.overflow,
                 "receiver_name": args.receiver_name, "request_atom": args.request_atom,
                 "buffer_size": args.buffer_size, "resume_at": args.resume_at,
                 "pull_interval": args.pull_interval, "register_global": args.register_global,
                 "message_log_level": _message_log_level(args)})},
-            processors={"default": {"concurrency": args.concurrency}},
-        )
+            processors={"default": {**processors, "concurrency": args.concurrency}})
         await pipeline.start()
         producer = pipeline.producers[0]
         log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name, args.receiver_name,
@@ -165,43 +173,50 @@ async def _status_line(pipeline: Pipeline, producer: Any) -> None:
         sys.stderr.flush()
 
 
-async def ping(args: argparse.Namespace) -> bool:
-    """``net_adm:ping/1`` from a hidden Python node."""
+async def ping(args: argparse.Namespace) -> str:
+    """``net_adm:ping/1`` from a hidden Python node: ``pong``, or ``pang (why)``."""
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     hidden=True) as node:
-        return await node.connect(args.node)
+        try:
+            await node.connect(args.node, check=True)
+        except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
+            return f"pang ({why_not_connected(args.node, exc)})"
+        return "pong"
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``serve`` (shared with examples/broadway.py)."""
-    parser.add_argument("--mode", choices=("push", "pull"), default="push")
-    parser.add_argument("--sname", default="server@localhost", help="node name (name@host)")
+    # Defaults are None, filled by apply_defaults: a flag given wins over --config's file,
+    # which wins over the defaults.
+    parser.add_argument("--mode", choices=("push", "pull"), help="default push")
+    parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
-    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+    parser.add_argument("--listen", metavar="ADDRESS",
                         help="address the node listens on (default 127.0.0.1: this host only)")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
-    parser.add_argument("--receiver-name", default=DEFAULT_NAME,
-                        help="the :global name clients look up")
+    parser.add_argument("--receiver-name",
+                        help=f"the :global name clients look up (default {DEFAULT_NAME})")
     parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
-                        default="block", help="when the buffer is full (block: lossless)")
-    parser.add_argument("--request-atom", default="request_message",
-                        choices=("request_message", "pull_message"),
+                        help="when the buffer is full (default block: lossless)")
+    parser.add_argument("--request-atom", choices=("request_message", "pull_message"),
                         help="pull requests: request_message (the library's 0.1.0) or "
                              "pull_message (its last version)")
-    parser.add_argument("--buffer-size", type=int, default=10_000,
-                        help="messages the producer holds before it counts as full")
+    parser.add_argument("--buffer-size", type=int,
+                        help="messages the producer holds before it counts as full "
+                             "(default 10000)")
     parser.add_argument("--resume-at", type=int, default=None,
                         help="buffered messages at which a full buffer has room again "
                              "(default: half the buffer)")
-    parser.add_argument("--pull-interval", type=float, default=5.0,
-                        help="seconds before unanswered pull requests are asked again")
+    parser.add_argument("--pull-interval", type=float,
+                        help="seconds before unanswered pull requests are asked again "
+                             "(default 5)")
     parser.add_argument("--no-register-global", dest="register_global", action="store_false",
-                        help="register the receiver locally only, not in :global")
+                        default=None, help="register the receiver locally only, not in :global")
     parser.add_argument("--message-log-level", default=None,
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")
-    parser.add_argument("--concurrency", type=int, default=2, help="processors")
+    parser.add_argument("--concurrency", type=int, help="processors (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 
@@ -306,9 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pybroadway`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="serve a pipeline to BEAM clients")
+    serve_parser = commands.add_parser(
+        "serve", help="serve a pipeline to BEAM clients", epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     serve_parser.add_argument("--pipeline", default=None,
                               help="module:Class of a Pipeline subclass (default: log each)")
+    serve_parser.add_argument("--config", metavar="FILE.toml",
+                              help="pipeline, connector and node options in a TOML file")
     add_serve_arguments(serve_parser)
     add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
                                            description="run or query an EPMD"))
@@ -319,10 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ping_parser.add_argument("--epmd-port", type=int, default=None)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            load_config(args.config).apply(args)
+    except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's
+        print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
         return _run(args)
     except (PyBroadwayError, OSError) as exc:
         # Expected failures (no EPMD, port taken, name in use, ...): one line, no traceback.
-        print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
+        print(f"pybroadway {args.command}: {explain(exc)}", file=sys.stderr)
         return 1
 
 
@@ -332,8 +357,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ping":
         setup_logging(level=logging.ERROR)
         answer = asyncio.run(ping(args))
-        print("pong" if answer else "pang")
-        return 0 if answer else 1
+        print(answer)
+        return 0 if answer == "pong" else 1
     setup_logging(args.quiet)
     pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)

@@ -134,6 +134,17 @@ class Connections:
             self._node.start_task(self._dial(node, future), name=f"dist-connect-{node.name}")
         return future
 
+    async def connect(self, node: Atom, *, check: bool) -> bool:
+        """Node.connect: True once connected; False (logged), or with ``check`` raise, if not."""
+        try:
+            await self.ensure(node)
+        except (OSError, handshake.HandshakeError, epmd_client.EpmdError, TimeoutError) as exc:
+            if check:
+                raise
+            self._node.log.warning("could not connect to %s: %s", node.name, exc)
+            return False
+        return True
+
     # -- dialling and accepting --------------------------------------------------------------
 
     async def _dial(self, node: Atom, future: asyncio.Future[Connection]) -> None:
@@ -141,10 +152,13 @@ class Connections:
         try:
             async with asyncio.timeout(me.connect_timeout):
                 alive, host = split_node_name(node.name)
+                epmd_port = me.epmd_port or epmd_client.default_epmd_port()
                 address = await epmd_client.port_please(alive, _resolve(host),
-                                                        epmd_port=me.epmd_port)
+                                                        epmd_port=epmd_port)
                 if address is None:
-                    raise epmd_client.EpmdError(f"{node.name} is not registered with epmd")
+                    raise epmd_client.NotRegistered(
+                        f"{node.name} is not registered with epmd at {host}:{epmd_port}",
+                        alive, host, epmd_port)
                 reader, writer = await asyncio.open_connection(_resolve(host), address.port)
                 try:
                     peer = await handshake.connect(
@@ -188,6 +202,8 @@ class Connections:
                 timeout=me.handshake_timeout)
         except handshake.HandshakeError:
             return  # logged by the handshake, naming the peer
+        except asyncio.CancelledError:
+            return  # at the loop's shutdown: end quietly (see EmbeddedEpmd._handle)
         except Exception:
             me.log.exception("unexpected error in an incoming handshake")
             return

@@ -25,9 +25,10 @@ On the connecting side a received ``alive`` is answered with the result of the o
 ``on_alive(peer_name)`` callback (default ``True``: we are dialling, so we want the new
 connection); ``nok`` and ``not_allowed`` raise :class:`HandshakeRejected`.
 
-Every failure — bad cookie, missing flags, malformed or short packets, a closed socket, a
-timeout — raises :class:`HandshakeError` (whose message names the peer), after closing the
-writer. Exceptions raised by the callbacks propagate unchanged (the writer is closed too).
+Every failure — bad cookie (:class:`WrongCookie`), missing flags, malformed or short packets,
+a closed socket, a timeout — raises :class:`HandshakeError` (whose message names the peer),
+after closing the writer. Exceptions raised by the callbacks propagate unchanged (the writer
+is closed too).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeRejected",
     "PeerInfo",
+    "WrongCookie",
     "accept",
     "connect",
     "gen_challenge",
@@ -98,6 +100,11 @@ class HandshakeRejected(HandshakeError):
     def __init__(self, message: str, *, peer: str | None = None, status: str) -> None:
         super().__init__(message, peer=peer)
         self.status = status
+
+
+class WrongCookie(HandshakeError):
+    """The cookies most likely differ: a digest did not match, or the peer closed the
+    connection right after our challenge reply (what a node does when ours did not match)."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +152,8 @@ class _Session:
         self.peer = peer
         self.direction = direction
 
-    def fail(self, what: str) -> HandshakeError:
-        return HandshakeError(f"handshake {self.direction} {self.peer} failed: {what}",
-                              peer=self.peer)
+    def fail(self, what: str, kind: type[HandshakeError] = HandshakeError) -> HandshakeError:
+        return kind(f"handshake {self.direction} {self.peer} failed: {what}", peer=self.peer)
 
     def send(self, payload: bytes) -> None:
         self.writer.write(struct.pack(">H", len(payload)) + payload)
@@ -306,7 +312,7 @@ async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: in
     (their_challenge,) = struct.unpack_from(">I", packet, 1)
     if packet[5:] != gen_digest(challenge, our_cookie):
         raise s.fail("wrong cookie: the peer's challenge reply does not match our cookie "
-                     f"(the peer {name} uses a different cookie)")
+                     f"(the peer {name} uses a different cookie)", WrongCookie)
     s.send(b"a" + gen_digest(their_challenge, our_cookie))
     await s.drain()
     info = PeerInfo(name=name, flags=peer_flags, creation=peer_creation, replaced=replaced)
@@ -428,12 +434,13 @@ async def _connect(s: _Session, our_name: str, cookie: CookieSource, creation: i
         packet = await s.recv("the challenge ack")
     except HandshakeError:
         raise s.fail("the peer closed the connection after our challenge reply: most likely a "
-                     "wrong cookie (the peer uses a different cookie than ours)") from None
+                     "wrong cookie (the peer uses a different cookie than ours)",
+                     WrongCookie) from None
     if packet[:1] != b"a" or len(packet) != 17:
         raise s.fail(f"expected the challenge ack ('a', 17 bytes), got {len(packet)} bytes")
     if packet[1:] != gen_digest(our_challenge, our_cookie):
         raise s.fail(f"wrong cookie: the challenge ack of the peer {peer_name} does not match "
-                     "our cookie")
+                     "our cookie", WrongCookie)
     info = PeerInfo(name=name, flags=peer_flags, creation=peer_creation, replaced=replaced)
     log.info("connected to %s (%s, creation %d)", name,
              "hidden" if info.hidden else "visible", peer_creation)

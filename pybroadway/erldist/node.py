@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 from pybroadway.erldist import control as op
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
-from pybroadway.erldist import handshake
 from pybroadway.erldist.calls import CallError, PendingCall
 from pybroadway.erldist.connection import (
     DEFAULT_MAX_FRAME,
@@ -290,17 +289,11 @@ class Node:
     def connection(self, node: str | Atom) -> Connection | None:
         return self._connections.get(node if isinstance(node, Atom) else Atom(node))
 
-    async def connect(self, node: str | Atom) -> bool:
-        """Connect to ``node`` (``name@host``); True once connected, False if it failed."""
+    async def connect(self, node: str | Atom, *, check: bool = False) -> bool:
+        """Connect to ``node`` (``name@host``); True once connected, False if it failed (with
+        ``check``, raise why: a HandshakeError, an EpmdError, OSError or TimeoutError)."""
         atom = node if isinstance(node, Atom) else Atom(node)
-        if atom is self.name:
-            return True
-        try:
-            await self._net.ensure(atom)
-        except (OSError, handshake.HandshakeError, epmd_client.EpmdError, TimeoutError) as exc:
-            log.warning("could not connect to %s: %s", atom.name, exc)
-            return False
-        return True
+        return atom is self.name or await self._net.connect(atom, check=check)
 
     def disconnect(self, node: str | Atom) -> bool:
         """Drop the connection to ``node``; True if there was one."""

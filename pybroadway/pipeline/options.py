@@ -51,8 +51,9 @@ _MISSING: Any = object()
 class Option:
     """One option of the schema.
 
-    ``type`` names a check in ``_TYPES``; ``keys`` is the schema of a nested dict of options;
-    with ``named`` each key of the dict is a user-chosen name whose value follows ``keys``.
+    ``type`` names a check in ``_TYPES``; ``choices``, if given, are the only values allowed;
+    ``keys`` is the schema of a nested dict of options; with ``named`` each key of the dict is
+    a user-chosen name whose value follows ``keys``.
     ``default`` may be a zero-argument callable (``default_factory``) described by
     ``default_doc``.
     """
@@ -65,6 +66,7 @@ class Option:
     named: bool = False
     default_factory: Callable[[], Any] | None = None
     default_doc: str | None = field(default=None)
+    choices: tuple[Any, ...] | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -81,6 +83,11 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pos_integer": (lambda v: _is_int(v) and v > 0, "expected positive integer"),
     "non_neg_integer": (lambda v: _is_int(v) and v >= 0, "expected non negative integer"),
     "string": (lambda v: isinstance(v, str), "expected string"),
+    "boolean": (lambda v: isinstance(v, bool), "expected boolean"),
+    "pos_number": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        "expected positive number",
+    ),
     "function": (callable, "expected a function"),
     "producer_module": (
         _is_producer_module,
@@ -259,6 +266,12 @@ def _validate_value(key: str, value: Any, option: Option, path: tuple[str, ...])
         raise OptionsError(
             f"invalid value for {_atom(key)} option: {expected}, got: {value!r}", key, path, value
         )
+    if option.choices is not None and value not in option.choices:
+        shown = ", ".join(repr(choice) for choice in option.choices)
+        raise OptionsError(
+            f"invalid value for {_atom(key)} option: expected one of [{shown}], got: {value!r}",
+            key, path, value,
+        )
     if option.keys is None:
         return value
     inner = (*path, key)
@@ -290,6 +303,8 @@ def docs(schema: dict[str, Option] = SCHEMA, indent: int = 0) -> str:
             note = f"Default: {option.default_doc}."
         else:
             note = f"Default: {option.default!r}."
+        if option.choices is not None:
+            note += " One of " + ", ".join(repr(choice) for choice in option.choices) + "."
         lines.append(f"{pad}* ``{key}`` — {option.doc} {note}")
         if option.keys is not None:
             if option.named:

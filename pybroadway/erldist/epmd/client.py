@@ -35,6 +35,9 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "EpmdError",
     "EpmdRegistration",
+    "EpmdUnreachable",
+    "NameTaken",
+    "NotRegistered",
     "accepts_connections",
     "kill",
     "names",
@@ -51,6 +54,36 @@ class EpmdError(PyBroadwayError):
     """EPMD could not be reached, refused a registration, or answered nonsense."""
 
 
+class EpmdUnreachable(EpmdError):
+    """No EPMD answers at ``host``:``port`` (nothing listens there, or it does not answer)."""
+
+    def __init__(self, message: str, host: str, port: int) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
+class NotRegistered(EpmdError):
+    """EPMD at ``host``:``port`` knows no node named ``name`` (it is not running, or uses
+    another EPMD)."""
+
+    def __init__(self, message: str, name: str, host: str, port: int) -> None:
+        super().__init__(message)
+        self.name = name
+        self.host = host
+        self.port = port
+
+
+class NameTaken(EpmdError):
+    """EPMD at ``host``:``port`` refused to register ``name``: another node has it."""
+
+    def __init__(self, message: str, name: str, host: str, port: int) -> None:
+        super().__init__(message)
+        self.name = name
+        self.host = host
+        self.port = port
+
+
 def _short_name(name: str) -> str:
     """EPMD knows nodes by the part before '@'."""
     return name.split("@", 1)[0]
@@ -61,9 +94,11 @@ async def _open(host: str, port: int, timeout: float
     try:
         return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except TimeoutError:
-        raise EpmdError(f"epmd at {host}:{port} did not answer within {timeout}s") from None
+        raise EpmdUnreachable(f"epmd at {host}:{port} did not answer within {timeout}s",
+                              host, port) from None
     except OSError as exc:
-        raise EpmdError(f"cannot reach epmd at {host}:{port}: {exc.strerror or exc}") from exc
+        raise EpmdUnreachable(f"cannot reach epmd at {host}:{port}: {exc.strerror or exc}",
+                              host, port) from exc
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
@@ -241,8 +276,9 @@ async def _alive2(node: NodeAddress, epmd_host: str, eport: int, timeout: float
         raise
     if result != 0:
         await _close_writer(writer)
-        raise EpmdError(f"the name {short} seems to be in use by another Erlang node "
-                        f"(epmd at {epmd_host}:{eport} answered result {result})")
+        raise NameTaken(f"the name {short} seems to be in use by another Erlang node "
+                        f"(epmd at {epmd_host}:{eport} answered result {result})", short, epmd_host,
+                        eport)
     log.info("registered %s (port %d, %s) with epmd at %s:%d, creation %d", short, node.port,
              "hidden" if node.hidden else "visible", epmd_host, eport, creation)
     return reader, writer, creation

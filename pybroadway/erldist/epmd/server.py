@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pybroadway._throttle import Throttle
-from pybroadway.erldist.epmd.client import accepts_connections
+from pybroadway.erldist.epmd.client import EpmdUnreachable, accepts_connections
 from pybroadway.erldist.epmd.protocol import (
     ALIVE2_REQ,
     ALIVE2_RESP,
@@ -200,7 +200,9 @@ class EmbeddedEpmd:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), self.request_timeout)
         except asyncio.CancelledError:
-            raise
+            # Cancelled at the loop's shutdown: end quietly, since Python 3.11's streams
+            # report a cancelled connection handler as an error with a traceback.
+            return
         except Exception:
             log.exception("epmd: error serving %s", peer)
         finally:
@@ -331,7 +333,9 @@ async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> Embed
 
     Returns None if one already listens there; otherwise starts, and returns, an
     :class:`EmbeddedEpmd` (the caller closes it). If another process binds the port between
-    our check and our bind, its EPMD is used and None is returned.
+    our check and our bind, its EPMD is used and None is returned. Raises
+    :class:`~pybroadway.erldist.epmd.client.EpmdUnreachable` if none answers and none can
+    be started (the port is held by something else, or not ours to bind).
     """
     p = default_epmd_port() if port is None else port
     if await accepts_connections(host, p):
@@ -344,5 +348,6 @@ async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> Embed
         if exc.errno == errno.EADDRINUSE and await accepts_connections(host, p):
             log.debug("another epmd started on %s:%d meanwhile; using it", host, p)
             return None
-        raise
+        raise EpmdUnreachable(f"no epmd answers at {host}:{p}, and none can be started there: "
+                              f"{exc.strerror or exc}", host, p) from exc
     return epmd

@@ -1,0 +1,209 @@
+"""``pybroadway serve --config pipeline.toml``: the pipeline, the connector and the node in a TOML
+file, for what flags express badly (batchers, partitioning, rate limiting, context)::
+
+    pipeline = "mymodule:Orders"          # module:Class of a Pipeline subclass
+    partition_by = "mymodule:by_customer" # module:function, for every stage that sets none
+
+    [node]
+    sname = "server@localhost"
+    cookie = "secret"
+
+    [producer]                            # the connector: the names of serve's flags
+    mode = "pull"
+    buffer_size = 50000
+    [producer.rate_limiting]
+    allowed_messages = 1000
+    interval = 1000
+
+    [processors.default]
+    concurrency = 4
+    max_demand = 50
+
+    [batchers.db]
+    batch_size = 100
+    batch_timeout = 1000
+
+    [context]
+    table = "orders"
+
+The file is checked with the pipeline's own schema (:mod:`pybroadway.pipeline.options`): a bad
+key or value is named with its path, the value and what is allowed. A flag given on the command
+line wins over the file; the file wins over the flags' defaults (:data:`SERVE_DEFAULTS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pybroadway.errors import PyBroadwayError
+from pybroadway.otp_distribution import DEFAULT_NAME
+from pybroadway.pipeline.options import SCHEMA, Option, OptionsError, validate
+
+__all__ = [
+    "CONFIG_HELP", "SERVE_DEFAULTS", "Config", "ConfigError", "apply_defaults", "load_config",
+]
+
+#: The defaults of ``serve``'s flags, applied to those neither given nor in the file.
+SERVE_DEFAULTS: dict[str, Any] = {
+    "mode": "push", "sname": "server@localhost", "listen": "127.0.0.1",
+    "receiver_name": DEFAULT_NAME, "overflow": "block", "request_atom": "request_message",
+    "buffer_size": 10_000, "pull_interval": 5.0, "register_global": True, "concurrency": 2,
+}
+
+NODE: dict[str, Option] = {
+    "sname": Option("string", "The node's name (name@host), as --sname."),
+    "cookie": Option("string", "The cookie, as --cookie.", default_doc="~/.erlang.cookie"),
+    "listen": Option("string", "The address the node listens on, as --listen."),
+    "epmd_port": Option("pos_integer", "The EPMD port, as --epmd-port.",
+                        default_doc="$ERL_EPMD_PORT or 4369"),
+}
+
+#: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
+CONNECTOR: dict[str, Option] = {
+    "mode": Option("string", "push or pull.", choices=("push", "pull")),
+    "receiver_name": Option("string", "The :global name clients look up."),
+    "overflow": Option("string", "When the buffer is full.",
+                       choices=("block", "drop_oldest", "drop_newest")),
+    "request_atom": Option("string", "The pull request cast to clients.",
+                           choices=("request_message", "pull_message")),
+    "buffer_size": Option("pos_integer", "Messages held before the buffer is full."),
+    "resume_at": Option("non_neg_integer", "Buffered messages at which reading resumes."),
+    "pull_interval": Option("pos_number", "Seconds before a pull request is asked again."),
+    "register_global": Option("boolean", "Register the receiver in :global."),
+    "message_log_level": Option("string", "Level of the per-message log lines.",
+                                choices=("DEBUG", "INFO", "WARNING")),
+}
+
+_PRODUCER = SCHEMA["producer"].keys or {}
+_PROCESSORS = (SCHEMA["processors"].keys or {})["default"]
+
+FILE_SCHEMA: dict[str, Option] = {
+    "pipeline": Option("string", "module:Class of a Pipeline subclass, as --pipeline."),
+    "node": Option("keyword", "The node's options.", keys=NODE),
+    "producer": Option("keyword", "The connector's options, and the producers' rate limit.",
+                       keys={**CONNECTOR, "rate_limiting": _PRODUCER["rate_limiting"]}),
+    "processors": Option("keyword", "The processors (only 'default').",
+                         keys={"default": Option("keyword", _PROCESSORS.doc,
+                                                 keys=_PROCESSORS.keys)}),
+    **{key: SCHEMA[key] for key in ("batchers", "partition_by", "context", "shutdown", "name")},
+}
+
+#: Flags of serve, by where they are in the file.
+_FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key in CONNECTOR} \
+    | {("processors", "default", "concurrency"): "concurrency"}
+
+
+CONFIG_HELP = """\
+--config FILE.toml holds what flags express badly; a flag given wins over the file:
+  pipeline = "mymodule:Orders"            # as --pipeline
+  partition_by = "mymodule:by_customer"   # an import path module:function
+  [node]                                  # sname, cookie, listen, epmd_port
+  [producer]                              # mode, buffer_size, request_atom, ... as the flags
+  [producer.rate_limiting]                # allowed_messages, interval (ms)
+  [processors.default]                    # concurrency, min_demand, max_demand, ...
+  [batchers.db]                           # batch_size, batch_timeout, concurrency, ...
+  [context]                               # passed to every callback
+"""
+
+
+class ConfigError(PyBroadwayError):
+    """The configuration file cannot be read, or holds a bad key or value."""
+
+
+@dataclass
+class Config:
+    """What the file says: ``flags`` by the names of serve's options (``args`` attributes),
+    ``pipeline`` (module:Class or None), and ``options``: what else goes to the Pipeline."""
+
+    flags: dict[str, Any] = field(default_factory=dict)
+    pipeline: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, args: argparse.Namespace) -> None:
+        """Fill what the command line did not give (None) from the file."""
+        for dest, value in self.flags.items():
+            if getattr(args, dest, None) is None:
+                setattr(args, dest, value)
+        if getattr(args, "pipeline", None) is None:
+            args.pipeline = self.pipeline
+        args.pipeline_options = self.options
+
+
+def load_config(path: str) -> Config:
+    """Read and check ``path``; raises :class:`ConfigError` naming the file and the key."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration {path}: {exc.strerror or exc}"
+                          ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        _resolve_functions(raw)
+        validate(raw, FILE_SCHEMA)
+    except OptionsError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    config = Config(pipeline=raw.pop("pipeline", None))
+    for place, dest in _FLAGS.items():
+        *outer, key = place
+        table = _table(raw, outer)
+        if table is not None and key in table:
+            config.flags[dest] = table.pop(key)
+    raw.pop("node", None)  # all flags
+    for key, table in (("producer", _table(raw, ["producer"])),
+                       ("processors", _table(raw, ["processors", "default"]))):
+        if table == {}:  # nothing left for the pipeline but flags
+            del raw[key]
+    config.options = raw
+    return config
+
+
+def apply_defaults(args: argparse.Namespace) -> None:
+    """Give serve's options that are still None (not given, not in a file) their default."""
+    for dest, value in SERVE_DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+
+
+def _table(raw: dict[str, Any], keys: list[str]) -> dict[str, Any] | None:
+    table: Any = raw
+    for key in keys:
+        table = table.get(key) if isinstance(table, dict) else None
+    return table if isinstance(table, dict) else None
+
+
+def _resolve_functions(raw: dict[str, Any]) -> None:
+    """Replace every ``partition_by = "module:function"`` with the function."""
+    places: list[tuple[dict[str, Any] | None, tuple[str, ...]]] = [
+        (raw, ()), (_table(raw, ["processors", "default"]), ("processors", "default"))]
+    batchers = raw.get("batchers")
+    if isinstance(batchers, dict):
+        places += [(sub, ("batchers", name)) for name, sub in batchers.items()
+                   if isinstance(sub, dict)]
+    for table, path in places:
+        if table is not None and isinstance(table.get("partition_by"), str):
+            table["partition_by"] = _function(table["partition_by"], path)
+
+
+def _function(spec: str, path: tuple[str, ...]) -> Callable[..., Any]:
+    def bad(why: str) -> OptionsError:
+        return OptionsError(f"invalid value for :partition_by option: {why}, got: {spec!r}",
+                            "partition_by", path, spec)
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise bad("expected an import path module:function")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise bad(f"cannot import it ({exc})") from None
+    if not callable(function):
+        raise bad("expected a function")
+    return function  # type: ignore[no-any-return]
+

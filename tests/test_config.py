@@ -1,0 +1,227 @@
+"""``pybroadway serve --config pipeline.toml``: the file is read and checked with the pipeline's
+schema, errors name the file, the key path, the value and what is allowed (one line, exit code
+2), flags given win over the file, and a batcher from the file really batches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pybroadway._config import ConfigError, apply_defaults, load_config
+from pybroadway.cli import add_serve_arguments
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually
+from tests.test_cli_errors import COOKIE, running
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FULL = """
+pipeline = "mypipeline:Batched"
+partition_by = "mypipeline:by_data"
+shutdown = 5000
+
+[node]
+sname = "orders@localhost"
+cookie = "secret"
+
+[producer]
+mode = "pull"
+buffer_size = 50000
+request_atom = "pull_message"
+[producer.rate_limiting]
+allowed_messages = 1000
+interval = 1000
+
+[processors.default]
+concurrency = 4
+max_demand = 50
+
+[batchers.db]
+batch_size = 100
+batch_timeout = 1000
+partition_by = "mypipeline:by_data"
+
+[context]
+table = "orders"
+"""
+
+PIPELINE_MODULE = """
+import json, os
+from pybroadway.pipeline import Pipeline
+
+def by_data(message):
+    return 0
+
+by_customer = by_data
+
+class Batched(Pipeline):
+    def handle_message(self, processor, message, context):
+        return message.put_batcher("db")
+
+    def handle_batch(self, batcher, messages, batch_info, context):
+        with open(os.environ["BATCHES_FILE"], "a") as out:
+            out.write(json.dumps([batcher, len(messages), context]) + "\\n")
+        return messages
+"""
+
+
+@pytest.fixture
+def pipeline_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "mypipeline.py").write_text(PIPELINE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline")
+    add_serve_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_a_full_file(pipeline_module: Path) -> None:
+    import mypipeline  # type: ignore[import-not-found]
+
+    config = load_config(write(pipeline_module, FULL))
+    assert config.pipeline == "mypipeline:Batched"
+    assert config.flags == {"sname": "orders@localhost", "cookie": "secret", "mode": "pull",
+                            "buffer_size": 50000, "request_atom": "pull_message",
+                            "concurrency": 4}
+    assert config.options == {
+        "partition_by": mypipeline.by_data, "shutdown": 5000, "context": {"table": "orders"},
+        "producer": {"rate_limiting": {"allowed_messages": 1000, "interval": 1000}},
+        "processors": {"default": {"max_demand": 50}},
+        "batchers": {"db": {"batch_size": 100, "batch_timeout": 1000,
+                            "partition_by": mypipeline.by_data}}}
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("colour = 1", "unknown options [:colour], valid options are: [:pipeline, :node, "),
+    ("[node]\nsnam = 'x'", "unknown options [:snam], valid options are: [:sname, :cookie, "
+                           ":listen, :epmd_port] (in options [:node])"),
+    ("[producer]\nmode = 'pul'", "invalid value for :mode option: expected one of ['push', "
+                                 "'pull'], got: 'pul' (in options [:producer])"),
+    ("[producer]\npull_interval = 0", "invalid value for :pull_interval option: expected "
+                                      "positive number, got: 0 (in options [:producer])"),
+    ("[producer.rate_limiting]\ninterval = 10", "required :allowed_messages option not found, "
+                                                "received options: [:interval] (in options "
+                                                "[:producer, :rate_limiting])"),
+    ("[processors.default]\nconcurrency = 0", "invalid value for :concurrency option: expected "
+                                              "positive integer, got: 0 (in options "
+                                              "[:processors, :default])"),
+    ("[processors.default]\nmin_demand = 10\nmax_demand = 10",
+     "invalid value for :min_demand option: expected an integer less than :max_demand (10), "
+     "got: 10 (in options [:processors, :default])"),
+    ("[batchers.db]\nbatch_sise = 3", "unknown options [:batch_sise], valid options are: "
+                                      "[:concurrency, :batch_size, :batch_timeout, "
+                                      ":partition_by, :executor] (in options [:batchers, :db])"),
+    ("[batchers.db]\npartition_by = 'nowhere'", "invalid value for :partition_by option: "
+                                                "expected an import path module:function, "
+                                                "got: 'nowhere' (in options [:batchers, :db])"),
+    ("partition_by = 'os:no_such_function'", "invalid value for :partition_by option: cannot "
+                                             "import it (module 'os' has no attribute "),
+])
+def test_bad_keys_and_values_are_named(tmp_path: Path, text: str, error: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {error}")
+
+
+def test_the_readme_example_is_valid(pipeline_module: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(pipeline_module, example))
+    assert config.pipeline == "mypipeline:Orders"
+    assert config.options["batchers"] == {"db": {"batch_size": 100, "batch_timeout": 1000}}
+
+
+def test_not_toml_and_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, "[producer")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path} is not valid TOML: ")
+    missing = str(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+    assert str(caught.value) == (f"cannot read the configuration {missing}: "
+                                 "No such file or directory")
+
+
+def test_flags_given_win_over_the_file_which_wins_over_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+        [node]
+        sname = "fromfile@localhost"
+        [producer]
+        mode = "pull"
+        buffer_size = 7
+        register_global = false
+        [processors.default]
+        concurrency = 3
+    """))
+    # --mode push is the default's value, given explicitly: it still wins
+    args = serve_args("--mode", "push", "--concurrency", "5")
+    config.apply(args)
+    apply_defaults(args)
+    assert (args.mode, args.concurrency) == ("push", 5)  # flags
+    assert (args.sname, args.buffer_size, args.register_global) == (
+        "fromfile@localhost", 7, False)  # the file
+    assert (args.overflow, args.pull_interval, args.listen) == ("block", 5.0, "127.0.0.1")
+
+
+def test_serve_with_a_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "[batchers.db]\nbatch_size = 0\n")
+    out = subprocess.run([sys.executable, "-m", "pybroadway", "serve", "--config", path],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr == (f"pybroadway serve: {path}: invalid value for :batch_size option: "
+                          "expected positive integer, got: 0 (in options [:batchers, :db])\n")
+
+
+def test_serve_config_runs_handle_batch(pipeline_module: Path) -> None:
+    """A batcher from the file batches what a Python client pushes, and the context arrives."""
+    batches = pipeline_module / "batches.jsonl"
+    epmd_port = free_port()
+    sname = f"{unique_name('cfg')}@localhost"
+    path = write(pipeline_module, """
+        pipeline = "mypipeline:Batched"
+        [producer]
+        mode = "push"
+        [batchers.db]
+        batch_size = 10
+        batch_timeout = 60000
+        [context]
+        table = "orders"
+    """)
+    env = {**os.environ, "BATCHES_FILE": str(batches),
+           "PYTHONPATH": os.pathsep.join([str(pipeline_module), str(ROOT)])}
+    argv = ["-m", "pybroadway", "serve", "--config", path, "--quiet", "--cookie", COOKIE,
+            "--sname", sname, "--epmd-port", str(epmd_port)]
+    with running(argv, env=env) as server:
+        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+        pushed = subprocess.run(
+            [sys.executable, "examples/client.py", "--cookie", COOKIE, "--epmd-port",
+             str(epmd_port), "--server", sname, "--sname", f"{unique_name('cli')}@localhost",
+             "push", "hi", "--count", "30"], cwd=ROOT, capture_output=True, text=True,
+            timeout=60)
+        assert pushed.returncode == 0, pushed.stderr
+        eventually(lambda: batches.exists() and len(batches.read_text().splitlines()) == 3)
+        code, stdout, stderr = server.interrupt()
+    assert code == 0, stderr
+    assert stdout.splitlines()[-1] == "handled 30, failed 0, dropped 0"
+    lines = [json.loads(line) for line in batches.read_text().splitlines()]
+    # full batches of 10 (batch_timeout is a minute away): the file's batch_size holds
+    assert lines == [["db", 10, {"table": "orders"}]] * 3

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pybroadway._aio import maybe_await
-from pybroadway.erldist import Node, Process
+from pybroadway.erldist import EpmdError, HandshakeError, Node, Process
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL, GEN_CAST, OK
@@ -238,9 +238,11 @@ class Client(Process):
 
     async def _connect(self) -> None:
         server = self.server
-        if server is not None and server is not self.node.name \
-                and not await self.node.connect(server):
-            raise ConnectError(f"cannot reach the node {server.name}")
+        if server is not None and server is not self.node.name:
+            try:  # checked: the reason is said once in our log line, not at every attempt
+                await self.node.connect(server, check=True)
+            except (OSError, HandshakeError, EpmdError, TimeoutError) as exc:
+                raise ConnectError(f"cannot reach the node {server.name}: {exc}") from None
         receiver = await self._find()
         monitor = self.monitor(receiver)
         ref = self.node.make_ref()

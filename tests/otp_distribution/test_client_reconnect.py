@@ -6,6 +6,7 @@ needed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import subprocess
@@ -155,9 +156,12 @@ async def test_client_comes_back_after_the_server_restarts(serve: Serve, lookup:
     assert serve.stop() == (20, 0, 0)
 
 
-async def test_after_a_long_outage_the_client_is_back_within_seconds(serve: Serve) -> None:
+async def test_after_a_long_outage_the_client_is_back_within_seconds(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     """The backoff is capped low: after an 8 s outage the client does not sleep on for long
-    once the server is back."""
+    once the server is back; and it says once why it cannot reach the server, not at each of
+    its attempts."""
+    caplog.set_level(logging.INFO)
     await serve.ready()
     async with Node(f"{unique_name('pyc')}@localhost", cookie=COOKIE,
                     epmd_port=serve.epmd_port) as node:
@@ -170,6 +174,10 @@ async def test_after_a_long_outage_the_client_is_back_within_seconds(serve: Serv
         restarted = time.monotonic()
         await client.connected(timeout=5)
         assert time.monotonic() - restarted < 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    unreachable = [line for line in warnings if serve.sname in line
+                   and ("could not connect" in line or "cannot reach" in line)]
+    assert len(unreachable) == 1, warnings
 
 
 # -- against a server node in this process (its embedded EPMD on a free port) -----------------

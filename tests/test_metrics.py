@@ -254,3 +254,9 @@ async def test_prometheus_scrapes_serve(tmp_path: Path) -> None:
         serving.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(serving.wait, 30) == 0, logs()
     assert serve_log.read_text().splitlines()[-1] == "handled 250, failed 0, dropped 0"
+
+
+def test_the_readme_lists_every_metric() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in METRICS if f"`{name}`" not in section] == []

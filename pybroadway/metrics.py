@@ -5,10 +5,9 @@ pybroadway does not import this module. ``pybroadway serve --metrics-port N`` us
 
     from pybroadway.metrics import start_metrics_server
 
-    async with Node("server@localhost") as node, pipeline:
-        server = await start_metrics_server(pipeline, node, 9568)   # http://127.0.0.1:9568/metrics
-        ...
-        await server.stop()
+    async with pipeline:          # fed by an OtpDistributionProducer on ``node``
+        async with await start_metrics_server(pipeline, node, 9568) as server:
+            ...                   # server.url: http://127.0.0.1:9568/metrics
 
 Almost everything is read when Prometheus scrapes, from counters the pipeline and the
 connector keep anyway (:meth:`Pipeline.stats`, :meth:`Pipeline.stage_stats`, the receiver's
@@ -156,6 +155,7 @@ class Metrics:
     OpenMetrics text, :meth:`close` unregisters it. It may be made before the pipeline
     starts: a pipeline that is not running exports zeros. Use it from the event loop's
     thread, where the pipeline runs: collection reads the pipeline's state without locks.
+    Each collection calls ``pipeline.stats()``, which starts a new interval of its ``rate``.
     """
 
     def __init__(self, pipeline: Pipeline, node: Node | None = None, *,

@@ -87,7 +87,7 @@ class OtpDistributionProducer(Producer):
         """Data messages the receiver (and the ones it restarted from) took, per sending node;
         None counts local senders and the nodes beyond the first ``COUNTED_NODES``."""
         counts = dict(self._received_before)
-        for node, count in self.receiver.received.items():
+        for node, count in self.receiver.received_by_node().items():
             counts[node] = counts.get(node, 0) + count
         return counts
 

@@ -1,6 +1,6 @@
 """End to end: Elixir clients feed a Python pipeline through the connector.
 
-    python bench/e2e.py [--messages 200000] [--pull-messages 50000]
+    python bench/e2e.py [--messages 200000] [--pull-messages 50000] [--metrics]
 
 - push: 1 and 4 sender processes on an Elixir node register with the receiver (found through
   ``:global``, as the library's client does) and cast ``{:push_message, Payload}`` as fast as
@@ -9,6 +9,9 @@
 - pull: one Elixir client answers every pull request with a 12 B payload, in the words of the
   library's first version (``:request_message``) and of its last (``:pull_message``).
 - BEAM -> BEAM: the raw rate of the same messages between two BEAM nodes, for the ratio.
+
+``--metrics`` serves the pipeline's Prometheus metrics (``pybroadway.metrics``) and scrapes
+them every second while it runs, to show what they cost.
 
 The Elixir node loads a small compiled Erlang module (built with ``erlc``) for the senders, so
 the numbers measure the distribution and pybroadway, not an interpreter. Everything runs on
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import sys
 import time
+import urllib.request
 from typing import Any
 
 from support import BEAM_FLAGS, compile_erlang, print_table, say
@@ -126,6 +130,34 @@ async def run_pipeline(node: Node, mode: str, sink: Sink,
     return pipeline
 
 
+class Scraper:
+    """The pipeline's metrics served and scraped every second, as by a Prometheus."""
+
+    @classmethod
+    async def start(cls, pipeline: Pipeline, node: Node, enabled: bool) -> Scraper | None:
+        if not enabled:
+            return None
+        from pybroadway.metrics import start_metrics_server  # needs prometheus_client
+
+        scraper = cls()
+        scraper.server = await start_metrics_server(pipeline, node, port=0)
+        scraper.task = asyncio.get_running_loop().create_task(scraper._scrape())
+        return scraper
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await self.server.stop()
+
+    async def _scrape(self) -> None:
+        def scrape() -> None:
+            with urllib.request.urlopen(self.server.url, timeout=10) as response:
+                response.read()
+
+        while True:
+            await asyncio.to_thread(scrape)
+            await asyncio.sleep(1.0)
+
+
 def handled_rate(sink: Sink, started: float) -> float:
     """Messages per second from ``started`` until the target was reached (or until now)."""
     if sink.done.is_set():
@@ -165,6 +197,7 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                 rows.append((f"BEAM -> BEAM raw, {size} B", f"{raw[size]:,.0f} msg/s", "", ""))
 
             pipeline = await run_pipeline(node, "push", sink)
+            scraper = await Scraper.start(pipeline, node, args.metrics)
             await client.aeval(f"true = Node.connect(:'{node.name.name}')")
             # Join :global before timing anything (the senders look the receiver up there).
             await client.aeval("pid = :pybroadway_e2e_bench.receiver()")
@@ -181,12 +214,15 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                     rows.append((f"push {size} B, {senders} sender{'s' if senders > 1 else ''}",
                                  f"{rate:,.0f} msg/s", f"lost {lost}",
                                  f"{rate / raw[size]:.2f}x BEAM raw"))
+            if scraper is not None:
+                await scraper.stop()
             await pipeline.stop()
 
             m = args.pull_messages
             for version, request_atom in (("first", "request_message"),
                                           ("last", "pull_message")):
                 pipeline = await run_pipeline(node, "pull", sink, request_atom)
+                scraper = await Scraper.start(pipeline, node, args.metrics)
                 sink.expect(m)
                 started = time.perf_counter()
                 await client.aeval(
@@ -199,6 +235,8 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                 rows.append((label, f"{rate:,.0f} msg/s",
                              f"handled {min(sink.count, m):,} of {m:,}",
                              "target >= 50,000 msg/s"))
+                if scraper is not None:
+                    await scraper.stop()
                 await pipeline.stop()
         finally:
             client.kill()
@@ -211,10 +249,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000, help="per push run")
     parser.add_argument("--pull-messages", type=int, default=50_000)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve Prometheus metrics and scrape them every second")
     args = parser.parse_args()
     rows = asyncio.run(bench(args))
     print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
-                f"Python {sys.version.split()[0]}", rows)
+                f"Python {sys.version.split()[0]}"
+                + ("; metrics scraped every second" if args.metrics else ""), rows)
 
 if __name__ == "__main__":
     main()

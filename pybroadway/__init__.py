@@ -2,8 +2,9 @@
 
 Layers: :mod:`pybroadway.term` (the external term format), :mod:`pybroadway.erldist` (the
 distribution node), :mod:`pybroadway.pipeline` (the Broadway-style engine) and
-:mod:`pybroadway.otp_distribution` (the connector joining them). Every error the library raises
-derives from :class:`PyBroadwayError`.
+:mod:`pybroadway.otp_distribution` (the connector joining them); :mod:`pybroadway.metrics`
+exports them to Prometheus (it needs the ``metrics`` extra and is imported only when used).
+Every error the library raises derives from :class:`PyBroadwayError`.
 """
 
 from pybroadway.errors import PyBroadwayError

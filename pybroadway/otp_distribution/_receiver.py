@@ -32,6 +32,20 @@ PULL_MESSAGE = Atom("pull_message")
 Metadata = Mapping[str, Any]
 NO_METADATA: Metadata = MappingProxyType({})
 
+COUNTED_NODES = 1000
+"""Nodes whose messages :meth:`Receiver.received_by_node` counts apart (besides those of the
+registered clients); the others count under None."""
+
+
+class _Sender:
+    """A registered client's metadata, made once, and the data messages it sent."""
+
+    __slots__ = ("count", "metadata")
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = metadata
+        self.count = 0
+
 
 class Sink(Protocol):
     """What the receiver hands data to (the connector's producer implements it).
@@ -60,6 +74,10 @@ class Receiver(GenServer):
     ``pull`` set, ``{:send_message, data}`` answers a request, as in the library's last
     version; otherwise it is a push. A client that goes down leaves the ring.
 
+    :meth:`received_by_node` counts the data messages taken per sending node (one increment
+    per message of a registered client; at most :data:`COUNTED_NODES` nodes apart, the rest
+    under None).
+
     Data is batched per event-loop turn and handed to ``sink``. Unknown calls get
     ``{:error, {:unknown_call, request}}``; unknown casts and messages are logged; nothing
     crashes the receiver.
@@ -87,7 +105,10 @@ class Receiver(GenServer):
         self._pushed_metadata: list[Metadata] = []
         self._answers: list[Any] = []
         self._answers_metadata: list[Metadata] = []
-        self._metadata: dict[Pid, Metadata] = {}
+        self._senders: dict[Pid, _Sender] = {}
+        # Data messages taken from senders with no _Sender (unregistered, gone, or local:
+        # None), per node; None also for the nodes beyond COUNTED_NODES, to stay bounded.
+        self._received_apart: dict[Atom | None, int] = {}
         self._flush_scheduled = False
         self._paused: set[Atom] = set()
         self._paused_wanted = False
@@ -130,7 +151,9 @@ class Receiver(GenServer):
         ref = self.clients.pop(pid, None)
         if ref is None:
             return
-        self._metadata.pop(pid, None)
+        known = self._senders.pop(pid, None)
+        if known is not None:
+            self._count_apart(pid.node, known.count)
         if demonitor:
             self.demonitor(ref)
         index = self._ring.index(pid)
@@ -176,14 +199,12 @@ class Receiver(GenServer):
             return False
         if logger.isEnabledFor(self.message_log_level):
             logger.log(self.message_log_level, "%s: %s", kind.name, loggable(data))
-        metadata = NO_METADATA if sender is None else self._metadata.get(sender)
-        if metadata is None:
-            assert sender is not None
-            metadata = MappingProxyType({"client": sender, "node": sender.node})
-            # Cached for registered clients only, whose state _remove frees: any pid may
-            # cast, and a cache for every sender would grow for as long as the node runs.
-            if sender in self.clients:
-                self._metadata[sender] = metadata
+        known = None if sender is None else self._senders.get(sender)
+        if known is not None:
+            known.count += 1
+            metadata = known.metadata
+        else:
+            metadata = self._first_from(sender)
         if pushed:
             self._pushed.append(data)
             self._pushed_metadata.append(metadata)
@@ -195,6 +216,35 @@ class Receiver(GenServer):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         return True
+
+    def _first_from(self, sender: Pid | None) -> Metadata:
+        """The metadata of a sender with no :class:`_Sender` yet, and its message counted."""
+        if sender is None:
+            self._count_apart(None, 1)
+            return NO_METADATA
+        metadata = MappingProxyType({"client": sender, "node": sender.node})
+        # Kept for registered clients only, whose state _remove frees: any pid may cast, and
+        # a record for every sender would grow for as long as the node runs.
+        if sender in self.clients:
+            known = self._senders[sender] = _Sender(metadata)
+            known.count = 1
+        else:
+            self._count_apart(sender.node, 1)
+        return metadata
+
+    def _count_apart(self, node: Atom | None, count: int) -> None:
+        counts = self._received_apart
+        if node not in counts and len(counts) >= COUNTED_NODES:
+            node = None
+        counts[node] = counts.get(node, 0) + count
+
+    def received_by_node(self) -> dict[Atom | None, int]:
+        """Data messages taken, per sending node (None: local senders, and the nodes beyond
+        the first :data:`COUNTED_NODES` of those that were not registered clients)."""
+        counts = dict(self._received_apart)
+        for pid, known in self._senders.items():
+            counts[pid.node] = counts.get(pid.node, 0) + known.count
+        return counts
 
     def _retire(self, sender: Pid | None) -> None:
         """An answer came: retire the sender's oldest request. A sender with none out is

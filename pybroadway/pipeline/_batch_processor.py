@@ -87,6 +87,10 @@ class BatchProcessor:
             result = fail_all(messages, ("error", error))
         ok = [message for message in result if message.status == "ok"]
         failed = [message for message in result if message.status != "ok"]
+        stage = self.stage
+        stage.batches += 1
+        stage.successful += len(ok)
+        stage.failed += len(failed)
         if failed:
             failed = await topology.handle_failed(failed)
         topology.ack(ok, failed)

@@ -16,6 +16,8 @@ class BatchStage:
     Batches are emitted when full (``"size"``), when their ``batch_timeout`` passes
     (``"timeout"``) or on a message in flush mode (``"flush"``); they wait in ``ready`` for
     the batch processors. While ``2 * workers`` batches are ready, ``room`` is cleared.
+    Counters: messages ``received``; ``batches`` handled, with their ``successful`` and
+    ``failed`` messages (counted by the batch processors).
     """
 
     def __init__(self, name: Any, partition: int | None, options: dict[str, Any],
@@ -33,9 +35,11 @@ class BatchStage:
         self.room.set()
         self.closed = False
         self.current: dict[int, list[Message]] = {}
+        self.received = self.batches = self.successful = self.failed = 0
         self._loop = asyncio.get_running_loop()
 
     def add(self, messages: list[Message]) -> None:
+        self.received += len(messages)
         pending = self.pending
         size = self.batch_size
         for message in messages:

@@ -219,5 +219,23 @@ class Pipeline:
                     "demand_exceeded": 0}
         return core.stats()
 
+    def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
+        """Counters of each stage group since the start, and what waits in it now.
+
+        ``producers``, one entry per producer: ``name``, ``received`` (messages that came in),
+        ``taken`` (by the processors), ``buffered``, ``pending_demand`` (asked through
+        ``handle_demand``, not yet delivered). ``processors``, one entry per processor key:
+        ``received``, ``successful`` (passed to a batcher or acknowledged), ``failed``,
+        ``queued`` (delivered, not yet handled) and ``demand`` (asked of the producers, not
+        yet delivered). ``batchers``, one per batcher: ``batcher_key``, ``received``,
+        ``batches`` handled with their ``successful`` and ``failed`` messages, ``queued``
+        (in batches not yet taken by a batch processor). Counters are kept per chunk or batch,
+        not per message; reading them changes nothing (unlike ``stats()["rate"]``).
+        """
+        core = self._core
+        if core is None:
+            return {"producers": [], "processors": [], "batchers": []}
+        return core.stage_stats()
+
 
 Pipeline.__doc__ = (Pipeline.__doc__ or "") + docs()

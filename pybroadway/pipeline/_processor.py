@@ -131,10 +131,13 @@ class Processor:
     """One processor (a ProcessorStage in Broadway).
 
     Its ``inbox`` holds the chunks producers delivered, ``outstanding`` what it still expects
-    from each producer, ``current`` the chunk being handled. :meth:`run` is its task.
+    from each producer, ``current`` the chunk being handled. :meth:`run` is its task. It counts
+    the messages it took (``received``), and of those handled, the ones it passed on or
+    acknowledged (``successful``) and the ones that failed in it (``failed``): per chunk.
     """
 
-    __slots__ = ("_topology", "current", "inbox", "index", "outstanding", "partition", "waiter")
+    __slots__ = ("_topology", "current", "failed", "inbox", "index", "outstanding", "partition",
+                 "received", "successful", "waiter")
 
     def __init__(self, topology: Topology, index: int, partition: int) -> None:
         self.index = index
@@ -143,6 +146,7 @@ class Processor:
         self.outstanding: dict[Producer, int] = {}
         self.waiter: asyncio.Future[None] | None = None
         self.current: list[Message] | None = None
+        self.received = self.successful = self.failed = 0
         self._topology = topology
 
     def deliver(self, producer: Producer, messages: list[Message]) -> None:
@@ -201,6 +205,7 @@ class Processor:
 
     async def _handle_chunk(self, messages: list[Message]) -> None:
         topology = self._topology
+        self.received += len(messages)
         observed = telemetry.observed(_PROCESSOR_START, _PROCESSOR_STOP, _MESSAGE_EXCEPTION)
         if observed:
             started = time.monotonic_ns()
@@ -223,6 +228,8 @@ class Processor:
                     telemetry.emit(_MESSAGE_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
                                    {**meta, "message": message, "error": status[1]})
         routed = _route(topology.batchers, ok, failed) if topology.batchers else None
+        self.successful += len(messages) - len(failed)
+        self.failed += len(failed)
         if failed:
             failed = await topology.handle_failed(failed)
         if routed is None:

@@ -236,6 +236,11 @@ class Producer:
         return self._owed
 
     @property
+    def received(self) -> int:
+        """Messages that came into this producer (pushed, or returned by ``handle_demand``)."""
+        return self._received
+
+    @property
     def taken(self) -> int:
         """Messages processors took from this producer."""
         return self._taken
@@ -256,6 +261,7 @@ class Producer:
         self._transformer = core.transformer
         self._rate_limiter = core.rate_limiter
         self._buffered = 0
+        self._received = 0
         self._taken = 0
         self._demand_exceeded = 0
         self._owed = 0
@@ -274,6 +280,7 @@ class Producer:
         if self._transformer is not None:
             transform, transform_options = self._transformer
             batch = [transform(event, transform_options) for event in batch]
+        self._received += len(batch)
         if self._draining:
             self._core.fail_untaken(batch, "shutdown")
             return

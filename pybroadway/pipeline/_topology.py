@@ -235,3 +235,33 @@ class Topology:
             "rate": (done - done_then) / (now - then) if now > then else 0.0,
             "demand_exceeded": sum(producer.demand_exceeded for producer in self.producers),
         }
+
+    def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
+        """The counters :meth:`Pipeline.stage_stats` reports (read only, no side effect)."""
+        producers = [
+            {"name": producer.name, "received": producer.received, "taken": producer.taken,
+             "buffered": producer.buffered, "pending_demand": producer.pending_demand}
+            for producer in self.producers]
+        queued = asked = 0
+        for processor in self.processors:
+            queued += sum(len(chunk) for _, chunk in processor.inbox)
+            queued += len(processor.current) if processor.current is not None else 0
+            asked += sum(processor.outstanding.values())
+        processors = [{
+            "processor_key": "default",
+            "received": sum(p.received for p in self.processors),
+            "successful": sum(p.successful for p in self.processors),
+            "failed": sum(p.failed for p in self.processors),
+            "queued": queued,
+            "demand": max(0, asked - queued)}]
+        batchers = [{
+            "batcher_key": name,
+            "received": sum(stage.received for stage in batcher.stages),
+            "batches": sum(stage.batches for stage in batcher.stages),
+            "successful": sum(stage.successful for stage in batcher.stages),
+            "failed": sum(stage.failed for stage in batcher.stages),
+            "queued": sum(sum(map(len, stage.pending.values()))
+                          + sum(len(batch) for batch, _ in stage.ready)
+                          for stage in batcher.stages)}
+            for name, batcher in self.batchers.items()]
+        return {"producers": producers, "processors": processors, "batchers": batchers}

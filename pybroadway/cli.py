@@ -174,7 +174,6 @@ def _metrics_module() -> Any:
 async def _status_line(pipeline: Pipeline, producer: Any) -> None:
     """Redraw, each second, one line of rates and counts on the terminal (only while the
     process is in the foreground: it may be sent to the background and back)."""
-    pipeline.stats()  # start the rate's interval now
     while True:
         await asyncio.sleep(1.0)
         if not in_foreground(sys.stderr):

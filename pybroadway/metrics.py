@@ -155,7 +155,6 @@ class Metrics:
     OpenMetrics text, :meth:`close` unregisters it. It may be made before the pipeline
     starts: a pipeline that is not running exports zeros. Use it from the event loop's
     thread, where the pipeline runs: collection reads the pipeline's state without locks.
-    Each collection calls ``pipeline.stats()``, which starts a new interval of its ``rate``.
     """
 
     def __init__(self, pipeline: Pipeline, node: Node | None = None, *,

@@ -210,8 +210,9 @@ class Pipeline:
 
         ``handled``/``failed``: messages acknowledged as successful/failed; ``in_flight``:
         taken from the producers and not yet acknowledged; ``buffered``: in the producers'
-        buffers; ``rate``: messages acknowledged per second since the previous ``stats()``
-        call (or the start); ``demand_exceeded``: times a producer delivered more than asked.
+        buffers; ``rate``: messages acknowledged per second over the last one to two seconds
+        (since the start, at first); ``demand_exceeded``: times a producer delivered more
+        than asked. Reading it changes nothing, so any number of readers may poll it.
         """
         core = self._core
         if core is None:
@@ -230,7 +231,7 @@ class Pipeline:
         yet delivered). ``batchers``, one per batcher: ``batcher_key``, ``received``,
         ``batches`` handled with their ``successful`` and ``failed`` messages, ``queued``
         (in batches not yet taken by a batch processor). Counters are kept per chunk or batch,
-        not per message; reading them changes nothing (unlike ``stats()["rate"]``).
+        not per message; reading them changes nothing.
         """
         core = self._core
         if core is None:

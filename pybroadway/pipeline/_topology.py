@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pybroadway.pipeline")
 
+RATE_WINDOW = 1.0
+"""Seconds: ``stats()["rate"]`` is measured over the last one to two of these."""
+
 _SHUTDOWN = ("failed", "shutdown")
 
 
@@ -88,7 +91,10 @@ class Topology:
         }
         self._processor_tasks: list[asyncio.Task[None]] = []
         self._batch_tasks: list[asyncio.Task[None]] = []
-        self._rate_mark = (time.monotonic(), 0)
+        # Two marks (time, messages done), the newer at most RATE_WINDOW old, so that the rate
+        # covers the last one to two windows whoever reads it and however often.
+        started = (time.monotonic(), 0)
+        self._rate_marks = (started, started)
 
     def _executor(self, options: dict[str, Any], label: str) -> Executor | None:
         executor = options["executor"]
@@ -222,11 +228,13 @@ class Topology:
         return self._untaken + sum(producer.taken for producer in self.producers)
 
     def stats(self) -> dict[str, Any]:
-        """The counters :meth:`Pipeline.stats` reports; ``rate`` is since the previous call."""
+        """The counters :meth:`Pipeline.stats` reports (reading them changes nothing)."""
         done = self.handled + self.failed
         now = time.monotonic()
-        then, done_then = self._rate_mark
-        self._rate_mark = (now, done)
+        older, newer = self._rate_marks
+        if now - newer[0] >= RATE_WINDOW:
+            older, newer = self._rate_marks = (newer, (now, done))
+        then, done_then = older
         return {
             "handled": self.handled,
             "failed": self.failed,

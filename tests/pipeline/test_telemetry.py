@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pybroadway.pipeline import BatchInfo, Message, subscribe, telemetry
 
 from .helpers import Passthrough, Recorder, messages, push_options
@@ -87,3 +89,6 @@ async def test_stats_snapshot() -> None:
     assert (stats["handled"], stats["failed"], stats["in_flight"], stats["buffered"]) == (
         5, 1, 0, 0)
     assert stats["rate"] > 0
+    # a second reader right after the first sees the same rate: reading changes nothing
+    # (the status line and the metrics both read it)
+    assert pipeline.stats()["rate"] == pytest.approx(stats["rate"], rel=0.5)

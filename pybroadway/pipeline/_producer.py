@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import reprlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -280,6 +281,13 @@ class Producer:
         if self._transformer is not None:
             transform, transform_options = self._transformer
             batch = [transform(event, transform_options) for event in batch]
+        elif batch and not isinstance(batch[0], Message):
+            # The usual slip: plain data where messages are wanted. Said here, to the caller,
+            # rather than as a crash in a processor later (one look per batch, not per item).
+            raise TypeError(
+                f"{self.name}: producers deliver Message objects, got "
+                f"{type(batch[0]).__name__} {reprlib.repr(batch[0])}: wrap the data in "
+                f"Message(data, acknowledger=...) or give the producer a transformer")
         self._received += len(batch)
         if self._draining:
             self._core.fail_untaken(batch, "shutdown")

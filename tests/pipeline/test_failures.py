@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
+
 from pybroadway.pipeline import BatchInfo, Message, Pipeline
 
 from .helpers import Passthrough, Recorder, messages, push_options
@@ -185,3 +187,17 @@ async def test_failures_speak(caplog: Any) -> None:
     logged = [r for r in caplog.records if "handle_batch of default raised RuntimeError"
               in r.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info
+
+
+async def test_plain_data_pushed_where_messages_are_wanted_is_refused_at_once() -> None:
+    recorder = Recorder()
+    pipeline = Passthrough(**push_options())
+    async with pipeline:
+        with pytest.raises(TypeError, match=r"got int 1: wrap the data in Message\(data, "
+                                             r"acknowledger=\.\.\.\) or give the producer a "
+                                             r"transformer"):
+            pipeline.push_messages([1, 2, 3])
+        # the pipeline is unharmed: messages still go through
+        pipeline.push_messages(messages(recorder, range(3)))
+        await recorder.wait_for(3)
+    assert pipeline.stats()["handled"] == 3

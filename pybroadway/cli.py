@@ -224,8 +224,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull-interval", type=float,
                         help="seconds before unanswered pull requests are asked again "
                              "(default 5)")
-    parser.add_argument("--no-register-global", dest="register_global", action="store_false",
-                        default=None, help="register the receiver locally only, not in :global")
+    parser.add_argument("--register-global", action=argparse.BooleanOptionalAction,
+                        default=None, help="register the receiver in :global (the default); "
+                                           "--no-register-global: locally only")
     parser.add_argument("--message-log-level", default=None,
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")

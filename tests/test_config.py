@@ -180,6 +180,12 @@ def test_flags_given_win_over_the_file_which_wins_over_defaults(tmp_path: Path) 
     assert (args.sname, args.buffer_size, args.register_global) == (
         "fromfile@localhost", 7, False)  # the file
     assert (args.overflow, args.pull_interval, args.listen) == ("block", 5.0, "127.0.0.1")
+    # a boolean option has both flags: either wins over the file
+    for flag, value in (("--register-global", True), ("--no-register-global", False)):
+        args = serve_args(flag)
+        config.apply(args)
+        apply_defaults(args)
+        assert args.register_global is value
 
 
 def test_serve_with_a_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:

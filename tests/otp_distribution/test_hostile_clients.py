@@ -75,4 +75,4 @@ async def test_senders_that_never_registered_leave_no_state(epmd: SystemEpmd) ->
             assert {m["node"] for m in collector.metadata} == {Atom(peer.node)}
             # Per-sender metadata is cached for registered clients only (it used to be kept
             # for every pid that ever sent, for good).
-            assert len(producer.receiver._metadata) == 0
+            assert len(producer.receiver._senders) == 0

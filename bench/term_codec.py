@@ -27,6 +27,11 @@ REF = Reference(NODE, 1700000001, (187758, 3701014534, 3437655963))
 TERMS: dict[str, Any] = {
     "$gen_cast push_message 12 B": (Atom("$gen_cast"), (Atom("push_message"), b"How are you?")),
     "$gen_cast push_message 1 KiB": (Atom("$gen_cast"), (Atom("push_message"), b"x" * 1024)),
+    # Elixir's %{id: i, ts: System.system_time(:microsecond), value: i * 0.5,
+    # tags: ["sensor", "eu-west"], ok: true}, keys in the BEAM's order: 119 bytes
+    "$gen_cast structured event 119 B": (Atom("$gen_cast"), (Atom("push_message"), {
+        Atom("id"): 1000, Atom("ok"): True, Atom("tags"): [b"sensor", b"eu-west"],
+        Atom("ts"): 1_700_000_000_000_000, Atom("value"): 500.0})),
     "$gen_call {pid, [:alias | ref]}": (
         Atom("$gen_call"), (PID, ImproperList([Atom("alias")], REF)), Atom("register")),
     "control {22, pid, pid}": (22, PID, PID2),

@@ -10,6 +10,7 @@ and :class:`~pybroadway.term.Encoder` takes the implementation active when it is
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from types import ModuleType
@@ -28,9 +29,12 @@ one is built."""
 def _load() -> tuple[ModuleType | None, ModuleType | None, str]:
     """(the built accelerator, the one to use, why the pure codec runs)."""
     try:
-        from pybroadway.term import _ccodec
+        _ccodec = importlib.import_module("pybroadway.term._ccodec")
+    except ModuleNotFoundError:
+        return None, None, ("the native accelerator is not built (was a C compiler missing "
+                            "when pybroadway was installed?)")
     except ImportError as exc:
-        return None, None, f"the native accelerator is not built ({exc})"
+        return None, None, f"the native accelerator does not load: {exc}"
     _ccodec.setup(Atom, Pid, Reference, Charlist, ImproperList, DecodeError, EncodeError,
                   map_from_items)
     if os.environ.get(FORCE_PURE, "") not in ("", "0"):

@@ -5,12 +5,14 @@ or raise DecodeError, the same as the pure-Python decoder says (checked on every
 
 Run it through scripts/fuzz_native.sh, which builds the extension with AddressSanitizer and
 UndefinedBehaviorSanitizer first. Prints the resident memory at the start, along the way and at
-the end: it must stay flat.
+the end: it must stay flat. The decoders are made anew every tenth of the run, as connections
+come and go, so that what their caches held (random atoms and pids) is released.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import sys
 import time
@@ -104,10 +106,12 @@ def main() -> None:
     options: list[dict[str, Any]] = [
         {}, {"strings": True, "none": "undefined"},
         {"max_depth": 8, "max_inflated": 1 << 16, "max_inflate_ratio": 8}]
-    term.use_implementation("python")
-    pure = [Decoder(**o) for o in options]
-    term.use_implementation("native")
-    native = [Decoder(**o) for o in options]
+
+    def decoders(name: str) -> list[Decoder]:
+        term.use_implementation(name)
+        return [Decoder(**o) for o in options]
+
+    pure, native = decoders("python"), decoders("native")
     rng = random.Random(args.seed)
     start_rss, started = rss_kib(), time.monotonic()
     print(f"RSS at start: {start_rss} KiB")
@@ -122,9 +126,17 @@ def main() -> None:
             mismatches += 1
             print(f"MISMATCH on {data!r}: native {got}, pure {outcome(pure[which], data)}")
         if i and i % (args.inputs // 10) == 0:
-            print(f"{i:>9,} inputs, RSS {rss_kib()} KiB, {time.monotonic() - started:.0f} s",
-                  flush=True)
+            # New decoders, as a new connection has: what the old ones cached (random atoms
+            # and pids, each cache bounded at 65,536) goes, and RSS must stay level.
+            pure, native = decoders("python"), decoders("native")
+            gc.collect()
+            print(f"{i:>9,} inputs, RSS {rss_kib()} KiB, {Atom.count():,} live atoms, "
+                  f"{time.monotonic() - started:.0f} s", flush=True)
     end_rss = rss_kib()
+    atoms = Atom.count()
+    del pure, native
+    gc.collect()
+    print(f"live atoms: {atoms:,} at the end, {Atom.count():,} once the decoders are gone")
     print(f"RSS at end: {end_rss} KiB ({end_rss - start_rss:+} KiB) after {args.inputs:,} "
           f"inputs in {time.monotonic() - started:.0f} s; outcomes {counts}; "
           f"{mismatches} mismatches with the pure decoder")

@@ -8,6 +8,8 @@
   handled msg/s (first send to last message handled) and how many were lost.
 - pull: one Elixir client answers every pull request with a 12 B payload, in the words of the
   library's first version (``:request_message``) and of its last (``:pull_message``).
+- push of structured events (a map of 5 keys whose values change with every message), 4
+  senders, beside the same events sent by 4 processes to a counter on another BEAM node.
 - BEAM -> BEAM: the raw rate of the same messages between two BEAM nodes, for the ratio.
 
 ``--metrics`` serves the pipeline's Prometheus metrics (``pybroadway.metrics``) and scrapes
@@ -33,12 +35,13 @@ from support import BEAM_FLAGS, compile_erlang, print_table, say
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
-from pybroadway.term import decode
+from pybroadway.term import IMPLEMENTATION, decode
 from testkit.peers import BeamPeer, free_port
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).
--export([receiver/0, push/4, pull_client/3, counter/2, blast/3]).
+-export([receiver/0, push/4, push_events/3, pull_client/3, counter/2, blast/3,
+         blast_events/3]).
 
 receiver() ->
     ok = global:sync(),
@@ -56,6 +59,29 @@ push(N, Size, Senders, Parent) ->
             end) || _ <- lists:seq(1, Senders)],
     [receive {sent, P} -> ok end || P <- Pids],
     ok.
+
+%% Structured events, as Elixir's %{id: i, ts: ..., value: i * 0.5, tags: [...], ok: true}:
+%% values vary per message, so no two frames are alike. Returns when all are sent.
+push_events(N, Senders, Parent) ->
+    R = receiver(),
+    spawn_senders(fun() -> ok = gen_server:call(R, register) end, R, N, Senders, Parent).
+
+spawn_senders(Init, Target, N, Senders, Parent) ->
+    Each = N div Senders,
+    Pids = [spawn_link(fun() ->
+                Init(),
+                event_loop(Target, Each),
+                Parent ! {sent, self()}
+            end) || _ <- lists:seq(1, Senders)],
+    [receive {sent, P} -> ok end || P <- Pids],
+    ok.
+
+event_loop(_, 0) -> ok;
+event_loop(R, I) ->
+    R ! {'$gen_cast', {push_message, #{id => I, ts => erlang:system_time(microsecond),
+                                       value => I * 0.5, tags => [<<"sensor">>, <<"eu-west">>],
+                                       ok => true}}},
+    event_loop(R, I - 1).
 
 send_loop(_, _, 0) -> ok;
 send_loop(R, Msg, K) -> R ! Msg, send_loop(R, Msg, K - 1).
@@ -92,6 +118,14 @@ blast(Target, N, Size) ->
     Msg = {'$gen_cast', {push_message, binary:copy(<<"x">>, Size)}},
     T0 = erlang:monotonic_time(microsecond),
     send_loop(Target, Msg, N),
+    receive {done, N} -> erlang:monotonic_time(microsecond) - T0
+    after 300000 -> error(timeout)
+    end.
+
+%% The BEAM baseline for structured events: Senders processes to a counter on another node.
+blast_events(Target, N, Senders) ->
+    T0 = erlang:monotonic_time(microsecond),
+    spawn_senders(fun() -> ok end, Target, N, Senders, self()),
     receive {done, N} -> erlang:monotonic_time(microsecond) - T0
     after 300000 -> error(timeout)
     end.
@@ -165,9 +199,16 @@ def handled_rate(sink: Sink, started: float) -> float:
     return sink.count / (time.perf_counter() - started)
 
 
-async def handled_within(sink: Sink, seconds: float) -> None:
+async def timed(sink: Sink, count: int, timeout: float, client: BeamPeer, start: str
+                ) -> tuple[float, int]:
+    """Expect ``count`` messages, evaluate ``start`` on the client, and wait (at most
+    ``timeout`` seconds) until they are handled: (messages/s, how many did not come)."""
+    sink.expect(count)
+    started = time.perf_counter()
+    await client.aeval(start)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sink.done.wait(), seconds)
+        await asyncio.wait_for(sink.done.wait(), timeout)
+    return handled_rate(sink, started), count - sink.count
 
 
 async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
@@ -196,6 +237,16 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                 say(f"BEAM -> BEAM {size} B: {raw[size]:,.0f} msg/s")
                 rows.append((f"BEAM -> BEAM raw, {size} B", f"{raw[size]:,.0f} msg/s", "", ""))
 
+            await other.aeval(
+                f"register(sink, spawn(pybroadway_e2e_bench, counter, "
+                f"[{n}, {{bench, '{client.node}'}}]))")
+            micros = decode(await client.aeval(
+                f":pybroadway_e2e_bench.blast_events({{:sink, :'{other.node}'}}, {n}, 4)"))
+            raw[0] = n / (micros / 1e6)
+            say(f"BEAM -> BEAM structured events, 4 senders: {raw[0]:,.0f} msg/s")
+            rows.append(("BEAM -> BEAM raw, structured event, 4 senders",
+                         f"{raw[0]:,.0f} msg/s", "", ""))
+
             pipeline = await run_pipeline(node, "push", sink)
             scraper = await Scraper.start(pipeline, node, args.metrics)
             await client.aeval(f"true = Node.connect(:'{node.name.name}')")
@@ -203,17 +254,18 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
             await client.aeval("pid = :pybroadway_e2e_bench.receiver()")
             for size in (12, 1024):
                 for senders in (1, 4):
-                    sink.expect(n)
-                    started = time.perf_counter()
-                    await client.aeval(
+                    rate, lost = await timed(
+                        sink, n, args.timeout, client,
                         f":pybroadway_e2e_bench.push({n}, {size}, {senders}, self())")
-                    await handled_within(sink, args.timeout)
-                    rate = handled_rate(sink, started)
-                    lost = n - sink.count
                     say(f"push {size} B, {senders} sender(s): {rate:,.0f} msg/s, lost {lost}")
                     rows.append((f"push {size} B, {senders} sender{'s' if senders > 1 else ''}",
                                  f"{rate:,.0f} msg/s", f"lost {lost}",
                                  f"{rate / raw[size]:.2f}x BEAM raw"))
+            rate, lost = await timed(sink, n, args.timeout, client,
+                                     f":pybroadway_e2e_bench.push_events({n}, 4, self())")
+            say(f"push structured events, 4 senders: {rate:,.0f} msg/s, lost {lost}")
+            rows.append(("push structured event (119 B), 4 senders", f"{rate:,.0f} msg/s",
+                         f"lost {lost}", f"{rate / raw[0]:.2f}x BEAM raw"))
             if scraper is not None:
                 await scraper.stop()
             await pipeline.stop()
@@ -223,12 +275,9 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
                                           ("last", "pull_message")):
                 pipeline = await run_pipeline(node, "pull", sink, request_atom)
                 scraper = await Scraper.start(pipeline, node, args.metrics)
-                sink.expect(m)
-                started = time.perf_counter()
-                await client.aeval(
+                rate, _lost = await timed(
+                    sink, m, args.timeout, client,
                     f"pull = :pybroadway_e2e_bench.pull_client(12, self(), :{version})")
-                await handled_within(sink, args.timeout)
-                rate = handled_rate(sink, started)
                 await client.aeval("send(pull, :stop)")
                 label = f"pull 12 B, 1 client ({version} version: {request_atom})"
                 say(f"{label}: {rate:,.0f} msg/s")
@@ -254,7 +303,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(bench(args))
     print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
-                f"Python {sys.version.split()[0]}"
+                f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec"
                 + ("; metrics scraped every second" if args.metrics else ""), rows)
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python bench/term_codec.py [--rounds 5]
 
 Prints operations per second for the terms that make up the distribution traffic, for both
-codecs, and the ratio (pybroadway / erlang_py). erlang_py is a dev-only dependency.
+codecs, and the ratio (pybroadway / erlang_py). erlang_py is a dev-only dependency. The
+compiled codec runs when it is built; ``PYBROADWAY_PURE_PYTHON=1`` measures the pure one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pybroadway.term import Atom, ImproperList, Pid, Reference, decode, encode
+from pybroadway.term import IMPLEMENTATION, Atom, ImproperList, Pid, Reference, decode, encode
 
 NODE = Atom("client@localhost")
 PID = Pid(NODE, 227, 0, 1700000001)
@@ -27,6 +28,11 @@ REF = Reference(NODE, 1700000001, (187758, 3701014534, 3437655963))
 TERMS: dict[str, Any] = {
     "$gen_cast push_message 12 B": (Atom("$gen_cast"), (Atom("push_message"), b"How are you?")),
     "$gen_cast push_message 1 KiB": (Atom("$gen_cast"), (Atom("push_message"), b"x" * 1024)),
+    # Elixir's %{id: i, ts: System.system_time(:microsecond), value: i * 0.5,
+    # tags: ["sensor", "eu-west"], ok: true}, keys in the BEAM's order: 119 bytes
+    "$gen_cast structured event 119 B": (Atom("$gen_cast"), (Atom("push_message"), {
+        Atom("id"): 1000, Atom("ok"): True, Atom("tags"): [b"sensor", b"eu-west"],
+        Atom("ts"): 1_700_000_000_000_000, Atom("value"): 500.0})),
     "$gen_call {pid, [:alias | ref]}": (
         Atom("$gen_call"), (PID, ImproperList([Atom("alias")], REF)), Atom("register")),
     "control {22, pid, pid}": (22, PID, PID2),
@@ -56,6 +62,7 @@ def main() -> None:
     except ImportError:
         sys.exit("erlang_py is missing: pip install -e '.[dev]' (it is the comparison baseline)")
 
+    print(f"pybroadway.term codec: {IMPLEMENTATION} (PYBROADWAY_PURE_PYTHON=1 for the pure one)")
     print(f"{'term':34} {'op':6} {'pybroadway/s':>14} {'erlang_py/s':>13} {'ratio':>7}")
     print("-" * 78)
     for name, term in TERMS.items():

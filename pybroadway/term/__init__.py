@@ -10,8 +10,15 @@ list, ``dict`` ↔ map, ``True``/``False`` ↔ ``true``/``false``, ``None`` ↔ 
 other terms have types of their own: :class:`Atom`, :class:`Pid`, :class:`Reference`,
 :class:`Port`, :class:`ImproperList`, :class:`BitBinary`, :class:`ExportFun`, :class:`Fun`,
 :class:`Charlist`.
+
+The codec has two implementations giving the same results: a compiled accelerator, built when
+the package is installed with a C compiler at hand, and the pure-Python reference, used without
+one or when ``PYBROADWAY_PURE_PYTHON=1``. :data:`IMPLEMENTATION` says which runs.
 """
 
+from pybroadway.term import _impl
+from pybroadway.term import decode as _decode_module
+from pybroadway.term import encode as _encode_module
 from pybroadway.term.decode import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_INFLATED,
@@ -39,9 +46,24 @@ from pybroadway.term.types import (
     freeze,
 )
 
+IMPLEMENTATION = _impl.implementation()
+"""``"native"`` when the compiled codec runs, ``"python"`` when the pure-Python one does."""
+
+
+def use_implementation(name: str) -> None:
+    """Run ``"native"`` or ``"python"`` from now on: new decoders and encoders and the shared
+    ones behind :func:`decode` and :func:`encode` (tests and benchmarks compare the two)."""
+    global IMPLEMENTATION
+    _impl.select(name)
+    _decode_module._remake_default()
+    _encode_module._remake_default()
+    IMPLEMENTATION = _impl.implementation()
+
+
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_INFLATED",
+    "IMPLEMENTATION",
     "Atom",
     "BitBinary",
     "Charlist",
@@ -67,4 +89,5 @@ __all__ = [
     "register_struct",
     "struct",
     "struct_name",
+    "use_implementation",
 ]

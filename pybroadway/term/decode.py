@@ -7,26 +7,23 @@ every declared length against the input before using it, so hostile input fails 
 :class:`DecodeError` instead of allocating or recursing without bound. The tags that seldom
 travel (funs, ports, old identifier forms, big integers…) are read by
 :mod:`pybroadway.term._decode_rare`, out of this loop's way.
+
+When the compiled accelerator is built (:mod:`pybroadway.term._impl`), each Decoder hands its
+work to its compiled twin, which gives the same values and the same errors; this module's code
+is then the reference, and reads the rare tags for both.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from pybroadway.term import _reading
+from pybroadway.term import _impl, _reading
 from pybroadway.term import tags as T
 from pybroadway.term._decode_rare import inflate, rare_reader
-from pybroadway.term._reading import TermReader, truncated
+from pybroadway.term._reading import TermReader, map_from_items, truncated
 from pybroadway.term.errors import DecodeError
-from pybroadway.term.types import (
-    Atom,
-    Charlist,
-    ImproperList,
-    MapPairs,
-    Pid,
-    Reference,
-    freeze,
-)
+from pybroadway.term.types import Atom, Charlist, ImproperList, Pid, Reference
 
 DEFAULT_MAX_DEPTH = 256
 """How deeply containers may nest before decoding stops (a guard against hostile input)."""
@@ -35,14 +32,6 @@ DEFAULT_MAX_INFLATED = 64 * 1024 * 1024
 """The largest size, in bytes, a compressed term may declare and inflate to."""
 
 _CACHE_LIMIT = 65536
-
-
-def _hashable(term: Any) -> bool:
-    try:
-        hash(term)
-    except TypeError:
-        return False
-    return True
 
 
 class Decoder:
@@ -75,6 +64,14 @@ class Decoder:
         specials: dict[str, Any] = {"true": True, "false": False, none: None}
         self._specials = specials
         self._term = self._build()
+        native = _impl.active
+        if native is not None:  # the compiled twin of _term, decode and decode_from
+            core = native.Decoder(strings, none, max_depth, self._rare,
+                                  partial(Decoder.decode, self),
+                                  partial(Decoder.decode_from, self))
+            self._term = core.term
+            self.decode = core.decode  # type: ignore[method-assign]
+            self.decode_from = core.decode_from  # type: ignore[method-assign]
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode one whole term (starting with the version byte 131); nothing may follow."""
@@ -325,18 +322,10 @@ class Decoder:
                 items, pos = elements(data, pos, 2 * arity, depth)
                 try:
                     result = dict(zip(items[::2], items[1::2], strict=True))
-                except TypeError:  # keys that are lists or maps: their frozen forms
-                    result = {}
-                    for key, value in zip(items[::2], items[1::2], strict=True):
-                        try:
-                            result[key] = value
-                        except TypeError:
-                            result[freeze(key)] = value
-                if len(result) != arity:
-                    # Keys Python merges (1 and 1.0, true and 1) are distinct in Erlang.
-                    return MapPairs(
-                        (key if _hashable(key) else freeze(key), value)
-                        for key, value in zip(items[::2], items[1::2], strict=True)), pos
+                except TypeError:  # keys that are lists or maps
+                    return map_from_items(items, arity), pos
+                if len(result) != arity:  # keys Python merges (1 and 1.0, true and 1)
+                    return map_from_items(items, arity), pos
                 return result, pos
             if tag == 98:  # INTEGER_EXT
                 need(data, pos, 4, "an integer")
@@ -365,11 +354,19 @@ class Decoder:
             return rare(data, pos, tag, depth)
 
         rare = rare_reader(term, atom_at, atom_value, max_depth)
+        self._rare = rare
         return term
 
 
 _default = Decoder()
 _default_decode = _default.decode
+
+
+def _remake_default() -> None:
+    """Make the shared decoder again, with the implementation now active."""
+    global _default, _default_decode
+    _default = Decoder()
+    _default_decode = _default.decode
 
 
 def decode(data: bytes | bytearray | memoryview, **options: Any) -> Any:

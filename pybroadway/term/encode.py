@@ -5,6 +5,10 @@ The mapping (Elixir-friendly): ``str`` and ``bytes`` → binary, ``int`` → int
 ``true``/``false``, ``None`` → ``nil`` (or ``undefined``), and the types of
 :mod:`pybroadway.term.types` to their own tags. Atoms, pids, references and ports remember their
 encoding after the first use, so the terms that recur on every message cost a lookup.
+
+When the compiled accelerator is built (:mod:`pybroadway.term._impl`), each Encoder hands the
+common types to its compiled twin, which writes the same bytes and asks this module's code for
+everything else.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from pybroadway.term import _impl
 from pybroadway.term import tags as T
 from pybroadway.term.errors import EncodeError
 from pybroadway.term.types import (
@@ -147,6 +152,14 @@ class Encoder:
         self.none = none
         self.compressed = compressed
         self._write = self._build()
+        native = _impl.active
+        if native is not None:  # the compiled twin; what it does not know, it asks _build's
+            core = native.Encoder(atom_ext(Atom(none)), atom_ext(Atom("true")),
+                                  atom_ext(Atom("false")), self._write, atom_ext, pid_ext,
+                                  reference_ext)
+            self._write = core.write
+            if compressed is False:
+                self.encode = core.encode  # type: ignore[method-assign]
 
     def encode(self, term: Any) -> bytes:
         """Return ``term`` in external format, starting with the version byte 131."""
@@ -299,6 +312,14 @@ def _short(value: Any) -> str:
 
 
 _default = Encoder()
+_default_encode = _default.encode
+
+
+def _remake_default() -> None:
+    """Make the shared encoder again, with the implementation now active."""
+    global _default, _default_encode
+    _default = Encoder()
+    _default_encode = _default.encode
 
 
 def encode(term: Any, *, compressed: bool | int = False, none: str = "nil") -> bytes:
@@ -307,5 +328,5 @@ def encode(term: Any, *, compressed: bool | int = False, none: str = "nil") -> b
     ``compressed=True`` (or a zlib level) compresses when that makes the result smaller.
     """
     if compressed is False and none == "nil":
-        return _default.encode(term)
+        return _default_encode(term)
     return Encoder(none=none, compressed=compressed).encode(term)

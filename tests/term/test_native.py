@@ -1,0 +1,171 @@
+"""The compiled codec against the pure-Python reference: the same bytes from every encode, the
+same value (or the same error, message and offset included) from every decode."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pybroadway.term import Atom, DecodeError, Decoder, Encoder, _impl, encode
+from testkit.peers import IN_CI
+from tests.term.test_hostile import SAMPLES
+from tests.term.test_roundtrip import terms
+
+
+@pytest.fixture(scope="module", autouse=True)
+def implementation() -> Iterator[str]:
+    """This module compares the two implementations itself: it needs the native one built."""
+    if _impl.built is None:
+        message = f"the native codec is not built: {_impl.reason}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield "both"
+
+
+def both(make: Callable[[], Any]) -> tuple[Any, Any]:
+    """``make()`` with the pure-Python codec active, then with the native one."""
+    previous = _impl.active
+    try:
+        _impl.select("python")
+        pure = make()
+        _impl.select("native")
+        return pure, make()
+    finally:
+        _impl.active = previous
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (floats bit for bit, NaN included)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return struct.pack(">d", a) == struct.pack(">d", b)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping):
+        return len(a) == len(b) and all(
+            identical(ka, kb) and identical(va, vb)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
+    if hasattr(a, "_fields"):
+        return all(identical(getattr(a, f), getattr(b, f)) for f in a._fields)
+    return bool(a == b)
+
+
+def outcome(decode: Callable[[Any], Any], data: Any) -> tuple[Any, ...]:
+    try:
+        return ("value", decode(data))
+    except DecodeError as exc:
+        return ("DecodeError", str(exc), exc.offset)
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def same_outcome(expected: tuple[Any, ...], got: tuple[Any, ...]) -> bool:
+    if expected[0] == "value":
+        return got[0] == "value" and identical(expected[1], got[1])
+    return expected == got
+
+
+def agree(pure: Decoder, native: Decoder, data: bytes) -> None:
+    for convert in (bytes, lambda d: memoryview(bytearray(d))):
+        expected, got = outcome(pure.decode, convert(data)), outcome(native.decode, convert(data))
+        assert same_outcome(expected, got), (data, expected, got)
+    framed = b"\x00" + data + b"\x83j"
+    expected = outcome(lambda d: pure.decode_from(d, 1), framed)
+    got = outcome(lambda d: native.decode_from(d, 1), framed)
+    assert same_outcome(expected, got), (data, expected, got)
+
+
+DECODERS = [both(lambda: Decoder()), both(lambda: Decoder(strings=True, none="undefined")),
+            both(lambda: Decoder(max_depth=6, max_inflated=4096, max_inflate_ratio=4))]
+ENCODERS = [both(lambda: Encoder()), both(lambda: Encoder(none="undefined")),
+            both(lambda: Encoder(compressed=True))]
+
+
+def test_the_native_codec_is_the_one_in_use() -> None:
+    pure, native = DECODERS[0]
+    assert type(native._term.__self__).__module__ == "pybroadway.term._ccodec"
+    assert not hasattr(pure._term, "__self__")  # a Python function
+
+
+@settings(max_examples=400, deadline=None)
+@given(terms)
+def test_same_bytes_from_every_encode(term: Any) -> None:
+    for pure, native in ENCODERS:
+        expected = outcome(pure.encode, term)
+        assert outcome(native.encode, term) == expected
+        out = bytearray(b"x")
+        native.encode_into(out, term)
+        assert bytes(out[1:]) == expected[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(terms)
+def test_same_value_from_every_decode(term: Any) -> None:
+    data = encode(term)
+    for pure, native in DECODERS:
+        agree(pure, native, data)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(encode(draw(terms), compressed=draw(st.booleans())))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["set", "insert", "delete", "cut"]))
+        if action == "set" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif action == "delete":
+            del data[at:at + draw(st.integers(1, 4))]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(mutated() | st.binary(max_size=64).map(lambda raw: b"\x83" + raw))
+def test_same_value_or_error_from_random_and_mutated_bytes(data: bytes) -> None:
+    for pure, native in DECODERS:
+        agree(pure, native, data)
+
+
+def test_same_outcome_on_100_000_mutations_of_real_traffic() -> None:
+    rng = random.Random(99)
+    pure, native = DECODERS[2]
+    for _ in range(100_000):
+        data = bytearray(rng.choice(SAMPLES))
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(1, len(data))] = rng.randrange(256)
+        data = bytes(data)
+        expected, got = outcome(pure.decode, data), outcome(native.decode, data)
+        assert same_outcome(expected, got), (data, expected, got)
+
+
+def test_atoms_are_the_interned_ones_and_caches_bounded_the_same() -> None:
+    pure, native = DECODERS[0]
+    decoded = native.decode(encode([Atom("native_x"), Atom("native_y")]))
+    assert decoded[0] is Atom("native_x") and decoded[1] is pure.decode(encode(Atom("native_y")))
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.nan, "\ud800", 1 << 70, -(1 << 64), object()])
+def test_what_the_native_encoder_hands_back_fails_or_succeeds_the_same(value: Any) -> None:
+    for pure, native in ENCODERS:
+        assert outcome(native.encode, value) == outcome(pure.encode, value)
+
+
+def test_nesting_too_deep_for_the_stack_is_the_same_error() -> None:
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    for pure, native in ENCODERS:
+        assert outcome(native.encode, nested) == outcome(pure.encode, nested)

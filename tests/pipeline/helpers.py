@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pybroadway.pipeline import Message, Pipeline, Producer
+from pybroadway.pipeline import BatchInfo, Message, Pipeline, Producer
 
 
 class Recorder:
@@ -57,3 +57,18 @@ def push_options(**processors: Any) -> dict[str, Any]:
         "producer": {"module": (Producer, {"buffer_size": None})},
         "processors": {"default": {"concurrency": 2, **processors}},
     }
+
+
+class Failing(Passthrough):
+    """Message 3 fails in the processor; the batch holding 7 fails in its batch processor."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        if message.data == 3:
+            raise ValueError("three")
+        return message
+
+    def handle_batch(self, batcher: Any, batch: list[Message], info: BatchInfo,
+                     context: Any) -> list[Message]:
+        if any(m.data == 7 for m in batch):
+            raise KeyError("seven")
+        return batch

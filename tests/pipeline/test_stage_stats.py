@@ -5,25 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pybroadway.pipeline import BatchInfo, Message, Producer
+from pybroadway.pipeline import Message, Producer
 from testkit.wait import eventually_async
 
-from .helpers import Passthrough, Recorder, messages, push_options
-
-
-class Failing(Passthrough):
-    """Message 3 fails in the processor; the batch holding 7 fails in its batch processor."""
-
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        if message.data == 3:
-            raise ValueError("three")
-        return message
-
-    def handle_batch(self, batcher: Any, batch: list[Message], info: BatchInfo,
-                     context: Any) -> list[Message]:
-        if any(m.data == 7 for m in batch):
-            raise KeyError("seven")
-        return batch
+from .helpers import Failing, Passthrough, Recorder, messages, push_options
 
 
 async def test_counts_per_stage() -> None:

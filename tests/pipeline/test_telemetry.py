@@ -6,22 +6,9 @@ from typing import Any
 
 import pytest
 
-from pybroadway.pipeline import BatchInfo, Message, subscribe, telemetry
+from pybroadway.pipeline import subscribe, telemetry
 
-from .helpers import Passthrough, Recorder, messages, push_options
-
-
-class Failing(Passthrough):
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        if message.data == 3:
-            raise ValueError("three")
-        return message
-
-    def handle_batch(self, batcher: Any, batch: list[Message], info: BatchInfo,
-                     context: Any) -> list[Message]:
-        if any(m.data == 7 for m in batch):
-            raise KeyError("seven")
-        return batch
+from .helpers import Failing, Passthrough, Recorder, messages, push_options
 
 
 async def test_processor_and_batch_processor_events() -> None:

@@ -27,7 +27,23 @@ typedef struct {
     Py_ssize_t end;
     PyObject *obj; /* the input as Python sees it, for the rare reader */
     Decoder *dec;
+    unsigned int containers; /* decoded so far, to let other threads run now and then */
 } source;
+
+/* A big term is decoded in a thread of its own (pybroadway.erldist.connection) so that the
+ * event loop goes on meanwhile; code that only ever holds the GIL would stop it all the same.
+ * So, in a big input, every YIELD_EVERY containers the GIL is let go for a moment: a thread
+ * that waits for it (the loop's) takes it. The input is an immutable bytes object the caller
+ * holds, so nothing it points to changes meanwhile. */
+#define YIELD_ABOVE (256 * 1024)
+#define YIELD_EVERY 4096
+
+static inline void let_others_run(source *s) {
+    if (s->end > YIELD_ABOVE && ++s->containers % YIELD_EVERY == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+    }
+}
 
 static PyObject *term(source *s, Py_ssize_t *at, long long depth);
 
@@ -350,6 +366,7 @@ static PyObject *tuple(source *s, Py_ssize_t *at, int tag, long long depth) {
 static PyObject *container(source *s, Py_ssize_t *at, int tag, long long depth) {
     if (Py_EnterRecursiveCall(" while decoding a term"))
         return NULL;
+    let_others_run(s);
     PyObject *value = tag == 108 ? list(s, at, depth)
         : tag == 116 ? map(s, at, depth) : tuple(s, at, tag, depth);
     Py_LeaveRecursiveCall();

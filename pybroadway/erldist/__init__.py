@@ -6,7 +6,7 @@ supervisors, rpc.
 ...     await node.connect("beam@localhost")
 """
 
-from pybroadway.erldist import global_names
+from pybroadway.erldist import global_names, pg
 from pybroadway.erldist.calls import CallError
 from pybroadway.erldist.connection import Connection, ProtocolError
 from pybroadway.erldist.cookie import default_cookie
@@ -37,4 +37,5 @@ __all__ = [
     "default_cookie",
     "ensure_epmd",
     "global_names",
+    "pg",
 ]

@@ -1,0 +1,103 @@
+"""Simulated hosts (testkit.netns): nodes in separate network namespaces find each other through
+each host's EPMD, and a pulled cable is a nodedown within the tick time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testkit.netns import NETNS_ETC, Host, Hosts, require_netns
+from testkit.peers import erl_for
+from testkit.processes import WatchedProcess, python_env
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKTIME = 4
+
+
+def env() -> dict[str, str]:
+    """What every program in a host gets: this checkout on the path, the host's EPMD."""
+    return python_env(PYTHONPATH=str(ROOT), ERL_EPMD_PORT="4369",
+                      NETNS_TICKTIME=str(TICKTIME))
+
+
+def root_links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip() for line in out.splitlines())
+
+
+@pytest.fixture
+def leaves_nothing() -> Iterator[None]:
+    """After the test: no namespace, link or /etc/netns entry of ours is left."""
+    require_netns()
+    before = root_links()
+    yield
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=True).stdout
+    assert "pbns" not in namespaces
+    assert root_links() == before
+    assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))
+
+
+def python_node(host: Host, name: str, peer: str | None = None) -> WatchedProcess:
+    node = host.run([sys.executable, "-m", "testkit.netns_node", f"{name}@{host.name}",
+                     host.address, *([peer] if peer else [])], env=env(), cwd=ROOT)
+    node.wait_logged("started")
+    return node
+
+
+def test_two_python_hosts_connect_lose_the_link_and_reconnect(leaves_nothing: None) -> None:
+    with Hosts(["hosta", "hostb"]) as hosts:
+        a, b = hosts["hosta"], hosts["hostb"]
+        assert "hosta" in b.check(["cat", "/etc/hosts"])
+        for host in hosts:
+            host.start_epmd(env=env())
+        front = python_node(a, "front")
+        worker = python_node(b, "worker", peer="front@hosta")
+        worker.wait_logged("reply {:echo, :hello}")
+        front.wait_logged("nodeup worker@hostb")
+
+        a.link_down()
+        cut = time.monotonic()
+        front.wait_logged("nodedown worker@hostb", timeout=TICKTIME * 3)
+        worker.wait_logged("nodedown front@hosta", timeout=TICKTIME * 3)
+        assert time.monotonic() - cut < TICKTIME * 2
+
+        a.link_up()
+        worker.wait_logged("reply {:echo, :hello}", count=2, timeout=15)
+        front.wait_logged("nodeup worker@hostb", count=2)
+
+
+@pytest.mark.beam
+def test_an_erlang_host_connects_to_a_python_host(leaves_nothing: None) -> None:
+    erl = erl_for("25")
+    with Hosts(["hosta", "hostc"]) as hosts:
+        a, c = hosts["hosta"], hosts["hostc"]
+        for host in hosts:
+            host.start_epmd(env=env())
+        front = python_node(a, "front")
+        program = (
+            "spawn(fun() -> net_kernel:monitor_nodes(true),"
+            "  L = fun Loop() -> receive M -> io:format(standard_error, \"~p~n\", [M]), Loop()"
+            "  end end, L() end),"
+            "io:format(standard_error, \"ping ~p~n\", [net_adm:ping('front@hosta')]),"
+            "io:format(standard_error, \"call ~p~n\","
+            "          [catch gen_server:call({echo, 'front@hosta'}, hi)]).")
+        beam = c.run([erl, "-sname", "e@hostc", "-setcookie", "netns", "-start_epmd", "false",
+                      "-kernel", "net_ticktime", str(TICKTIME), "-noshell", "-noinput",
+                      "-eval", program], env=env())
+        beam.wait_logged("call {echo,hi}", timeout=30)
+        assert beam.count("ping pong") == 1
+        front.wait_logged("nodeup e@hostc")
+
+        c.link_down()
+        cut = time.monotonic()
+        front.wait_logged("nodedown e@hostc", timeout=TICKTIME * 3)
+        beam.wait_logged("{nodedown,front@hosta}", timeout=TICKTIME * 3)
+        assert time.monotonic() - cut < TICKTIME * 2

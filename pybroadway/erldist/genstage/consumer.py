@@ -16,7 +16,7 @@ from typing import Any
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Exit, Process
-from pybroadway.term import Pid, Reference, loggable
+from pybroadway.term import Charlist, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, NORMAL
 
 from . import protocol as gs
@@ -133,6 +133,8 @@ class ConsumerStage(Process):
                     subscription = subscriptions.get(tag)
                 except TypeError:
                     subscription = None
+                if type(payload) is Charlist:  # a list of small integers, sent compactly
+                    payload = list(payload.data)
                 if type(payload) is list:
                     if subscription is None:
                         self.send(pid, gs.cancel_producer(self.pid, tag,

@@ -196,7 +196,7 @@ class GenStageProducer(Producer):
                                             "name": source.name})
         source.credit = options.max_demand
         self.subscriber.ask(subscription, options.max_demand)
-        logger.info("%s: subscribed to %s (max_demand %d, min_demand %d)", self.name, source,
+        logger.info("%s: subscribing to %s (max_demand %d, min_demand %d)", self.name, source,
                     options.max_demand, options.low)
 
     def _ended(self, subscription: Subscription, reason: Any) -> None:

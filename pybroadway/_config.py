@@ -23,6 +23,11 @@ file, for what flags express badly (batchers, partitioning, rate limiting, conte
     batch_size = 100
     batch_timeout = 1000
 
+    [[subscribe]]                         # GenStage producers feed the pipeline instead
+    name = "events"                       # of the receiver (as --subscribe events@app@host)
+    node = "app@host"
+    max_demand = 1000                     # optional, as min_demand
+
     [context]
     table = "orders"
 
@@ -53,6 +58,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "mode": "push", "sname": "server@localhost", "listen": "127.0.0.1",
     "receiver_name": DEFAULT_NAME, "overflow": "block", "request_atom": "request_message",
     "buffer_size": 10_000, "pull_interval": 5.0, "register_global": True, "concurrency": 2,
+    "max_demand": 1000,
 }
 
 NODE: dict[str, Option] = {
@@ -98,6 +104,9 @@ _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key 
     | {("processors", "default", "concurrency"): "concurrency"}
 
 
+#: The keys of one ``[[subscribe]]`` table.
+SUBSCRIBE_KEYS = {"name": str, "node": str, "max_demand": int, "min_demand": int}
+
 CONFIG_HELP = """\
 --config FILE.toml holds what flags express badly; a flag given wins over the file:
   pipeline = "mymodule:Orders"            # as --pipeline
@@ -107,6 +116,7 @@ CONFIG_HELP = """\
   [producer.rate_limiting]                # allowed_messages, interval (ms)
   [processors.default]                    # concurrency, min_demand, max_demand, ...
   [batchers.db]                           # batch_size, batch_timeout, concurrency, ...
+  [[subscribe]]                           # name, node, max_demand, min_demand (GenStage)
   [context]                               # passed to every callback
 """
 
@@ -144,12 +154,15 @@ def load_config(path: str) -> Config:
                           ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    subscribe = _subscriptions(path, raw.pop("subscribe", None))
     try:
         _resolve_functions(raw)
         validate(raw, FILE_SCHEMA)
     except OptionsError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     config = Config(pipeline=raw.pop("pipeline", None))
+    if subscribe is not None:
+        config.flags["subscribe"] = subscribe
     for place, dest in _FLAGS.items():
         *outer, key = place
         table = _table(raw, outer)
@@ -162,6 +175,30 @@ def load_config(path: str) -> Config:
             del raw[key]
     config.options = raw
     return config
+
+
+def _subscriptions(path: str, tables: Any) -> list[str] | None:
+    """``[[subscribe]]`` tables as ``--subscribe`` values (``name@node:max_demand=N,…``)."""
+    if tables is None:
+        return None
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: subscribe must be an array of tables ([[subscribe]])")
+    specs = []
+    for index, table in enumerate(tables):
+        where = f"{path}: subscribe[{index}]"
+        for key, value in table.items():
+            kind = SUBSCRIBE_KEYS.get(key)
+            if kind is None:
+                raise ConfigError(f"{where}: unknown key {key!r}, valid keys are: "
+                                  f"{', '.join(SUBSCRIBE_KEYS)}")
+            if type(value) is not kind or (kind is int and value < (key == "max_demand")):
+                raise ConfigError(f"{where}.{key}: invalid value {value!r}")
+        if "name" not in table or "node" not in table:
+            raise ConfigError(f"{where}: name and node are required")
+        options = ",".join(f"{key}={table[key]}" for key in ("max_demand", "min_demand")
+                           if key in table)
+        specs.append(f"{table['name']}@{table['node']}" + (f":{options}" if options else ""))
+    return specs
 
 
 def apply_defaults(args: argparse.Namespace) -> None:

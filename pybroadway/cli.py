@@ -2,6 +2,7 @@
 
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
                      [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
+                     [--subscribe NAME@NODE[:max_demand=N,min_demand=M] ...] [--max-demand N]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
@@ -10,6 +11,11 @@
 SIGTERM; then it drains and prints ``handled N, failed F, dropped D``. While it is the
 terminal's foreground job, a status line shows messages/s, handled and failed messages,
 buffered messages and connected clients.
+
+With ``--subscribe`` (repeatable), the pipeline is fed by GenStage producers instead of the
+receiver: ``--subscribe events@app@host`` subscribes to the producer registered as ``events``
+on the node ``app@host`` (``--max-demand``, default 1000, or per producer
+``events@app@host:max_demand=500``), through :class:`pybroadway.gen_stage.GenStageProducer`.
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
@@ -40,6 +46,7 @@ from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_co
 from pybroadway._hints import explain, why_not_connected
 from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
+from pybroadway.gen_stage import GenStageProducer, parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import loggable
@@ -116,20 +123,29 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
                     host=args.listen) as node:
         processors = options.pop("processors", {}).get("default", {})
         producer_options = options.pop("producer", {})  # rate_limiting
-        pipeline = pipeline_class(**{"name": "PyBroadway", **options}, producer={
-            **producer_options, "module": (OtpDistributionProducer, {
+        subscribe_to = subscriptions(getattr(args, "subscribe", None), args.max_demand)
+        module: tuple[type, dict[str, Any]] = (GenStageProducer, {
+            "node": node, "subscribe_to": subscribe_to}) if subscribe_to else (
+            OtpDistributionProducer, {
                 "node": node, "mode": args.mode, "overflow": args.overflow,
                 "receiver_name": args.receiver_name, "request_atom": args.request_atom,
                 "buffer_size": args.buffer_size, "resume_at": args.resume_at,
                 "pull_interval": args.pull_interval, "register_global": args.register_global,
-                "message_log_level": _message_log_level(args)})},
-            processors={"default": {**processors, "concurrency": args.concurrency}})
+                "message_log_level": _message_log_level(args)})
+        pipeline = pipeline_class(**{"name": "PyBroadway", **options},
+                                  producer={**producer_options, "module": module},
+                                  processors={"default": {**processors,
+                                                          "concurrency": args.concurrency}})
         await pipeline.start()
         metrics_server = None if metrics is None else await metrics.start_metrics_server(
             pipeline, node, args.metrics_port, host=args.metrics_host)
         producer = pipeline.producers[0]
-        log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name, args.receiver_name,
-                 args.mode)
+        if subscribe_to:
+            log.info("%s runs the pipeline on %d GenStage producer%s (Ctrl-C stops)",
+                     node.name.name, len(subscribe_to), "" if len(subscribe_to) == 1 else "s")
+        else:
+            log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name,
+                     args.receiver_name, args.mode)
         status = (loop.create_task(_status_line(pipeline, producer))
                   if sys.stderr.isatty() else None)
         stopped = loop.create_task(stop.wait())
@@ -179,7 +195,9 @@ async def _status_line(pipeline: Pipeline, producer: Any) -> None:
         if not in_foreground(sys.stderr):
             continue
         stats = pipeline.stats()
-        clients = len(producer.receiver.clients)
+        receiver = getattr(producer, "receiver", None)
+        clients = len(receiver.clients if receiver is not None
+                      else producer.subscriber.subscriptions)
         sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
                          f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
                          f"{clients} client{'' if clients == 1 else 's'}  ")
@@ -195,6 +213,29 @@ async def ping(args: argparse.Namespace) -> str:
         except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
             return f"pang ({why_not_connected(args.node, exc)})"
         return "pong"
+
+
+def subscriptions(specs: Sequence[str] | None, max_demand: int) -> list[Any]:
+    """``--subscribe`` values (``name@node``, optionally ``:max_demand=N,min_demand=M``) as
+    GenStageProducer's ``subscribe_to`` entries; raises SystemExit naming a bad one."""
+    entries: list[Any] = []
+    for spec in specs or ():
+        target, _, extra = spec.partition(":")
+        name, _, node = target.partition("@")
+        options: dict[str, int] = {"max_demand": max_demand}
+        try:
+            if not name or "@" not in node:
+                raise ValueError("expected NAME@NODE, the node as name@host")
+            for item in filter(None, extra.split(",")):
+                key, _, value = item.partition("=")
+                if key not in ("max_demand", "min_demand"):
+                    raise ValueError(f"unknown option {key!r} (max_demand, min_demand)")
+                options[key] = int(value)
+            parse_source((name, node, options))  # checks the demands
+            entries.append((name, node, options))
+        except ValueError as exc:
+            raise SystemExit(f"pybroadway serve: bad --subscribe {spec!r}: {exc}") from None
+    return entries
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +272,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")
     parser.add_argument("--concurrency", type=int, help="processors (default 2)")
+    parser.add_argument("--subscribe", action="append", metavar="NAME@NODE[:OPTIONS]",
+                        help="feed the pipeline from the GenStage producer registered as NAME "
+                             "on NODE instead of the receiver (repeatable; OPTIONS: "
+                             "max_demand=N,min_demand=M)")
+    parser.add_argument("--max-demand", type=int,
+                        help="max_demand of each --subscribe without one (default 1000)")
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics "
                              "(needs pip install 'pybroadway[metrics]')")

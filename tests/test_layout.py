@@ -55,6 +55,11 @@ def test_no_import_cycle_at_run_time() -> None:
     ("pybroadway.pipeline", "pybroadway.erldist"),
     ("pybroadway.erldist", "pybroadway.otp_distribution"),
     ("pybroadway.pipeline", "pybroadway.otp_distribution"),
+    ("pybroadway.erldist", "pybroadway.gen_stage"),
+    ("pybroadway.pipeline", "pybroadway.gen_stage"),
+    ("pybroadway.gen_stage", "pybroadway.otp_distribution"),
+    ("pybroadway.otp_distribution", "pybroadway.gen_stage"),
+    ("pybroadway.gen_stage", "pybroadway.cli"),
     # metrics sits above the connector and needs prometheus_client: only cli loads it, lazily
     ("pybroadway.term", "pybroadway.metrics"),
     ("pybroadway.erldist", "pybroadway.metrics"),

@@ -160,6 +160,8 @@ class Producer:
     buffer_size: int | None = 10_000
     resume_at: int | None = None
     name: str = ""
+    notify_taken: bool = False
+    """Set to True to have :meth:`on_taken` called each time processors take messages."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -211,6 +213,12 @@ class Producer:
 
     def on_buffer_available(self) -> None:
         """Called when a full buffer is down to ``resume_at``; override to resume."""
+
+    def on_taken(self, count: int) -> None:
+        """Called after processors took ``count`` messages from the buffer, when the class
+        sets ``notify_taken = True``: a producer that asks its source ahead of the demand (to
+        keep the buffer topped up across a network round trip) asks again here. Called once
+        per chunk taken, never per message; it must not block."""
 
     def on_start(self) -> Any:
         """Called when the pipeline starts, before any demand."""
@@ -269,6 +277,7 @@ class Producer:
         self._new_demand = 0
         self._demand_task: asyncio.Task[None] | None = None
         self._pulls = self.mode == "pull"
+        self._notify_taken = self.notify_taken
         self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
         self._draining = False
         self._full = False
@@ -392,6 +401,8 @@ class Producer:
         self._buffered -= count
         self._taken += count
         consumer.deliver(self, messages)
+        if self._notify_taken:
+            self.on_taken(count)
         if self._full and self._buffered <= (self.resume_at or 0):
             self._full = False
             self._room.set()

@@ -1,0 +1,240 @@
+"""GenStage between Python nodes, no Erlang anywhere: subscribe, ask, events, cancel both ways
+with every cancel mode, DOWN of either side, nodedown, the three dispatchers, the bounded
+buffer, and the answers to duplicate and unknown subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pybroadway.erldist import Node
+from pybroadway.erldist.genstage import (
+    BroadcastDispatcher,
+    PartitionDispatcher,
+    ProducerStage,
+)
+from pybroadway.erldist.genstage import protocol as gs
+from pybroadway.term import Atom
+from pybroadway.term.atoms import NORMAL, SHUTDOWN
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually_async
+from tests.erldist.genstage_kit import WAIT, Probe, Recorder, nodes
+
+
+@pytest.fixture(autouse=True)
+def no_erlang(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+
+async def spawn_producer(node: Node, **options: Any) -> tuple[ProducerStage, tuple[str, Atom]]:
+    name = unique_name("events")
+    producer = node.spawn(ProducerStage(**options), name=name)
+    return producer, (name, node.name)
+
+
+async def test_events_flow_within_demand_across_nodes() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        subscription = consumer.subscribe(address, max_demand=50, min_demand=10)
+        emitted = list(range(1000))
+        await asyncio.wait_for(producer.emit(emitted), WAIT)
+        await consumer.wait_events(1000)
+        assert consumer.events == emitted
+        # never more than asked: per batch (pending never below zero) and in total
+        assert subscription.exceeded == 0
+        assert all(size <= 50 for _, size in consumer.batches)
+        assert producer.dispatched == 1000 <= producer.asked
+        assert subscription.pending <= 50
+        # the last ask is on its way: once there, the producer owes what the consumer waits for
+        await eventually_async(lambda: producer.asked - producer.dispatched == subscription.pending)
+
+
+async def test_emit_waits_for_room_and_emit_nowait_keeps_the_last() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a, buffer_size=100)
+        emitting = asyncio.ensure_future(producer.emit(range(250)))
+        await asyncio.sleep(0)
+        assert not emitting.done() and producer.buffered == 100  # bounded, waiting
+        consumer = b.spawn(Recorder())
+        consumer.subscribe(address, max_demand=20)
+        await asyncio.wait_for(emitting, WAIT)
+        await consumer.wait_events(250)
+        assert consumer.events == list(range(250))
+        dropped = producer.emit_nowait(range(1000, 1300))  # consumer still asks 20 at a time
+        assert dropped > 0 and producer.dropped == dropped
+        assert producer.buffered <= 100
+        await consumer.wait_events(250 + 300 - dropped)
+        assert consumer.events[-1] == 1299  # :last kept
+
+
+@pytest.mark.parametrize(("mode", "reason", "exits"), [
+    ("permanent", NORMAL, True), ("transient", NORMAL, False),
+    ("transient", Atom("boom"), True), ("transient", (SHUTDOWN, 1), False),
+    ("temporary", Atom("boom"), False)])
+async def test_cancel_modes_when_the_producer_cancels(mode: str, reason: Any,
+                                                      exits: bool) -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        consumer.subscribe(address, cancel=mode)  # type: ignore[arg-type]
+        await producer.emit([1])
+        await consumer.wait_events(1)
+        producer.cancel(next(iter(producer.subscribers.values())), reason)
+        if exits:
+            assert await asyncio.wait_for(consumer.wait(), WAIT) == reason
+        else:
+            await consumer.wait_ended()
+            assert consumer.alive and consumer.ended[0][1] == reason
+        assert consumer.subscriptions == {} and producer.subscribers == {}
+
+
+@pytest.mark.parametrize("mode", ["permanent", "temporary"])
+async def test_consumer_cancel_is_confirmed_and_the_mode_applies(mode: str) -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        subscription = consumer.subscribe(address, cancel=mode)  # type: ignore[arg-type]
+        await producer.emit(range(10))
+        await consumer.wait_events(10)
+        consumer.cancel(subscription, Atom("enough"))
+        if mode == "permanent":
+            assert await asyncio.wait_for(consumer.wait(), WAIT) == Atom("enough")
+        else:
+            await consumer.wait_ended()
+            assert consumer.ended[0][1] == Atom("enough") and consumer.alive
+        assert producer.subscribers == {}
+
+
+async def test_producer_down_ends_the_subscription_with_its_reason() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a)
+        transient = b.spawn(Recorder())
+        transient.subscribe(address, cancel="transient")
+        permanent = b.spawn(Recorder())
+        permanent.subscribe(address)
+        await producer.emit(range(4))
+        await transient.wait_events(1)
+        producer.exit(Atom("crashed"))
+        assert await asyncio.wait_for(transient.wait(), WAIT) == Atom("crashed")
+        assert await asyncio.wait_for(permanent.wait(), WAIT) == Atom("crashed")
+
+
+async def test_subscribing_to_nothing_ends_with_noproc() -> None:
+    async with nodes(free_port()) as (a, b):
+        consumer = b.spawn(Recorder())
+        consumer.subscribe(("nobody", a.name), cancel="temporary")
+        await consumer.wait_ended()
+        assert consumer.ended[0][1] == Atom("noproc")
+
+
+async def test_consumer_down_and_nodedown_free_the_subscriptions() -> None:
+    async with nodes(free_port(), 3) as (a, b, c):
+        producer, address = await spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        consumer.subscribe(address)
+        remote = c.spawn(Recorder())
+        remote.subscribe(address)
+        await eventually_async(lambda: producer.demand == 2000)
+        await producer.emit([1])  # to the one with the most demand, then the other one
+        await producer.emit([2])
+        await consumer.wait_events(1)
+        await remote.wait_events(1)
+        assert len(producer.subscribers) == 2
+        consumer.exit(Atom("kill"))
+        c_name = c.name
+        await c.stop()
+        await eventually_async(lambda: not producer.subscribers)
+        assert producer.demand == 0
+        assert c_name not in a.nodes()
+
+
+async def test_duplicate_and_unknown_subscriptions_are_answered_as_genstage_does() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a)
+        probe = b.spawn(Probe())
+        tag = b.make_ref()
+        probe.send(address, gs.subscribe(probe.pid, tag, []))
+        probe.send(address, gs.subscribe(probe.pid, tag, []))
+        assert await probe.next() == gs.cancel_consumer(producer.pid, tag,
+                                                        gs.DUPLICATED_SUBSCRIPTION)
+        stranger = b.make_ref()
+        probe.send(address, gs.ask(probe.pid, stranger, 5))
+        assert await probe.next() == gs.cancel_consumer(producer.pid, stranger,
+                                                        gs.UNKNOWN_SUBSCRIPTION)
+        probe.send(address, gs.ask(probe.pid, tag, 0))
+        assert await probe.next() == gs.cancel_consumer(producer.pid, tag, (gs.BAD_DEMAND, 0))
+        # and the consumer side: events on a subscription it does not know
+        consumer = b.spawn(Recorder())
+        fake = a.spawn(Probe())
+        fake.send(consumer.pid, gs.events(fake.pid, stranger, [1, 2]))
+        assert await fake.next() == gs.cancel_producer(consumer.pid, stranger,
+                                                       gs.UNKNOWN_SUBSCRIPTION)
+        assert consumer.events == []
+
+
+async def test_subscriptions_are_bounded() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a, max_subscriptions=2)
+        probe = b.spawn(Probe())
+        tags = [b.make_ref() for _ in range(3)]
+        for tag in tags:
+            probe.send(address, gs.subscribe(probe.pid, tag, []))
+        assert await probe.next() == gs.cancel_consumer(producer.pid, tags[2],
+                                                        gs.TOO_MANY_SUBSCRIPTIONS)
+        assert len(producer.subscribers) == 2
+
+
+async def test_broadcast_gives_every_event_to_every_consumer() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = await spawn_producer(a, dispatcher=BroadcastDispatcher())
+        fast, slow = b.spawn(Recorder()), b.spawn(Recorder())
+        fast.subscribe(address, max_demand=100)
+        slow.subscribe(address, max_demand=7, min_demand=3)
+        await asyncio.sleep(0.05)  # both subscribed before the first event
+        await asyncio.wait_for(producer.emit(range(300)), WAIT)
+        await fast.wait_events(300)
+        await slow.wait_events(300)
+        assert fast.events == slow.events == list(range(300))
+        assert all(size <= 7 for _, size in slow.batches)
+
+
+async def test_partitions_go_to_the_consumer_that_named_them() -> None:
+    async with nodes(free_port()) as (a, b):
+        dispatcher = PartitionDispatcher(["even", "odd"],
+                                         hash=lambda n: "odd" if n % 2 else "even")
+        producer, address = await spawn_producer(a, dispatcher=dispatcher)
+        even, odd = b.spawn(Recorder()), b.spawn(Recorder())
+        even.subscribe(address, partition="even", max_demand=10)
+        odd.subscribe(address, partition=Atom("odd"), max_demand=10)  # as Elixir names it
+        await asyncio.wait_for(producer.emit(range(100)), WAIT)
+        await even.wait_events(50)
+        await odd.wait_events(50)
+        assert even.events == list(range(0, 100, 2))
+        assert odd.events == list(range(1, 100, 2))
+        refused = b.spawn(Recorder())
+        refused.subscribe(address, partition="even", cancel="temporary")
+        await refused.wait_ended()
+        assert refused.ended[0][1][0] == gs.BAD_OPTS
+
+
+async def test_handle_demand_produces_exactly_what_is_asked() -> None:
+    class Counter(ProducerStage):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = 0
+
+        def handle_demand(self, demand: int) -> list[int]:
+            start, self.next = self.next, self.next + demand
+            return list(range(start, self.next))
+
+    async with nodes(free_port()) as (a, b):
+        name = unique_name("counter")
+        producer = a.spawn(Counter(), name=name)
+        consumer = b.spawn(Recorder())
+        consumer.subscribe((name, a.name), max_demand=30)
+        await consumer.wait_events(300)
+        assert consumer.events[:300] == list(range(300))
+        assert producer.emitted == producer.asked and producer.buffered == 0

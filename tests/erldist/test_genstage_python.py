@@ -14,6 +14,7 @@ from pybroadway.erldist.genstage import (
     BroadcastDispatcher,
     PartitionDispatcher,
     ProducerStage,
+    StageStopped,
 )
 from pybroadway.erldist.genstage import protocol as gs
 from pybroadway.term import Atom
@@ -68,6 +69,19 @@ async def test_emit_waits_for_room_and_emit_nowait_keeps_the_last() -> None:
         assert producer.buffered <= 100
         await consumer.wait_events(250 + 300 - dropped)
         assert consumer.events[-1] == 1299  # :last kept
+
+
+async def test_emit_to_a_stage_that_stopped_raises_instead_of_waiting_for_ever() -> None:
+    async with nodes(free_port()) as (a, _b):
+        producer, _address = await spawn_producer(a, buffer_size=10)
+        waiting = asyncio.ensure_future(producer.emit(range(50)))  # no consumer: it waits
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        producer.exit(Atom("kill"))
+        with pytest.raises(StageStopped, match="has stopped"):
+            await asyncio.wait_for(waiting, WAIT)
+        with pytest.raises(StageStopped):
+            await producer.emit([1])
 
 
 @pytest.mark.parametrize(("mode", "reason", "exits"), [

@@ -19,7 +19,7 @@ from .dispatchers import (
     PartitionDispatcher,
     Subscriber,
 )
-from .producer import ProducerStage
+from .producer import ProducerStage, StageStopped
 from .protocol import CancelMode, SubscribeOptions
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Dispatcher",
     "PartitionDispatcher",
     "ProducerStage",
+    "StageStopped",
     "SubscribeOptions",
     "Subscriber",
     "Subscription",

@@ -18,11 +18,16 @@ from typing import Any, Literal
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Process
+from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN
 
 from . import protocol as gs
 from .dispatchers import DemandDispatcher, Dispatcher, Subscriber
+
+
+class StageStopped(PyBroadwayError, RuntimeError):
+    """Events were given to a producer stage that has exited."""
 
 log = logging.getLogger("pybroadway.erldist.genstage")
 
@@ -86,16 +91,23 @@ class ProducerStage(Process):
         batch = events if type(events) is list else list(events)
         size = self.buffer_size
         while batch:
+            self._check_running()
             if size is None:
                 room = len(batch)
             else:
                 while (room := size - self.dispatcher.buffered) <= 0:
                     self._room.clear()
                     await self._room.wait()
+                    self._check_running()
             part, batch = (batch, []) if room >= len(batch) else (batch[:room], batch[room:])
             self.emitted += len(part)
             self.dispatcher.put(part)
             self._dispatch()
+
+    def _check_running(self) -> None:
+        if self._exited is not None and self._exited.is_set():
+            raise StageStopped(f"{self!r} has stopped ({loggable(self.exit_reason)}): "
+                               f"nothing it is given reaches a consumer")
 
     def emit_nowait(self, events: Iterable[Any]) -> int:
         """Add events without waiting; past ``buffer_size``, keep ``buffer_keep`` events and
@@ -151,6 +163,12 @@ class ProducerStage(Process):
     # -- the protocol ------------------------------------------------------------------------
 
     async def run(self) -> Any:
+        try:
+            await self._serve()
+        finally:  # wake whoever waits in emit(): it is told the stage stopped
+            self._room.set()
+
+    async def _serve(self) -> None:
         receive = self.receive
         handle_demand_async = inspect.iscoroutinefunction(self.handle_demand)
         while True:

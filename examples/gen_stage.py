@@ -33,7 +33,7 @@ class Squares(Pipeline):
 
 async def main(cookie: str) -> None:
     async with Node("py@localhost", cookie=cookie) as node:
-        results = expose(node, "results", buffer_size=1000)
+        results = await expose(node, "results", buffer_size=1000)
         pipeline = Squares(
             producer={"module": (GenStageProducer, {
                 "node": node, "subscribe_to": [("events", "app@localhost", {"max_demand": 10})]})},

@@ -9,7 +9,7 @@ A pipeline fed by GenStage producers (Elixir's, or Python :class:`ProducerStage`
 
 and Python events for Elixir consumers::
 
-    stage = expose(node, "results")            # {:results, :"py@host"} for GenStage
+    stage = await expose(node, "results")      # {:results, :"py@host"} for GenStage
     await stage.emit(events)                   # or: return await forward(stage, messages)
 
 Logging goes to the ``pybroadway.gen_stage`` logger.
@@ -22,12 +22,14 @@ from pybroadway.erldist.genstage import (
     ProducerStage,
 )
 
-from ._expose import emitted, expose, forward
+from ._expose import Emitter, ExposedStage, emitted, expose, forward
 from ._producer import GenStageProducer, Source, SubscribeTo, parse_source
 
 __all__ = [
     "BroadcastDispatcher",
     "DemandDispatcher",
+    "Emitter",
+    "ExposedStage",
     "GenStageProducer",
     "PartitionDispatcher",
     "ProducerStage",

@@ -73,7 +73,7 @@ async def test_elixir_demo_stages_both_ways(epmd: SystemEpmd) -> None:
             await ev(peer, f'Code.require_file("{DEMO}"); '
                            f'Node.connect(:"{node.name.name}")')
             await ev(peer, "{:ok, _} = DemoProducer.start_link(:events)")
-            results = expose(node, "results")
+            results = await expose(node, "results")
 
             async def handle_batch(batcher: object, messages: list[Message], info: object,
                                    context: object) -> list[Message]:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from pybroadway.erldist.genstage import ProducerStage
-from pybroadway.gen_stage import GenStageProducer, parse_source
+from pybroadway.erldist.genstage import ProducerStage, StageStopped
+from pybroadway.gen_stage import GenStageProducer, expose, parse_source
 from pybroadway.term import Atom
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import nodes
+from tests.erldist.genstage_kit import Recorder, nodes
 from tests.gen_stage.helpers import WAIT, pipeline
 
 
@@ -114,3 +114,26 @@ def test_subscribe_to_entries_are_checked() -> None:
         parse_source(("events", "app@host", {"max_demand": 5, "min_demand": 5}))
     with pytest.raises(ValueError, match="names no producer"):
         GenStageProducer(node=None, subscribe_to=[])  # type: ignore[arg-type]
+
+
+async def test_an_exposed_stage_is_restarted_with_its_name_and_emit_goes_on() -> None:
+    async with nodes(free_port()) as (a, b):
+        name = unique_name("results")
+        exposed = await expose(a, name, buffer_size=10)
+        first = exposed.stage
+        assert a.whereis(name) == first.pid
+        waiting = asyncio.ensure_future(exposed.emit(range(30)))  # 10 taken, then it waits
+        await eventually_async(lambda: first.buffered == 10)
+        first.exit(Atom("kill"))
+        await eventually_async(lambda: exposed.stage is not first)
+        assert a.whereis(name) == exposed.stage.pid  # the same name, a new incarnation
+        consumer = b.spawn(Recorder())
+        consumer.subscribe((name, a.name), max_demand=5)
+        await asyncio.wait_for(waiting, WAIT)
+        await consumer.wait_events(20)
+        # what the crashed stage held is lost with it, as in GenStage; the rest went on
+        assert consumer.events == list(range(10, 30))
+        await exposed.stop()
+        assert a.whereis(name) is None
+        with pytest.raises(StageStopped):
+            await exposed.emit([1])

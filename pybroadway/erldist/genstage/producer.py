@@ -27,7 +27,12 @@ from .dispatchers import DemandDispatcher, Dispatcher, Subscriber
 
 
 class StageStopped(PyBroadwayError, RuntimeError):
-    """Events were given to a producer stage that has exited."""
+    """Events were given to a producer stage that has exited; ``unsent`` are those of them it
+    had not taken."""
+
+    def __init__(self, message: str, unsent: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.unsent: list[Any] = unsent if unsent is not None else []
 
 log = logging.getLogger("pybroadway.erldist.genstage")
 
@@ -91,23 +96,23 @@ class ProducerStage(Process):
         batch = events if type(events) is list else list(events)
         size = self.buffer_size
         while batch:
-            self._check_running()
+            self._check_running(batch)
             if size is None:
                 room = len(batch)
             else:
                 while (room := size - self.dispatcher.buffered) <= 0:
                     self._room.clear()
                     await self._room.wait()
-                    self._check_running()
+                    self._check_running(batch)
             part, batch = (batch, []) if room >= len(batch) else (batch[:room], batch[room:])
             self.emitted += len(part)
             self.dispatcher.put(part)
             self._dispatch()
 
-    def _check_running(self) -> None:
+    def _check_running(self, unsent: list[Any]) -> None:
         if self._exited is not None and self._exited.is_set():
             raise StageStopped(f"{self!r} has stopped ({loggable(self.exit_reason)}): "
-                               f"nothing it is given reaches a consumer")
+                               f"nothing it is given reaches a consumer", unsent)
 
     def emit_nowait(self, events: Iterable[Any]) -> int:
         """Add events without waiting; past ``buffer_size``, keep ``buffer_keep`` events and

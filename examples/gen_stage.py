@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
+from pybroadway.cli import setup_logging
 from pybroadway.erldist import Node
 from pybroadway.gen_stage import GenStageProducer, expose, forward
 from pybroadway.pipeline import BatchInfo, Message, Pipeline
@@ -47,7 +47,6 @@ async def main(cookie: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cookie", default="secret")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(parser.parse_args().cookie))

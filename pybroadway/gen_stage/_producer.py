@@ -196,8 +196,10 @@ class GenStageProducer(Producer):
                                             "name": source.name})
         source.credit = options.max_demand
         self.subscriber.ask(subscription, options.max_demand)
-        logger.info("%s: subscribing to %s (max_demand %d, min_demand %d)", self.name, source,
-                    options.max_demand, options.low)
+        # Said once; while the producer stays away, the attempts go to the debug log only.
+        logger.log(logging.DEBUG if source.attempts else logging.INFO,
+                   "%s: subscribing to %s (max_demand %d, min_demand %d)", self.name, source,
+                   options.max_demand, options.low)
 
     def _ended(self, subscription: Subscription, reason: Any) -> None:
         source = self._by_subscription.pop(subscription.tag, None)
@@ -212,9 +214,12 @@ class GenStageProducer(Producer):
                 self._all_ended.set()
             return
         delay = min(self.max_backoff, self.resubscribe_interval * 2 ** source.attempts)
+        logger.log(logging.DEBUG if source.attempts else logging.WARNING,
+                   "%s: subscription to %s ended: %s; subscribing again in %.1fs%s",
+                   self.name, source, loggable(reason), delay,
+                   "" if source.attempts else " (and again, up to every "
+                   f"{self.max_backoff:g}s, until it is back)")
         source.attempts += 1
-        logger.warning("%s: subscription to %s ended: %s; subscribing again in %.1fs",
-                       self.name, source, loggable(reason), delay)
         source.timer = asyncio.get_running_loop().call_later(delay, self._subscribe, source)
 
     # -- events ------------------------------------------------------------------------------
@@ -225,6 +230,8 @@ class GenStageProducer(Producer):
             metadata: Mapping[str, Any] = MappingProxyType({})
         else:
             if source.attempts:
+                logger.info("%s: %s is back (after %d attempt%s)", self.name, source,
+                            source.attempts, "" if source.attempts == 1 else "s")
                 source.attempts = 0
             metadata = source.metadata
             if metadata["producer"] is not subscription.pid:

@@ -5,6 +5,7 @@ producers, a producer that dies and comes back, draining on stop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -52,7 +53,9 @@ async def test_events_become_messages_within_demand() -> None:
             assert stage.dispatched == 5000 <= stage.asked <= 5000 + 100
 
 
-async def test_several_producers_and_one_that_restarts() -> None:
+async def test_several_producers_and_one_that_restarts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pybroadway.gen_stage")
     async with nodes(free_port(), 3) as (a, b, c):
         first, second = unique_name("one"), unique_name("two")
         one = a.spawn(ProducerStage(), name=first)
@@ -65,6 +68,8 @@ async def test_several_producers_and_one_that_restarts() -> None:
             await handled.wait(100)
             one.exit(Atom("crashed"))  # comes back under the same name: subscribed again
             await one.wait()
+            # away for a while: attempt after attempt, said once
+            await eventually_async(lambda: producer.subscriptions_made >= 5, timeout=WAIT)
             again = a.spawn(ProducerStage(), name=first)
             await eventually_async(lambda: again.subscribers, timeout=WAIT)
             await again.emit([("again", i) for i in range(30)])
@@ -73,6 +78,10 @@ async def test_several_producers_and_one_that_restarts() -> None:
                 (b"again", i) for i in range(30)]
             assert len(handled.data) == len(set(handled.data)) == 130
             assert producer.subscriptions_made >= 3
+        said = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.INFO and first in r.getMessage()]
+        assert sum("subscribing again" in line for line in said) == 1, said
+        assert sum(" is back (after " in line for line in said) == 1, said
 
 
 async def test_node_down_is_survived() -> None:

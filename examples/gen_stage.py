@@ -1,7 +1,7 @@
 """GenStage both ways: a pipeline fed by the Elixir producer ``{:events, :"app@localhost"}``
 squares each number and hands the squares to Elixir consumers of ``{:results, :"py@localhost"}``.
 
-    python examples/gen_stage.py [--cookie secret]
+    python examples/gen_stage.py [--cookie secret] [--sname py@localhost]
 
 Run it, then in ``iex --sname app@localhost --cookie secret`` start a producer registered as
 ``:events`` and a consumer subscribed to ``{:results, :"py@localhost"}`` (README, "GenStage").
@@ -13,11 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
+try:
+    import pybroadway  # noqa: F401 - installed (pip install -e .)
+except ImportError:  # run from a clone without installing: use the clone's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pybroadway._hints import explain
 from pybroadway.cli import setup_logging
 from pybroadway.erldist import Node
+from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer, expose, forward
 from pybroadway.pipeline import BatchInfo, Message, Pipeline
 
@@ -31,8 +40,11 @@ class Squares(Pipeline):
         return await forward(context["results"], messages)  # waits for the consumers' demand
 
 
-async def main(cookie: str) -> None:
-    async with Node("py@localhost", cookie=cookie) as node:
+async def main(sname: str, cookie: str) -> None:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with Node(sname, cookie=cookie) as node:
         results = await expose(node, "results", buffer_size=1000)
         pipeline = Squares(
             producer={"module": (GenStageProducer, {
@@ -41,12 +53,16 @@ async def main(cookie: str) -> None:
             batchers={"default": {"batch_size": 10}},
             context={"results": results})
         async with pipeline:
-            await asyncio.Event().wait()  # until Ctrl-C
+            await stop.wait()  # Ctrl-C or SIGTERM
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sname", default="py@localhost", help="this node's name")
     parser.add_argument("--cookie", default="secret")
+    arguments = parser.parse_args()
     setup_logging()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(parser.parse_args().cookie))
+    try:
+        asyncio.run(main(arguments.sname, arguments.cookie))
+    except (PyBroadwayError, OSError) as exc:  # the name taken, no EPMD, ...
+        sys.exit(f"gen_stage.py: {explain(exc)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Callable, Iterable
@@ -145,6 +146,16 @@ class Pipeline:
         if self._core is None:
             raise RuntimeError(f"pipeline {self.options['name']} is not running")
         return self._core
+
+    async def wait_failure(self) -> str:
+        """Wait until a part of the pipeline gave up and return why: its workers
+        (``workers={...}``) were restarted more often than allowed. Stop the pipeline then.
+        Without workers, never returns."""
+        remote = self._require_core().remote
+        if remote is None:
+            await asyncio.Future()
+        assert remote is not None
+        return await remote.offload.failed()
 
     def push_messages(self, messages: Iterable[Any]) -> bool:
         """Push messages into one of the producers (round robin), like Broadway.push_messages.

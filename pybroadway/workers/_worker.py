@@ -108,8 +108,10 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Hidden: a worker connects to its front only, and stays out of the cluster's global
+    # mesh (whose partition prevention would otherwise cut fronts from workers joining at once)
     async with Node(sname, cookie=cookie, epmd_port=epmd_port, host=listen,
-                    ticktime=ticktime) as node:
+                    ticktime=ticktime, hidden=True) as node:
         front = Atom(join)
         if exit_with_front:
             def watch(peer: Atom, up: bool) -> None:

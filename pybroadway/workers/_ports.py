@@ -55,6 +55,7 @@ class WorkerPort(Process):
         super().__init__()
         self.argv = argv
         self.env = env
+        self.node_name = argv[argv.index("--sname") + 1]
         self.os_pid: int | None = None
 
     async def run(self) -> None:
@@ -114,13 +115,13 @@ class WorkerPorts:
                                f"{self.supervisor.intensity} times in "
                                f"{self.supervisor.period:g}s ({reason}): stopping")
 
-    def os_pids(self) -> list[int]:
-        """The operating system's pids of the running workers (for tests and tools)."""
-        pids = []
+    def os_pids(self) -> dict[str, int]:
+        """The operating system's pid of each running worker, by node name."""
+        pids = {}
         for spec in self.specs:
             process = self.supervisor.child(spec.id)
             if isinstance(process, WorkerPort) and process.os_pid is not None:
-                pids.append(process.os_pid)
+                pids[process.node_name] = process.os_pid
         return pids
 
     async def stop(self) -> None:

@@ -118,3 +118,21 @@ async def test_workers_that_keep_crashing_stop_the_pipeline_loudly() -> None:
                      max_seconds=30) as (_, pipeline):
         reason = await asyncio.wait_for(pipeline.wait_failure(), WAIT)
     assert "restarted more than 3 times" in reason
+
+
+async def test_metrics_show_each_worker() -> None:
+    metrics_module = pytest.importorskip("pybroadway.metrics")
+    tally = Tally(500)
+    async with front(Echo) as (node, pipeline):
+        await push(pipeline, tally.messages([b"x"] * 500))
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        metrics = metrics_module.Metrics(pipeline, node)
+        try:
+            text = metrics.exposition()[0].decode()
+        finally:
+            metrics.close()
+    assert 'pybroadway_workers{pipeline="Echo"} 2.0' in text
+    handled = [line for line in text.splitlines()
+               if line.startswith("pybroadway_worker_messages_handled_total{")]
+    assert len(handled) == 2 and sum(float(line.split()[-1]) for line in handled) == 500
+    assert "pybroadway_worker_messages_in_flight{" in text

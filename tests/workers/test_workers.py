@@ -5,6 +5,8 @@ stats, draining on stop, a class the workers cannot import."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,25 @@ async def test_metrics_show_each_worker() -> None:
                if line.startswith("pybroadway_worker_messages_handled_total{")]
     assert len(handled) == 2 and sum(float(line.split()[-1]) for line in handled) == 500
     assert "pybroadway_worker_messages_in_flight{" in text
+
+
+async def test_a_worker_joins_from_the_command_line() -> None:
+    tally = Tally(1000)
+    async with front(Echo, ready=False, count=0) as (node, pipeline):
+        workers = front_of(pipeline)
+        env = {**os.environ, "PYBROADWAY_COOKIE": node.cookie}
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
+            "--pipeline", "tests.workers.pipelines:Echo", "--name", "Echo", "--quiet",
+            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
+            await eventually_async(lambda: len(workers.members()) == 1, timeout=WAIT)
+            await push(pipeline, tally.messages([b"x"] * 1000))
+            await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        finally:
+            worker.terminate()
+            out, _ = await asyncio.wait_for(worker.communicate(), WAIT)
+    tally.check_once()
+    assert out.decode().strip() == "handled 1000, failed 0"

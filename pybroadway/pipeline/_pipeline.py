@@ -223,7 +223,9 @@ class Pipeline:
         taken from the producers and not yet acknowledged; ``buffered``: in the producers'
         buffers; ``rate``: messages acknowledged per second over the last one to two seconds
         (since the start, at first); ``demand_exceeded``: times a producer delivered more
-        than asked. Reading it changes nothing, so any number of readers may poll it.
+        than asked. With ``workers={...}``, ``workers`` lists ``{"node", "handled", "failed",
+        "in_flight", "rate"}`` per worker. Reading it changes nothing, so any number of readers
+        may poll it.
         """
         core = self._core
         if core is None:

@@ -3,6 +3,8 @@
     pybroadway serve [--pipeline mymodule:MyPipeline] [--mode push|pull]
                      [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
                      [--subscribe NAME@NODE[:max_demand=N,min_demand=M] ...] [--max-demand N]
+                     [--workers N [--redeliver]] [--ticktime SECONDS]
+    pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
@@ -16,6 +18,11 @@ With ``--subscribe`` (repeatable), the pipeline is fed by GenStage producers ins
 receiver: ``--subscribe events@app@host`` subscribes to the producer registered as ``events``
 on the node ``app@host`` (``--max-demand``, default 1000, or per producer
 ``events@app@host:max_demand=500``), through :class:`pybroadway.gen_stage.GenStageProducer`.
+
+With ``--workers N`` the processors (and batchers) run in N worker processes the server
+starts and supervises (:mod:`pybroadway.workers`); the producer and the acknowledgements stay
+in the server. ``pybroadway worker --join server@host --pipeline mod:Class`` runs one more
+worker, on this host or another, for the server's pipeline.
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
@@ -42,12 +49,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
 from pybroadway._hints import explain, why_not_connected
 from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer, parse_source
-from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer, message_struct
+from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import loggable
 
@@ -120,7 +128,12 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
-                    host=args.listen) as node:
+                    host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0) as node:
+        workers = getattr(args, "workers", None)
+        if workers is not None:
+            options["workers"] = {"count": workers, "node": node,
+                                  "redeliver": bool(getattr(args, "redeliver", False)),
+                                  "pipeline": getattr(args, "pipeline", None)}
         processors = options.pop("processors", {}).get("default", {})
         producer_options = options.pop("producer", {})  # rate_limiting
         subscribe_to = subscriptions(getattr(args, "subscribe", None), args.max_demand)
@@ -150,7 +163,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
                   if sys.stderr.isatty() else None)
         stopped = loop.create_task(stop.wait())
         down = loop.create_task(node.wait_down())
-        await asyncio.wait((stopped, down), return_when=asyncio.FIRST_COMPLETED)
+        failure = loop.create_task(pipeline.wait_failure())
+        await asyncio.wait((stopped, down, failure), return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if status is not None:
             status.cancel()
@@ -165,7 +179,15 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             log.error("%s", summary)
             raise NodeDown(node.name, down.result())
         down.cancel()
+        if failure.done():
+            log.error("%s", summary)
+            raise WorkersFailed(failure.result())
+        failure.cancel()
         return summary
+
+
+class WorkersFailed(PyBroadwayError):
+    """The pipeline's workers were restarted more often than allowed: serve stopped."""
 
 
 def in_foreground(stream: Any) -> bool:
@@ -198,9 +220,12 @@ async def _status_line(pipeline: Pipeline, producer: Any) -> None:
         receiver = getattr(producer, "receiver", None)
         clients = len(receiver.clients if receiver is not None
                       else producer.subscriber.subscriptions)
+        workers = stats.get("workers")
+        shown = "" if workers is None else \
+            f"{len(workers)} worker{'' if len(workers) == 1 else 's'}  "
         sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
                          f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
-                         f"{clients} client{'' if clients == 1 else 's'}  ")
+                         f"{clients} client{'' if clients == 1 else 's'}  {shown}")
         sys.stderr.flush()
 
 
@@ -236,54 +261,6 @@ def subscriptions(specs: Sequence[str] | None, max_demand: int) -> list[Any]:
         except ValueError as exc:
             raise SystemExit(f"pybroadway serve: bad --subscribe {spec!r}: {exc}") from None
     return entries
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``serve`` (shared with examples/broadway.py)."""
-    # Defaults are None, filled by apply_defaults: a flag given wins over --config's file,
-    # which wins over the defaults.
-    parser.add_argument("--mode", choices=("push", "pull"), help="default push")
-    parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
-    parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
-    parser.add_argument("--listen", metavar="ADDRESS",
-                        help="address the node listens on (default 127.0.0.1: this host only)")
-    parser.add_argument("--epmd-port", type=int, default=None,
-                        help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
-    parser.add_argument("--receiver-name",
-                        help=f"the :global name clients look up (default {DEFAULT_NAME})")
-    parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
-                        help="when the buffer is full (default block: lossless)")
-    parser.add_argument("--request-atom", choices=("request_message", "pull_message"),
-                        help="pull requests: request_message (the library's 0.1.0) or "
-                             "pull_message (its last version)")
-    parser.add_argument("--buffer-size", type=int,
-                        help="messages the producer holds before it counts as full "
-                             "(default 10000)")
-    parser.add_argument("--resume-at", type=int, default=None,
-                        help="buffered messages at which a full buffer has room again "
-                             "(default: half the buffer)")
-    parser.add_argument("--pull-interval", type=float,
-                        help="seconds before unanswered pull requests are asked again "
-                             "(default 5)")
-    parser.add_argument("--register-global", action=argparse.BooleanOptionalAction,
-                        default=None, help="register the receiver in :global (the default); "
-                                           "--no-register-global: locally only")
-    parser.add_argument("--message-log-level", default=None,
-                        choices=("DEBUG", "INFO", "WARNING"),
-                        help="level of the per-message lines (default INFO; DEBUG with --quiet)")
-    parser.add_argument("--concurrency", type=int, help="processors (default 2)")
-    parser.add_argument("--subscribe", action="append", metavar="NAME@NODE[:OPTIONS]",
-                        help="feed the pipeline from the GenStage producer registered as NAME "
-                             "on NODE instead of the receiver (repeatable; OPTIONS: "
-                             "max_demand=N,min_demand=M)")
-    parser.add_argument("--max-demand", type=int,
-                        help="max_demand of each --subscribe without one (default 1000)")
-    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
-                             "(needs pip install 'pybroadway[metrics]')")
-    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
-                        help="address of the metrics endpoint (default 127.0.0.1)")
-    parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 
 def _message_log_level(args: argparse.Namespace) -> int:
@@ -397,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_serve_arguments(serve_parser)
     add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
                                            description="run or query an EPMD"))
+    add_worker_arguments(commands.add_parser(
+        "worker", help="run a pipeline's processors for a serving node",
+        description="run a pipeline's processors and batchers for the node that serves it"))
     ping_parser = commands.add_parser("ping", help="ping a node: pong or pang")
     ping_parser.add_argument("node")
     ping_parser.add_argument("--sname", default="pybroadway_ping@localhost")
@@ -426,6 +406,8 @@ def _run(args: argparse.Namespace) -> int:
         print(answer)
         return 0 if answer == "pong" else 1
     setup_logging(args.quiet)
+    if args.command == "worker":
+        return run_worker_command(args)
     pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)
     return 0

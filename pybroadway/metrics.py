@@ -100,6 +100,16 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "gauge", ("pipeline",), "Pull requests sent to clients and not yet answered."),
     "pybroadway_connected_nodes": (
         "gauge", (), "Nodes connected to this node."),
+    "pybroadway_workers": (
+        "gauge", ("pipeline",), "Workers subscribed to the front (workers={...} only)."),
+    "pybroadway_worker_messages_handled_total": (
+        "counter", ("pipeline", "worker"),
+        "Messages a worker handled successfully, by its node (at most max_client_nodes "
+        "labels; the rest under \"other\")."),
+    "pybroadway_worker_messages_failed_total": (
+        "counter", ("pipeline", "worker"), "Messages that failed in a worker."),
+    "pybroadway_worker_messages_in_flight": (
+        "gauge", ("pipeline", "worker"), "Messages a worker holds, not yet reported."),
 }
 """Every metric pybroadway exports: its type, label names and help text."""
 
@@ -167,6 +177,7 @@ class Metrics:
         self.max_client_nodes = max_client_nodes
         self.name = str(pipeline.options["name"])
         self._client_labels: dict[Any, str] = {}
+        self._worker_labels: dict[Any, str] = {}
         self._sizes: dict[str, _Histogram] = {}
         self._durations: dict[str, _Histogram] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -211,8 +222,10 @@ class Metrics:
 
     def describe(self) -> list[Metric]:
         """The metric families, without samples (what the registry checks names with)."""
+        with_workers = "workers" in self.pipeline.stats()
         return [_family(name) for name in METRICS
-                if self.node is not None or name != "pybroadway_connected_nodes"]
+                if (self.node is not None or name != "pybroadway_connected_nodes")
+                and (with_workers or not name.startswith("pybroadway_worker"))]
 
     def collect(self) -> Iterable[Metric]:
         """Read the pipeline, the connector and the node now, as Prometheus scrapes."""
@@ -234,6 +247,20 @@ class Metrics:
                 families[name].add_metric(  # type: ignore[attr-defined]
                     [self.name, key], histogram.buckets(), histogram.total)
         self._collect_connector(add)
+        workers = stats.get("workers")
+        if workers is not None:
+            add("pybroadway_workers", (), len(workers))
+            totals: dict[str, list[float]] = {}
+            for worker in workers:
+                label = self._client_label(worker["node"], self._worker_labels)
+                total = totals.setdefault(label, [0, 0, 0])
+                total[0] += worker["handled"]
+                total[1] += worker["failed"]
+                total[2] += worker["in_flight"]
+            for label, (handled, failed, held) in totals.items():
+                add("pybroadway_worker_messages_handled_total", (label,), handled)
+                add("pybroadway_worker_messages_failed_total", (label,), failed)
+                add("pybroadway_worker_messages_in_flight", (label,), held)
         if self.node is not None:
             families["pybroadway_connected_nodes"].add_metric(  # type: ignore[attr-defined]
                 [], len(self.node.nodes()))
@@ -280,16 +307,17 @@ class Metrics:
         for label, count in by_node.items():
             add("pybroadway_client_messages_total", (label,), count)
 
-    def _client_label(self, node: Any) -> str:
+    def _client_label(self, node: Any, labels: dict[Any, str] | None = None) -> str:
         """A node's label: its name while fewer than ``max_client_nodes`` have one, else
         ``"other"``. A label once given is kept, so every series stays monotonic."""
+        known = self._client_labels if labels is None else labels
         if node is None:
             return OTHER
-        label = self._client_labels.get(node)
+        label = known.get(node)
         if label is None:
-            if len(self._client_labels) >= self.max_client_nodes:
+            if len(known) >= self.max_client_nodes:
                 return OTHER
-            label = self._client_labels[node] = str(getattr(node, "name", node))
+            label = known[node] = str(getattr(node, "name", node))
         return label
 
 

@@ -60,6 +60,15 @@ def test_no_import_cycle_at_run_time() -> None:
     ("pybroadway.gen_stage", "pybroadway.otp_distribution"),
     ("pybroadway.otp_distribution", "pybroadway.gen_stage"),
     ("pybroadway.gen_stage", "pybroadway.cli"),
+    # workers joins pipeline, erldist and gen_stage; nothing below imports it
+    ("pybroadway.term", "pybroadway.workers"),
+    ("pybroadway.erldist", "pybroadway.workers"),
+    ("pybroadway.pipeline", "pybroadway.workers"),
+    ("pybroadway.gen_stage", "pybroadway.workers"),
+    ("pybroadway.otp_distribution", "pybroadway.workers"),
+    ("pybroadway.workers", "pybroadway.otp_distribution"),
+    ("pybroadway.workers", "pybroadway.cli"),
+    ("pybroadway.workers", "pybroadway.metrics"),
     # metrics sits above the connector and needs prometheus_client: only cli loads it, lazily
     ("pybroadway.term", "pybroadway.metrics"),
     ("pybroadway.erldist", "pybroadway.metrics"),

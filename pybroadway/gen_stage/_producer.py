@@ -65,12 +65,13 @@ def parse_source(entry: Any) -> Source:
                   Atom(node) if isinstance(node, str) else node)
     else:
         raise ValueError(f"subscribe_to wants (name, node[, options]) or a pid, not {entry!r}")
-    unknown = set(options) - {"max_demand", "min_demand"}
+    unknown = set(options) - {"max_demand", "min_demand", "partition"}
     if unknown:
         raise ValueError(f"unknown subscription options {sorted(unknown)} in {entry!r}: "
-                         f"max_demand and min_demand are known")
+                         f"max_demand, min_demand and partition are known")
     return Source(target, SubscribeOptions(options.get("max_demand", 1000),
-                                           options.get("min_demand"), "temporary"))
+                                           options.get("min_demand"), "temporary",
+                                           options.get("partition")))
 
 
 class _Subscriber(ConsumerStage):
@@ -92,10 +93,11 @@ class GenStageProducer(Producer):
     ``producer={"module": (GenStageProducer, {"node": node, "subscribe_to": [...]})}``.
 
     Each entry of ``subscribe_to`` is ``(name, node)`` or ``(name, node, {"max_demand": 1000,
-    "min_demand": 500})`` (a producer registered as ``name`` on ``node``, Elixir or Python), or
-    a pid. The producer subscribes to each one from a process under the node's supervisor
-    (cancel mode temporary) and asks ``max_demand`` events; it asks again, as many as the
-    processors took, whenever fewer than ``min_demand`` are asked-for and not yet taken. So
+    "min_demand": 500})`` (a producer registered as ``name`` on ``node``, Elixir or Python;
+    ``"partition": p`` too for one with a partition dispatcher), or a pid. The producer
+    subscribes to each one from a process under the node's supervisor (cancel mode temporary)
+    and asks ``max_demand`` events; it asks again, as many as the processors took, whenever
+    fewer than ``min_demand`` are asked-for and not yet taken. So
     what the pipeline takes is what flows, at most ``max_demand`` events per subscription are
     held here, and nothing arrives that was not asked for: lossless by construction.
 
@@ -188,7 +190,7 @@ class GenStageProducer(Producer):
         options = source.options
         subscription = self.subscriber.subscribe(
             source.target, max_demand=options.max_demand, min_demand=options.min_demand,
-            cancel="temporary", manual=True)
+            cancel="temporary", partition=options.partition, manual=True)
         self.subscriptions_made += 1
         source.subscription = subscription
         self._by_subscription[subscription.tag] = source

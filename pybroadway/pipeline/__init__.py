@@ -58,6 +58,7 @@ from ._message import (
 )
 from ._pipeline import Pipeline
 from ._producer import Producer
+from ._remote import Entry, Offload, RemoteFront, register_offload
 from .options import OptionsError
 from .telemetry import subscribe
 from .testing import test_batch, test_message
@@ -67,13 +68,17 @@ __all__ = [
     "Acknowledger",
     "BatchInfo",
     "BatchMode",
+    "Entry",
     "Message",
     "NoopAcknowledger",
+    "Offload",
     "OptionsError",
     "Pipeline",
     "Producer",
+    "RemoteFront",
     "ack_messages",
     "options",
+    "register_offload",
     "subscribe",
     "telemetry",
     "test_batch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Callable, Iterable
@@ -146,6 +147,16 @@ class Pipeline:
             raise RuntimeError(f"pipeline {self.options['name']} is not running")
         return self._core
 
+    async def wait_failure(self) -> str:
+        """Wait until a part of the pipeline gave up and return why: its workers
+        (``workers={...}``) were restarted more often than allowed. Stop the pipeline then.
+        Without workers, never returns."""
+        remote = self._require_core().remote
+        if remote is None:
+            await asyncio.Future()
+        assert remote is not None
+        return await remote.offload.failed()
+
     def push_messages(self, messages: Iterable[Any]) -> bool:
         """Push messages into one of the producers (round robin), like Broadway.push_messages.
 
@@ -212,7 +223,9 @@ class Pipeline:
         taken from the producers and not yet acknowledged; ``buffered``: in the producers'
         buffers; ``rate``: messages acknowledged per second over the last one to two seconds
         (since the start, at first); ``demand_exceeded``: times a producer delivered more
-        than asked. Reading it changes nothing, so any number of readers may poll it.
+        than asked. With ``workers={...}``, ``workers`` lists ``{"node", "handled", "failed",
+        "in_flight", "rate"}`` per worker. Reading it changes nothing, so any number of readers
+        may poll it.
         """
         core = self._core
         if core is None:

@@ -19,6 +19,7 @@ from ._message import Message, ack_messages, fail_all
 from ._processor import MessageHandler, Processor
 from ._producer import Producer
 from ._rate_limiter import RateLimiter
+from ._remote import RemoteFront
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
@@ -72,16 +73,21 @@ class Topology:
             self.producers.append(producer)
         self.push_turn = itertools.cycle(self.producers)
 
+        # With workers, the processors and batchers run in them; a RemoteFront stands here.
+        workers = options["workers"]
+        self.remote = (RemoteFront(self, _front_options(pipeline, workers, self.producers))
+                       if workers is not None else None)
         self.processors = [
             Processor(self, index, index if self.partition_by is not None else 0)
             for index in range(concurrency)
-        ]
-        self.processor_executor = self._executor(processor_options, "processor")
+        ] if workers is None else []
+        self.processor_executor = (self._executor(processor_options, "processor")
+                                   if workers is None else None)
         self.batchers = {
             name: Batcher(name, batcher_options,
                           batcher_options["partition_by"] or options["partition_by"])
             for name, batcher_options in options["batchers"].items()
-        }
+        } if workers is None else {}
         # A pipeline without batchers acknowledges right after handle_message; a message put
         # to a batcher there is a mistake worth one warning (watched until it is given).
         self.watch_batchers = not self.batchers
@@ -117,6 +123,8 @@ class Topology:
             await maybe_await(producer.on_start())
         if self.rate_limiter is not None:
             self.rate_limiter.start()
+        if self.remote is not None:
+            await self.remote.start()
         for batcher in self.batchers.values():
             executor = self._batch_executors[batcher.name]
             for stage in batcher.stages:
@@ -147,6 +155,8 @@ class Topology:
             logger.warning("%s: shutdown timed out; acknowledging what is left as failed",
                            self.name)
             await self._abandon()
+        if self.remote is not None:
+            await self.remote.offload.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.stop()
         for executor in self._owned_executors:
@@ -155,6 +165,8 @@ class Topology:
             await maybe_await(producer.on_stop())
 
     async def _drain(self) -> None:
+        if self.remote is not None:
+            await self.remote.drain()
         await asyncio.gather(*self._processor_tasks)
         for batcher in self.batchers.values():
             for stage in batcher.stages:
@@ -173,6 +185,8 @@ class Topology:
             for stage in batcher.stages:
                 taken += stage.take_everything()
         self.ack([], fail_all(taken, _SHUTDOWN))
+        if self.remote is not None:
+            self.remote.abandon(_SHUTDOWN[1])
         for producer in self.producers:
             self.fail_untaken(producer._take_everything(), "shutdown")
 
@@ -242,6 +256,7 @@ class Topology:
             "buffered": sum(producer.buffered for producer in self.producers),
             "rate": (done - done_then) / (now - then) if now > then else 0.0,
             "demand_exceeded": sum(producer.demand_exceeded for producer in self.producers),
+            **({"workers": self.remote.offload.stats()} if self.remote is not None else {}),
         }
 
     def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
@@ -273,3 +288,28 @@ class Topology:
                           for stage in batcher.stages)}
             for name, batcher in self.batchers.items()]
         return {"producers": producers, "processors": processors, "batchers": batchers}
+
+
+def _front_options(pipeline: Pipeline, workers: dict[str, Any], producers: list[Producer]
+                   ) -> dict[str, Any]:
+    """The workers options completed: the front's node (the producer's, unless given) and the
+    ``module:Class`` the workers import (the pipeline's class, unless given)."""
+    resolved = dict(workers)
+    resolved["concurrency"] = pipeline.options["processors"]["default"]["concurrency"]
+    if resolved["node"] is None:
+        resolved["node"] = next((getattr(producer, "node", None) for producer in producers
+                                 if getattr(producer, "node", None) is not None), None)
+        if resolved["node"] is None:
+            raise ValueError("workers={...} needs the front's node: give workers={'node': node} "
+                             "(the producer has none)")
+    if resolved["pipeline"] is None:
+        cls = type(pipeline)
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ \
+                or (cls.__name__ == "Pipeline" and cls.__module__.startswith("pybroadway.")):
+            raise ValueError(
+                f"workers import the pipeline class by module path, and {cls.__qualname__} "
+                f"(in {cls.__module__}) cannot be imported so: define the Pipeline subclass in a "
+                f"module of its own (not __main__, not inside a function), or name it with "
+                f"workers={{'pipeline': 'module:Class'}}")
+        resolved["pipeline"] = f"{cls.__module__}:{cls.__qualname__}"
+    return resolved

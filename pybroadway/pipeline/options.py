@@ -213,6 +213,36 @@ SCHEMA: dict[str, Option] = {
         "Milliseconds a graceful stop may take; what is left then is acknowledged as failed.",
         default=30000,
     ),
+    "workers": Option(
+        "keyword",
+        "Run the processors and batchers in worker nodes (pybroadway.workers; import it): "
+        "the producers and the acknowledgements stay here.",
+        keys={
+            "count": Option("non_neg_integer",
+                            "Worker processes this node starts and supervises (on loopback); "
+                            "0: only workers that join from other hosts.", default=1),
+            "node": Option("any", "The front's Node.", default_doc="the producer's node"),
+            "redeliver": Option("boolean",
+                                "Hand the messages of a worker that went away to another one "
+                                "(at least once) instead of failing them.", default=False),
+            "max_demand": Option("pos_integer", "Events each worker asks for at a time.",
+                                 default=500),
+            "max_in_flight": Option("pos_integer",
+                                    "Messages given to the workers and not yet back, per "
+                                    "producer and partition.", default=2000),
+            "max_restarts": Option("non_neg_integer",
+                                   "Worker restarts allowed within max_seconds before the "
+                                   "pipeline stops.", default=3),
+            "max_seconds": Option("pos_number", "See max_restarts.", default=5),
+            "python": Option("string", "The interpreter running the workers.",
+                             default_doc="sys.executable"),
+            "pipeline": Option("string",
+                               "module:Class of the pipeline the workers import.",
+                               default_doc="the pipeline's own class"),
+            "extra_args": Option("any", "More arguments for `pybroadway worker`.",
+                                 default_factory=list, default_doc="[]"),
+        },
+    ),
 }
 
 
@@ -243,7 +273,7 @@ def validate(options: Mapping[str, Any], schema: dict[str, Option] = SCHEMA,
             result[key] = option.default_factory()
         else:
             result[key] = option.default
-    if "max_demand" in schema:
+    if "min_demand" in schema:
         _check_demand(result, path)
     return result
 

@@ -1,0 +1,118 @@
+"""Workers by handler cost → messages per second.
+
+For each handler cost (a CPU-bound handler spinning ~1 ms of pure Python per message, and a
+no-op one) the same messages go through the pipeline in process (``concurrency`` 2, no
+workers), then with 1, 2 and 4 worker processes (``workers={"count": N}``). Messages are
+pushed by Python into the front's producer (lossless push: backpressure, nothing dropped);
+the clock runs from the first push to the last acknowledgement, once the workers joined.
+Run from the repository's root::
+
+    python bench/workers.py [--messages N] [--noop-messages N] [--cost-ms 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pybroadway.workers
+from pybroadway.erldist import Node
+from pybroadway.pipeline import Message, Pipeline, Producer
+from testkit.peers import free_port
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class Spin(Pipeline):
+    """Spins ``metadata["ms"]`` of CPU per message (0: a no-op handler)."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        ms = message.metadata["ms"]
+        if ms:
+            spin(ms / 1000)
+        return message
+
+
+class Front(Producer):
+    def __init__(self, node: Node, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node = node
+
+
+class Count:
+    def __init__(self, expected: int) -> None:
+        self.left = expected
+        self.failed = 0
+        self.done = asyncio.Event()
+
+    def ack(self, ref: Any, ok: list[Message], bad: list[Message]) -> None:
+        self.left -= len(ok) + len(bad)
+        self.failed += len(bad)
+        if self.left <= 0:
+            self.done.set()
+
+
+async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
+    """msg/s and failures of one run (``workers`` 0: in process)."""
+    async with Node(f"bench_front{os.getpid()}@localhost", cookie="bench",
+                    epmd_port=free_port()) as node:
+        options: dict[str, Any] = {}
+        if workers:
+            options["workers"] = {"count": workers, "max_demand": 100 if ms else 1000,
+                                  "pipeline": f"{Path(__file__).stem}:Spin"}
+        pipeline = Spin(producer={"module": (Front, {"node": node})},
+                        processors={"default": {"concurrency": 2, "max_demand": 100}},
+                        **options)
+        await pipeline.start()
+        if workers:
+            front = pipeline._require_core().remote
+            assert front is not None
+            offload: Any = front.offload
+            while len(offload.workers) < workers:
+                await asyncio.sleep(0.05)
+        count = Count(messages)
+        batch = [Message(b"x", {"ms": ms}, (count, None, None)) for _ in range(messages)]
+        producer = pipeline.producers[0]
+        started = time.perf_counter()
+        for start in range(0, messages, 1000):
+            if not pipeline.push_messages(batch[start:start + 1000]):
+                await producer.wait_for_room()
+        await count.done.wait()
+        elapsed = time.perf_counter() - started
+        await pipeline.stop()
+        return messages / elapsed, count.failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--noop-messages", type=int, default=200_000)
+    parser.add_argument("--cost-ms", type=float, default=1.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    assert pybroadway.workers.SCOPE
+    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"{'handler':<22}{'workers':>8}{'msg/s':>12}{'x in process':>14}{'failed':>8}")
+    for label, ms, messages in ((f"CPU ~{args.cost_ms:g} ms/message", args.cost_ms,
+                                 args.messages), ("no-op", 0.0, args.noop_messages)):
+        base = 0.0
+        for workers in (0, 1, 2, 4):
+            rate, failed = asyncio.run(run(workers, messages, ms))
+            base = base or rate
+            shown = "in process" if not workers else str(workers)
+            print(f"{label:<22}{shown:>8}{rate:>12,.0f}{rate / base:>13.2f}x{failed:>8}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The command line's options (``serve``'s, shared with examples/broadway.py, and
+``worker``'s) and the run of ``pybroadway worker``; :mod:`pybroadway.cli` dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from pybroadway.otp_distribution import DEFAULT_NAME
+from pybroadway.workers import read_cookie, run_worker
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``serve`` (shared with examples/broadway.py)."""
+    # Defaults are None, filled by apply_defaults: a flag given wins over --config's file,
+    # which wins over the defaults.
+    parser.add_argument("--mode", choices=("push", "pull"), help="default push")
+    parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
+    parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
+    parser.add_argument("--listen", metavar="ADDRESS",
+                        help="address the node listens on (default 127.0.0.1: this host only)")
+    parser.add_argument("--epmd-port", type=int, default=None,
+                        help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
+    parser.add_argument("--receiver-name",
+                        help=f"the :global name clients look up (default {DEFAULT_NAME})")
+    parser.add_argument("--overflow", choices=("block", "drop_oldest", "drop_newest"),
+                        help="when the buffer is full (default block: lossless)")
+    parser.add_argument("--request-atom", choices=("request_message", "pull_message"),
+                        help="pull requests: request_message (the library's 0.1.0) or "
+                             "pull_message (its last version)")
+    parser.add_argument("--buffer-size", type=int,
+                        help="messages the producer holds before it counts as full "
+                             "(default 10000)")
+    parser.add_argument("--resume-at", type=int, default=None,
+                        help="buffered messages at which a full buffer has room again "
+                             "(default: half the buffer)")
+    parser.add_argument("--pull-interval", type=float,
+                        help="seconds before unanswered pull requests are asked again "
+                             "(default 5)")
+    parser.add_argument("--register-global", action=argparse.BooleanOptionalAction,
+                        default=None, help="register the receiver in :global (the default); "
+                                           "--no-register-global: locally only")
+    parser.add_argument("--message-log-level", default=None,
+                        choices=("DEBUG", "INFO", "WARNING"),
+                        help="level of the per-message lines (default INFO; DEBUG with --quiet)")
+    parser.add_argument("--concurrency", type=int, help="processors (default 2)")
+    parser.add_argument("--subscribe", action="append", metavar="NAME@NODE[:OPTIONS]",
+                        help="feed the pipeline from the GenStage producer registered as NAME "
+                             "on NODE instead of the receiver (repeatable; OPTIONS: "
+                             "max_demand=N,min_demand=M)")
+    parser.add_argument("--max-demand", type=int,
+                        help="max_demand of each --subscribe without one (default 1000)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "(needs pip install 'pybroadway[metrics]')")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address of the metrics endpoint (default 127.0.0.1)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run the processors and batchers in N worker processes "
+                             "(0: only workers that join with `pybroadway worker`)")
+    parser.add_argument("--redeliver", action="store_true", default=None,
+                        help="with --workers: hand the messages of a worker that went away to "
+                             "another (at least once) instead of failing them")
+    parser.add_argument("--ticktime", type=float, default=None, metavar="SECONDS",
+                        help="the net ticktime: a silent peer is down after it (default 60)")
+    parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``worker``."""
+    parser.add_argument("--join", required=True, metavar="FRONT@HOST",
+                        help="the node serving the pipeline (pybroadway serve's --sname)")
+    parser.add_argument("--pipeline", required=True, metavar="MODULE:CLASS",
+                        help="the front's Pipeline subclass, imported by module path")
+    parser.add_argument("--cookie", default=None,
+                        help="default: $PYBROADWAY_COOKIE, else ~/.erlang.cookie")
+    parser.add_argument("--sname", default=None,
+                        help="this node's name (default worker_<pid>@<the front's host>)")
+    parser.add_argument("--name", default=None,
+                        help="the pipeline's name on the front (default PyBroadway, serve's)")
+    parser.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS",
+                        help="address this node listens on (default 0.0.0.0)")
+    parser.add_argument("--epmd-port", type=int, default=None)
+    parser.add_argument("--max-demand", type=int, default=500,
+                        help="messages asked of the front at a time (default 500)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="processors (default: the pipeline class's, else 2)")
+    parser.add_argument("--partition", type=int, default=None,
+                        help="the partition this worker takes (partitioned pipelines)")
+    parser.add_argument("--exit-with-front", action="store_true",
+                        help="stop when the front's node goes down (else: wait for it)")
+    parser.add_argument("--ticktime", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """Run ``pybroadway worker`` until SIGTERM/SIGINT; print what it did."""
+    host = args.join.partition("@")[2]
+    stats = asyncio.run(run_worker(
+        join=args.join, pipeline=args.pipeline, name=args.name or "PyBroadway",
+        sname=args.sname or f"worker_{os.getpid()}@{host}", cookie=read_cookie(args.cookie),
+        listen=args.listen, epmd_port=args.epmd_port, max_demand=args.max_demand,
+        partition=args.partition, concurrency=args.concurrency,
+        exit_with_front=args.exit_with_front, ticktime=args.ticktime))
+    print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
+    return 0

@@ -1,0 +1,230 @@
+"""The front: the transport from a pipeline's producers to its workers.
+
+The pipeline's :class:`~pybroadway.pipeline.RemoteFront` hands it ``(id, message)`` pairs; it
+emits them as events to a GenStage producer stage the workers subscribe to, so GenStage's
+demand decides who gets what (the worker with the most demand; a slow worker asks for less).
+It remembers which worker holds which ids, turns the outcomes the workers report into
+acknowledgements, and when a worker's subscription ends (the worker crashed, was killed, or its
+node went down) fails what it held, or emits it again for another worker (``redeliver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from pybroadway.erldist import Node
+from pybroadway.erldist.genstage import (
+    DemandDispatcher,
+    Dispatcher,
+    PartitionDispatcher,
+    ProducerStage,
+)
+from pybroadway.erldist.genstage.dispatchers import Subscriber
+from pybroadway.erldist.pg import Scope
+from pybroadway.erldist.pg import api as pg
+from pybroadway.pipeline import Entry, RemoteFront
+from pybroadway.term import Atom, Pid, loggable
+
+from ._ports import WorkerPorts
+from ._protocol import OUTCOMES, SCOPE, group, stage_name, status_of
+
+log = logging.getLogger("pybroadway.workers")
+
+RATE_WINDOW = 1.0
+
+
+class Worker:
+    """One worker as the front sees it: what it holds (id → event) and its counters."""
+
+    __slots__ = ("failed", "handled", "held", "marks", "node", "partition", "pid")
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.pid: Pid = subscriber.pid
+        self.node: Atom = subscriber.pid.node
+        self.partition: Any = subscriber.partition
+        self.held: dict[int, Any] = {}
+        self.handled = self.failed = 0
+        start = (time.monotonic(), 0)
+        self.marks = (start, start)
+
+    def rate(self) -> float:
+        done = self.handled + self.failed
+        now = time.monotonic()
+        older, newer = self.marks
+        if now - newer[0] >= RATE_WINDOW:
+            older, newer = self.marks = (newer, (now, done))
+        return (done - older[1]) / (now - older[0]) if now > older[0] else 0.0
+
+
+class FrontStage(ProducerStage):
+    """The producer stage workers subscribe to; also where their outcomes arrive (one
+    mailbox, so an outcome sent before a worker went down is seen before its DOWN)."""
+
+    def __init__(self, front: WorkerFront, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher=dispatcher, buffer_size=None)
+        self.front = front
+
+    def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:
+        self.front._sent(subscriber, batch)
+        super()._send_events(subscriber, batch)
+
+    def on_subscribe(self, subscriber: Subscriber) -> None:
+        self.front._joined(subscriber)
+
+    def on_cancel(self, subscriber: Subscriber, reason: Any) -> None:
+        self.front._left(subscriber, reason)
+
+    def handle_info(self, message: Any) -> None:
+        if type(message) is tuple and len(message) == 4 and message[0] is OUTCOMES:
+            self.front._outcomes(message[1], message[2], message[3])
+        else:
+            log.debug("%r: unexpected message %s", self, loggable(message))
+
+
+class WorkerFront:
+    """The :class:`~pybroadway.pipeline.Offload` of ``pybroadway.workers``."""
+
+    def __init__(self, options: dict[str, Any], name: str, partitions: int) -> None:
+        self.options = options
+        self.name = name
+        self.node: Node = options["node"]
+        self.count: int = options["count"]
+        self.redeliver: bool = options["redeliver"]
+        self.partitioned = partitions > 1
+        if self.partitioned and self.count < 1:
+            raise ValueError("a partitioned pipeline needs workers={'count': N} with N >= 1: "
+                             "each partition belongs to one of them")
+        self.workers: dict[Atom, Worker] = {}
+        self.gone: dict[Atom, dict[str, Any]] = {}  # counters of workers that left
+        self.lost = self.redelivered = 0
+        self._route = 0
+        self.front: RemoteFront | None = None
+        self.stage: FrontStage | None = None
+        self.scope: Scope | None = None
+        self.ports: WorkerPorts | None = None
+        self.failure: asyncio.Future[str] | None = None
+
+    # -- the Offload interface ---------------------------------------------------------------
+
+    async def start(self, front: RemoteFront) -> None:
+        self.front = front
+        self.failure = asyncio.get_running_loop().create_future()
+        dispatcher: Dispatcher = (
+            PartitionDispatcher(self.count, hash=lambda event: self._route)
+            if self.partitioned else DemandDispatcher())
+        self.stage = self.node.spawn(FrontStage(self, dispatcher),
+                                     name=stage_name(self.name))
+        try:
+            self.scope = await pg.start(self.node, SCOPE)
+        except ValueError:  # the scope runs already
+            self.scope = pg.scope(self.node, SCOPE)
+        if self.count:
+            self.ports = WorkerPorts(self, self.options)
+            await self.ports.start()
+        log.info("%s: %d worker%s on %s (pg scope %s, group %s)", self.name, self.count,
+                 "" if self.count == 1 else "s", self.node.name.name, SCOPE, self.name)
+
+    def send(self, partition: int, entries: list[Entry]) -> None:
+        assert self.stage is not None
+        events = []
+        for key, message in entries:
+            metadata = message._metadata
+            events.append((key, message.data, dict(metadata) if metadata else {}))
+        self._route = partition % self.count if self.partitioned else 0
+        self.stage.emit_nowait(events)
+
+    async def stop(self) -> None:
+        if self.ports is not None:
+            await self.ports.stop()
+        if self.stage is not None and self.stage.alive:
+            self.stage.exit(Atom("shutdown"))
+            with contextlib.suppress(Exception):
+                await self.stage.wait()
+        if self.failure is not None and not self.failure.done():
+            self.failure.cancel()
+
+    def stats(self) -> list[dict[str, Any]]:
+        entries = [{"node": worker.node.name, "handled": worker.handled,
+                    "failed": worker.failed, "in_flight": len(worker.held),
+                    "rate": worker.rate()} for worker in self.workers.values()]
+        entries += [{**counters, "in_flight": 0, "rate": 0.0}
+                    for node, counters in self.gone.items() if node not in self.workers]
+        return sorted(entries, key=lambda entry: str(entry["node"]))
+
+    async def failed(self) -> str:
+        """Wait until the workers cannot be kept running; return why."""
+        assert self.failure is not None
+        return await asyncio.shield(self.failure)
+
+    def members(self) -> list[Pid]:
+        """The processes announced in the pg group of this pipeline (on every node)."""
+        return self.scope.get_members(group(self.name)) if self.scope is not None else []
+
+    def gave_up(self, reason: str) -> None:
+        """The workers restarted too often: the pipeline must stop."""
+        log.error("%s: %s", self.name, reason)
+        if self.failure is not None and not self.failure.done():
+            self.failure.set_result(reason)
+
+    # -- the stage's side --------------------------------------------------------------------
+
+    def _joined(self, subscriber: Subscriber) -> None:
+        worker = Worker(subscriber)
+        counters = self.gone.pop(worker.node, None)
+        if counters is not None:
+            worker.handled, worker.failed = counters["handled"], counters["failed"]
+        self.workers[worker.node] = worker
+        log.info("%s: worker %s joined%s", self.name, worker.node.name,
+                 "" if worker.partition is None else f" (partition {worker.partition})")
+
+    def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
+        worker = self.workers.get(subscriber.pid.node)
+        if worker is not None:
+            held = worker.held
+            for event in batch:
+                held[event[0]] = event
+
+    def _outcomes(self, node: Any, ok: Any, failed: Any) -> None:
+        worker = self.workers.get(node) if type(node) is Atom else None
+        if worker is None or type(ok) is not list or type(failed) is not list:
+            return  # a worker already given up on: what it held was settled then
+        held = worker.held
+        done = [key for key in ok if held.pop(key, None) is not None]
+        failures = []
+        for entry in failed:
+            if type(entry) is tuple and len(entry) == 3 and held.pop(entry[0], None) is not None:
+                failures.append((entry[0], status_of(entry[1], entry[2])))
+        worker.handled += len(done)
+        worker.failed += len(failures)
+        assert self.front is not None
+        self.front.complete(done, failures)
+
+    def _left(self, subscriber: Subscriber, reason: Any) -> None:
+        worker = self.workers.get(subscriber.pid.node)
+        if worker is None or worker.pid != subscriber.pid:
+            return
+        del self.workers[worker.node]
+        self.gone[worker.node] = {"node": worker.node.name, "handled": worker.handled,
+                                  "failed": worker.failed}
+        held = worker.held
+        if not held:
+            log.info("%s: worker %s left (%s)", self.name, worker.node.name, loggable(reason))
+            return
+        assert self.front is not None and self.stage is not None
+        if self.redeliver:
+            entries = self.front.entries(held)
+            self.redelivered += len(entries)
+            log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
+                        self.name, worker.node.name, loggable(reason), len(entries))
+            self._route = worker.partition if self.partitioned else 0
+            self.stage.emit_nowait([held[key] for key, _ in entries])
+        else:
+            why = f"worker {worker.node.name} went away: {loggable(reason)}"
+            self.lost += len(held)
+            log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
+                        worker.node.name, loggable(reason), len(held))
+            self.front.lost(list(held), why)

@@ -1,0 +1,139 @@
+"""The worker processes a front starts: one :class:`WorkerPort` per worker, each a process of
+the front's node that runs ``python -m pybroadway worker`` and ends when it does, under a
+:class:`~pybroadway.erldist.supervisor.Supervisor` that restarts it within its intensity
+(``max_restarts`` in ``max_seconds``); past that, the front gives up loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from pybroadway.erldist.process import Exit, Process
+from pybroadway.erldist.supervisor import ChildSpec, Supervisor
+from pybroadway.term import Atom
+
+if TYPE_CHECKING:
+    from ._front import WorkerFront
+
+log = logging.getLogger("pybroadway.workers")
+
+COOKIE_ENV = "PYBROADWAY_COOKIE"
+"""How a front gives its workers the cookie (not on their command line, which ``ps`` shows)."""
+
+WORKER_EXITED = Atom("worker_exited")
+STOP_GRACE = 10.0
+"""Seconds a worker gets to drain after SIGTERM before it is killed."""
+
+
+def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list[str]:
+    """The command line of worker ``index``."""
+    node = front.node
+    short, _, host = node.name.name.partition("@")
+    argv = [options["python"] or sys.executable, "-m", "pybroadway", "worker",
+            "--join", node.name.name, "--pipeline", options["pipeline"],
+            "--name", front.name, "--sname", f"{short}_w{index}@{host}",
+            "--listen", "127.0.0.1", "--max-demand", str(options["max_demand"]),
+            "--concurrency", str(options.get("concurrency", 2)), "--exit-with-front"]
+    epmd_port = getattr(node, "epmd_port", None)
+    if epmd_port is not None:
+        argv += ["--epmd-port", str(epmd_port)]
+    if front.partitioned:
+        argv += ["--partition", str(index)]
+    return argv + [str(arg) for arg in options["extra_args"]]
+
+
+class WorkerPort(Process):
+    """Runs one worker process and ends (``{worker_exited, Code}``) when it does; killed, it
+    stops the worker: SIGTERM (the worker drains), SIGKILL after :data:`STOP_GRACE`."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        super().__init__()
+        self.argv = argv
+        self.env = env
+        self.node_name = argv[argv.index("--sname") + 1]
+        self.os_pid: int | None = None
+
+    async def run(self) -> None:
+        worker = await asyncio.create_subprocess_exec(
+            *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True)  # Ctrl-C on the terminal reaches the front only
+        self.os_pid = worker.pid
+        try:
+            code = await worker.wait()
+        except asyncio.CancelledError:
+            await _stop(worker)
+            raise
+        raise Exit((WORKER_EXITED, code))
+
+
+async def _stop(worker: asyncio.subprocess.Process) -> None:
+    if worker.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        worker.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(worker.wait()), STOP_GRACE)
+    except TimeoutError:
+        log.warning("worker %d did not stop within %ss; killed", worker.pid, STOP_GRACE)
+        with contextlib.suppress(ProcessLookupError):
+            worker.kill()
+        await worker.wait()
+
+
+class WorkerPorts:
+    """The supervisor of a front's worker processes."""
+
+    def __init__(self, front: WorkerFront, options: dict[str, Any]) -> None:
+        self.front = front
+        env = dict(os.environ)
+        env[COOKIE_ENV] = front.node.cookie
+        path = [entry for entry in sys.path if entry]
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *path])
+        self.specs = [
+            ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + 1.0,
+                      start=_starter(worker_argv(front, options, index), env))
+            for index in range(options["count"])]
+        self.supervisor = Supervisor(self.specs, intensity=options["max_restarts"],
+                                     period=float(options["max_seconds"]))
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        node = self.front.node
+        node.spawn(self.supervisor)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_supervisor())
+
+    async def _watch_supervisor(self) -> None:
+        reason = await self.supervisor.wait()
+        if not self._stopping:
+            self.front.gave_up(f"the workers were restarted more than "
+                               f"{self.supervisor.intensity} times in "
+                               f"{self.supervisor.period:g}s ({reason}): stopping")
+
+    def os_pids(self) -> dict[str, int]:
+        """The operating system's pid of each running worker, by node name."""
+        pids = {}
+        for spec in self.specs:
+            process = self.supervisor.child(spec.id)
+            if isinstance(process, WorkerPort) and process.os_pid is not None:
+                pids[process.node_name] = process.os_pid
+        return pids
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.supervisor.alive:
+            self.supervisor.exit(Atom("shutdown"))
+            await self.supervisor.wait()
+        if self._watch is not None:
+            await self._watch
+
+
+def _starter(argv: list[str], env: dict[str, str]) -> Any:
+    def start() -> WorkerPort:
+        return WorkerPort(argv, env)
+    return start

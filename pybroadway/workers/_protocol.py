@@ -1,0 +1,62 @@
+"""What goes between the front and its workers, besides GenStage's own messages.
+
+- The front's :class:`~pybroadway.erldist.genstage.ProducerStage` is registered as
+  ``pybroadway_workers.<pipeline name>``; a worker subscribes to it (``partition: i`` when the
+  pipeline is partitioned) and receives events ``{Id, Data, Metadata}``: the id the front gave
+  the message, its data, its metadata as a map.
+- A worker reports outcomes to that stage with one plain message per acknowledgement group:
+  ``{pybroadway_outcomes, WorkerNode, [Id], [{Id, Kind, Reason}]}`` — the ids that succeeded,
+  and the failed ones with ``failed`` or ``error`` and a reason as a bounded binary.
+- Workers are members of the ``pg`` scope ``pybroadway``, group = the pipeline's name (an atom).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pybroadway.errors import PyBroadwayError
+from pybroadway.term import Atom, loggable
+
+OUTCOMES = Atom("pybroadway_outcomes")
+SCOPE = "pybroadway"
+FAILED = Atom("failed")
+ERROR = Atom("error")
+REASON_LIMIT = 300
+"""Characters of a failure's reason sent back to the front (a log line's worth)."""
+
+
+class WorkerError(PyBroadwayError):
+    """A callback raised in a worker: the status of such a message on the front is
+    ``("error", WorkerError(text))``."""
+
+
+def stage_name(pipeline: str) -> Atom:
+    """The registered name of the front's stage for ``pipeline``."""
+    return Atom(f"pybroadway_workers.{pipeline}")
+
+
+def group(pipeline: str) -> Atom:
+    """The pg group the workers of ``pipeline`` join."""
+    return Atom(pipeline)
+
+
+def reason_of(status: Any) -> tuple[Atom, bytes]:
+    """A failed message's status as ``(kind, bounded text)`` for the wire."""
+    if type(status) is tuple and len(status) == 2:
+        kind = ERROR if status[0] == "error" else FAILED
+        reason = status[1]
+        text = (f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException)
+                else reason if isinstance(reason, str) else loggable(reason))
+    else:
+        kind, text = FAILED, loggable(status)
+    if len(text) > REASON_LIMIT:
+        text = text[:REASON_LIMIT - 1] + "…"
+    return kind, text.encode()
+
+
+def status_of(kind: Any, text: Any) -> tuple[str, Any]:
+    """The front's status for a failure a worker reported."""
+    reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    if kind is ERROR:
+        return ("error", WorkerError(reason))
+    return ("failed", reason)

@@ -1,0 +1,143 @@
+"""A worker: a node that runs a pipeline's processors and batchers for a front.
+
+``pybroadway worker --join server@hostA --pipeline mod:Class --cookie C`` imports the pipeline
+class by module path (so nothing is pickled), builds it with a
+:class:`~pybroadway.gen_stage.GenStageProducer` subscribed to the front's stage in place of its
+producer, and reports each message's outcome back by the id the front gave it. It announces
+itself in the ``pg`` scope ``pybroadway`` (group: the pipeline's name) and runs until SIGTERM
+or SIGINT (it drains: what it holds is handled and reported), or, with ``exit_with_front``,
+until the front's node goes down. Without it, a lost front is subscribed to again, with
+backoff, until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from types import MappingProxyType
+from typing import Any
+
+from pybroadway.erldist import Node
+from pybroadway.erldist.pg import api as pg
+from pybroadway.erldist.process import Process
+from pybroadway.gen_stage import GenStageProducer
+from pybroadway.pipeline import Message, Pipeline
+from pybroadway.term import Atom, Pid
+
+from ._protocol import OUTCOMES, SCOPE, group, reason_of, stage_name
+
+log = logging.getLogger("pybroadway.workers")
+
+
+def load_pipeline_class(spec: str) -> type[Pipeline]:
+    """Import ``module:Class`` (the current directory first, as ``python -m`` would)."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"--pipeline wants module:Class, got {spec!r}")
+    if module_name == "__main__":
+        raise ValueError(f"{spec}: workers import the pipeline by module path, and __main__ "
+                         f"is not the front's script in a worker: define the Pipeline "
+                         f"subclass in a module of its own")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    target: Any = importlib.import_module(module_name)
+    for part in class_name.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, Pipeline)):
+        raise ValueError(f"{spec} is not a subclass of pybroadway.pipeline.Pipeline")
+    return target
+
+
+class Replier:
+    """The acknowledger of a worker's messages: reports their outcomes to the front's stage,
+    one message per group (``ack_ref`` is the stage, ``ack_data`` the id)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def ack(self, ack_ref: Pid, successful: list[Message], failed: list[Message]) -> None:
+        ok = [message.acknowledger[2] for message in successful]
+        bad = [(message.acknowledger[2], *reason_of(message.status)) for message in failed]
+        self.node.send(ack_ref, (OUTCOMES, self.node.name, ok, bad))
+
+
+def unwrap(message: Message, replier: Replier) -> Message:
+    """The transformer: a front's event ``{Id, Data, Metadata}`` as the message it stands
+    for, acknowledged through ``replier``."""
+    key, data, metadata = message.data
+    if metadata:
+        metadata = MappingProxyType({
+            (name.decode(errors="replace") if isinstance(name, bytes) else name): value
+            for name, value in metadata.items()})
+    return Message(data, metadata or None, (replier, message.metadata["producer"], key))
+
+
+def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
+                    max_demand: int, partition: int | None,
+                    concurrency: int | None = None) -> Pipeline:
+    """The pipeline ``cls`` fed by the front's stage instead of its own producer, with the
+    class's processors and batchers (``concurrency`` processors if given)."""
+    processors = {key: dict(value) for key, value in (cls.processors or {}).items()}
+    processors.setdefault("default", {})
+    if concurrency is not None:
+        processors["default"]["concurrency"] = concurrency
+    source: dict[str, Any] = {"max_demand": max_demand}
+    if partition is not None:
+        source["partition"] = partition
+    module = (GenStageProducer, {"node": node, "subscribe_to": [(stage_name(name), join, source)],
+                                 "resubscribe_interval": 0.2, "max_backoff": 2.0})
+    return cls(name=name, workers=None, processors=processors,
+               producer={"module": module, "concurrency": 1,
+                         "transformer": (unwrap, Replier(node))})
+
+
+async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None = None,
+                     cookie: str | None = None, listen: str = "127.0.0.1",
+                     epmd_port: int | None = None, max_demand: int = 500,
+                     partition: int | None = None, concurrency: int | None = None,
+                     exit_with_front: bool = False,
+                     ticktime: float = 60.0, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run a worker until ``stop`` (or SIGTERM/SIGINT); returns its pipeline's stats."""
+    cls = load_pipeline_class(pipeline)
+    name = name or cls.name or cls.__name__
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Hidden: a worker connects to its front only, and stays out of the cluster's global
+    # mesh (whose partition prevention would otherwise cut fronts from workers joining at once)
+    async with Node(sname, cookie=cookie, epmd_port=epmd_port, host=listen,
+                    ticktime=ticktime, hidden=True) as node:
+        front = Atom(join)
+        if exit_with_front:
+            def watch(peer: Atom, up: bool) -> None:
+                if peer == front and not up:
+                    log.warning("worker %s: the front %s went down; stopping",
+                                node.name.name, join)
+                    stop.set()
+            node.monitor_nodes(watch)
+        scope = await pg.start(node, SCOPE)
+        instance = worker_pipeline(cls, node, join=join, name=name, max_demand=max_demand,
+                                   partition=partition, concurrency=concurrency)
+        await instance.start()
+        announcer = node.spawn(Process())
+        scope.join(group(name), announcer)
+        log.info("worker %s serves %s for %s%s", node.name.name, name, join,
+                 "" if partition is None else f" (partition {partition})")
+        await stop.wait()
+        await instance.stop()
+        stats = instance.stats()
+        log.info("worker %s: handled %d, failed %d", node.name.name, stats["handled"],
+                 stats["failed"])
+        return stats
+
+
+def read_cookie(cookie: str | None) -> str | None:
+    """``--cookie``, else ``$PYBROADWAY_COOKIE`` (how a front hands it to its workers), else
+    None (the node reads ~/.erlang.cookie)."""
+    return cookie or os.environ.get("PYBROADWAY_COOKIE") or None
+

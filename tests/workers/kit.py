@@ -1,0 +1,88 @@
+"""What the worker tests share: a front node on a private EPMD port, a producer that holds
+the node, an acknowledger that counts every acknowledgement of every message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pybroadway.workers  # noqa: F401  (the transport of workers={...})
+from pybroadway.erldist import Node
+from pybroadway.pipeline import Message, Pipeline, Producer
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually_async
+
+WAIT = 60.0
+
+
+class Front(Producer):
+    """A push producer that names the front's node (workers find it there)."""
+
+    def __init__(self, node: Node, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node = node
+
+
+class Tally:
+    """Counts acknowledgements per message id: ``acks[i]`` must end at exactly 1."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.acks: Counter[int] = Counter()
+        self.failed: dict[int, Any] = {}
+        self.all_done = asyncio.Event()
+
+    def ack(self, ack_ref: Any, successful: list[Message], failed: list[Message]) -> None:
+        for message in successful:
+            self.acks[message.acknowledger[2]] += 1
+        for message in failed:
+            self.acks[message.acknowledger[2]] += 1
+            self.failed[message.acknowledger[2]] = message.status
+        if len(self.acks) >= self.expected:
+            self.all_done.set()
+
+    def messages(self, data: list[Any], metadata: list[dict[str, Any]] | None = None
+                 ) -> list[Message]:
+        return [Message(item, None if metadata is None else metadata[i], (self, None, i))
+                for i, item in enumerate(data)]
+
+    def check_once(self) -> None:
+        assert len(self.acks) == self.expected
+        assert set(self.acks.values()) == {1}, "a message was acknowledged more than once"
+
+
+@contextlib.asynccontextmanager
+async def front(cls: type[Pipeline], *, ready: bool = True, **workers: Any
+                ) -> AsyncIterator[tuple[Node, Pipeline]]:
+    """A started pipeline of ``cls`` with workers (``workers`` options) on a fresh node."""
+    async with Node(f"{unique_name('front')}@localhost", cookie="workers-test",
+                    epmd_port=free_port()) as node:
+        pipeline = cls(producer={"module": (Front, {"node": node})},
+                       processors={"default": {"concurrency": 2}},
+                       workers={"count": 2, **workers})
+        await pipeline.start()
+        try:
+            if ready:
+                await eventually_async(lambda: len(front_of(pipeline).workers) == 2,
+                                       timeout=WAIT)
+            yield node, pipeline
+        finally:
+            await pipeline.stop()
+
+
+async def push(pipeline: Pipeline, messages: list[Message], chunk: int = 200) -> None:
+    """Push with the producer's backpressure (lossless)."""
+    producer = pipeline.producers[0]
+    for start in range(0, len(messages), chunk):
+        if not pipeline.push_messages(messages[start:start + chunk]):
+            await producer.wait_for_room()
+
+
+def front_of(pipeline: Pipeline) -> Any:
+    """The pipeline's WorkerFront."""
+    remote = pipeline._require_core().remote
+    assert remote is not None
+    return remote.offload

@@ -1,0 +1,68 @@
+"""Pipelines the worker tests run: workers import them by module path."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pybroadway.pipeline import Message, Pipeline
+
+
+def spin(seconds: float) -> None:
+    """Pure-Python work for about ``seconds`` (CPU-bound: holds the GIL)."""
+    import time
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class Echo(Pipeline):
+    """Handles every message; data ``b"fail..."`` fails, ``b"raise..."`` raises. The result
+    records the worker's os pid in the front's log only through the outcome."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        data = message.data
+        if isinstance(data, bytes) and data.startswith(b"fail"):
+            return message.failed("asked to fail")
+        if isinstance(data, bytes) and data.startswith(b"raise"):
+            raise ValueError("asked to raise")
+        return message
+
+
+class Slow(Pipeline):
+    """Each message takes ``int(metadata["ms"])`` ms of CPU, or 1 ms."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        spin(message.metadata.get("ms", 1) / 1000)
+        return message
+
+
+def by_key(message: Message) -> int:
+    return int(message.metadata["key"])
+
+
+class Ordered(Pipeline):
+    """Partitioned by metadata key; handle_message records (key, seq, os pid) in a file per
+    worker so the test can check order per partition."""
+
+    partition_by = by_key
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        path = os.environ.get("PYBROADWAY_TEST_LOG")
+        if path:
+            with open(f"{path}.{os.getpid()}", "a") as log:
+                log.write(f"{message.metadata['key']} {message.data.decode()}\n")
+        return message
+
+
+class Batched(Pipeline):
+    """Puts every message to batcher ``db``; handle_batch fails batches containing b"bad"."""
+
+    batchers = {"db": {"batch_size": 10, "batch_timeout": 50}}
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        return message.put_batcher("db")
+
+    def handle_batch(self, batcher: Any, messages: list[Message], batch_info: Any,
+                     context: Any) -> list[Message]:
+        return [m.failed("bad") if m.data == b"bad" else m for m in messages]

@@ -1,0 +1,162 @@
+"""Processors in worker processes on this host: every message acknowledged once on the front,
+failures with their reasons, order per partition, CPU-bound work on both cores, pg members,
+stats, draining on stop, a class the workers cannot import."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pybroadway.pipeline import Pipeline
+from pybroadway.workers import SCOPE, WorkerError, group
+from testkit.wait import eventually_async
+from tests.workers.kit import WAIT, Tally, front, front_of, push
+from tests.workers.pipelines import Batched, Echo, Ordered, Slow
+
+
+async def test_every_message_is_acknowledged_once_on_the_front() -> None:
+    data = [b"m%d" % i for i in range(3000)] + [b"fail", b"raise"]
+    tally = Tally(len(data))
+    async with front(Echo) as (_, pipeline):
+        await push(pipeline, tally.messages(data))
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        stats = pipeline.stats()
+        workers = front_of(pipeline)
+        await eventually_async(lambda: len(workers.members()) == 2)
+    tally.check_once()
+    assert tally.failed[3000] == ("failed", "asked to fail")
+    status = tally.failed[3001]
+    assert status[0] == "error" and isinstance(status[1], WorkerError)
+    assert "ValueError: asked to raise" in str(status[1])
+    assert stats["handled"] == 3000 and stats["failed"] == 2 and stats["in_flight"] == 0
+    assert len(stats["workers"]) == 2
+    assert sum(w["handled"] + w["failed"] for w in stats["workers"]) == 3002
+    assert {"node", "handled", "failed", "in_flight", "rate"} <= set(stats["workers"][0])
+
+
+async def test_batchers_run_in_the_workers() -> None:
+    data = [b"ok"] * 95 + [b"bad"] * 5
+    tally = Tally(len(data))
+    async with front(Batched) as (_, pipeline):
+        await push(pipeline, tally.messages(data))
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+    tally.check_once()
+    assert sorted(tally.failed) == list(range(95, 100))
+
+
+async def test_a_partition_stays_on_one_worker_in_order(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv("PYBROADWAY_TEST_LOG", str(tmp_path / "log"))
+    count = 2000
+    data = [str(i).encode() for i in range(count)]
+    metadata = [{"key": i % 7} for i in range(count)]
+    tally = Tally(count)
+    async with front(Ordered) as (_, pipeline):
+        await push(pipeline, tally.messages(data, metadata), chunk=50)
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+    tally.check_once()
+    assert not tally.failed
+    seen: dict[str, list[int]] = {}
+    owner: dict[str, str] = {}
+    for path in tmp_path.iterdir():
+        for line in path.read_text().splitlines():
+            key, seq = line.split()
+            assert owner.setdefault(key, path.name) == path.name, f"key {key} on two workers"
+            seen.setdefault(key, []).append(int(seq))
+    assert len(owner) == 7 and len(set(owner.values())) == 2
+    for sequence in seen.values():
+        assert sequence == sorted(sequence)
+    assert sum(map(len, seen.values())) == count
+
+
+async def test_cpu_bound_messages_are_shared_by_the_workers() -> None:
+    tally = Tally(400)
+    async with front(Slow, max_demand=10) as (_, pipeline):
+        await push(pipeline, tally.messages([b"x"] * 400, [{"ms": 2}] * 400))
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        stats = pipeline.stats()
+    tally.check_once()
+    assert all(worker["handled"] > 50 for worker in stats["workers"]), stats["workers"]
+
+
+async def test_stopping_drains_what_the_workers_hold() -> None:
+    tally = Tally(300)
+    async with front(Slow, max_demand=20) as (_, pipeline):
+        await push(pipeline, tally.messages([b"x"] * 300, [{"ms": 5}] * 300))
+        await eventually_async(lambda: pipeline.stats()["in_flight"] > 0)
+    # pipeline.stop() returned: everything was handled by the workers, nothing failed
+    tally.check_once()
+    assert not tally.failed
+
+
+async def test_the_pg_group_is_the_pipelines_name() -> None:
+    async with front(Echo) as (_, pipeline):
+        workers = front_of(pipeline)
+        assert workers.scope is not None and workers.scope.name.name == SCOPE
+        await eventually_async(lambda: len(workers.scope.get_members(group("Echo"))) == 2)
+        assert {pid.node for pid in workers.members()} == {
+            pid.node for pid in [w.pid for w in workers.workers.values()]}
+
+
+class InMain(Pipeline):
+    def handle_message(self, processor, message, context):  # type: ignore[no-untyped-def]
+        return message
+
+
+async def test_a_class_workers_cannot_import_is_refused_with_why() -> None:
+    InMain.__module__ = "__main__"
+    with pytest.raises(ValueError, match="module of its own"):
+        async with front(InMain, ready=False):
+            pass
+
+
+async def test_workers_that_keep_crashing_stop_the_pipeline_loudly() -> None:
+    async with front(Echo, ready=False, pipeline="tests.workers.pipelines:Missing",
+                     max_seconds=30) as (_, pipeline):
+        reason = await asyncio.wait_for(pipeline.wait_failure(), WAIT)
+    assert "restarted more than 3 times" in reason
+
+
+async def test_metrics_show_each_worker() -> None:
+    metrics_module = pytest.importorskip("pybroadway.metrics")
+    tally = Tally(500)
+    async with front(Echo) as (node, pipeline):
+        await push(pipeline, tally.messages([b"x"] * 500))
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        metrics = metrics_module.Metrics(pipeline, node)
+        try:
+            text = metrics.exposition()[0].decode()
+        finally:
+            metrics.close()
+    assert 'pybroadway_workers{pipeline="Echo"} 2.0' in text
+    handled = [line for line in text.splitlines()
+               if line.startswith("pybroadway_worker_messages_handled_total{")]
+    assert len(handled) == 2 and sum(float(line.split()[-1]) for line in handled) == 500
+    assert "pybroadway_worker_messages_in_flight{" in text
+
+
+async def test_a_worker_joins_from_the_command_line() -> None:
+    tally = Tally(1000)
+    async with front(Echo, ready=False, count=0) as (node, pipeline):
+        workers = front_of(pipeline)
+        env = {**os.environ, "PYBROADWAY_COOKIE": node.cookie}
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
+            "--pipeline", "tests.workers.pipelines:Echo", "--name", "Echo", "--quiet",
+            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
+            await eventually_async(lambda: len(workers.members()) == 1, timeout=WAIT)
+            await push(pipeline, tally.messages([b"x"] * 1000))
+            await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        finally:
+            worker.terminate()
+            out, _ = await asyncio.wait_for(worker.communicate(), WAIT)
+    tally.check_once()
+    assert out.decode().strip() == "handled 1000, failed 0"

@@ -39,12 +39,12 @@ line wins over the file; the file wins over the flags' defaults (:data:`SERVE_DE
 from __future__ import annotations
 
 import argparse
-import importlib
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pybroadway._imports import import_path
 from pybroadway.errors import PyBroadwayError
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import SCHEMA, Option, OptionsError, validate
@@ -233,13 +233,10 @@ def _function(spec: str, path: tuple[str, ...]) -> Callable[..., Any]:
         return OptionsError(f"invalid value for :partition_by option: {why}, got: {spec!r}",
                             "partition_by", path, spec)
 
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise bad("expected an import path module:function")
     try:
-        function = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise bad(f"cannot import it ({exc})") from None
+        function = import_path(spec, "function")
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     if not callable(function):
         raise bad("expected a function")
     return function  # type: ignore[no-any-return]

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybroadway import _imports as imports
 from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
 from pybroadway._hints import explain, why_not_connected
@@ -88,21 +89,12 @@ class Summary:
 
 
 def load_pipeline(spec: str) -> type[Pipeline]:
-    """Import ``module:Class`` and check it is a Pipeline subclass. The module is looked for
-    in the current directory first, as ``python -m`` would, also when ``serve`` runs as the
-    installed ``pybroadway`` command."""
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise SystemExit(f"--pipeline wants module:Class, got {spec!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """``--pipeline module:Class``: the class (see :func:`pybroadway._imports.load_pipeline`),
+    or the command ends with one line saying why."""
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"cannot load the pipeline {spec!r}: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
-        raise SystemExit(f"{spec} is not a subclass of pybroadway.pipeline.Pipeline")
-    return cls
+        return imports.load_pipeline(spec)
+    except ValueError as exc:
+        raise SystemExit(f"--pipeline {spec}: {exc}") from None
 
 
 def raise_fd_limit() -> None:

@@ -54,3 +54,13 @@ def test_epmd_serve_on_a_taken_port_is_one_line() -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("pybroadway epmd: ") and "Traceback" not in out.stderr
     assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("nosuch_module_here:X", "cannot import it (No module named 'nosuch_module_here')"),
+    ("os:path", "it is not a subclass of pybroadway.pipeline.Pipeline"),
+    ("nocolon", "expected an import path module:Class"),
+])
+def test_a_pipeline_that_does_not_load_is_one_line(spec: str, why: str) -> None:
+    out = pybroadway("serve", "--pipeline", spec, "--epmd-port", str(free_port()))
+    assert (out.returncode, out.stderr) == (1, f"--pipeline {spec}: {why}\n")

@@ -13,14 +13,13 @@ backoff, until it is back.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
-import sys
 from types import MappingProxyType
 from typing import Any
 
+from pybroadway._imports import load_pipeline
 from pybroadway.erldist import Node
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.process import Process
@@ -34,22 +33,16 @@ log = logging.getLogger("pybroadway.workers")
 
 
 def load_pipeline_class(spec: str) -> type[Pipeline]:
-    """Import ``module:Class`` (the current directory first, as ``python -m`` would)."""
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise ValueError(f"--pipeline wants module:Class, got {spec!r}")
-    if module_name == "__main__":
+    """Import ``module:Class`` (see :func:`pybroadway._imports.load_pipeline`); a class of
+    ``__main__`` is refused: a worker cannot import the front's script."""
+    if spec.partition(":")[0] == "__main__":
         raise ValueError(f"{spec}: workers import the pipeline by module path, and __main__ "
                          f"is not the front's script in a worker: define the Pipeline "
                          f"subclass in a module of its own")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    target: Any = importlib.import_module(module_name)
-    for part in class_name.split("."):
-        target = getattr(target, part)
-    if not (isinstance(target, type) and issubclass(target, Pipeline)):
-        raise ValueError(f"{spec} is not a subclass of pybroadway.pipeline.Pipeline")
-    return target
+    try:
+        return load_pipeline(spec)
+    except ValueError as exc:
+        raise ValueError(f"{spec}: {exc}") from None
 
 
 class Replier:

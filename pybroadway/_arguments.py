@@ -85,7 +85,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-demand", type=int, default=500,
                         help="messages asked of the front at a time (default 500)")
     parser.add_argument("--concurrency", type=int, default=None,
-                        help="processors (default: the pipeline class's, else 2)")
+                        help="processors (default: the front's)")
     parser.add_argument("--partition", type=int, default=None,
                         help="the partition this worker takes (partitioned pipelines)")
     parser.add_argument("--exit-with-front", action="store_true",

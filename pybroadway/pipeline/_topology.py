@@ -292,10 +292,12 @@ class Topology:
 
 def _front_options(pipeline: Pipeline, workers: dict[str, Any], producers: list[Producer]
                    ) -> dict[str, Any]:
-    """The workers options completed: the front's node (the producer's, unless given) and the
-    ``module:Class`` the workers import (the pipeline's class, unless given)."""
+    """The workers options completed: the front's node (the producer's, unless given), the
+    ``module:Class`` the workers import (the pipeline's class, unless given) and the front
+    pipeline's options (``pipeline_options``: the workers run its processors and batchers)."""
     resolved = dict(workers)
     resolved["concurrency"] = pipeline.options["processors"]["default"]["concurrency"]
+    resolved["pipeline_options"] = pipeline.options  # what the workers are told to run
     if resolved["node"] is None:
         resolved["node"] = next((getattr(producer, "node", None) for producer in producers
                                  if getattr(producer, "node", None) is not None), None)

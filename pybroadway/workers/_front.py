@@ -28,7 +28,9 @@ from pybroadway.erldist.pg import Scope
 from pybroadway.erldist.pg import api as pg
 from pybroadway.pipeline import Entry, RemoteFront
 from pybroadway.term import Atom, Pid, loggable
+from pybroadway.term.atoms import GEN_CALL
 
+from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
 from ._protocol import OUTCOMES, SCOPE, group, stage_name, status_of
 
@@ -81,8 +83,24 @@ class FrontStage(ProducerStage):
     def handle_info(self, message: Any) -> None:
         if type(message) is tuple and len(message) == 4 and message[0] is OUTCOMES:
             self.front._outcomes(message[1], message[2], message[3])
+        elif (type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL
+              and type(message[1]) is tuple and len(message[1]) == 2):
+            self._call(message[1][0], message[1][1], message[2])
         else:
             log.debug("%r: unexpected message %s", self, loggable(message))
+
+
+    def _call(self, caller: Any, tag: Any, request: Any) -> None:
+        """``{pybroadway_worker_options, Name}``: the topology a joining worker runs."""
+        if type(caller) is not Pid:
+            return
+        if (type(request) is tuple and len(request) == 2 and request[0] is OPTIONS_REQUEST
+                and request[1] == Atom(self.front.name)):
+            reply: Any = (OK, self.front.topology)
+        else:
+            log.debug("%r: unexpected call %s", self, loggable(request))
+            reply = (Atom("error"), (Atom("bad_call"), request))
+        self.node.gen_reply(self.pid, caller, tag, reply)
 
 
 class WorkerFront:
@@ -98,6 +116,8 @@ class WorkerFront:
         if self.partitioned and self.count < 1:
             raise ValueError("a partitioned pipeline needs workers={'count': N} with N >= 1: "
                              "each partition belongs to one of them")
+        # What the workers run (asked by each when it joins); ValueError if they cannot
+        self.topology, self.notes = front_topology(options["pipeline_options"])
         self.workers: dict[Atom, Worker] = {}
         self.gone: dict[Atom, dict[str, Any]] = {}  # counters of workers that left
         self.lost = self.redelivered = 0
@@ -125,6 +145,8 @@ class WorkerFront:
         if self.count:
             self.ports = WorkerPorts(self, self.options)
             await self.ports.start()
+        for note in self.notes:
+            log.warning("%s: %s", self.name, note)
         log.info("%s: %d worker%s on %s (pg scope %s, group %s)", self.name, self.count,
                  "" if self.count == 1 else "s", self.node.name.name, SCOPE, self.name)
 

@@ -38,7 +38,7 @@ def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list
             "--join", node.name.name, "--pipeline", options["pipeline"],
             "--name", front.name, "--sname", f"{short}_w{index}@{host}",
             "--listen", "127.0.0.1", "--max-demand", str(options["max_demand"]),
-            "--concurrency", str(options.get("concurrency", 2)), "--exit-with-front"]
+            "--exit-with-front"]  # the processors and batchers: asked of the front
     epmd_port = getattr(node, "epmd_port", None)
     if epmd_port is not None:
         argv += ["--epmd-port", str(epmd_port)]

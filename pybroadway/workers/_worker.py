@@ -1,9 +1,10 @@
 """A worker: a node that runs a pipeline's processors and batchers for a front.
 
 ``pybroadway worker --join server@hostA --pipeline mod:Class --cookie C`` imports the pipeline
-class by module path (so nothing is pickled), builds it with a
-:class:`~pybroadway.gen_stage.GenStageProducer` subscribed to the front's stage in place of its
-producer, and reports each message's outcome back by the id the front gave it. It announces
+class by module path (so nothing is pickled), asks the front's stage for the topology it runs
+(processors, batchers, partition_by, context: :mod:`._options`), builds the class with those
+options and a :class:`~pybroadway.gen_stage.GenStageProducer` subscribed to the front's stage
+in place of its producer, and reports each message's outcome back by the id the front gave it. It announces
 itself in the ``pg`` scope ``pybroadway`` (group: the pipeline's name) and runs until SIGTERM
 or SIGINT (it drains: what it holds is handled and reported), or, with ``exit_with_front``,
 until the front's node goes down. Without it, a lost front is subscribed to again, with
@@ -20,13 +21,14 @@ from types import MappingProxyType
 from typing import Any
 
 from pybroadway._imports import load_pipeline
-from pybroadway.erldist import Node
+from pybroadway.erldist import CallError, Node
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.process import Process
 from pybroadway.gen_stage import GenStageProducer
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, Pid
 
+from ._options import OPTIONS_REQUEST, worker_options
 from ._protocol import OUTCOMES, SCOPE, group, reason_of, stage_name
 
 log = logging.getLogger("pybroadway.workers")
@@ -71,10 +73,15 @@ def unwrap(message: Message, replier: Replier) -> Message:
 
 def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
                     max_demand: int, partition: int | None,
-                    concurrency: int | None = None) -> Pipeline:
-    """The pipeline ``cls`` fed by the front's stage instead of its own producer, with the
-    class's processors and batchers (``concurrency`` processors if given)."""
-    processors = {key: dict(value) for key, value in (cls.processors or {}).items()}
+                    concurrency: int | None = None,
+                    options: dict[str, Any] | None = None) -> Pipeline:
+    """The pipeline ``cls`` fed by the front's stage instead of its own producer, built from
+    ``options`` (the front's topology, :func:`~._options.worker_options`) over the class
+    attributes, as on the front; ``concurrency`` processors if given (this worker's own
+    ``--concurrency``). Without ``options``, the class's processors and batchers."""
+    options = dict(options or {})
+    processors = {key: dict(value) for key, value in
+                  (options.pop("processors", None) or cls.processors or {}).items()}
     processors.setdefault("default", {})
     if concurrency is not None:
         processors["default"]["concurrency"] = concurrency
@@ -83,9 +90,30 @@ def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
         source["partition"] = partition
     module = (GenStageProducer, {"node": node, "subscribe_to": [(stage_name(name), join, source)],
                                  "resubscribe_interval": 0.2, "max_backoff": 2.0})
-    return cls(name=name, workers=None, processors=processors,
+    return cls(**options, name=name, workers=None, processors=processors,
                producer={"module": module, "concurrency": 1,
                          "transformer": (unwrap, Replier(node))})
+
+
+async def front_options(node: Node, join: str, name: str, cls: type[Pipeline],
+                        stop: asyncio.Event) -> dict[str, Any] | None:
+    """Ask the front's stage what to run (``{pybroadway_worker_options, Name}``), again with
+    backoff until it answers; None if ``stop`` is set first."""
+    delay = 0.1
+    while not stop.is_set():
+        try:
+            reply = await node.call((stage_name(name), Atom(join)),
+                                    (OPTIONS_REQUEST, Atom(name)), timeout=5.0)
+        except CallError as exc:
+            log.debug("worker %s: the front %s did not answer (%s); again in %.1fs",
+                      node.name.name, join, exc, delay)
+        else:
+            return worker_options(reply, cls)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, 2.0)
+    return None
 
 
 async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None = None,
@@ -114,8 +142,12 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                     stop.set()
             node.monitor_nodes(watch)
         scope = await pg.start(node, SCOPE)
+        options = await front_options(node, join, name, cls, stop)
+        if options is None:
+            return {"handled": 0, "failed": 0}
         instance = worker_pipeline(cls, node, join=join, name=name, max_demand=max_demand,
-                                   partition=partition, concurrency=concurrency)
+                                   partition=partition, concurrency=concurrency,
+                                   options=options)
         await instance.start()
         announcer = node.spawn(Process())
         scope.join(group(name), announcer)

@@ -7,8 +7,8 @@ options and a :class:`~pybroadway.gen_stage.GenStageProducer` subscribed to the 
 in place of its producer, and reports each message's outcome back by the id the front gave
 it. It announces itself in the ``pg`` scope ``pybroadway`` (group: the pipeline's name) and
 runs until SIGTERM or SIGINT (it drains: what it holds is handled and reported), or, with
-``exit_with_front``, until the front's node goes down. Without it, a lost front is subscribed to again, with
-backoff, until it is back.
+``exit_with_front``, until the front's node goes down. Without it, a lost front is subscribed
+to again, with backoff, until it is back.
 """
 
 from __future__ import annotations

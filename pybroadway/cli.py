@@ -171,7 +171,7 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             log.error("%s", summary)
             raise NodeDown(node.name, down.result())
         down.cancel()
-        if failure.done():
+        if failure.done() and not failure.cancelled():  # stop() cancels the wait
             log.error("%s", summary)
             raise WorkersFailed(failure.result())
         failure.cancel()

@@ -59,7 +59,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="run the processors and batchers in N worker processes "
                              "(0: only workers that join with `pybroadway worker`)")
-    parser.add_argument("--redeliver", action="store_true", default=None,
+    parser.add_argument("--redeliver", action=argparse.BooleanOptionalAction, default=None,
                         help="with --workers: hand the messages of a worker that went away to "
                              "another (at least once) instead of failing them")
     parser.add_argument("--ticktime", type=float, default=None, metavar="SECONDS",

@@ -31,6 +31,14 @@ file, for what flags express badly (batchers, partitioning, rate limiting, conte
     [context]
     table = "orders"
 
+    [workers]                             # the processors and batchers in worker processes
+    count = 2                             # as --workers (a [workers] table alone: 1)
+    redeliver = true                      # as --redeliver
+    max_demand = 500                      # and the other workers options but node
+
+The workers run what the front runs: its processors, batchers, partition_by and context come
+to them from the front (:mod:`pybroadway.workers`), not from the file or the class alone.
+
 The file is checked with the pipeline's own schema (:mod:`pybroadway.pipeline.options`): a bad
 key or value is named with its path, the value and what is allowed. A flag given on the command
 line wins over the file; the file wins over the flags' defaults (:data:`SERVE_DEFAULTS`).
@@ -86,6 +94,9 @@ CONNECTOR: dict[str, Option] = {
 }
 
 _PRODUCER = SCHEMA["producer"].keys or {}
+#: The workers options but the front's node (serve's own).
+WORKERS: dict[str, Option] = {key: option for key, option in
+                              (SCHEMA["workers"].keys or {}).items() if key != "node"}
 _PROCESSORS = (SCHEMA["processors"].keys or {})["default"]
 
 FILE_SCHEMA: dict[str, Option] = {
@@ -97,11 +108,15 @@ FILE_SCHEMA: dict[str, Option] = {
                          keys={"default": Option("keyword", _PROCESSORS.doc,
                                                  keys=_PROCESSORS.keys)}),
     **{key: SCHEMA[key] for key in ("batchers", "partition_by", "context", "shutdown", "name")},
+    "workers": Option("keyword", "Run the processors and batchers in worker processes, as "
+                      "--workers (count) and --redeliver; a [workers] table turns them on.",
+                      keys=WORKERS),
 }
 
 #: Flags of serve, by where they are in the file.
 _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key in CONNECTOR} \
-    | {("processors", "default", "concurrency"): "concurrency"}
+    | {("processors", "default", "concurrency"): "concurrency"} \
+    | {("workers", "count"): "workers", ("workers", "redeliver"): "redeliver"}
 
 
 #: The keys of one ``[[subscribe]]`` table.
@@ -118,6 +133,7 @@ CONFIG_HELP = """\
   [batchers.db]                           # batch_size, batch_timeout, concurrency, ...
   [[subscribe]]                           # name, node, max_demand, min_demand (GenStage)
   [context]                               # passed to every callback
+  [workers]                               # count (as --workers), redeliver, max_demand, ...
 """
 
 

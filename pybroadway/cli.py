@@ -107,6 +107,23 @@ def raise_fd_limit() -> None:
             log.debug("open files: soft limit raised from %d to %d", soft, hard)
 
 
+def serve_workers(args: argparse.Namespace, table: dict[str, Any] | None
+                  ) -> dict[str, Any] | None:
+    """The workers options of serve: --config's ``[workers]`` table under ``--workers`` (count)
+    and ``--redeliver``; None when neither asks for workers."""
+    count = getattr(args, "workers", None)
+    if count is None and table is None:
+        return None
+    workers = dict(table or {})
+    if count is not None:
+        workers["count"] = count
+    redeliver = getattr(args, "redeliver", None)
+    if redeliver is not None:
+        workers["redeliver"] = redeliver
+    workers.setdefault("pipeline", getattr(args, "pipeline", None))
+    return workers
+
+
 async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
                 ) -> Summary:
     """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set).
@@ -121,11 +138,9 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         loop.add_signal_handler(sig, stop.set)
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0) as node:
-        workers = getattr(args, "workers", None)
+        workers = serve_workers(args, options.pop("workers", None))
         if workers is not None:
-            options["workers"] = {"count": workers, "node": node,
-                                  "redeliver": bool(getattr(args, "redeliver", False)),
-                                  "pipeline": getattr(args, "pipeline", None)}
+            options["workers"] = {**workers, "node": node}
         processors = options.pop("processors", {}).get("default", {})
         producer_options = options.pop("producer", {})  # rate_limiting
         subscribe_to = subscriptions(getattr(args, "subscribe", None), args.max_demand)

@@ -59,6 +59,9 @@ from pybroadway.pipeline import Pipeline
 def by_data(message):
     return 0
 
+def by_length(message):
+    return len(message.data)
+
 by_customer = by_data
 
 class Batched(Pipeline):
@@ -67,7 +70,9 @@ class Batched(Pipeline):
 
     def handle_batch(self, batcher, messages, batch_info, context):
         with open(os.environ["BATCHES_FILE"], "a") as out:
-            out.write(json.dumps([batcher, len(messages), context]) + "\\n")
+            out.write(json.dumps([batcher, len(messages), context,
+                                  sorted({m.data.decode() for m in messages})[0],
+                                  os.getpid()]) + "\\n")
         return messages
 """
 
@@ -228,6 +233,89 @@ def test_serve_config_runs_handle_batch(pipeline_module: Path) -> None:
         code, stdout, stderr = server.interrupt()
     assert code == 0, stderr
     assert stdout.splitlines()[-1] == "handled 30, failed 0, dropped 0"
-    lines = [json.loads(line) for line in batches.read_text().splitlines()]
+    lines = [json.loads(line)[:3] for line in batches.read_text().splitlines()]
     # full batches of 10 (batch_timeout is a minute away): the file's batch_size holds
     assert lines == [["db", 10, {"table": "orders"}]] * 3
+
+
+def test_a_workers_table_is_checked_and_flags_win_over_it(tmp_path: Path) -> None:
+    from pybroadway.cli import serve_workers
+
+    path = write(tmp_path, """
+        [workers]
+        count = 3
+        redeliver = true
+        max_demand = 50
+        max_restarts = 1
+    """)
+    config = load_config(path)
+    assert (config.flags["workers"], config.flags["redeliver"]) == (3, True)
+    assert config.options["workers"] == {"max_demand": 50, "max_restarts": 1}
+    for argv, expected in (((), {"count": 3, "redeliver": True}),
+                           (("--workers", "1", "--no-redeliver"), {"count": 1,
+                                                                   "redeliver": False})):
+        args = serve_args(*argv)
+        config.apply(args)
+        assert serve_workers(args, config.options.get("workers")) == {
+            **expected, "max_demand": 50, "max_restarts": 1, "pipeline": None}
+    # a [workers] table alone turns them on (count: the schema's default); none: no workers
+    config = load_config(write(tmp_path, "[workers]\nmax_in_flight = 10\n"))
+    args = serve_args()
+    config.apply(args)
+    assert serve_workers(args, config.options.get("workers")) == {
+        "max_in_flight": 10, "pipeline": None}
+    assert serve_workers(serve_args(), None) is None
+    for text, error in (("[workers]\ncount = -1", "invalid value for :count option: expected "
+                                                  "non negative integer, got: -1 (in options "
+                                                  "[:workers])"),
+                        ("[workers]\nnode = 'x'", "unknown options [:node], valid options are: "
+                                                  "[:count, :redeliver, ")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text))
+        assert error in str(caught.value)
+
+
+def test_serve_config_runs_its_batchers_in_the_workers(pipeline_module: Path) -> None:
+    """[workers] in the file: the file's batchers, context and partition_by run in the workers
+    (not in serve's process), a partition on one worker, batches at the file's size."""
+    batches = pipeline_module / "batches.jsonl"
+    epmd_port = free_port()
+    sname = f"{unique_name('cfgw')}@localhost"
+    path = write(pipeline_module, """
+        pipeline = "mypipeline:Batched"
+        partition_by = "mypipeline:by_length"
+        [batchers.db]
+        batch_size = 10
+        batch_timeout = 60000
+        [context]
+        table = "orders"
+        [workers]
+        count = 2
+    """)
+    env = {**os.environ, "BATCHES_FILE": str(batches),
+           "PYTHONPATH": os.pathsep.join([str(pipeline_module), str(ROOT)])}
+    argv = ["-m", "pybroadway", "serve", "--config", path, "--quiet", "--cookie", COOKIE,
+            "--sname", sname, "--epmd-port", str(epmd_port)]
+    with running(argv, env=env) as server:
+        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+        for word in ("hi", "hello"):  # two partitions (by length), 30 messages each
+            pushed = subprocess.run(
+                [sys.executable, "examples/client.py", "--cookie", COOKIE, "--epmd-port",
+                 str(epmd_port), "--server", sname, "--sname", f"{unique_name('cli')}@localhost",
+                 "push", word, "--count", "30"], cwd=ROOT, capture_output=True, text=True,
+                timeout=60)
+            assert pushed.returncode == 0, pushed.stderr
+        eventually(lambda: batches.exists() and len(batches.read_text().splitlines()) == 6,
+                   timeout=60)
+        code, stdout, stderr = server.interrupt()
+    assert code == 0, stderr
+    assert stdout.splitlines()[-1] == "handled 60, failed 0, dropped 0"
+    lines = [json.loads(line) for line in batches.read_text().splitlines()]
+    assert {(batcher, size, json.dumps(context)) for batcher, size, context, _, _ in lines} == {
+        ("db", 10, json.dumps({"table": "orders"}))}
+    by_word: dict[str, set[int]] = {}
+    for *_, data, pid in lines:
+        by_word.setdefault(data, set()).add(pid)
+    assert sorted(by_word) == ["hello", "hi"]
+    assert all(len(pids) == 1 for pids in by_word.values())  # a partition on one worker
+    assert server.proc.pid not in set().union(*by_word.values())  # in the workers

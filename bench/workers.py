@@ -5,9 +5,17 @@ no-op one) the same messages go through the pipeline in process (``concurrency``
 workers), then with 1, 2 and 4 worker processes (``workers={"count": N}``). Messages are
 pushed by Python into the front's producer (lossless push: backpressure, nothing dropped);
 the clock runs from the first push to the last acknowledgement, once the workers joined.
+
+``--elixir``: the no-op handler again, but pushed from an Elixir node as bench/e2e.py does (its
+compiled Erlang sender module, 1 and 4 senders casting ``{:push_message, <<12 bytes>>}`` to the
+receiver found through ``:global``), into the in-process pipeline and into ``workers={"count":
+2}``: msg/s (first send to the last acknowledgement on the front), the ratio to in process
+(the issue's target: >= 0.6x, the cost of the extra hop) and how many were lost.
+
 Run from the repository's root::
 
     python bench/workers.py [--messages N] [--noop-messages N] [--cost-ms 1.0]
+    python bench/workers.py --elixir [--elixir-messages 200000]
 """
 
 from __future__ import annotations
@@ -93,14 +101,105 @@ async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
         return messages / elapsed, count.failed
 
 
+class Noop(Pipeline):
+    """The no-op handler of the Elixir-push figure."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        return message
+
+
+async def push_run(node: Node, client: Any, workers: int, messages: int, senders: int,
+                   timeout: float) -> tuple[float, int]:
+    """msg/s and lost of ``messages`` 12 B pushes from ``senders`` Elixir processes into the
+    pipeline (in process with ``workers`` 0), done = acknowledged on the front."""
+    from pybroadway.otp_distribution import OtpDistributionProducer
+
+    options: dict[str, Any] = {}
+    if workers:
+        options["workers"] = {"count": workers, "max_demand": 1000,
+                              "pipeline": f"{Path(__file__).stem}:Noop"}
+    pipeline = Noop(producer={"module": (OtpDistributionProducer, {"node": node,
+                                                                   "mode": "push"})},
+                    processors={"default": {"concurrency": 1, "max_demand": 100}}, **options)
+    await pipeline.start()
+    try:
+        if workers:
+            front = pipeline._require_core().remote
+            assert front is not None
+            offload: Any = front.offload
+            while len(offload.workers) < workers:
+                await asyncio.sleep(0.05)
+        await client.aeval("pid = :pybroadway_e2e_bench.receiver()")  # in :global already
+        started = time.perf_counter()
+        sending = asyncio.ensure_future(client.aeval(
+            f":pybroadway_e2e_bench.push({messages}, 12, {senders}, self())"))
+        deadline = started + timeout
+        done = 0
+        while time.perf_counter() < deadline:
+            stats = pipeline.stats()
+            done = stats["handled"] + stats["failed"]
+            if done >= messages:
+                break
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        await sending
+        return done / elapsed, messages - done
+    finally:
+        await pipeline.stop()
+
+
+async def elixir_push(messages: int, timeout: float) -> list[tuple[str, ...]]:
+    from e2e import CLIENT_ERL
+    from support import BEAM_FLAGS, compile_erlang, say
+
+    from testkit.peers import BeamPeer
+
+    build = compile_erlang("pybroadway_e2e_bench", CLIENT_ERL)
+    epmd_port = free_port()
+    rows: list[tuple[str, ...]] = []
+    async with Node(f"bench_front{os.getpid()}@localhost", cookie="bench",
+                    epmd_port=epmd_port) as node:
+        client = BeamPeer.elixir(epmd_port=epmd_port, cookie="bench", name="wpush",
+                                 extra_erl=" ".join(["-pa", build, *BEAM_FLAGS]))
+        try:
+            await client.aeval(f"true = Node.connect(:'{node.name.name}')")
+            for senders in (1, 4):
+                base = 0.0
+                for workers in (0, 2):
+                    rate, lost = await push_run(node, client, workers, messages, senders,
+                                                timeout)
+                    base = base or rate
+                    label = (f"push 12 B, {senders} sender{'s' if senders > 1 else ''}, "
+                             + ("in process" if not workers else f"workers {workers}"))
+                    say(f"{label}: {rate:,.0f} msg/s, {rate / base:.2f}x, lost {lost}")
+                    rows.append((label, f"{rate:,.0f} msg/s", f"{rate / base:.2f}x in process",
+                                 f"lost {lost}"))
+        finally:
+            client.kill()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--noop-messages", type=int, default=200_000)
     parser.add_argument("--cost-ms", type=float, default=1.0)
+    parser.add_argument("--elixir", action="store_true",
+                        help="the no-op handler pushed from an Elixir node instead")
+    parser.add_argument("--elixir-messages", type=int, default=200_000)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per Elixir run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     assert pybroadway.workers.SCOPE
+    if args.elixir:
+        from pybroadway.term import IMPLEMENTATION
+        from support import print_table
+
+        rows = asyncio.run(elixir_push(args.elixir_messages, args.timeout))
+        print_table(f"No-op handler, Elixir push: N = {args.elixir_messages:,} per run; "
+                    f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+                    f"{IMPLEMENTATION} codec", rows)
+        return
     print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"{'handler':<22}{'workers':>8}{'msg/s':>12}{'x in process':>14}{'failed':>8}")
     for label, ms, messages in ((f"CPU ~{args.cost_ms:g} ms/message", args.cost_ms,

@@ -192,8 +192,9 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     assert pybroadway.workers.SCOPE
     if args.elixir:
-        from pybroadway.term import IMPLEMENTATION
         from support import print_table
+
+        from pybroadway.term import IMPLEMENTATION
 
         rows = asyncio.run(elixir_push(args.elixir_messages, args.timeout))
         print_table(f"No-op handler, Elixir push: N = {args.elixir_messages:,} per run; "

@@ -17,9 +17,10 @@ itself known (``import pybroadway.workers`` does it).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._message import Message
@@ -32,6 +33,9 @@ logger = logging.getLogger("pybroadway.pipeline")
 
 Entry = tuple[int, Message]
 """An in-flight message and the id the front gave it."""
+
+Slot = tuple["RemoteConsumer", "Producer"]
+"""Where an in-flight message came from and is credited back to."""
 
 
 class Offload(Protocol):
@@ -75,12 +79,13 @@ class RemoteConsumer:
     """Stands for the processors of one partition: asks each producer for ``window``
     messages, and again for as many as came back once half the window is free."""
 
-    __slots__ = ("_front", "completed", "partition")
+    __slots__ = ("_front", "completed", "partition", "slots")
 
     def __init__(self, front: RemoteFront, partition: int) -> None:
         self._front = front
         self.partition = partition
         self.completed: dict[Producer, int] = {}
+        self.slots: dict[Producer, Slot] = {}  # one tuple per producer, shared by its messages
 
     def deliver(self, producer: Producer, messages: list[Message]) -> None:
         self._front._take(self, producer, messages)
@@ -97,8 +102,8 @@ class RemoteFront:
         self.options = options
         self.window: int = options["max_in_flight"]
         self.consumers = [RemoteConsumer(self, index) for index in range(topology.partitions)]
-        self.in_flight: dict[int, tuple[Message, RemoteConsumer, Producer]] = {}
-        self._ids = itertools.count(1)
+        self.in_flight: dict[int, tuple[Message, Slot]] = {}
+        self._next_id = 1
         self.offload = make_offload(options, topology.name, topology.partitions)
         self._drained: asyncio.Event | None = None
         self.redelivered = 0
@@ -108,36 +113,32 @@ class RemoteFront:
         for consumer in self.consumers:
             for producer in self._topology.producers:
                 consumer.completed[producer] = 0
+                consumer.slots[producer] = (consumer, producer)
                 producer._ask(consumer, self.window)
 
     def _take(self, consumer: RemoteConsumer, producer: Producer, messages: list[Message]
               ) -> None:
-        entries: list[Entry] = []
-        in_flight = self.in_flight
-        ids = self._ids
-        for message in messages:
-            key = next(ids)
-            in_flight[key] = (message, consumer, producer)
-            entries.append((key, message))
-        self.offload.send(consumer.partition, entries)
+        # Per chunk, not per message: ids are a range, the table is filled in C.
+        start = self._next_id
+        self._next_id = start + len(messages)
+        keys = range(start, self._next_id)
+        slots = repeat(consumer.slots[producer], len(messages))
+        self.in_flight.update(zip(keys, zip(messages, slots, strict=True), strict=True))
+        self.offload.send(consumer.partition, list(zip(keys, messages, strict=True)))
 
     def complete(self, ok: Iterable[int], failed: Iterable[tuple[int, Any]]) -> None:
         """Outcomes by id: acknowledge, and ask again. Unknown ids are ignored."""
         in_flight = self.in_flight
-        successful: list[Message] = []
+        found = [entry for entry in map(in_flight.pop, ok, repeat(None)) if entry is not None]
+        successful = [entry[0] for entry in found]
+        done = [entry[1] for entry in found]
         failures: list[Message] = []
-        done: list[tuple[RemoteConsumer, Producer]] = []
-        for key in ok:
-            entry = in_flight.pop(key, None)
-            if entry is not None:
-                successful.append(entry[0])
-                done.append((entry[1], entry[2]))
         for key, status in failed:
             entry = in_flight.pop(key, None)
             if entry is not None:
                 entry[0].status = status
                 failures.append(entry[0])
-                done.append((entry[1], entry[2]))
+                done.append(entry[1])
         if successful or failures:
             self._topology.ack(successful, failures)
         self._credit(done)
@@ -153,17 +154,15 @@ class RemoteFront:
         self.redelivered += len(found)
         return found
 
-    def _credit(self, done: list[tuple[RemoteConsumer, Producer]]) -> None:
+    def _credit(self, done: list[Slot]) -> None:
         low = self.window // 2
-        touched: set[tuple[RemoteConsumer, Producer]] = set()
-        for consumer, producer in done:
-            consumer.completed[producer] += 1
-            touched.add((consumer, producer))
-        for consumer, producer in touched:
-            count = consumer.completed[producer]
+        for (consumer, producer), came_back in Counter(done).items():
+            count = consumer.completed[producer] + came_back
             if count >= low or producer._draining:
                 consumer.completed[producer] = 0
                 producer._ask(consumer, count)
+            else:
+                consumer.completed[producer] = count
         self._check_drained()
 
     def _check_drained(self) -> None:

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from pybroadway.erldist import Node
@@ -37,6 +39,8 @@ from ._protocol import OUTCOMES, SCOPE, group, stage_name, status_of
 log = logging.getLogger("pybroadway.workers")
 
 RATE_WINDOW = 1.0
+NO_METADATA: dict[str, Any] = {}  # shared, never changed
+_first = itemgetter(0)
 
 
 class Worker:
@@ -152,10 +156,22 @@ class WorkerFront:
 
     def send(self, partition: int, entries: list[Entry]) -> None:
         assert self.stage is not None
-        events = []
-        for key, message in entries:
-            metadata = message._metadata
-            events.append((key, message.data, dict(metadata) if metadata else {}))
+        # Metadata goes as a dict (the encoder's fast path; a read-only mapping takes its
+        # slow one), copied once per distinct mapping in the chunk: a producer's is usually
+        # one mapping shared by many messages.
+        copies: dict[int, Any] = {}
+
+        def plain(metadata: Any) -> Any:
+            if not metadata:
+                return NO_METADATA
+            if type(metadata) is dict:
+                return metadata
+            copy = copies.get(id(metadata))
+            if copy is None:
+                copy = copies[id(metadata)] = dict(metadata)
+            return copy
+
+        events = [(key, message.data, plain(message._metadata)) for key, message in entries]
         self._route = partition % self.count if self.partitioned else 0
         self.stage.emit_nowait(events)
 
@@ -206,16 +222,16 @@ class WorkerFront:
     def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)
         if worker is not None:
-            held = worker.held
-            for event in batch:
-                held[event[0]] = event
+            worker.held.update(zip(map(_first, batch), batch, strict=True))
 
     def _outcomes(self, node: Any, ok: Any, failed: Any) -> None:
         worker = self.workers.get(node) if type(node) is Atom else None
         if worker is None or type(ok) is not list or type(failed) is not list:
             return  # a worker already given up on: what it held was settled then
         held = worker.held
-        done = [key for key in ok if held.pop(key, None) is not None]
+        popped = list(map(held.pop, ok, repeat(None)))
+        done = ok if None not in popped else [
+            key for key, event in zip(ok, popped, strict=True) if event is not None]
         failures = []
         for entry in failed:
             if type(entry) is tuple and len(entry) == 3 and held.pop(entry[0], None) is not None:

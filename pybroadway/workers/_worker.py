@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -49,26 +50,47 @@ def load_pipeline_class(spec: str) -> type[Pipeline]:
 
 class Replier:
     """The acknowledger of a worker's messages: reports their outcomes to the front's stage,
-    one message per group (``ack_ref`` is the stage, ``ack_data`` the id)."""
+    one message per group (``ack_ref`` is the stage, ``ack_data`` the id). It also keeps the
+    metadata mappings seen (a producer's metadata is usually the same for many messages), so
+    that each is turned back into ``str`` keys once, and shared, read-only, as on the front."""
+
+    SEEN_LIMIT = 1024
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
 
     def ack(self, ack_ref: Pid, successful: list[Message], failed: list[Message]) -> None:
         ok = [message.acknowledger[2] for message in successful]
         bad = [(message.acknowledger[2], *reason_of(message.status)) for message in failed]
         self.node.send(ack_ref, (OUTCOMES, self.node.name, ok, bad))
 
+    def metadata(self, raw: dict[Any, Any]) -> Mapping[str, Any]:
+        """A front's metadata map (keys as binaries) as the message's metadata."""
+        try:
+            signature = tuple(raw.items())
+            known = self.seen.get(signature)
+        except TypeError:  # an unhashable value: converted each time
+            return _metadata(raw)
+        if known is None:
+            known = _metadata(raw)
+            if len(self.seen) < self.SEEN_LIMIT:
+                self.seen[signature] = known
+        return known
+
+
+def _metadata(raw: dict[Any, Any]) -> Mapping[str, Any]:
+    return MappingProxyType({
+        (name.decode(errors="replace") if isinstance(name, bytes) else name): value
+        for name, value in raw.items()})
+
 
 def unwrap(message: Message, replier: Replier) -> Message:
     """The transformer: a front's event ``{Id, Data, Metadata}`` as the message it stands
     for, acknowledged through ``replier``."""
     key, data, metadata = message.data
-    if metadata:
-        metadata = MappingProxyType({
-            (name.decode(errors="replace") if isinstance(name, bytes) else name): value
-            for name, value in metadata.items()})
-    return Message(data, metadata or None, (replier, message.metadata["producer"], key))
+    return Message(data, replier.metadata(metadata) if metadata else None,
+                   (replier, message.metadata["producer"], key))
 
 
 def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,

@@ -23,7 +23,7 @@ from pybroadway.erldist.genstage import (
 )
 
 from ._expose import Emitter, ExposedStage, emitted, expose, forward
-from ._producer import GenStageProducer, Source, SubscribeTo, parse_source
+from ._producer import GenStageProducer, MessagesFrom, Source, SubscribeTo, parse_source
 
 __all__ = [
     "BroadcastDispatcher",
@@ -31,6 +31,7 @@ __all__ = [
     "Emitter",
     "ExposedStage",
     "GenStageProducer",
+    "MessagesFrom",
     "PartitionDispatcher",
     "ProducerStage",
     "Source",

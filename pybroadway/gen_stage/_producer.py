@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from types import MappingProxyType
 from typing import Any
@@ -88,6 +88,10 @@ class _Subscriber(ConsumerStage):
         self.producer._ended(subscription, reason)
 
 
+MessagesFrom = Callable[[list[Any], Mapping[str, Any]], list[Message]]
+"""How a batch of events becomes messages, given the subscription's metadata."""
+
+
 class GenStageProducer(Producer):
     """A pipeline producer fed by GenStage producers:
     ``producer={"module": (GenStageProducer, {"node": node, "subscribe_to": [...]})}``.
@@ -108,7 +112,9 @@ class GenStageProducer(Producer):
 
     Each message's ``metadata`` is ``{"producer": pid, "node": node, "name": name}`` (shared,
     read-only, per subscription). GenStage has no acknowledgement: messages carry the no-op
-    acknowledger. On stop, the subscriptions are cancelled (reason ``shutdown``) and the
+    acknowledger. ``messages(events, metadata)``, if given, makes the messages of a batch of
+    events instead (one call per batch: what a transformer does per event, without building
+    each message twice). On stop, the subscriptions are cancelled (reason ``shutdown``) and the
     events already sent are waited for (at most ``drain_timeout`` seconds) and handled.
     """
 
@@ -117,9 +123,11 @@ class GenStageProducer(Producer):
 
     def __init__(self, *, node: Node, subscribe_to: Iterable[Any],
                  resubscribe_interval: float = 0.1, max_backoff: float = 5.0,
-                 drain_timeout: float = 5.0, buffer_size: int | None = None) -> None:
+                 drain_timeout: float = 5.0, buffer_size: int | None = None,
+                 messages: MessagesFrom | None = None) -> None:
         super().__init__(buffer_size=buffer_size)
         self.node = node
+        self.messages_from = messages
         self.sources = [parse_source(entry) for entry in subscribe_to]
         if not self.sources:
             raise ValueError("subscribe_to names no producer")
@@ -240,7 +248,9 @@ class GenStageProducer(Producer):
                 metadata = source.metadata = MappingProxyType(
                     {"producer": subscription.pid, "node": source.node, "name": source.name})
         self._origin.append([subscription, len(events)])
-        self.push_messages(list(map(Message, events, repeat(metadata))))
+        build = self.messages_from
+        self.push_messages(build(events, metadata) if build is not None
+                           else list(map(Message, events, repeat(metadata))))
 
     def on_taken(self, count: int) -> None:
         """Processors took ``count`` messages: credit their subscriptions, ask again."""

@@ -25,7 +25,7 @@ from pybroadway._imports import load_pipeline
 from pybroadway.erldist import CallError, Node
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.process import Process
-from pybroadway.gen_stage import GenStageProducer
+from pybroadway.gen_stage import GenStageProducer, MessagesFrom
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, Pid
 
@@ -85,12 +85,17 @@ def _metadata(raw: dict[Any, Any]) -> Mapping[str, Any]:
         for name, value in raw.items()})
 
 
-def unwrap(message: Message, replier: Replier) -> Message:
-    """The transformer: a front's event ``{Id, Data, Metadata}`` as the message it stands
-    for, acknowledged through ``replier``."""
-    key, data, metadata = message.data
-    return Message(data, replier.metadata(metadata) if metadata else None,
-                   (replier, message.metadata["producer"], key))
+def unwrapper(replier: Replier) -> MessagesFrom:
+    """The front's events ``{Id, Data, Metadata}`` as the messages they stand for,
+    acknowledged through ``replier`` (a batch at a time, each message built once)."""
+    converted = replier.metadata
+
+    def unwrap(events: list[Any], subscription: Mapping[str, Any]) -> list[Message]:
+        stage = subscription["producer"]
+        return [Message(data, converted(metadata) if metadata else None,
+                        (replier, stage, key)) for key, data, metadata in events]
+
+    return unwrap
 
 
 def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
@@ -111,10 +116,10 @@ def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
     if partition is not None:
         source["partition"] = partition
     module = (GenStageProducer, {"node": node, "subscribe_to": [(stage_name(name), join, source)],
-                                 "resubscribe_interval": 0.2, "max_backoff": 2.0})
+                                 "resubscribe_interval": 0.2, "max_backoff": 2.0,
+                                 "messages": unwrapper(Replier(node))})
     return cls(**options, name=name, workers=None, processors=processors,
-               producer={"module": module, "concurrency": 1,
-                         "transformer": (unwrap, Replier(node))})
+               producer={"module": module, "concurrency": 1})
 
 
 async def front_options(node: Node, join: str, name: str, cls: type[Pipeline],

@@ -29,10 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from e2e import CLIENT_ERL
+from support import BEAM_FLAGS, compile_erlang, print_table, say
+
 import pybroadway.workers
 from pybroadway.erldist import Node
 from pybroadway.pipeline import Message, Pipeline, Producer
-from testkit.peers import free_port
+from pybroadway.term import IMPLEMENTATION
+from testkit.peers import BeamPeer, free_port
 
 
 def spin(seconds: float) -> None:
@@ -149,11 +153,6 @@ async def push_run(node: Node, client: Any, workers: int, messages: int, senders
 
 
 async def elixir_push(messages: int, timeout: float) -> list[tuple[str, ...]]:
-    from e2e import CLIENT_ERL
-    from support import BEAM_FLAGS, compile_erlang, say
-
-    from testkit.peers import BeamPeer
-
     build = compile_erlang("pybroadway_e2e_bench", CLIENT_ERL)
     epmd_port = free_port()
     rows: list[tuple[str, ...]] = []
@@ -192,17 +191,12 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     assert pybroadway.workers.SCOPE
     if args.elixir:
-        from support import print_table
-
-        from pybroadway.term import IMPLEMENTATION
-
         rows = asyncio.run(elixir_push(args.elixir_messages, args.timeout))
         print_table(f"No-op handler, Elixir push: N = {args.elixir_messages:,} per run; "
                     f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
                     f"{IMPLEMENTATION} codec", rows)
         return
-    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    print(f"{'handler':<22}{'workers':>8}{'msg/s':>12}{'x in process':>14}{'failed':>8}")
+    rows = [("handler", "workers", "msg/s", "x in process", "failed")]
     for label, ms, messages in ((f"CPU ~{args.cost_ms:g} ms/message", args.cost_ms,
                                  args.messages), ("no-op", 0.0, args.noop_messages)):
         base = 0.0
@@ -210,8 +204,10 @@ def main() -> None:
             rate, failed = asyncio.run(run(workers, messages, ms))
             base = base or rate
             shown = "in process" if not workers else str(workers)
-            print(f"{label:<22}{shown:>8}{rate:>12,.0f}{rate / base:>13.2f}x{failed:>8}",
-                  flush=True)
+            say(f"{label}, {shown}: {rate:,.0f} msg/s")
+            rows.append((label, shown, f"{rate:,.0f}", f"{rate / base:.2f}x", str(failed)))
+    print_table(f"Workers by handler cost: {os.cpu_count()} cores, "
+                f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec", rows)
 
 
 if __name__ == "__main__":

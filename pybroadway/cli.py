@@ -171,7 +171,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             log.error("%s", summary)
             raise NodeDown(node.name, down.result())
         down.cancel()
-        if failure.done():
+        # pipeline.stop() cancels what wait_failure() waits on: that is no failure
+        if failure.done() and not failure.cancelled():
             log.error("%s", summary)
             raise WorkersFailed(failure.result())
         failure.cancel()

@@ -1,0 +1,102 @@
+"""``pybroadway serve --workers 2`` as users run it, fed by the Python Client and stopped with
+SIGTERM while its workers hold messages: it drains (every message the receiver read is
+handled or failed, none dropped), exits 0 with its summary line, leaves no worker process
+behind and no traceback. No Erlang is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pybroadway.erldist import Node
+from pybroadway.otp_distribution import DEFAULT_NAME, Client
+from testkit.peers import free_port, unique_name
+from testkit.processes import WatchedProcess, python_env
+from testkit.wait import eventually_async
+
+pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parents[2]
+COOKIE = "serve_workers_cookie"
+SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
+PUSHED = re.compile(r"\[INFO\] push_message: (\d+)$")
+COUNT = 300
+SLEEP_MS = 15  # per message, in the event loop (sync handlers run inline): about 4.5 s in all
+
+
+def children(pid: int) -> set[int]:
+    """The pids of the processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def recorded(log: Path) -> list[int]:
+    """The data each worker's Recorded pipeline handled, in all its files."""
+    return [int(line) for path in log.parent.glob(f"{log.name}.*")
+            for line in path.read_text().splitlines()]
+
+
+async def test_sigterm_while_workers_hold_messages_drains_them(tmp_path: Path) -> None:
+    log = tmp_path / "handled"
+    epmd_port = free_port()
+    sname = f"{unique_name('front')}@localhost"
+    env = python_env(PYTHONPATH=str(ROOT), PYBROADWAY_TEST_LOG=str(log),
+                     PYBROADWAY_TEST_SLEEP_MS=str(SLEEP_MS))
+    serve = WatchedProcess(
+        [sys.executable, "-m", "pybroadway", "serve", "--workers", "2",
+         "--pipeline", "tests.workers.pipelines:Recorded", "--cookie", COOKIE,
+         "--sname", sname, "--epmd-port", str(epmd_port)], cwd=ROOT, env=env)
+    try:
+        await asyncio.to_thread(serve.wait_logged, "PyBroadway: worker ", 2, 30)
+        workers = children(serve.proc.pid)
+        assert len(workers) == 2, workers
+        async with Node(f"{unique_name('pyc')}@localhost", cookie=COOKIE,
+                        epmd_port=epmd_port) as node:
+            client = await Client.start(node, receiver=(DEFAULT_NAME, sname))
+            for i in range(COUNT):
+                client.push_message(i)
+
+            def pushed() -> list[int]:
+                return [int(m.group(1)) for line in list(serve.stderr)
+                        if (m := PUSHED.search(line))]
+
+            await eventually_async(lambda: len(pushed()) == COUNT, timeout=20,
+                                   what=lambda: f"{len(pushed())} of {COUNT} read")
+            await eventually_async(lambda: len(recorded(log)) >= 20, timeout=20)
+            handled_before = len(recorded(log))
+            code = await asyncio.to_thread(serve.terminate)
+        stderr = "\n".join(serve.stderr)
+        assert code == 0, stderr[-3000:]
+        assert handled_before < COUNT, "the workers held nothing when SIGTERM came"
+        assert serve.stdout, stderr[-3000:]
+        summary = SUMMARY.match(serve.stdout[-1])
+        assert summary, serve.stdout
+        handled, failed, dropped = map(int, summary.groups())
+        assert (handled, failed, dropped) == (COUNT, 0, 0), stderr[-3000:]
+        assert sorted(pushed()) == list(range(COUNT))
+        assert sorted(recorded(log)) == list(range(COUNT)), "each handled exactly once"
+        assert {int(path.suffix[1:]) for path in tmp_path.glob("handled.*")} <= workers
+        assert not [pid for pid in workers if alive(pid)], "a worker outlived serve"
+        assert "Traceback" not in stderr, stderr
+    finally:
+        serve.kill()

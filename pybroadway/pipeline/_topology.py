@@ -193,8 +193,9 @@ class Topology:
     # -- acknowledgement -------------------------------------------------------------------
 
     def warn_unbatched(self, messages: list[Message]) -> None:
-        """Warn (once) if one of ``messages`` was put to a batcher: this pipeline has none."""
-        for message in messages:
+        """Warn (once) if ``messages`` were put to a batcher: this pipeline has none. The first
+        and the last of each chunk are looked at (a handler that does it does it often)."""
+        for message in (messages[0], messages[-1]) if messages else ():
             if message.batcher != "default":
                 self.watch_batchers = False
                 logger.warning(

@@ -67,11 +67,12 @@ class Replier:
 
     def metadata(self, raw: dict[Any, Any]) -> Mapping[str, Any]:
         """A front's metadata map (keys as binaries) as the message's metadata."""
-        try:
-            signature = tuple(raw.items())
-            known = self.seen.get(signature)
-        except TypeError:  # an unhashable value: converted each time
-            return _metadata(raw)
+        # Keyed by the values' identities: the decoder hands out one object for each pid it
+        # has seen (and atoms are interned), so equal metadata has identical values, and this
+        # hashes ints rather than calling each value's __hash__. A cached entry keeps its
+        # values alive, so no other object can have their ids meanwhile.
+        signature = (tuple(raw), tuple(map(id, raw.values())))
+        known = self.seen.get(signature)
         if known is None:
             known = _metadata(raw)
             if len(self.seen) < self.SEEN_LIMIT:

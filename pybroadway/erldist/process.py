@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
 from pybroadway.term import Atom, Pid, Reference
-from pybroadway.term.atoms import KILLED, NORMAL
+from pybroadway.term.atoms import KILL, KILLED, NORMAL
 
 if TYPE_CHECKING:
     from pybroadway.erldist.node import Node
@@ -124,10 +124,18 @@ class Process:
         self._exited.set()
 
     def _terminate(self, reason: Any) -> None:
-        """End the process from outside (an exit signal): its task is cancelled."""
-        if self.exit_reason is None and self._task is not None and not self._task.done():
+        """End the process from outside (an exit signal): its task is cancelled. The first
+        reason stands, except ``kill``'s (``killed``); and every signal cancels again: a task
+        may have lost a cancellation (``asyncio.wait_for`` on Python 3.11 drops one that
+        comes as its inner future completes), and a ``kill`` must end it all the same."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if reason is KILL or reason is KILLED:
+            self.exit_reason = KILLED
+        elif self.exit_reason is None:
             self.exit_reason = reason
-            self._task.cancel()
+        task.cancel()
 
     def exit(self, reason: Any = NORMAL) -> None:
         """End this process with ``reason`` (from outside it; inside, raise :class:`Exit`)."""

@@ -4,6 +4,7 @@ them in reverse order. Python-only: an embedded EPMD on a private port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,6 +47,16 @@ class Stubborn(Process):
         self.trap_exit = True
         while True:
             await self.receive()
+
+
+class LostCancellation(Process):
+    """Loses the cancellation of its first exit signal, as ``asyncio.wait_for`` on Python
+    3.11 does when the cancellation comes just as its inner future completes."""
+
+    async def run(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)
 
 
 @pytest.fixture
@@ -176,6 +187,15 @@ async def test_a_child_that_ignores_shutdown_is_killed_after_its_grace_time(node
     node.exit(supervisor.pid, SHUTDOWN)
     await asyncio.wait_for(supervisor.wait(), WAIT)
     assert not child.alive
+
+
+async def test_a_child_that_lost_its_shutdown_is_still_killed(node: Node) -> None:
+    supervisor = await start(node, Supervisor(
+        [ChildSpec(id="l", start=LostCancellation, shutdown=0.2)]))
+    child = supervisor.child("l")
+    assert child is not None
+    await asyncio.wait_for(supervisor.terminate_child("l"), WAIT)  # hung for ever before
+    assert await asyncio.wait_for(child.wait(), WAIT) == Atom("killed")
 
 
 async def test_a_start_that_fails_counts_as_a_crash(node: Node) -> None:

@@ -59,6 +59,8 @@ class Replier:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        self._last_raw: dict[Any, Any] | None = None
+        self._last: Mapping[str, Any] = MappingProxyType({})
 
     def ack(self, ack_ref: Pid, successful: list[Message], failed: list[Message]) -> None:
         ok = [message.acknowledger[2] for message in successful]
@@ -71,12 +73,15 @@ class Replier:
         # has seen (and atoms are interned), so equal metadata has identical values, and this
         # hashes ints rather than calling each value's __hash__. A cached entry keeps its
         # values alive, so no other object can have their ids meanwhile.
+        if raw == self._last_raw:  # the usual case: as the message before (C-fast: the
+            return self._last      # values are the same objects)
         signature = (tuple(raw), tuple(map(id, raw.values())))
         known = self.seen.get(signature)
         if known is None:
             known = _metadata(raw)
             if len(self.seen) < self.SEEN_LIMIT:
                 self.seen[signature] = known
+        self._last_raw, self._last = raw, known
         return known
 
 

@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
+from pybroadway._fifo import ChunkedFifo
+
 from ._message import Message
 
 if TYPE_CHECKING:
@@ -63,53 +65,13 @@ class ProducerHost(Protocol):
         """Acknowledge as failed messages no processor took (``reason`` None: keep status)."""
 
 
-class _Buffer:
-    """FIFO of messages kept as the lists they arrived in, so taking n is a slice, not n pops."""
-
-    __slots__ = ("chunks", "offset", "size")
-
-    def __init__(self) -> None:
-        self.chunks: deque[list[Message]] = deque()
-        self.offset = 0
-        self.size = 0
-
-    def put(self, messages: list[Message]) -> None:
-        if messages:
-            self.chunks.append(messages)
-            self.size += len(messages)
-
-    def take(self, n: int) -> list[Message]:
-        """Remove and return the first ``n`` messages (at most ``size``)."""
-        chunks = self.chunks
-        out: list[Message] | None = None
-        while n > 0 and chunks:
-            head = chunks[0]
-            offset = self.offset
-            available = len(head) - offset
-            if available <= n:
-                chunks.popleft()
-                self.offset = 0
-                part = head[offset:] if offset else head
-            else:
-                part = head[offset : offset + n]
-                self.offset = offset + n
-            n -= len(part)
-            if out is None:
-                out = part
-            else:
-                out += part
-        taken = out if out is not None else []
-        self.size -= len(taken)
-        return taken
-
-
 class _Partition:
     """The buffer of one processor partition and the consumers waiting on it."""
 
     __slots__ = ("buffer", "waiters")
 
     def __init__(self) -> None:
-        self.buffer = _Buffer()
+        self.buffer: ChunkedFifo[Message] = ChunkedFifo()
         self.waiters: deque[list[Any]] = deque()  # [consumer, demand still owed to it]
 
 

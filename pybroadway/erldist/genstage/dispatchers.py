@@ -14,10 +14,10 @@ subscription than that subscription asked for.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from pybroadway._fifo import ChunkedFifo
 from pybroadway.term import Atom, Pid
 
 Send = Callable[["Subscriber", list[Any]], None]
@@ -39,43 +39,6 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.pid!r} demand={self.demand}>"
-
-
-class EventBuffer:
-    """FIFO of events kept as the lists they came in: taking n is a slice, not n pops."""
-
-    __slots__ = ("chunks", "offset", "size")
-
-    def __init__(self) -> None:
-        self.chunks: deque[list[Any]] = deque()
-        self.offset = 0
-        self.size = 0
-
-    def put(self, events: list[Any]) -> None:
-        if events:
-            self.chunks.append(events)
-            self.size += len(events)
-
-    def take(self, n: int) -> list[Any]:
-        """Remove and return the first ``n`` events (at most ``size``)."""
-        chunks = self.chunks
-        out: list[Any] | None = None
-        while n > 0 and chunks:
-            head = chunks[0]
-            offset = self.offset
-            available = len(head) - offset
-            if available <= n:
-                chunks.popleft()
-                self.offset = 0
-                part = head[offset:] if offset else head
-            else:
-                part = head[offset:offset + n]
-                self.offset = offset + n
-            n -= len(part)
-            out = part if out is None else out + part
-        taken = out if out is not None else []
-        self.size -= len(taken)
-        return taken
 
 
 class Dispatcher:
@@ -118,7 +81,7 @@ class DemandDispatcher(Dispatcher):
 
     def __init__(self) -> None:
         super().__init__()
-        self.buffer = EventBuffer()
+        self.buffer: ChunkedFifo[Any] = ChunkedFifo()
 
     @property
     def buffered(self) -> int:
@@ -179,7 +142,7 @@ class PartitionDispatcher(Dispatcher):
         if not names:
             raise ValueError("a partition dispatcher needs at least one partition")
         self.names = names
-        self.buffers: dict[Any, EventBuffer] = {name: EventBuffer() for name in names}
+        self.buffers: dict[Any, ChunkedFifo[Any]] = {name: ChunkedFifo() for name in names}
         self.owners: dict[Any, Subscriber] = {}
         if hash is None:
             count = len(names)
@@ -252,7 +215,7 @@ class PartitionDispatcher(Dispatcher):
         return dropped
 
 
-def _size_of(buffer: EventBuffer) -> int:
+def _size_of(buffer: ChunkedFifo[Any]) -> int:
     return buffer.size
 
 

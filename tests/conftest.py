@@ -7,10 +7,12 @@ Every test that uses them (directly or through another fixture) is marked ``beam
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
+from testkit.netns import NETNS_ETC, require_netns
 from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
 
 BEAM_FIXTURES = frozenset({"epmd", "otp"})
@@ -51,3 +53,22 @@ def erl_node(epmd: SystemEpmd, otp: str) -> Iterator[BeamPeer]:
     with BeamPeer.erlang(otp, epmd_port=epmd.port) as peer:
         peer.wait_started()
         yield peer
+
+
+def _root_links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip() for line in out.splitlines())
+
+
+@pytest.fixture
+def leaves_nothing() -> Iterator[None]:
+    """For tests of simulated hosts: afterwards no namespace, link or /etc/netns entry of
+    theirs is left."""
+    require_netns()
+    before = _root_links()
+    yield
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=True).stdout
+    assert "pbns" not in namespaces
+    assert _root_links() == before
+    assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))

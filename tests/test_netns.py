@@ -3,15 +3,13 @@ each host's EPMD, and a pulled cable is a nodedown within the tick time."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testkit.netns import NETNS_ETC, Host, Hosts, require_netns
+from testkit.netns import Host, Hosts
 from testkit.peers import erl_for
 from testkit.processes import WatchedProcess, python_env
 
@@ -26,23 +24,6 @@ def env() -> dict[str, str]:
     return python_env(PYTHONPATH=str(ROOT), ERL_EPMD_PORT="4369",
                       NETNS_TICKTIME=str(TICKTIME))
 
-
-def root_links() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return sorted(line.split(":")[1].strip() for line in out.splitlines())
-
-
-@pytest.fixture
-def leaves_nothing() -> Iterator[None]:
-    """After the test: no namespace, link or /etc/netns entry of ours is left."""
-    require_netns()
-    before = root_links()
-    yield
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                check=True).stdout
-    assert "pbns" not in namespaces
-    assert root_links() == before
-    assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))
 
 
 def python_node(host: Host, name: str, peer: str | None = None) -> WatchedProcess:

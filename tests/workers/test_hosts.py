@@ -10,15 +10,14 @@ on SIGTERM), and nothing of the hosts is left."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from testkit.netns import NETNS_ETC, Host, Hosts, require_netns
+from testkit.netns import Host, Hosts
 from testkit.peers import require
 from testkit.processes import WatchedProcess, python_env
 from testkit.wait import eventually
@@ -92,23 +91,6 @@ def env(log: Path) -> dict[str, str]:
     return python_env(PYTHONPATH=str(ROOT), ERL_EPMD_PORT="4369",
                       PYBROADWAY_TEST_LOG=str(log), PYBROADWAY_TEST_SLEEP_MS=str(SLEEP_MS))
 
-
-def root_links() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return sorted(line.split(":")[1].strip() for line in out.splitlines())
-
-
-@pytest.fixture
-def leaves_nothing() -> Iterator[None]:
-    """After the test: no namespace, link or /etc/netns entry of ours is left."""
-    require_netns()
-    before = root_links()
-    yield
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                check=True).stdout
-    assert "pbns" not in namespaces
-    assert root_links() == before
-    assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))
 
 
 def records(log: Path, pid: int) -> list[int]:

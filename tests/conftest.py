@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pybroadway.erldist import Node
+from testkit.genstage import standin_dir
 from testkit.netns import NETNS_ETC, require_netns
 from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
+from tests.erldist.nodekit import atom, ev, python_node, started
 
 BEAM_FIXTURES = frozenset({"epmd", "otp"})
 """Fixtures that start or choose a BEAM program; every BEAM fixture depends on one of them."""
@@ -72,3 +75,13 @@ def leaves_nothing() -> Iterator[None]:
     assert "pbns" not in namespaces
     assert _root_links() == before
     assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))
+
+
+@pytest.fixture
+async def standin_pair(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[Node, BeamPeer]]:
+    """A Python node and a connected Erlang node that has the GenStage stand-ins loaded."""
+    async with python_node(epmd.port) as node:
+        peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=["-pa", standin_dir()])
+        async with started(peer):
+            assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
+            yield node, peer

@@ -6,7 +6,6 @@ answers to duplicate and unknown subscriptions, partition and broadcast dispatch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,20 +13,10 @@ import pytest
 from pybroadway.erldist import Node
 from pybroadway.erldist.genstage import BroadcastDispatcher, PartitionDispatcher, ProducerStage
 from pybroadway.term import Atom, Charlist
-from testkit.genstage import standin_dir
-from testkit.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.peers import BeamPeer, unique_name
 from testkit.wait import eventually_async
 from tests.erldist.genstage_kit import Recorder
-from tests.erldist.nodekit import atom, ev, python_node, started
-
-
-@pytest.fixture
-async def pair(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[Node, BeamPeer]]:
-    async with python_node(epmd.port) as node:
-        peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=["-pa", standin_dir()])
-        async with started(peer):
-            assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
-            yield node, peer
+from tests.erldist.nodekit import atom, ev
 
 
 def stats(value: dict[Any, Any]) -> dict[str, Any]:
@@ -37,8 +26,8 @@ def stats(value: dict[Any, Any]) -> dict[str, Any]:
 
 
 async def test_python_producer_to_erlang_consumer_within_demand(
-        pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("events")
     producer = node.spawn(ProducerStage(), name=name)
     await ev(peer, f"C = pb_gen_stage:consumer({{{name}, {atom(node)}}}, "
@@ -57,8 +46,8 @@ async def _stats_if(peer: BeamPeer, who: str, test: Any) -> dict[str, Any] | Non
 
 
 async def test_erlang_producer_to_python_consumer_within_demand(
-        pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("source")
     await ev(peer, f"P = pb_gen_stage:producer({name}, #{{label => x, limit => 2000}})")
     consumer = node.spawn(Recorder())
@@ -75,8 +64,8 @@ async def test_erlang_producer_to_python_consumer_within_demand(
     ("permanent", "normal", True), ("transient", "normal", False),
     ("transient", "boom", True), ("temporary", "boom", False)])
 async def test_python_producer_cancels_erlang_consumers(
-        pair: tuple[Node, BeamPeer], mode: str, reason: str, exits: bool) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer], mode: str, reason: str, exits: bool) -> None:
+    node, peer = standin_pair
     name = unique_name("events")
     producer = node.spawn(ProducerStage(), name=name)
     await ev(peer, f"C = pb_gen_stage:consumer({{{name}, {atom(node)}}}, "
@@ -87,8 +76,8 @@ async def test_python_producer_cancels_erlang_consumers(
     assert await ev(peer, "timer:sleep(50), is_process_alive(C)") is (not exits)
 
 
-async def test_erlang_consumer_cancels_and_dies(pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+async def test_erlang_consumer_cancels_and_dies(standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("events")
     producer = node.spawn(ProducerStage(), name=name)
     await ev(peer, f"C1 = pb_gen_stage:consumer({{{name}, {atom(node)}}}, "
@@ -102,8 +91,8 @@ async def test_erlang_consumer_cancels_and_dies(pair: tuple[Node, BeamPeer]) -> 
     assert producer.demand == 0
 
 
-async def test_erlang_producer_cancels_and_dies(pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+async def test_erlang_producer_cancels_and_dies(standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("source")
     await ev(peer, f"P = pb_gen_stage:producer({name}, #{{}})")
     temporary, permanent = node.spawn(Recorder()), node.spawn(Recorder())
@@ -123,8 +112,8 @@ async def test_erlang_producer_cancels_and_dies(pair: tuple[Node, BeamPeer]) -> 
 
 
 async def test_duplicate_and_unknown_subscriptions_from_erlang(
-        pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("events")
     producer = node.spawn(ProducerStage(), name=name)
     target = f"{{{name}, {atom(node)}}}"
@@ -144,8 +133,8 @@ async def test_duplicate_and_unknown_subscriptions_from_erlang(
 
 
 async def test_partition_and_broadcast_to_erlang_consumers(
-        pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     parted, wide = unique_name("parted"), unique_name("wide")
     partitioned = node.spawn(ProducerStage(dispatcher=PartitionDispatcher(
         2, hash=lambda n: n % 2)), name=parted)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +15,18 @@ from pybroadway.erldist import Node
 from pybroadway.gen_stage import GenStageProducer, expose, forward
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom
-from testkit.genstage import standin_dir
 from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.nodekit import atom, ev, python_node, started
+from tests.erldist.nodekit import ev, python_node, started
 from tests.gen_stage.helpers import pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "gen_stage_demo.ex"
 
 
-@pytest.fixture
-async def pair(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[Node, BeamPeer]]:
-    async with python_node(epmd.port) as node:
-        peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=["-pa", standin_dir()])
-        async with started(peer):
-            assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
-            yield node, peer
-
 
 async def test_a_producer_that_dies_mid_stream_is_subscribed_again(
-        pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = pair
+        standin_pair: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair
     name = unique_name("source")
     await ev(peer, f"P1 = pb_gen_stage:producer({name}, #{{label => first}})")
     async with pipeline(node, [(name, peer.node, {"max_demand": 200})]) as (
@@ -103,8 +93,9 @@ def _producer_module() -> type:
 
 
 @pytest.mark.parametrize("mode", ["demand"])
-async def test_nothing_arrives_beyond_demand(pair: tuple[Node, BeamPeer], mode: str) -> None:
-    node, peer = pair
+async def test_nothing_arrives_beyond_demand(standin_pair: tuple[Node, BeamPeer],
+                                             mode: str) -> None:
+    node, peer = standin_pair
     name = unique_name("source")
     await ev(peer, f"P = pb_gen_stage:producer({name}, #{{events => {{binary, <<\"x\">>}}}})")
 

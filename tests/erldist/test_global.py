@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -21,19 +20,6 @@ class Echo(GenServer):
     def handle_call(self, request: object, from_: From) -> object:
         return (Atom("echo"), request)
 
-
-@pytest.fixture
-def beam(epmd: SystemEpmd, otp: str) -> Iterator[BeamPeer]:
-    with BeamPeer.erlang(otp, epmd_port=epmd.port) as peer:
-        peer.wait_started()
-        yield peer
-
-
-@pytest.fixture
-async def py(epmd: SystemEpmd) -> AsyncIterator[Node]:
-    async with Node(unique_name("py") + "@localhost", cookie="pybroadway",
-                    epmd_port=epmd.port) as node:
-        yield node
 
 
 # global:sync() on the BEAM, bounded so that a failure cannot hang the test

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,19 +20,6 @@ pytestmark = pytest.mark.timeout(90)
 GROUP = Atom("py_group")
 TUPLE_GROUP = (Atom("pipeline"), b"p1")  # {pipeline, <<"p1">>} on the BEAM
 
-
-@pytest.fixture
-def beam(epmd: SystemEpmd, otp: str) -> Iterator[BeamPeer]:
-    with BeamPeer.erlang(otp, epmd_port=epmd.port) as peer:
-        peer.wait_started()
-        yield peer
-
-
-@pytest.fixture
-async def py(epmd: SystemEpmd) -> AsyncIterator[Node]:
-    async with Node(unique_name("py") + "@localhost", cookie="pybroadway",
-                    epmd_port=epmd.port) as node:
-        yield node
 
 
 async def beam_members(beam: BeamPeer, group: str, scope: str = "pg") -> list[Any]:

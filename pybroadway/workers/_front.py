@@ -158,20 +158,17 @@ class WorkerFront:
         assert self.stage is not None
         # Metadata goes as a dict (the encoder's fast path; a read-only mapping takes its
         # slow one), copied once per distinct mapping in the chunk: a producer's is usually
-        # one mapping shared by many messages.
+        # one mapping shared by many messages, often by a run of them (looked at once).
         copies: dict[int, Any] = {}
-
-        def plain(metadata: Any) -> Any:
-            if not metadata:
-                return NO_METADATA
-            if type(metadata) is dict:
-                return metadata
-            copy = copies.get(id(metadata))
-            if copy is None:
-                copy = copies[id(metadata)] = dict(metadata)
-            return copy
-
-        events = [(key, message.data, plain(message._metadata)) for key, message in entries]
+        last: Any = None
+        sent: Any = NO_METADATA
+        events: list[Any] = []
+        append = events.append
+        for key, message in entries:
+            metadata = message._metadata
+            if metadata is not last:
+                last, sent = metadata, _plain(metadata, copies)
+            append((key, message.data, sent))
         self._route = partition % self.count if self.partitioned else 0
         self.stage.emit_nowait(events)
 
@@ -266,3 +263,15 @@ class WorkerFront:
             log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
                         worker.node.name, loggable(reason), len(held))
             self.front.lost(list(held), why)
+
+
+def _plain(metadata: Any, copies: dict[int, Any]) -> Any:
+    """``metadata`` as a plain dict to send, copied at most once per chunk (``copies``)."""
+    if not metadata:
+        return NO_METADATA
+    if type(metadata) is dict:
+        return metadata
+    copy = copies.get(id(metadata))
+    if copy is None:
+        copy = copies[id(metadata)] = dict(metadata)
+    return copy

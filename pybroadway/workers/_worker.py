@@ -59,13 +59,30 @@ class Replier:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        self._pending: dict[Pid, tuple[list[Any], list[Any]]] = {}
+        self._flush_scheduled = False
         self._last_raw: dict[Any, Any] | None = None
         self._last: Mapping[str, Any] = MappingProxyType({})
 
     def ack(self, ack_ref: Pid, successful: list[Message], failed: list[Message]) -> None:
-        ok = [message.acknowledger[2] for message in successful]
-        bad = [(message.acknowledger[2], *reason_of(message.status)) for message in failed]
-        self.node.send(ack_ref, (OUTCOMES, self.node.name, ok, bad))
+        # Outcomes are gathered and sent once per turn of the event loop: one message for
+        # what every processor acknowledged meanwhile, not one per chunk (the front handles
+        # far fewer frames). Sent in order, before anything this worker sends later.
+        ok, bad = self._pending.get(ack_ref) or self._pending.setdefault(ack_ref, ([], []))
+        ok += [message.acknowledger[2] for message in successful]
+        if failed:
+            bad += [(message.acknowledger[2], *reason_of(message.status)) for message in failed]
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send the outcomes gathered so far (also called once the worker's pipeline has
+        stopped, so that none waits for a turn of the loop that may not come)."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for stage, (ok, bad) in pending.items():
+            self.node.send(stage, (OUTCOMES, self.node.name, ok, bad))
 
     def metadata(self, raw: dict[Any, Any]) -> Mapping[str, Any]:
         """A front's metadata map (keys as binaries) as the message's metadata."""
@@ -107,7 +124,8 @@ def unwrapper(replier: Replier) -> MessagesFrom:
 def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
                     max_demand: int, partition: int | None,
                     concurrency: int | None = None,
-                    options: dict[str, Any] | None = None) -> Pipeline:
+                    options: dict[str, Any] | None = None,
+                    replier: Replier | None = None) -> Pipeline:
     """The pipeline ``cls`` fed by the front's stage instead of its own producer, built from
     ``options`` (the front's topology, :func:`~._options.worker_options`) over the class
     attributes, as on the front; ``concurrency`` processors if given (this worker's own
@@ -123,7 +141,7 @@ def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
         source["partition"] = partition
     module = (GenStageProducer, {"node": node, "subscribe_to": [(stage_name(name), join, source)],
                                  "resubscribe_interval": 0.2, "max_backoff": 2.0,
-                                 "messages": unwrapper(Replier(node))})
+                                 "messages": unwrapper(replier or Replier(node))})
     return cls(**options, name=name, workers=None, processors=processors,
                producer={"module": module, "concurrency": 1})
 
@@ -178,9 +196,10 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
         options = await front_options(node, join, name, cls, stop)
         if options is None:
             return {"handled": 0, "failed": 0}
+        replier = Replier(node)
         instance = worker_pipeline(cls, node, join=join, name=name, max_demand=max_demand,
                                    partition=partition, concurrency=concurrency,
-                                   options=options)
+                                   options=options, replier=replier)
         await instance.start()
         announcer = node.spawn(Process())
         scope.join(group(name), announcer)
@@ -188,6 +207,7 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                  "" if partition is None else f" (partition {partition})")
         await stop.wait()
         await instance.stop()
+        replier.flush()  # the last outcomes, before the node (and its connections) stop
         stats = instance.stats()
         log.info("worker %s: handled %d, failed %d", node.name.name, stats["handled"],
                  stats["failed"])

@@ -39,6 +39,18 @@ from pybroadway.term import IMPLEMENTATION
 from testkit.peers import BeamPeer, free_port
 
 
+async def joined(pipeline: Pipeline, workers: int) -> None:
+    """Wait until ``workers`` workers have joined the pipeline's front (the clock starts
+    then: their start-up is not what is measured)."""
+    if not workers:
+        return
+    front = pipeline._require_core().remote
+    assert front is not None
+    offload: Any = front.offload
+    while len(offload.workers) < workers:
+        await asyncio.sleep(0.05)
+
+
 def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -86,12 +98,7 @@ async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
                         processors={"default": {"concurrency": 2, "max_demand": 100}},
                         **options)
         await pipeline.start()
-        if workers:
-            front = pipeline._require_core().remote
-            assert front is not None
-            offload: Any = front.offload
-            while len(offload.workers) < workers:
-                await asyncio.sleep(0.05)
+        await joined(pipeline, workers)
         count = Count(messages)
         batch = [Message(b"x", {"ms": ms}, (count, None, None)) for _ in range(messages)]
         producer = pipeline.producers[0]
@@ -127,12 +134,7 @@ async def push_run(node: Node, client: Any, workers: int, messages: int, senders
                     processors={"default": {"concurrency": 1, "max_demand": 100}}, **options)
     await pipeline.start()
     try:
-        if workers:
-            front = pipeline._require_core().remote
-            assert front is not None
-            offload: Any = front.offload
-            while len(offload.workers) < workers:
-                await asyncio.sleep(0.05)
+        await joined(pipeline, workers)
         await client.aeval("pid = :pybroadway_e2e_bench.receiver()")  # in :global already
         started = time.perf_counter()
         sending = asyncio.ensure_future(client.aeval(

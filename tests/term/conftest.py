@@ -8,19 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 from pybroadway import term
-from pybroadway.term import _impl
-from testkit.peers import IN_CI
+from testkit.codec import require_native
 
 
 @pytest.fixture(scope="module", params=["python", "native"], autouse=True)
 def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs the module's tests once with each codec (``pybroadway.term.IMPLEMENTATION``)."""
     name: str = request.param
-    if name == "native" and _impl.built is None:
-        message = f"the native codec is not built: {_impl.reason} (pip install -e . builds it)"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    if name == "native":
+        require_native()
     previous = term.IMPLEMENTATION
     term.use_implementation(name)
     yield name

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.codec import require_native
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import logging, sys
@@ -51,9 +53,6 @@ def test_the_environment_variable_forces_the_pure_codec() -> None:
 
 
 def test_with_the_accelerator_built_it_runs_silently() -> None:
-    from pybroadway.term import _impl
-
-    if _impl.built is None:
-        pytest.skip(f"the native codec is not built: {_impl.reason}")
+    require_native()
     done = probe("keep")
     assert done.stdout == "native [1, Atom('a')]\n" and done.stderr == ""

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, _impl, encode
-from testkit.peers import IN_CI
+from testkit.codec import require_native
 from tests.term.test_hostile import SAMPLES
 from tests.term.test_roundtrip import terms
 
@@ -22,11 +22,7 @@ from tests.term.test_roundtrip import terms
 @pytest.fixture(scope="module", autouse=True)
 def implementation() -> Iterator[str]:
     """This module compares the two implementations itself: it needs the native one built."""
-    if _impl.built is None:
-        message = f"the native codec is not built: {_impl.reason}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_native()
     yield "both"
 
 

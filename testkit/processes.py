@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -10,6 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
+
+SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
+"""The last line ``pybroadway serve`` prints."""
 
 
 class WatchedProcess:
@@ -69,6 +73,14 @@ class WatchedProcess:
         for reader in self._readers:
             reader.join(10)
         return code
+
+    def summary(self) -> tuple[int, int, int]:
+        """``serve``'s last line, ``handled N, failed F, dropped D``, as (N, F, D); fails the
+        test, showing stdout, if the last line of stdout is not that."""
+        found = SUMMARY.match(self.stdout[-1]) if self.stdout else None
+        assert found, f"no summary line on stdout: {self.stdout[-5:]}"
+        handled, failed, dropped = map(int, found.groups())
+        return handled, failed, dropped
 
     def kill(self) -> None:
         """SIGKILL, by pid, if it still runs."""

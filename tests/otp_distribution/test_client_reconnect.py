@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,53 +20,40 @@ from pybroadway.erldist import Node
 from pybroadway.erldist.epmd import port_please
 from pybroadway.otp_distribution import DEFAULT_NAME, Client, ConnectError, QueueFull
 from pybroadway.term import Atom
-from testkit.peers import free_port, unique_name, wait_for_port
+from testkit.peers import free_port, unique_name
+from testkit.processes import WatchedProcess
 from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE as HELPERS_COOKIE
 from tests.otp_distribution.helpers import server
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "reconnect_cookie"
-SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
 PUSHED = re.compile(r"\[INFO\] push_message: (\d+)$")
 READY = " serves off_broadway_otp_distribution_receiver in push mode"
 
 
 class Serve:
     """``python -m pybroadway serve`` on one EPMD port and node name, run again after it was
-    killed; each run's output goes to files of its own."""
+    killed; each run is a process of its own, its output read as it comes."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
+    def __init__(self) -> None:
         self.epmd_port = free_port()
         self.sname = f"{unique_name('srv')}@localhost"
-        self.runs = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: WatchedProcess | None = None
 
     def start(self) -> None:
-        self.runs += 1
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pybroadway", "serve", "--cookie", COOKIE,
-                 "--sname", self.sname, "--epmd-port", str(self.epmd_port)],
-                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-
-    @property
-    def out(self) -> Path:
-        return self.tmp_path / f"serve{self.runs}.out"
-
-    @property
-    def err(self) -> Path:
-        return self.tmp_path / f"serve{self.runs}.err"
+        self.proc = WatchedProcess(
+            [sys.executable, "-m", "pybroadway", "serve", "--cookie", COOKIE,
+             "--sname", self.sname, "--epmd-port", str(self.epmd_port)], cwd=ROOT)
 
     def log(self) -> str:
-        return self.err.read_text(errors="replace")
+        assert self.proc is not None
+        return "\n".join(self.proc.stderr)
 
     async def ready(self) -> None:
         """Wait until this run serves the receiver (registered in :global)."""
-        wait_for_port(self.epmd_port)
-        await eventually_async(lambda: READY in self.log(), timeout=20,
-                               what=lambda: f"the server to start; log:\n{self.log()}")
+        assert self.proc is not None
+        await asyncio.to_thread(self.proc.wait_logged, READY)
 
     def pushed(self) -> list[int]:
         """The data of the push_message casts this run's receiver took, in order."""
@@ -77,24 +62,19 @@ class Serve:
 
     def kill(self) -> None:
         """SIGKILL, by pid: the node and its embedded EPMD vanish without a word."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            self.proc.kill()
 
     def stop(self) -> tuple[int, int, int]:
         """SIGTERM; the run's summary line ``handled N, failed F, dropped D``."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) == 0, self.log()
-        match = SUMMARY.match(self.out.read_text().strip().splitlines()[-1])
-        assert match, self.out.read_text()
-        handled, failed, dropped = map(int, match.groups())
-        return handled, failed, dropped
+        assert self.proc.terminate() == 0, self.log()
+        return self.proc.summary()
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    server = Serve(tmp_path)
+def serve() -> Iterator[Serve]:
+    server = Serve()
     server.start()
     try:
         yield server

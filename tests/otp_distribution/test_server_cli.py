@@ -21,7 +21,6 @@ pytestmark = pytest.mark.beam  # every test talks to the server from an Elixir n
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "cli_cookie"
-SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
 HANDLED_NUMBER = re.compile(r"\[INFO\] handled: %Broadway\.Message\{data: (\d+),")
 RECEIVER = "{:global, :off_broadway_otp_distribution_receiver}"
 
@@ -38,11 +37,7 @@ class ServerProcess(WatchedProcess):
     def stop(self, timeout: float = 30) -> tuple[int, int, int]:
         """SIGTERM; check it exits 0 and ends with the summary line, which is returned."""
         assert self.terminate(timeout=timeout) == 0, "\n".join(self.stderr[-30:])
-        assert self.stdout, "nothing on stdout"
-        match = SUMMARY.match(self.stdout[-1])
-        assert match, self.stdout[-1]
-        handled, failed, dropped = map(int, match.groups())
-        return handled, failed, dropped
+        return self.summary()
 
 
 @contextmanager

@@ -29,7 +29,6 @@ TICKTIME = 4
 COOKIE = "hosts_cookie"
 PIPELINE = "tests.workers.pipelines:Recorded"
 SLEEP_MS = 10  # per message in a worker: each takes at most ~100 messages/s
-SUMMARY = re.compile(r"^handled (\d+), failed (\d+), dropped (\d+)$")
 WORKER_SUMMARY = re.compile(r"^handled (\d+), failed (\d+)$")
 HOLDING = re.compile(r"worker w1@hostb left \((.*)\) holding (\d+) messages; (.*)$")
 BOTH = "pg w1@hostb,w2@hostc"
@@ -189,9 +188,7 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         front.wait_logged("push_message: ", count=pushed, timeout=10)
         assert front.count("push_message: ") == pushed  # the receiver read each once
         assert front.terminate() == 0, "\n".join(front.stderr[-30:])
-        summary = SUMMARY.match(front.stdout[-1])
-        assert summary, front.stdout
-        handled, failed, dropped = map(int, summary.groups())
+        handled, failed, dropped = front.summary()
         for process in (w1, w2):
             assert process.terminate() == 0, "\n".join(process.stderr[-30:])
             assert WORKER_SUMMARY.match(process.stdout[-1]), process.stdout

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from pybroadway._config import ConfigError, apply_defaults, load_config
 from pybroadway.cli import add_serve_arguments
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually
-from tests.test_cli_errors import COOKIE, running
+from tests.test_cli_errors import COOKIE, Running, running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,6 +204,20 @@ def test_serve_with_a_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:
                           "expected positive integer, got: 0 (in options [:batchers, :db])\n")
 
 
+@contextmanager
+def serving(config: str, pipeline_module: Path, batches: Path, sname: str,
+            epmd_port: int) -> Iterator[Running]:
+    """``serve --config`` with the test's pipeline module importable, writing its batches to
+    ``batches``; once it serves."""
+    env = {**os.environ, "BATCHES_FILE": str(batches),
+           "PYTHONPATH": os.pathsep.join([str(pipeline_module), str(ROOT)])}
+    argv = ["-m", "pybroadway", "serve", "--config", config, "--quiet", "--cookie", COOKIE,
+            "--sname", sname, "--epmd-port", str(epmd_port)]
+    with running(argv, env=env) as server:
+        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+        yield server
+
+
 def test_serve_config_runs_handle_batch(pipeline_module: Path) -> None:
     """A batcher from the file batches what a Python client pushes, and the context arrives."""
     batches = pipeline_module / "batches.jsonl"
@@ -217,12 +233,7 @@ def test_serve_config_runs_handle_batch(pipeline_module: Path) -> None:
         [context]
         table = "orders"
     """)
-    env = {**os.environ, "BATCHES_FILE": str(batches),
-           "PYTHONPATH": os.pathsep.join([str(pipeline_module), str(ROOT)])}
-    argv = ["-m", "pybroadway", "serve", "--config", path, "--quiet", "--cookie", COOKIE,
-            "--sname", sname, "--epmd-port", str(epmd_port)]
-    with running(argv, env=env) as server:
-        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+    with serving(path, pipeline_module, batches, sname, epmd_port) as server:
         pushed = subprocess.run(
             [sys.executable, "examples/client.py", "--cookie", COOKIE, "--epmd-port",
              str(epmd_port), "--server", sname, "--sname", f"{unique_name('cli')}@localhost",
@@ -292,12 +303,7 @@ def test_serve_config_runs_its_batchers_in_the_workers(pipeline_module: Path) ->
         [workers]
         count = 2
     """)
-    env = {**os.environ, "BATCHES_FILE": str(batches),
-           "PYTHONPATH": os.pathsep.join([str(pipeline_module), str(ROOT)])}
-    argv = ["-m", "pybroadway", "serve", "--config", path, "--quiet", "--cookie", COOKIE,
-            "--sname", sname, "--epmd-port", str(epmd_port)]
-    with running(argv, env=env) as server:
-        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+    with serving(path, pipeline_module, batches, sname, epmd_port) as server:
         for word in ("hi", "hello"):  # two partitions (by length), 30 messages each
             pushed = subprocess.run(
                 [sys.executable, "examples/client.py", "--cookie", COOKIE, "--epmd-port",

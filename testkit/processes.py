@@ -66,6 +66,12 @@ class WatchedProcess:
         """Wait until ``count`` lines of stderr contain ``needle``."""
         self.wait_until(lambda: self.count(needle) >= count, f"{count} x {needle!r}", timeout)
 
+    def wait_line(self, needle: str, timeout: float = 20) -> str:
+        """Wait for a line of stderr that contains ``needle``; return the first one."""
+        self.wait_logged(needle, timeout=timeout)
+        with self._changed:
+            return next(line for line in self.stderr if needle in line)
+
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Send ``sig``, wait for the exit and for the last output; returns the exit code."""
         self.proc.send_signal(sig)

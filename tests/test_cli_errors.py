@@ -4,12 +4,10 @@ Ctrl-C stops the server and the client quietly. Python nodes only: no Erlang is 
 
 from __future__ import annotations
 
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from testkit.peers import free_port, unique_name
+from testkit.processes import WatchedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 COOKIE = "errors_cookie"
@@ -43,56 +42,20 @@ def one_line(out: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-class Running:
-    """A process whose stderr lines are read (by a thread) as they come."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, text=True, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.stderr: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def wait_for(self, needle: str, timeout: float = 20) -> str:
-        """The first (further) stderr line containing ``needle``."""
-        while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {needle!r} within {timeout}s: {self.stderr}") from None
-            if line is None:
-                raise AssertionError(f"exited without {needle!r}: {self.stderr}")
-            self.stderr.append(line)
-            if needle in line:
-                return line
-
-    def interrupt(self) -> tuple[int, str, str]:
-        """SIGINT (Ctrl-C); the exit code, stdout and the rest of stderr."""
-        self.proc.send_signal(signal.SIGINT)
-        stdout, _ = self.proc.communicate(timeout=30)
-        rest = []
-        while (line := self._lines.get(timeout=10)) is not None:
-            rest.append(line)
-        self.stderr += rest
-        return self.proc.returncode, stdout, "\n".join(self.stderr)
-
-
 @contextmanager
-def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[Running]:
-    process = Running(argv, env)
+def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[WatchedProcess]:
+    """``python ARGV`` from the repository's root, stopped by its pid at the end."""
+    process = WatchedProcess([sys.executable, *argv], cwd=ROOT, env=env)
     try:
         yield process
     finally:
-        if process.proc.poll() is None:
-            process.proc.kill()
-        process.proc.wait()
+        process.kill()
+
+
+def interrupt(process: WatchedProcess) -> tuple[int, str, str]:
+    """SIGINT (Ctrl-C); the exit code, stdout and stderr."""
+    code = process.terminate(signal.SIGINT)
+    return code, "\n".join(process.stdout), "\n".join(process.stderr)
 
 
 @contextmanager
@@ -102,9 +65,9 @@ def server(*options: str) -> Iterator[tuple[str, int]]:
     sname = f"{unique_name('srv')}@localhost"
     with running(["-m", "pybroadway", "serve", "--cookie", COOKIE, "--sname", sname,
                   "--epmd-port", str(epmd_port), *options]) as process:
-        process.wait_for(" serves off_broadway_otp_distribution_receiver")
+        process.wait_line(" serves off_broadway_otp_distribution_receiver")
         yield sname, epmd_port
-        code, _, stderr = process.interrupt()
+        code, _, stderr = interrupt(process)
         assert code == 0 and "Traceback" not in stderr, stderr
 
 
@@ -196,10 +159,10 @@ def test_wrong_cookie() -> None:
 def test_answer_to_a_push_mode_server_says_why_nothing_comes() -> None:
     with server("--mode", "push") as (sname, epmd_port), \
             running(client(epmd_port, "--server", sname, "answer")) as answering:
-        line = answering.wait_for("no pull request")
+        line = answering.wait_line("no pull request")
         assert line.endswith(f"[WARNING] no pull request from {sname} in 5 s: is it in pull "
                              "mode (`serve --mode pull`)?")
-        code, stdout, stderr = answering.interrupt()
+        code, stdout, stderr = interrupt(answering)
         assert code == 0 and "Traceback" not in stderr, stderr
         assert stdout.splitlines()[-1] == "answered 0"
 
@@ -213,13 +176,13 @@ def test_ctrl_c_stops_server_and_client_quietly(program: list[str]) -> None:
     sname = f"{unique_name('srv')}@localhost"
     with running([*program, "--mode", "pull", "--quiet", "--cookie", COOKIE, "--sname", sname,
                   "--epmd-port", str(epmd_port)]) as serving:
-        serving.wait_for(" serves off_broadway_otp_distribution_receiver in pull mode")
+        serving.wait_line(" serves off_broadway_otp_distribution_receiver in pull mode")
         with running(client(epmd_port, "--server", sname, "-v", "answer")) as answering:
-            answering.wait_for("client: registered with")
-            code, stdout, stderr = serving.interrupt()
+            answering.wait_line("client: registered with")
+            code, stdout, stderr = interrupt(serving)
             assert code == 0 and "Traceback" not in stderr, stderr
             assert stdout.startswith("handled ")
-            answering.wait_for("down (:shutdown); reconnecting")
-            code, stdout, stderr = answering.interrupt()
+            answering.wait_line("down (:shutdown); reconnecting")
+            code, stdout, stderr = interrupt(answering)
             assert code == 0 and "Traceback" not in stderr, stderr
             assert stdout.splitlines()[-1].startswith("answered ")

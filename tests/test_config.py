@@ -19,8 +19,9 @@ import pytest
 from pybroadway._config import ConfigError, apply_defaults, load_config
 from pybroadway.cli import add_serve_arguments
 from testkit.peers import free_port, unique_name
+from testkit.processes import WatchedProcess
 from testkit.wait import eventually
-from tests.test_cli_errors import COOKIE, Running, running
+from tests.test_cli_errors import COOKIE, interrupt, running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +207,7 @@ def test_serve_with_a_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:
 
 @contextmanager
 def serving(config: str, pipeline_module: Path, batches: Path, sname: str,
-            epmd_port: int) -> Iterator[Running]:
+            epmd_port: int) -> Iterator[WatchedProcess]:
     """``serve --config`` with the test's pipeline module importable, writing its batches to
     ``batches``; once it serves."""
     env = {**os.environ, "BATCHES_FILE": str(batches),
@@ -214,7 +215,7 @@ def serving(config: str, pipeline_module: Path, batches: Path, sname: str,
     argv = ["-m", "pybroadway", "serve", "--config", config, "--quiet", "--cookie", COOKIE,
             "--sname", sname, "--epmd-port", str(epmd_port)]
     with running(argv, env=env) as server:
-        server.wait_for(" serves off_broadway_otp_distribution_receiver in push mode")
+        server.wait_line(" serves off_broadway_otp_distribution_receiver in push mode")
         yield server
 
 
@@ -241,7 +242,7 @@ def test_serve_config_runs_handle_batch(pipeline_module: Path) -> None:
             timeout=60)
         assert pushed.returncode == 0, pushed.stderr
         eventually(lambda: batches.exists() and len(batches.read_text().splitlines()) == 3)
-        code, stdout, stderr = server.interrupt()
+        code, stdout, stderr = interrupt(server)
     assert code == 0, stderr
     assert stdout.splitlines()[-1] == "handled 30, failed 0, dropped 0"
     lines = [json.loads(line)[:3] for line in batches.read_text().splitlines()]
@@ -313,7 +314,7 @@ def test_serve_config_runs_its_batchers_in_the_workers(pipeline_module: Path) ->
             assert pushed.returncode == 0, pushed.stderr
         eventually(lambda: batches.exists() and len(batches.read_text().splitlines()) == 6,
                    timeout=60)
-        code, stdout, stderr = server.interrupt()
+        code, stdout, stderr = interrupt(server)
     assert code == 0, stderr
     assert stdout.splitlines()[-1] == "handled 60, failed 0, dropped 0"
     lines = [json.loads(line) for line in batches.read_text().splitlines()]

@@ -131,6 +131,8 @@ class WorkerFront:
         self.scope: Scope | None = None
         self.ports: WorkerPorts | None = None
         self.failure: asyncio.Future[str] | None = None
+        self._stage_watch: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- the Offload interface ---------------------------------------------------------------
 
@@ -142,6 +144,9 @@ class WorkerFront:
             if self.partitioned else DemandDispatcher())
         self.stage = self.node.spawn(FrontStage(self, dispatcher),
                                      name=stage_name(self.name))
+        # The stage holds every worker's subscription and what waits for them: if it dies,
+        # the pipeline cannot go on, and says so (as when the workers keep crashing).
+        self._stage_watch = asyncio.get_running_loop().create_task(self._watch_stage(self.stage))
         try:
             self.scope = await pg.start(self.node, SCOPE)
         except ValueError:  # the scope runs already
@@ -173,6 +178,7 @@ class WorkerFront:
         self.stage.emit_nowait(events)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.ports is not None:
             await self.ports.stop()
         if self.stage is not None and self.stage.alive:
@@ -198,6 +204,11 @@ class WorkerFront:
     def members(self) -> list[Pid]:
         """The processes announced in the pg group of this pipeline (on every node)."""
         return self.scope.get_members(group(self.name)) if self.scope is not None else []
+
+    async def _watch_stage(self, stage: FrontStage) -> None:
+        reason = await stage.wait()
+        if not self._stopping:
+            self.gave_up(f"the workers' stage {stage_name(self.name)} ended: {loggable(reason)}")
 
     def gave_up(self, reason: str) -> None:
         """The workers restarted too often: the pipeline must stop."""

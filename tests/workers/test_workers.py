@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pybroadway.pipeline import Pipeline
+from pybroadway.term import Atom
 from pybroadway.workers import SCOPE, WorkerError, group
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
@@ -120,6 +121,15 @@ async def test_workers_that_keep_crashing_stop_the_pipeline_loudly() -> None:
                      max_seconds=30) as (_, pipeline):
         reason = await asyncio.wait_for(pipeline.wait_failure(), WAIT)
     assert "restarted more than 3 times" in reason
+
+
+async def test_a_front_whose_stage_dies_stops_the_pipeline_loudly() -> None:
+    async with front(Echo, ready=False) as (node, pipeline):
+        stage = node.whereis("pybroadway_workers.Echo")
+        assert stage is not None
+        node.exit(stage, Atom("kill"))
+        reason = await asyncio.wait_for(pipeline.wait_failure(), WAIT)
+    assert "the workers' stage pybroadway_workers.Echo ended: :killed" in reason
 
 
 async def test_metrics_show_each_worker() -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -34,7 +33,7 @@ from pybroadway.term.atoms import GEN_CALL
 
 from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
-from ._protocol import OUTCOMES, SCOPE, group, stage_name, status_of
+from ._protocol import OUTCOMES, SAME, SCOPE, group, stage_name, status_of
 
 log = logging.getLogger("pybroadway.workers")
 
@@ -44,7 +43,7 @@ _first = itemgetter(0)
 
 
 class Worker:
-    """One worker as the front sees it: what it holds (id → event) and its counters."""
+    """One worker as the front sees it: the ids of what it holds, and its counters."""
 
     __slots__ = ("failed", "handled", "held", "marks", "node", "partition", "pid")
 
@@ -52,7 +51,7 @@ class Worker:
         self.pid: Pid = subscriber.pid
         self.node: Atom = subscriber.pid.node
         self.partition: Any = subscriber.partition
-        self.held: dict[int, Any] = {}
+        self.held: set[int] = set()
         self.handled = self.failed = 0
         start = (time.monotonic(), 0)
         self.marks = (start, start)
@@ -75,6 +74,10 @@ class FrontStage(ProducerStage):
         self.front = front
 
     def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:
+        if batch and batch[0][2] is SAME:
+            # The dispatcher cut a run: this subscriber's batch must begin with a map.
+            key, data, _ = batch[0]
+            batch = [(key, data, self.front.metadata_of(key)), *batch[1:]]
         self.front._sent(subscriber, batch)
         super()._send_events(subscriber, batch)
 
@@ -161,21 +164,8 @@ class WorkerFront:
 
     def send(self, partition: int, entries: list[Entry]) -> None:
         assert self.stage is not None
-        # Metadata goes as a dict (the encoder's fast path; a read-only mapping takes its
-        # slow one), copied once per distinct mapping in the chunk: a producer's is usually
-        # one mapping shared by many messages, often by a run of them (looked at once).
-        copies: dict[int, Any] = {}
-        last: Any = None
-        sent: Any = NO_METADATA
-        events: list[Any] = []
-        append = events.append
-        for key, message in entries:
-            metadata = message._metadata
-            if metadata is not last:
-                last, sent = metadata, _plain(metadata, copies)
-            append((key, message.data, sent))
         self._route = partition % self.count if self.partitioned else 0
-        self.stage.emit_nowait(events)
+        self.stage.emit_nowait(_events(entries))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -230,19 +220,25 @@ class WorkerFront:
     def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)
         if worker is not None:
-            worker.held.update(zip(map(_first, batch), batch, strict=True))
+            worker.held.update(map(_first, batch))
+
+    def metadata_of(self, key: int) -> Any:
+        """What an in-flight message's event carries as its metadata."""
+        assert self.front is not None
+        return _plain(self.front.in_flight[key][0]._metadata, {})
 
     def _outcomes(self, node: Any, ok: Any, failed: Any) -> None:
         worker = self.workers.get(node) if type(node) is Atom else None
         if worker is None or type(ok) is not list or type(failed) is not list:
             return  # a worker already given up on: what it held was settled then
         held = worker.held
-        popped = list(map(held.pop, ok, repeat(None)))
-        done = ok if None not in popped else [
-            key for key, event in zip(ok, popped, strict=True) if event is not None]
+        # Only what this worker holds counts (so nothing is acknowledged twice).
+        done = ok if held.issuperset(ok) else [key for key in ok if key in held]
+        held.difference_update(done)
         failures = []
         for entry in failed:
-            if type(entry) is tuple and len(entry) == 3 and held.pop(entry[0], None) is not None:
+            if type(entry) is tuple and len(entry) == 3 and entry[0] in held:
+                held.discard(entry[0])
                 failures.append((entry[0], status_of(entry[1], entry[2])))
         worker.handled += len(done)
         worker.failed += len(failures)
@@ -262,18 +258,37 @@ class WorkerFront:
             return
         assert self.front is not None and self.stage is not None
         if self.redeliver:
-            entries = self.front.entries(held)
+            entries = self.front.entries(sorted(held))
             self.redelivered += len(entries)
             log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
                         self.name, worker.node.name, loggable(reason), len(entries))
             self._route = worker.partition if self.partitioned else 0
-            self.stage.emit_nowait([held[key] for key, _ in entries])
+            self.stage.emit_nowait(_events(entries))
         else:
             why = f"worker {worker.node.name} went away: {loggable(reason)}"
             self.lost += len(held)
             log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
                         worker.node.name, loggable(reason), len(held))
-            self.front.lost(list(held), why)
+            self.front.lost(sorted(held), why)
+
+
+def _events(entries: list[Entry]) -> list[Any]:
+    """The events ``{Id, Data, Metadata}`` of in-flight messages. A producer's metadata is
+    usually one mapping shared by a run of messages: the first event of a run carries it as a
+    map, the others ``same`` (so it is encoded, sent and decoded once per run); a plain dict
+    is sent as it is, another mapping is copied once per chunk."""
+    copies: dict[int, Any] = {}
+    events: list[Any] = []
+    last: Any = events  # no message's metadata
+    append = events.append
+    for key, message in entries:
+        metadata = message._metadata
+        if metadata is last:
+            append((key, message.data, SAME))
+        else:
+            last = metadata
+            append((key, message.data, _plain(metadata, copies)))
+    return events
 
 
 def _plain(metadata: Any, copies: dict[int, Any]) -> Any:

@@ -3,7 +3,8 @@
 - The front's :class:`~pybroadway.erldist.genstage.ProducerStage` is registered as
   ``pybroadway_workers.<pipeline name>``; a worker subscribes to it (``partition: i`` when the
   pipeline is partitioned) and receives events ``{Id, Data, Metadata}``: the id the front gave
-  the message, its data, its metadata as a map.
+  the message, its data, and its metadata as a map, or ``same`` when it is the metadata of
+  the event before it in the same batch (the first event of a batch always has a map).
 - A worker reports outcomes to that stage with one plain message per acknowledgement group:
   ``{pybroadway_outcomes, WorkerNode, [Id], [{Id, Kind, Reason}]}`` — the ids that succeeded,
   and the failed ones with ``failed`` or ``error`` and a reason as a bounded binary.
@@ -18,6 +19,7 @@ from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, loggable
 
 OUTCOMES = Atom("pybroadway_outcomes")
+SAME = Atom("same")
 SCOPE = "pybroadway"
 FAILED = Atom("failed")
 ERROR = Atom("error")

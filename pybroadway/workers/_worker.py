@@ -30,7 +30,7 @@ from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, Pid
 
 from ._options import OPTIONS_REQUEST, worker_options
-from ._protocol import OUTCOMES, SCOPE, group, reason_of, stage_name
+from ._protocol import OUTCOMES, SAME, SCOPE, group, reason_of, stage_name
 
 log = logging.getLogger("pybroadway.workers")
 
@@ -110,13 +110,20 @@ def _metadata(raw: dict[Any, Any]) -> Mapping[str, Any]:
 
 def unwrapper(replier: Replier) -> MessagesFrom:
     """The front's events ``{Id, Data, Metadata}`` as the messages they stand for,
-    acknowledged through ``replier`` (a batch at a time, each message built once)."""
+    acknowledged through ``replier`` (a batch at a time, each message built once; the
+    metadata once per run of ``same``)."""
     converted = replier.metadata
 
     def unwrap(events: list[Any], subscription: Mapping[str, Any]) -> list[Message]:
         stage = subscription["producer"]
-        return [Message(data, converted(metadata) if metadata else None,
-                        (replier, stage, key)) for key, data, metadata in events]
+        messages: list[Message] = []
+        append = messages.append
+        metadata: Mapping[str, Any] | None = None
+        for key, data, raw in events:
+            if raw is not SAME:
+                metadata = converted(raw) if raw else None
+            append(Message(data, metadata, (replier, stage, key)))
+        return messages
 
     return unwrap
 

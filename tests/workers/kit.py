@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pybroadway.workers  # noqa: F401  (the transport of workers={...})
@@ -44,7 +44,7 @@ class Tally:
         if len(self.acks) >= self.expected:
             self.all_done.set()
 
-    def messages(self, data: list[Any], metadata: list[dict[str, Any]] | None = None
+    def messages(self, data: list[Any], metadata: list[Mapping[str, Any]] | None = None
                  ) -> list[Message]:
         return [Message(item, None if metadata is None else metadata[i], (self, None, i))
                 for i, item in enumerate(data)]

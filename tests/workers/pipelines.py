@@ -29,6 +29,16 @@ class Echo(Pipeline):
         return message
 
 
+class Sourced(Pipeline):
+    """Fails a message whose metadata does not say where it came from (``source``), with
+    the metadata it got as the reason."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        if message.metadata.get("source") != message.data.partition(b":")[0]:
+            return message.failed(f"metadata {dict(message.metadata)!r}")
+        return message
+
+
 class Slow(Pipeline):
     """Each message takes ``int(metadata["ms"])`` ms of CPU, or 1 ms."""
 

@@ -8,6 +8,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -16,7 +17,7 @@ from pybroadway.term import Atom
 from pybroadway.workers import SCOPE, WorkerError, group
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
-from tests.workers.pipelines import Batched, Echo, Ordered, Slow
+from tests.workers.pipelines import Batched, Echo, Ordered, Slow, Sourced
 
 
 async def test_every_message_is_acknowledged_once_on_the_front() -> None:
@@ -37,6 +38,23 @@ async def test_every_message_is_acknowledged_once_on_the_front() -> None:
     assert len(stats["workers"]) == 2
     assert sum(w["handled"] + w["failed"] for w in stats["workers"]) == 3002
     assert {"node", "handled", "failed", "in_flight", "rate"} <= set(stats["workers"][0])
+
+
+async def test_messages_keep_their_metadata_however_the_stream_is_cut() -> None:
+    # A producer's metadata is one mapping shared by runs of messages (sent once per run):
+    # runs cut between workers, and between small demands, must arrive whole.
+    sources = [MappingProxyType({"source": name}) for name in (b"a", b"b", b"c")]
+    messages = [(sources[(i // 37) % 3], i) for i in range(3000)]
+    metadata = [source for source, _ in messages]
+    data = [b"%s:%d" % (source["source"], i) for source, i in messages]
+    tally = Tally(len(data))
+    async with front(Sourced, max_demand=7) as (_, pipeline):
+        await push(pipeline, tally.messages(data, metadata), chunk=100)
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        stats = pipeline.stats()
+    tally.check_once()
+    assert not tally.failed, list(tally.failed.items())[:3]
+    assert all(worker["handled"] > 0 for worker in stats["workers"]), stats["workers"]
 
 
 async def test_batchers_run_in_the_workers() -> None:

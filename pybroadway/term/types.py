@@ -164,8 +164,7 @@ class Pid(_Frozen):
         _set(self, "serial", serial)
         _set(self, "creation", creation)
 
-    def __hash__(self) -> int:
-        return self._cached_hash()
+    __hash__ = _Frozen._cached_hash
 
     def __eq__(self, other: object) -> bool:
         # Pids are dict keys on every message's path (process tables, client maps): compare
@@ -196,8 +195,7 @@ class Reference(_Frozen):
         _set(self, "creation", creation)
         _set(self, "ids", ids if type(ids) is tuple else tuple(ids))
 
-    def __hash__(self) -> int:
-        return self._cached_hash()
+    __hash__ = _Frozen._cached_hash
 
     def __repr__(self) -> str:
         return f"Reference({self.node.name!r}, {self.creation}, {self.ids})"
@@ -218,8 +216,7 @@ class Port(_Frozen):
         _set(self, "id", id)
         _set(self, "creation", creation)
 
-    def __hash__(self) -> int:
-        return self._cached_hash()
+    __hash__ = _Frozen._cached_hash
 
     def __repr__(self) -> str:
         return f"Port({self.node.name!r}, {self.id}, {self.creation})"

@@ -109,6 +109,7 @@ class Connection:
         self._last_control_raw: bytes | None = None
         self._last_control: Any = None
         self._last_handler: Handler | None = None
+        self.route: tuple[Any, Any] = (None, None)  # the node's: last SEND control, its process
         self._message_prefix: bytes | None = None
         self._rebuild: Callable[[bytes], Any] | None = None
         # Reading only the new binary of a repeated message shape beats the pure-Python

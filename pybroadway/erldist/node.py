@@ -359,14 +359,19 @@ class Node:
     # -- incoming frames --------------------------------------------------------------------
 
     def _on_send(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
-        # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does.
-        to = control[2]
-        process = self._processes.get(to)
-        if process is not None:
-            sender = control[1]
-            process.deliver_from(sender if type(sender) is Pid else None, message)
-        elif to == self._call_pid:
-            self._call_reply(message)
+        # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does. A stream's
+        # frames share one control tuple (the connection reuses it): its process is looked
+        # up once (the decoded pid is not the table's object: a lookup compares in Python).
+        last, process = connection.route
+        if last is not control or process.exit_reason is not None:
+            process = self._processes.get(control[2])
+            if process is None:
+                if control[2] == self._call_pid:
+                    self._call_reply(message)
+                return
+            connection.route = (control, process)
+        sender = control[1]
+        process.deliver_from(sender if type(sender) is Pid else None, message)
 
     def _on_reg_send(self, connection: Connection, control: tuple[Any, ...],
                      message: Any) -> None:

@@ -106,6 +106,7 @@ class Receiver(GenServer):
         self._answers: list[Any] = []
         self._answers_metadata: list[Metadata] = []
         self._senders: dict[Pid, _Sender] = {}
+        self._log_data = False
         # Data messages taken from senders with no _Sender (unregistered, gone, or local:
         # None), per node; None also for the nodes beyond COUNTED_NODES, to stay bounded.
         self._received_apart: dict[Atom | None, int] = {}
@@ -197,7 +198,12 @@ class Receiver(GenServer):
             pushed = not self.pull
         else:
             return False
-        if logger.isEnabledFor(self.message_log_level):
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Whether the data is logged is asked once per turn of the loop, not per message.
+            self._log_data = logger.isEnabledFor(self.message_log_level)
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self._log_data:
             logger.log(self.message_log_level, "%s: %s", kind.name, loggable(data))
         known = None if sender is None else self._senders.get(sender)
         if known is not None:
@@ -212,9 +218,6 @@ class Receiver(GenServer):
             self._retire(sender)
             self._answers.append(data)
             self._answers_metadata.append(metadata)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
         return True
 
     def _first_from(self, sender: Pid | None) -> Metadata:

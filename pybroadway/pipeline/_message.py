@@ -207,20 +207,26 @@ def ack_messages(successful: Iterable[Message], failed: Iterable[Message]) -> No
     groups: dict[Any, tuple[Any, Any, list[Message], list[Message]]] = {}
     for position, messages in enumerate((successful, failed)):
         last: Any = None
+        last_ack: Any = None
+        last_ref: Any = None
         group: Any = None
         for message in messages:
             acknowledger = message.acknowledger
+            # Consecutive messages usually share the acknowledger tuple, or (each with its
+            # own ack_data) its first two items: the group is looked up when they change.
             if acknowledger is not last:
-                ack, ack_ref = acknowledger[0], acknowledger[1]
-                try:
-                    key: Any = (ack, ack_ref)
-                    group = groups.get(key)
-                except TypeError:  # an unhashable ack_ref: group by identity
-                    key = (ack, id(ack_ref))
-                    group = groups.get(key)
-                if group is None:
-                    group = groups[key] = (ack, ack_ref, [], [])
                 last = acknowledger
+                ack, ack_ref = acknowledger[0], acknowledger[1]
+                if ack is not last_ack or ack_ref is not last_ref or group is None:
+                    last_ack, last_ref = ack, ack_ref
+                    try:
+                        key: Any = (ack, ack_ref)
+                        group = groups.get(key)
+                    except TypeError:  # an unhashable ack_ref: group by identity
+                        key = (ack, id(ack_ref))
+                        group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = (ack, ack_ref, [], [])
             group[2 + position].append(message)
     for ack, ack_ref, ok, bad in groups.values():
         try:

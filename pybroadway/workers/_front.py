@@ -11,13 +11,12 @@ node went down) fails what it held, or emits it again for another worker (``rede
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from operator import itemgetter
 from typing import Any
 
-from pybroadway.erldist import Node
+from pybroadway.erldist import Node, Process
 from pybroadway.erldist.genstage import (
     DemandDispatcher,
     Dispatcher,
@@ -27,6 +26,7 @@ from pybroadway.erldist.genstage import (
 from pybroadway.erldist.genstage.dispatchers import Subscriber
 from pybroadway.erldist.pg import Scope
 from pybroadway.erldist.pg import api as pg
+from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Entry, RemoteFront
 from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import GEN_CALL
@@ -134,47 +134,34 @@ class WorkerFront:
         self.scope: Scope | None = None
         self.ports: WorkerPorts | None = None
         self.failure: asyncio.Future[str] | None = None
-        self._stage_watch: asyncio.Task[None] | None = None
-        self._stopping = False
 
     # -- the Offload interface ---------------------------------------------------------------
 
     async def start(self, front: RemoteFront) -> None:
         self.front = front
         self.failure = asyncio.get_running_loop().create_future()
-        dispatcher: Dispatcher = (
-            PartitionDispatcher(self.count, hash=lambda event: self._route)
-            if self.partitioned else DemandDispatcher())
-        self.stage = self.node.spawn(FrontStage(self, dispatcher),
-                                     name=stage_name(self.name))
-        # The stage holds every worker's subscription and what waits for them: if it dies,
-        # the pipeline cannot go on, and says so (as when the workers keep crashing).
-        self._stage_watch = asyncio.get_running_loop().create_task(self._watch_stage(self.stage))
         try:
             self.scope = await pg.start(self.node, SCOPE)
         except ValueError:  # the scope runs already
             self.scope = pg.scope(self.node, SCOPE)
-        if self.count:
-            self.ports = WorkerPorts(self, self.options)
-            await self.ports.start()
+        stage = ChildSpec(id="stage", start=self._new_stage, name=stage_name(self.name),
+                          on_start=self._stage_started)
+        self.ports = WorkerPorts(self, self.options, stage)
+        await self.ports.start()
         for note in self.notes:
             log.warning("%s: %s", self.name, note)
         log.info("%s: %d worker%s on %s (pg scope %s, group %s)", self.name, self.count,
                  "" if self.count == 1 else "s", self.node.name.name, SCOPE, self.name)
 
     def send(self, partition: int, entries: list[Entry]) -> None:
-        assert self.stage is not None
+        if self.stage is None or not self.stage.alive:
+            return  # in flight, not held by a worker: the restarted stage emits them
         self._route = partition % self.count if self.partitioned else 0
         self.stage.emit_nowait(_events(entries))
 
     async def stop(self) -> None:
-        self._stopping = True
         if self.ports is not None:
             await self.ports.stop()
-        if self.stage is not None and self.stage.alive:
-            self.stage.exit(Atom("shutdown"))
-            with contextlib.suppress(Exception):
-                await self.stage.wait()
         if self.failure is not None and not self.failure.done():
             self.failure.cancel()
 
@@ -195,10 +182,35 @@ class WorkerFront:
         """The processes announced in the pg group of this pipeline (on every node)."""
         return self.scope.get_members(group(self.name)) if self.scope is not None else []
 
-    async def _watch_stage(self, stage: FrontStage) -> None:
-        reason = await stage.wait()
-        if not self._stopping:
-            self.gave_up(f"the workers' stage {stage_name(self.name)} ended: {loggable(reason)}")
+    def _new_stage(self) -> FrontStage:
+        dispatcher: Dispatcher = (
+            PartitionDispatcher(self.count, hash=lambda event: self._route)
+            if self.partitioned else DemandDispatcher())
+        return FrontStage(self, dispatcher)
+
+    def _stage_started(self, stage: Process) -> None:
+        """A stage (first or restarted) runs. A restarted one starts with no subscription:
+        what the workers held is settled as when they leave (failed, or emitted again with
+        ``redeliver``: their outcomes went to the stage that died), and what the old one had
+        not yet given to any worker is emitted again: those no worker saw."""
+        assert isinstance(stage, FrontStage)
+        old, self.stage = self.stage, stage
+        if old is None:
+            return
+        held = set().union(*(worker.held for worker in self.workers.values()))
+        reason = f"the workers' stage ended: {loggable(old.exit_reason)}"
+        log.error("%s: %s; restarted", self.name, reason)
+        for worker in list(self.workers.values()):
+            self._settle(worker, reason)
+        assert self.front is not None
+        in_flight = self.front.in_flight
+        waiting = sorted(key for key in in_flight if key not in held)
+        by_partition: dict[int, list[Entry]] = {}
+        for key in waiting:
+            message, (consumer, _) = in_flight[key]
+            by_partition.setdefault(consumer.partition, []).append((key, message))
+        for partition, entries in by_partition.items():
+            self.send(partition, entries)
 
     def gave_up(self, reason: str) -> None:
         """The workers restarted too often: the pipeline must stop."""
@@ -225,7 +237,8 @@ class WorkerFront:
     def metadata_of(self, key: int) -> Any:
         """What an in-flight message's event carries as its metadata."""
         assert self.front is not None
-        return _plain(self.front.in_flight[key][0]._metadata, {})
+        entry = self.front.in_flight.get(key)  # settled meanwhile: its outcome will not count
+        return NO_METADATA if entry is None else _plain(entry[0]._metadata, {})
 
     def _outcomes(self, node: Any, ok: Any, failed: Any) -> None:
         worker = self.workers.get(node) if type(node) is Atom else None
@@ -247,28 +260,32 @@ class WorkerFront:
 
     def _left(self, subscriber: Subscriber, reason: Any) -> None:
         worker = self.workers.get(subscriber.pid.node)
-        if worker is None or worker.pid != subscriber.pid:
-            return
+        if worker is not None and worker.pid == subscriber.pid:
+            self._settle(worker, loggable(reason))
+
+    def _settle(self, worker: Worker, reason: str) -> None:
+        """A worker's subscription ended: forget it, and fail what it held, or emit it again
+        for the others (``redeliver``)."""
         del self.workers[worker.node]
         self.gone[worker.node] = {"node": worker.node.name, "handled": worker.handled,
                                   "failed": worker.failed}
         held = worker.held
         if not held:
-            log.info("%s: worker %s left (%s)", self.name, worker.node.name, loggable(reason))
+            log.info("%s: worker %s left (%s)", self.name, worker.node.name, reason)
             return
         assert self.front is not None and self.stage is not None
         if self.redeliver:
             entries = self.front.entries(sorted(held))
             self.redelivered += len(entries)
             log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
-                        self.name, worker.node.name, loggable(reason), len(entries))
+                        self.name, worker.node.name, reason, len(entries))
             self._route = worker.partition if self.partitioned else 0
             self.stage.emit_nowait(_events(entries))
         else:
-            why = f"worker {worker.node.name} went away: {loggable(reason)}"
+            why = f"worker {worker.node.name} went away: {reason}"
             self.lost += len(held)
             log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
-                        worker.node.name, loggable(reason), len(held))
+                        worker.node.name, reason, len(held))
             self.front.lost(sorted(held), why)
 
 

@@ -1,7 +1,8 @@
-"""The worker processes a front starts: one :class:`WorkerPort` per worker, each a process of
-the front's node that runs ``python -m pybroadway worker`` and ends when it does, under a
-:class:`~pybroadway.erldist.supervisor.Supervisor` that restarts it within its intensity
-(``max_restarts`` in ``max_seconds``); past that, the front gives up loudly."""
+"""The processes of a front's workers: one :class:`WorkerPort` per local worker, each a process
+of the front's node that runs ``python -m pybroadway worker`` and ends when it does, and the
+stage they subscribe to, under one :class:`~pybroadway.erldist.supervisor.Supervisor` (itself
+a child of the node's) that restarts them within its intensity (``max_restarts`` in
+``max_seconds``); past that, the front gives up loudly."""
 
 from __future__ import annotations
 
@@ -86,9 +87,9 @@ async def _stop(worker: asyncio.subprocess.Process) -> None:
 
 
 class WorkerPorts:
-    """The supervisor of a front's worker processes."""
+    """The supervisor of a front's stage (``stage``, its first child) and worker processes."""
 
-    def __init__(self, front: WorkerFront, options: dict[str, Any]) -> None:
+    def __init__(self, front: WorkerFront, options: dict[str, Any], stage: ChildSpec) -> None:
         self.front = front
         env = dict(os.environ)
         env[COOKIE_ENV] = front.node.cookie
@@ -98,20 +99,30 @@ class WorkerPorts:
             ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + 1.0,
                       start=_starter(worker_argv(front, options, index), env))
             for index in range(options["count"])]
-        self.supervisor = Supervisor(self.specs, intensity=options["max_restarts"],
+        self.supervisor = Supervisor([stage, *self.specs], intensity=options["max_restarts"],
                                      period=float(options["max_seconds"]))
+        # Under the node's supervisor, stopped with the node; not restarted from there:
+        # past its intensity the pipeline stops (a temporary child).
+        self._spec = ChildSpec(id=f"workers of {front.name}", start=self._supervisor,
+                               restart="temporary",
+                               shutdown=(STOP_GRACE + 2.0) * (len(self.specs) + 1))
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 
+    def _supervisor(self) -> Supervisor:
+        return self.supervisor
+
     async def start(self) -> None:
-        node = self.front.node
-        node.spawn(self.supervisor)
+        node_supervisor = self.front.node.supervisor
+        if node_supervisor is None:
+            raise RuntimeError(f"start {self.front.node} before the pipeline that uses it")
+        await node_supervisor.start_child(self._spec)
         self._watch = asyncio.get_running_loop().create_task(self._watch_supervisor())
 
     async def _watch_supervisor(self) -> None:
         reason = await self.supervisor.wait()
         if not self._stopping:
-            self.front.gave_up(f"the workers were restarted more than "
+            self.front.gave_up(f"the workers or their stage were restarted more than "
                                f"{self.supervisor.intensity} times in "
                                f"{self.supervisor.period:g}s ({reason}): stopping")
 
@@ -125,12 +136,17 @@ class WorkerPorts:
         return pids
 
     async def stop(self) -> None:
+        """Stop the workers (they drain), then the stage."""
         self._stopping = True
+        if self._watch is None:
+            return  # never started
+        node_supervisor = self.front.node.supervisor
+        if node_supervisor is not None and node_supervisor.alive:
+            with contextlib.suppress(KeyError):  # the node may be stopping it already
+                await node_supervisor.terminate_child(self._spec.id)
         if self.supervisor.alive:
             self.supervisor.exit(Atom("shutdown"))
-            await self.supervisor.wait()
-        if self._watch is not None:
-            await self._watch
+        await self._watch
 
 
 def _starter(argv: list[str], env: dict[str, str]) -> Any:

@@ -1,6 +1,7 @@
 """Processors in worker processes on this host: every message acknowledged once on the front,
-failures with their reasons, order per partition, CPU-bound work on both cores, pg members,
-stats, draining on stop, a class the workers cannot import."""
+failures with their reasons, order per partition, CPU-bound work on both cores, pg members
+(on the front, and on an Elixir node that only connected to the front), stats, draining on
+stop, a class the workers cannot import."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pybroadway.pipeline import Pipeline
-from pybroadway.term import Atom
+from pybroadway.term import Atom, decode
 from pybroadway.workers import SCOPE, WorkerError, group
+from testkit.peers import BeamPeer
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
 from tests.workers.pipelines import Batched, Echo, Ordered, Slow
@@ -102,6 +104,35 @@ async def test_the_pg_group_is_the_pipelines_name() -> None:
         await eventually_async(lambda: len(workers.scope.get_members(group("Echo"))) == 2)
         assert {pid.node for pid in workers.members()} == {
             pid.node for pid in [w.pid for w in workers.workers.values()]}
+
+
+@pytest.mark.beam
+async def test_an_elixir_node_connected_to_the_front_sees_the_workers_in_pg() -> None:
+    """The workers are visible nodes: an Elixir node that connects to the front only (while
+    the workers join it) is meshed with them by global, and pg's discovery shows it the
+    pipeline's group as the front sees it: one member on each worker's node."""
+    tally = Tally(1000)
+    async with front(Echo, ready=False) as (node, pipeline):
+        with BeamPeer.elixir(epmd_port=node.epmd_port, cookie=node.cookie) as elixir:
+            await asyncio.to_thread(elixir.wait_started)
+            assert decode(await elixir.aeval(
+                f"{{:ok, _}} = :pg.start(:{SCOPE}); Node.connect(:'{node.name.name}')")) is True
+            workers = front_of(pipeline)
+            await eventually_async(lambda: len(workers.members()) == 2, timeout=WAIT)
+            members = set(workers.members())
+            assert {pid.node for pid in members} == set(workers.workers)
+
+            async def elixir_sees_them() -> bool:
+                seen = decode(await elixir.aeval(
+                    f":pg.get_members(:{SCOPE}, :{group('Echo').name})"))
+                return set(seen) == members
+
+            await eventually_async(elixir_sees_them, timeout=WAIT,
+                                   what="the Elixir node sees both workers in pg")
+            await push(pipeline, tally.messages([b"x"] * 1000))
+            await asyncio.wait_for(tally.all_done.wait(), WAIT)
+    tally.check_once()
+    assert not tally.failed
 
 
 class InMain(Pipeline):

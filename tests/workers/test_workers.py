@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pybroadway.erldist import flags as dflags
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, decode
 from pybroadway.workers import SCOPE, WorkerError, group
@@ -181,7 +182,8 @@ async def test_metrics_show_each_worker() -> None:
     assert "pybroadway_worker_messages_in_flight{" in text
 
 
-async def test_a_worker_joins_from_the_command_line() -> None:
+@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
+async def test_a_worker_joins_from_the_command_line(hidden: bool) -> None:
     tally = Tally(1000)
     async with front(Echo, ready=False, count=0) as (node, pipeline):
         workers = front_of(pipeline)
@@ -189,10 +191,14 @@ async def test_a_worker_joins_from_the_command_line() -> None:
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
             "--pipeline", "tests.workers.pipelines:Echo", "--name", "Echo", "--quiet",
-            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port), env=env,
+            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port),
+            *(["--hidden"] if hidden else []), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         try:
             await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
+            connection = node.connection(next(iter(workers.workers)))
+            assert connection is not None
+            assert bool(connection.flags & dflags.PUBLISHED) is not hidden
             await eventually_async(lambda: len(workers.members()) == 1, timeout=WAIT)
             await push(pipeline, tally.messages([b"x"] * 1000))
             await asyncio.wait_for(tally.all_done.wait(), WAIT)

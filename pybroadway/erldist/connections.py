@@ -5,13 +5,13 @@ rule, nodeup and nodedown.
 As in net_kernel, a peer has at most one *pending* connection, owned by one task: the dial
 this node started, or a handshake it accepted (from the moment it answered the peer's name).
 A connect to a peer with a pending connection waits for it instead of dialling a second one;
-when both nodes dial each other, the node with the smaller name cancels its own dial and takes
-the peer's (``ok_simultaneous``), the other refuses it (``nok``) and keeps its own; and a dial
-told ``alive`` (the peer has a connection to us) asks for it to be replaced only while it
-still owns the pending connection (dist_util's ``is_pending``). Otherwise two nodes meeting
-from both sides at once could each end up holding a different connection, one of which the
-other then closes: a nodedown in the middle of a connect, which ``global`` answers by
-cutting the cluster apart to prevent overlapping partitions.
+when both nodes dial each other, the node with the smaller name takes the peer's attempt
+(``ok_simultaneous``) over from its own dial, the other refuses it (``nok``) and keeps its own;
+and a dial told ``alive`` (the peer has a connection to us) asks for it to be replaced only
+while it still owns the pending connection (dist_util's ``is_pending``). Otherwise two nodes
+meeting from both sides at once could each end up holding a different connection, one of
+which the other then closes: a nodedown in the middle of a connect, which ``global`` answers
+by cutting the cluster apart to prevent overlapping partitions.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class Connections:
         # handshake). By name: an accepted handshake has not shown the cookie yet, so its
         # name is not made an atom; these are bounded by the dials and max_handshakes.
         self._pending: dict[str, asyncio.Task[Any]] = {}
+        self._dials: set[asyncio.Task[Any]] = set()  # the tasks dialling a peer
         self._queued: dict[Atom, list[tuple[Any, Any]]] = {}
         self._watchers: list[NodeWatcher] = []
         self._encoder = Encoder()
@@ -146,8 +147,11 @@ class Connections:
         if future is None:
             future = self._connecting[node] = loop.create_future()
             if self._pending.get(node.name) is None:  # else an accepted handshake brings it
-                self._pending[node.name] = self._node.start_task(
-                    self._dial(node, future), name=f"dist-connect-{node.name}")
+                task = self._node.start_task(self._dial(node, future),
+                                             name=f"dist-connect-{node.name}")
+                self._pending[node.name] = task
+                self._dials.add(task)
+                task.add_done_callback(self._dials.discard)
         return future
 
     def _owns_pending(self, name: str) -> bool:
@@ -179,6 +183,11 @@ class Connections:
                     raise epmd_client.NotRegistered(
                         f"{node.name} is not registered with epmd at {host}:{epmd_port}",
                         alive, host, epmd_port)
+                if not self._owns_pending(node.name):
+                    return  # superseded: the peer's own attempt was accepted meanwhile
+                # From here on a superseded dial is not cancelled (net_kernel kills it): the
+                # peer refuses it (nok, or alive answered false), where a socket closed
+                # mid-handshake would show in the peer's log as a failed handshake.
                 reader, writer = await asyncio.open_connection(_resolve(host), address.port)
                 try:
                     peer = await handshake.connect(
@@ -188,13 +197,14 @@ class Connections:
                 except handshake.HandshakeRejected as exc:
                     if exc.status == "nok" and self._owns_pending(node.name):
                         # Both sides dialled and the peer keeps its own attempt: its
-                        # handshake, which we accept, cancels this task (within the timeout).
+                        # handshake, which we accept, completes the connect (or the timeout
+                        # ends it).
                         await asyncio.shield(future)
                         return
                     raise
             if self._owns_pending(node.name):
                 self._connection_up(peer, reader, writer)
-            else:  # superseded meanwhile: the connection is another's (none closes it)
+            else:  # superseded meanwhile, and the peer let it through: not ours to keep
                 writer.close()
         except BaseException as exc:
             if self._owns_pending(node.name):
@@ -266,7 +276,8 @@ class Connections:
         if owner is not None:
             if self._node.name.name > peer_name:
                 return "nok"  # simultaneous connect: the greater name keeps its own attempt
-            owner.cancel()  # the smaller one drops its own for this one
+            if owner not in self._dials:  # the smaller one drops its own for this one
+                owner.cancel()  # (a dial of ours ends by itself: see _dial)
             status = "ok_simultaneous"
         else:
             status = "ok"

@@ -91,6 +91,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-with-front", action="store_true",
                         help="stop when the front's node goes down (else: wait for it)")
     parser.add_argument("--ticktime", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--hidden", action="store_true",
+                        help="a hidden node, connected to the front only (default: visible, "
+                             "meshed with the front's cluster, which must reach it)")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 
@@ -102,6 +105,6 @@ def run_worker_command(args: argparse.Namespace) -> int:
         sname=args.sname or f"worker_{os.getpid()}@{host}", cookie=read_cookie(args.cookie),
         listen=args.listen, epmd_port=args.epmd_port, max_demand=args.max_demand,
         partition=args.partition, concurrency=args.concurrency,
-        exit_with_front=args.exit_with_front, ticktime=args.ticktime))
+        exit_with_front=args.exit_with_front, hidden=args.hidden, ticktime=args.ticktime))
     print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
     return 0

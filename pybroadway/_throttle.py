@@ -26,6 +26,7 @@ class Throttle:
         self._logged = 0
         self.suppressed = 0
         """Lines left out in the current interval (reported when it ends)."""
+        self._report_on: asyncio.AbstractEventLoop | None = None  # the loop due to report
 
     def log(self, message: str, *args: Any) -> None:
         """Log ``message % args``, unless this interval's burst is spent (then count it)."""
@@ -39,15 +40,23 @@ class Throttle:
             self.logger.log(self.level, message, *args)
             return
         self.suppressed += 1
-        if self.suppressed == 1:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop: the next line reports them
-                return
+        # The report is scheduled on the running loop, again if the loop it was scheduled on
+        # ended before the interval did (a module's throttle outlives loops: one per run).
+        loop = _running_loop()
+        if loop is not None and self._report_on is not loop:
+            self._report_on = loop
             loop.call_later(self._window_start + self.interval - now, self._report)
 
     def _report(self) -> None:
+        self._report_on = None
         if self.suppressed:
             self.logger.log(self.level, "%d more %s in %gs were not logged", self.suppressed,
                             self.what, self.interval)
             self.suppressed = 0
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # no loop: the next line reports them
+        return None

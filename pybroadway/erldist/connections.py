@@ -1,6 +1,17 @@
 """A node's connections to its peers, as net_kernel and dist_util keep them: the live ones, the
 ones being made, the frames waiting for one; dialling, accepting, the simultaneous-connect
 rule, nodeup and nodedown.
+
+As in net_kernel, a peer has at most one *pending* connection, owned by one task: the dial
+this node started, or a handshake it accepted (from the moment it answered the peer's name).
+A connect to a peer with a pending connection waits for it instead of dialling a second one;
+when both nodes dial each other, the node with the smaller name takes the peer's attempt
+(``ok_simultaneous``) over from its own dial, the other refuses it (``nok``) and keeps its own;
+and a dial told ``alive`` (the peer has a connection to us) asks for it to be replaced only
+while it still owns the pending connection (dist_util's ``is_pending``). Otherwise two nodes
+meeting from both sides at once could each end up holding a different connection, one of
+which the other then closes: a nodedown in the middle of a connect, which ``global`` answers
+by cutting the cluster apart to prevent overlapping partitions.
 """
 
 from __future__ import annotations
@@ -57,6 +68,11 @@ class Connections:
         self.live: dict[Atom, Connection] = {}
         self.open = False
         self._connecting: dict[Atom, asyncio.Future[Connection]] = {}
+        # peer name -> the task owning its pending connection (a dial or an accepted
+        # handshake). By name: an accepted handshake has not shown the cookie yet, so its
+        # name is not made an atom; these are bounded by the dials and max_handshakes.
+        self._pending: dict[str, asyncio.Task[Any]] = {}
+        self._dials: set[asyncio.Task[Any]] = set()  # the tasks dialling a peer
         self._queued: dict[Atom, list[tuple[Any, Any]]] = {}
         self._watchers: list[NodeWatcher] = []
         self._encoder = Encoder()
@@ -129,10 +145,18 @@ class Connections:
             return future
         future = self._connecting.get(node)  # type: ignore[assignment]
         if future is None:
-            future = loop.create_future()
-            self._connecting[node] = future
-            self._node.start_task(self._dial(node, future), name=f"dist-connect-{node.name}")
+            future = self._connecting[node] = loop.create_future()
+            if self._pending.get(node.name) is None:  # else an accepted handshake brings it
+                task = self._node.start_task(self._dial(node, future),
+                                             name=f"dist-connect-{node.name}")
+                self._pending[node.name] = task
+                self._dials.add(task)
+                task.add_done_callback(self._dials.discard)
         return future
+
+    def _owns_pending(self, name: str) -> bool:
+        """Whether the running task owns the pending connection to ``name``."""
+        return self._pending.get(name) is asyncio.current_task()
 
     async def connect(self, node: Atom, *, check: bool) -> bool:
         """Node.connect: True once connected; False (logged), or with ``check`` raise, if not."""
@@ -159,30 +183,45 @@ class Connections:
                     raise epmd_client.NotRegistered(
                         f"{node.name} is not registered with epmd at {host}:{epmd_port}",
                         alive, host, epmd_port)
+                if not self._owns_pending(node.name):
+                    return  # superseded: the peer's own attempt was accepted meanwhile
+                # From here on a superseded dial is not cancelled (net_kernel kills it): the
+                # peer refuses it (nok, or alive answered false), where a socket closed
+                # mid-handshake would show in the peer's log as a failed handshake.
                 reader, writer = await asyncio.open_connection(_resolve(host), address.port)
                 try:
                     peer = await handshake.connect(
                         reader, writer, our_name=me.name.name, cookie=me.cookie,
                         creation=me.creation, flags=me.flags, peer_name=node.name,
-                        timeout=me.handshake_timeout)
+                        timeout=me.handshake_timeout, on_alive=self._owns_pending)
                 except handshake.HandshakeRejected as exc:
-                    if exc.status == "nok" and node in self._connecting:
-                        # Both sides dialled; the peer's own attempt wins. Wait for it.
+                    if exc.status == "nok" and self._owns_pending(node.name):
+                        # Both sides dialled and the peer keeps its own attempt: its
+                        # handshake, which we accept, completes the connect (or the timeout
+                        # ends it).
                         await asyncio.shield(future)
                         return
                     raise
-            if not future.done():
+            if self._owns_pending(node.name):
                 self._connection_up(peer, reader, writer)
+            else:  # superseded meanwhile, and the peer let it through: not ours to keep
+                writer.close()
         except BaseException as exc:
-            if self._connecting.get(node) is future:
-                del self._connecting[node]
-            if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else
-                                     ConnectionError(f"connect to {node.name} cancelled"))
-                future.exception()  # a failed connect need not be awaited by anyone
-                self._signals.peer_unreachable(node, self._queued.pop(node, []))
+            if self._owns_pending(node.name):
+                self._abandon(node.name, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+
+    def _abandon(self, name: str, exc: BaseException) -> None:
+        """The pending connection to ``name`` failed: whoever waits for it learns so."""
+        del self._pending[name]
+        node = Atom.existing(name)
+        future = self._connecting.pop(node, None) if node is not None else None
+        if node is not None and future is not None and not future.done():
+            future.set_exception(exc if isinstance(exc, Exception) else
+                                 ConnectionError(f"connect to {name} cancelled"))
+            future.exception()  # a failed connect need not be awaited by anyone
+            self._signals.peer_unreachable(node, self._queued.pop(node, []))
 
     async def _on_accept(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -195,17 +234,26 @@ class Connections:
                                "%d)", self._handshaking, me.max_handshakes)
             return
         self._handshaking += 1
+        claimed: list[str] = []  # the name whose pending connection this handshake took
+
+        def status_for(peer_name: str, peer_flags: int) -> str:
+            status = self._status_for(peer_name)
+            if status in ("ok", "ok_simultaneous"):
+                claimed.append(peer_name)
+            return status
+
         try:
             peer = await handshake.accept(
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
-                creation=me.creation, flags=me.flags, on_name=self._status_for,
+                creation=me.creation, flags=me.flags, on_name=status_for,
                 timeout=me.handshake_timeout)
-        except handshake.HandshakeError:
-            return  # logged by the handshake, naming the peer
-        except asyncio.CancelledError:
-            return  # at the loop's shutdown: end quietly (see EmbeddedEpmd._handle)
-        except Exception:
-            me.log.exception("unexpected error in an incoming handshake")
+        except BaseException as exc:
+            if claimed and self._owns_pending(claimed[0]):
+                self._abandon(claimed[0], exc)
+            if isinstance(exc, asyncio.CancelledError):
+                return  # superseded, or the loop's shutdown: end quietly
+            if not isinstance(exc, handshake.HandshakeError):  # those are logged, with the peer
+                me.log.exception("unexpected error in an incoming handshake")
             return
         finally:
             self._handshaking -= 1
@@ -214,20 +262,29 @@ class Connections:
             old.close("replaced by a new connection from the same node")
         self._connection_up(peer, reader, writer)
 
-    def _status_for(self, peer_name: str, peer_flags: int) -> str:
-        # The cookie is not checked yet: look the name up without making it an atom (a node
-        # we know has its atom already; any other name is simply new).
-        peer = Atom.existing(peer_name)
+    def _status_for(self, peer_name: str) -> str:
+        """The status an incoming handshake from ``peer_name`` gets (net_kernel's
+        ``accept_pending``); with ``ok`` or ``ok_simultaneous`` it owns the pending connection."""
         if not self.open:
             return "not_allowed"
-        if peer is None:
-            return "ok"
-        if peer in self.live:
+        # The cookie is not checked yet: the name is not made an atom (a node we know has its
+        # atom already, and only such a node can be live).
+        peer = Atom.existing(peer_name)
+        if peer is not None and peer in self.live:
             return "alive"
-        if peer in self._connecting:
-            # Simultaneous connect: the greater name keeps its own attempt (dist_util rule).
-            return "nok" if self._node.name.name > peer_name else "ok_simultaneous"
-        return "ok"
+        owner = self._pending.get(peer_name)
+        if owner is not None:
+            if self._node.name.name > peer_name:
+                return "nok"  # simultaneous connect: the greater name keeps its own attempt
+            if owner not in self._dials:  # the smaller one drops its own for this one
+                owner.cancel()  # (a dial of ours ends by itself: see _dial)
+            status = "ok_simultaneous"
+        else:
+            status = "ok"
+        task = asyncio.current_task()
+        assert task is not None
+        self._pending[peer_name] = task
+        return status
 
     # -- up and down -------------------------------------------------------------------------
 
@@ -241,6 +298,8 @@ class Connections:
             max_frame_size=me.max_frame_size, max_inflated=me.max_inflated,
             max_pending_output=me.max_pending_output)
         self.live[node] = connection
+        if self._owns_pending(peer.name):
+            del self._pending[peer.name]
         future = self._connecting.pop(node, None)
         if future is not None and not future.done():
             future.set_result(connection)

@@ -38,7 +38,9 @@ def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list
     argv = [options["python"] or sys.executable, "-m", "pybroadway", "worker",
             "--join", node.name.name, "--pipeline", options["pipeline"],
             "--name", front.name, "--sname", f"{short}_w{index}@{host}",
-            "--listen", "127.0.0.1", "--max-demand", str(options["max_demand"]),
+            # where the front listens: the cluster's nodes that reach the front mesh with its
+            # workers too (global's connect_all)
+            "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
             "--exit-with-front"]  # the processors and batchers: asked of the front
     epmd_port = getattr(node, "epmd_port", None)
     if epmd_port is not None:

@@ -178,19 +178,25 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                      cookie: str | None = None, listen: str = "127.0.0.1",
                      epmd_port: int | None = None, max_demand: int = 500,
                      partition: int | None = None, concurrency: int | None = None,
-                     exit_with_front: bool = False,
+                     exit_with_front: bool = False, hidden: bool = False,
                      ticktime: float = 60.0, stop: asyncio.Event | None = None) -> dict[str, Any]:
-    """Run a worker until ``stop`` (or SIGTERM/SIGINT); returns its pipeline's stats."""
+    """Run a worker until ``stop`` (or SIGTERM/SIGINT); returns its pipeline's stats.
+
+    A worker is a visible node (``hidden``: a hidden one, see below)."""
     cls = load_pipeline_class(pipeline)
     name = name or cls.name or cls.__name__
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # Hidden: a worker connects to its front only, and stays out of the cluster's global
-    # mesh (whose partition prevention would otherwise cut fronts from workers joining at once)
+    # Visible, as a BEAM engineer expects a cluster's nodes to be: global's connect_all
+    # meshes it with every node the front knows, and pg's discovery then shows it, joined to
+    # the pipeline's group, to each of them (:pg.get_members/2 on an Elixir node that only
+    # connected to the front). Every node of the cluster must be able to reach it then: one
+    # that cannot sets off global's partition prevention, which cuts it from the rest. A
+    # hidden worker (for such networks) connects to its front only, and is seen there alone.
     async with Node(sname, cookie=cookie, epmd_port=epmd_port, host=listen,
-                    ticktime=ticktime, hidden=True) as node:
+                    ticktime=ticktime, hidden=hidden) as node:
         front = Atom(join)
         if exit_with_front:
             def watch(peer: Atom, up: bool) -> None:

@@ -1,7 +1,8 @@
 """A front and its workers on simulated hosts (testkit.netns): ``pybroadway serve --workers 0``
 on hosta, ``pybroadway worker --join front@hosta`` on hostb and hostc, and an Elixir client
 on hostd pushing numbered messages as the library's client does. Both workers take the
-stream (the front's log, and ``:pg`` seen from the Elixir node); hostb's cable is pulled:
+stream (the front's log, and ``:pg`` seen from the Elixir node, which connects to the front
+only: global's mesh brings it the workers, which are visible nodes); hostb's cable is pulled:
 the front sees its worker go within the tick time, fails or hands over what it held, the
 stream goes on through hostc; the cable is back: the worker joins again and takes work. In
 the end every message the receiver read is acknowledged exactly once (the front's summary
@@ -38,18 +39,14 @@ BOTH = "pg w1@hostb,w2@hostc"
 # 20 at a time every 250 ms, until STOP_FILE exists, and says "pushed N". (Bursts: a trickle
 # would all go to one worker, GenStage's DemandDispatcher giving each event to the first of
 # the subscriptions with the most demand, and a worker asking again as soon as its
-# processors take what it got.) Meanwhile it keeps connected to
-# the workers and says "pg NODES" whenever the members of :pg's PyBroadway group change.
+# processors take what it got.) Meanwhile it says "pg NODES" whenever the members of :pg's
+# PyBroadway group change. It connects to the front only (no worker is named to it): global
+# connects it to the workers, and back to w1 when w1 joins the front again.
 CLIENT = r'''
-[front, stop_file | workers] = System.argv()
+[front, stop_file] = System.argv()
 front = String.to_atom(front)
 say = fn line -> IO.puts(:stderr, line) end
 {:ok, _} = :pg.start(:pybroadway)
-for worker <- workers do
-  worker = String.to_atom(worker)
-  spawn(fn -> Stream.repeatedly(fn -> Node.connect(worker); Process.sleep(200) end)
-              |> Stream.run() end)
-end
 spawn(fn ->
   watch = fn watch, last ->
     now = :pg.get_members(:pybroadway, :PyBroadway)
@@ -142,7 +139,7 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         w1, w2 = worker(b, "w1@hostb", log), worker(c, "w2@hostc", log)
         client = d.run([elixir, "--sname", "client@hostd", "--cookie", COOKIE, "--erl",
                         f"-kernel net_ticktime {TICKTIME} -start_epmd false", str(script),
-                        "front@hosta", str(stop_file), "w1@hostb", "w2@hostc"],
+                        "front@hosta", str(stop_file)],
                        env=env(log), cwd=tmp_path)
         front.wait_logged("PyBroadway: worker w1@hostb joined", timeout=30)
         front.wait_logged("PyBroadway: worker w2@hostc joined", timeout=30)

@@ -1,6 +1,7 @@
 """Processors in worker processes on this host: every message acknowledged once on the front,
-failures with their reasons, order per partition, CPU-bound work on both cores, pg members,
-stats, draining on stop, a class the workers cannot import."""
+failures with their reasons, order per partition, CPU-bound work on both cores, pg members
+(on the front, and on an Elixir node that only connected to the front), stats, draining on
+stop, a class the workers cannot import."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from pybroadway.erldist import flags as dflags
 from pybroadway.pipeline import Pipeline
-from pybroadway.term import Atom
+from pybroadway.term import Atom, decode
 from pybroadway.workers import SCOPE, WorkerError, group
+from testkit.peers import BeamPeer
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
 from tests.workers.pipelines import Batched, Echo, Ordered, Slow, Sourced
@@ -123,6 +126,35 @@ async def test_the_pg_group_is_the_pipelines_name() -> None:
             pid.node for pid in [w.pid for w in workers.workers.values()]}
 
 
+@pytest.mark.beam
+async def test_an_elixir_node_connected_to_the_front_sees_the_workers_in_pg() -> None:
+    """The workers are visible nodes: an Elixir node that connects to the front only (while
+    the workers join it) is meshed with them by global, and pg's discovery shows it the
+    pipeline's group as the front sees it: one member on each worker's node."""
+    tally = Tally(1000)
+    async with front(Echo, ready=False) as (node, pipeline):
+        with BeamPeer.elixir(epmd_port=node.epmd_port, cookie=node.cookie) as elixir:
+            await asyncio.to_thread(elixir.wait_started)
+            assert decode(await elixir.aeval(
+                f"{{:ok, _}} = :pg.start(:{SCOPE}); Node.connect(:'{node.name.name}')")) is True
+            workers = front_of(pipeline)
+            await eventually_async(lambda: len(workers.members()) == 2, timeout=WAIT)
+            members = set(workers.members())
+            assert {pid.node for pid in members} == set(workers.workers)
+
+            async def elixir_sees_them() -> bool:
+                seen = decode(await elixir.aeval(
+                    f":pg.get_members(:{SCOPE}, :{group('Echo').name})"))
+                return set(seen) == members
+
+            await eventually_async(elixir_sees_them, timeout=WAIT,
+                                   what="the Elixir node sees both workers in pg")
+            await push(pipeline, tally.messages([b"x"] * 1000))
+            await asyncio.wait_for(tally.all_done.wait(), WAIT)
+    tally.check_once()
+    assert not tally.failed
+
+
 class InMain(Pipeline):
     def handle_message(self, processor, message, context):  # type: ignore[no-untyped-def]
         return message
@@ -172,7 +204,8 @@ async def test_metrics_show_each_worker() -> None:
     assert "pybroadway_worker_messages_in_flight{" in text
 
 
-async def test_a_worker_joins_from_the_command_line() -> None:
+@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
+async def test_a_worker_joins_from_the_command_line(hidden: bool) -> None:
     tally = Tally(1000)
     async with front(Echo, ready=False, count=0) as (node, pipeline):
         workers = front_of(pipeline)
@@ -180,10 +213,14 @@ async def test_a_worker_joins_from_the_command_line() -> None:
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
             "--pipeline", "tests.workers.pipelines:Echo", "--name", "Echo", "--quiet",
-            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port), env=env,
+            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port),
+            *(["--hidden"] if hidden else []), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         try:
             await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
+            connection = node.connection(next(iter(workers.workers)))
+            assert connection is not None
+            assert bool(connection.flags & dflags.PUBLISHED) is not hidden
             await eventually_async(lambda: len(workers.members()) == 1, timeout=WAIT)
             await push(pipeline, tally.messages([b"x"] * 1000))
             await asyncio.wait_for(tally.all_done.wait(), WAIT)

@@ -15,7 +15,7 @@ receiver found through ``:global``), into the in-process pipeline and into ``wor
 Run from the repository's root::
 
     python bench/workers.py [--messages N] [--noop-messages N] [--cost-ms 1.0]
-    python bench/workers.py --elixir [--elixir-messages 200000]
+    python bench/workers.py --elixir [--elixir-messages 1000000]
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--cost-ms", type=float, default=1.0)
     parser.add_argument("--elixir", action="store_true",
                         help="the no-op handler pushed from an Elixir node instead")
-    parser.add_argument("--elixir-messages", type=int, default=200_000)
+    parser.add_argument("--elixir-messages", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per Elixir run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -17,59 +17,44 @@ from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
 from tests.workers.pipelines import Slow
 
+COUNT = 600
+STAGE = "pybroadway_workers.Slow"
+
 
 @pytest.mark.parametrize("redeliver", [False, True])
-async def test_a_killed_worker_fails_or_hands_over_what_it_held(redeliver: bool) -> None:
-    count = 600
-    tally = Tally(count)
-    async with front(Slow, max_demand=20, redeliver=redeliver) as (_, pipeline):
+@pytest.mark.parametrize("fault", ["worker", "stage"])
+async def test_what_a_fault_mid_stream_held_fails_or_is_handed_over(fault: str,
+                                                                    redeliver: bool) -> None:
+    tally = Tally(COUNT)
+    async with front(Slow, max_demand=20, redeliver=redeliver) as (node, pipeline):
         workers = front_of(pipeline)
         pushing = asyncio.create_task(
-            push(pipeline, tally.messages([b"x"] * count, [{"ms": 3}] * count)))
+            push(pipeline, tally.messages([b"x"] * COUNT, [{"ms": 3}] * COUNT)))
         victim = await eventually_async(lambda: next(
             (w for w in workers.workers.values() if len(w.held) >= 5), None))
-        os.kill(workers.ports.os_pids()[victim.node.name], signal.SIGKILL)
+        stage = node.whereis(STAGE)
+        if fault == "worker":
+            os.kill(workers.ports.os_pids()[victim.node.name], signal.SIGKILL)
+            why = f"worker {victim.node.name} went away"
+        else:
+            assert stage is not None
+            node.exit(stage, Atom("kill"))
+            why = "the workers' stage ended: :killed"
         await pushing
         await asyncio.wait_for(tally.all_done.wait(), WAIT)
-        # restarted within the intensity, and subscribed again
+        # restarted within the intensity (the stage under its name), and subscribed again
         await eventually_async(lambda: len(workers.workers) == 2, timeout=WAIT)
+        if fault == "stage":
+            assert node.whereis(STAGE) not in (None, stage)
         stats = pipeline.stats()
     tally.check_once()
     if redeliver:
         assert not tally.failed
         assert workers.redelivered > 0
     else:
-        assert tally.failed, "the killed worker held messages: they must fail"
+        assert tally.failed, f"the {fault} held messages when it died: they must fail"
         for status in tally.failed.values():
             assert status[0] == "failed"
-            assert f"worker {victim.node.name} went away" in status[1]
+            assert why in status[1]
         assert workers.lost == len(tally.failed)
-    assert stats["handled"] + stats["failed"] == count
-
-
-@pytest.mark.parametrize("redeliver", [False, True])
-async def test_a_killed_stage_is_restarted_and_the_stream_goes_on(redeliver: bool) -> None:
-    count = 600
-    tally = Tally(count)
-    async with front(Slow, max_demand=20, redeliver=redeliver) as (node, pipeline):
-        workers = front_of(pipeline)
-        pushing = asyncio.create_task(
-            push(pipeline, tally.messages([b"x"] * count, [{"ms": 2}] * count)))
-        await eventually_async(lambda: sum(len(w.held) for w in workers.workers.values()) >= 10)
-        first = node.whereis("pybroadway_workers.Slow")
-        assert first is not None
-        node.exit(first, Atom("kill"))
-        await pushing
-        await asyncio.wait_for(tally.all_done.wait(), WAIT)
-        again = node.whereis("pybroadway_workers.Slow")
-        assert again is not None and again != first
-        await eventually_async(lambda: len(workers.workers) == 2, timeout=WAIT)
-        stats = pipeline.stats()
-    tally.check_once()
-    assert stats["handled"] + stats["failed"] == count
-    if redeliver:
-        assert not tally.failed
-    else:
-        assert tally.failed, "the workers held messages when the stage died: they must fail"
-        for status in tally.failed.values():
-            assert "the workers' stage ended: :killed" in status[1]
+    assert stats["handled"] + stats["failed"] == COUNT

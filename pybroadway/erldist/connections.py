@@ -165,7 +165,8 @@ class Connections:
         except (OSError, handshake.HandshakeError, epmd_client.EpmdError, TimeoutError) as exc:
             if check:
                 raise
-            self._node.log.warning("could not connect to %s: %s", node.name, exc)
+            # As net_kernel:connect_node/1: False says it; a peer that left is no warning.
+            self._node.log.info("could not connect to %s: %s", node.name, exc)
             return False
         return True
 

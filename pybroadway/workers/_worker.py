@@ -200,7 +200,7 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
         front = Atom(join)
         if exit_with_front:
             def watch(peer: Atom, up: bool) -> None:
-                if peer == front and not up:
+                if peer == front and not up and not stop.is_set():  # not its own stop
                     log.warning("worker %s: the front %s went down; stopping",
                                 node.name.name, join)
                     stop.set()

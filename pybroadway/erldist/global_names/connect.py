@@ -294,7 +294,7 @@ class ConnectProtocol(GlobalTables):
         if await self.node.connect(peer):
             self._cast(peer, (Atom("in_sync"), self.node.name, True))
         else:
-            log.warning("global at %s failed to connect to %s", self.node.name.name, peer.name)
+            log.info("global at %s failed to connect to %s", self.node.name.name, peer.name)
             sync = self.peers.get(peer)
             if sync is not None:
                 sync.known = False

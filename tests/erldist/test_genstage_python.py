@@ -252,3 +252,22 @@ async def test_handle_demand_produces_exactly_what_is_asked() -> None:
         await consumer.wait_events(300)
         assert consumer.events[:300] == list(range(300))
         assert producer.emitted == producer.asked and producer.buffered == 0
+
+
+async def test_events_are_handled_in_batches_of_max_minus_min_asking_as_genstage_does() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer = a.spawn(Probe())
+        consumer = b.spawn(Recorder())
+        subscription = consumer.subscribe(producer.pid, max_demand=10, min_demand=6)
+        message = await producer.next()
+        assert message[0] is gs.GEN_PRODUCER and message[2][0] is gs.SUBSCRIBE
+        assert await producer.next() == gs.ask(consumer.pid, subscription.tag, 10)
+        producer.send(consumer.pid, gs.events(producer.pid, subscription.tag, list(range(10))))
+        # GenStage's split_batches: 4, 4 and 2 events; after the first two, what is asked and
+        # not handled is down to min (6): ask 4 each time; after the last it is 8
+        assert await producer.next() == gs.ask(consumer.pid, subscription.tag, 4)
+        assert await producer.next() == gs.ask(consumer.pid, subscription.tag, 4)
+        await consumer.wait_events(10)
+        assert [size for _, size in consumer.batches] == [4, 4, 2]
+        assert consumer.events == list(range(10))
+        assert subscription.pending == 8  # and no third ask (each adds to it before it goes)

@@ -60,9 +60,11 @@ class ConsumerStage(Process):
     ``(name, node)``), handle their events in :meth:`handle_events`.
 
     The producer is monitored before the subscription is sent. In automatic demand (the
-    default) the consumer asks ``max_demand`` at first, and again, as many as it handled,
-    each time what it still waits for falls to ``min_demand`` — so the events in flight stay
-    between the two. With ``manual=True`` it asks only what :meth:`ask` says.
+    default) the consumer asks ``max_demand`` at first; events come to :meth:`handle_events`
+    in batches of at most ``max_demand - min_demand``, and after each, once what is asked and
+    not yet handled falls to ``min_demand``, it asks up to ``max_demand`` again, as GenStage
+    does. With ``manual=True`` it asks only what :meth:`ask` says, and each arrival is one
+    batch.
 
     A subscription ends when the producer cancels it (or confirms the consumer's
     :meth:`cancel`) or goes down (``:DOWN``, also when its node goes down). Then
@@ -150,12 +152,24 @@ class ConsumerStage(Process):
                         pending = 0
                     subscription.pending = pending
                     subscription.received += count
-                    result = handle_events(payload, subscription)
-                    if events_async:
-                        await result
+                    if subscription.manual:
+                        result = handle_events(payload, subscription)
+                        if events_async:
+                            await result
+                        continue
+                    # As GenStage: batches of at most max - min events, and after each, once
+                    # what is asked and not yet handled falls to min, ask up to max again.
                     options = subscription.options
-                    if not subscription.manual and pending <= options.low:
-                        self.ask(subscription, options.max_demand - subscription.pending)
+                    low = options.low
+                    step = max(options.max_demand - low, 1)
+                    for start in range(0, count, step):
+                        batch = payload if count <= step else payload[start:start + step]
+                        result = handle_events(batch, subscription)
+                        if events_async:
+                            await result
+                        waiting = subscription.pending + count - start - len(batch)
+                        if waiting <= low:
+                            self.ask(subscription, options.max_demand - waiting)
                     continue
                 if (type(payload) is tuple and len(payload) == 2 and payload[0] is gs.CANCEL):
                     if subscription is not None:

@@ -108,17 +108,27 @@ class ConnectProtocol(PartitionLocker):
         self._cast(peer, (Atom("init_connect"), (VSN, tag), self.node.name,
                           (Atom("locker"), Atom("no_longer_a_pid"), {PYBROADWAY: 1},
                            self.locker.pid)))
+        parked, sync.pre_connect = sync.pre_connect, None
+        if parked is not None:
+            self._on_init_connect(parked[0], peer, parked[1])
 
     def _on_init_connect(self, vsn_tag: Any, peer: Any, init_msg: Any) -> None:
         if type(vsn_tag) is not tuple or len(vsn_tag) != 2 or not isinstance(peer, Atom):
             log.warning("global: malformed init_connect from %s ignored", loggable(peer))
             return
         sync = self._peer(peer)
+        if sync.sync_tag_my is None:
+            # No session of ours with the peer: as global.erl does, it is parked, unanswered,
+            # until one starts (at its nodeup, if the peer is not known by then). A peer that
+            # is known already (it was synced through another node) is not answered at all:
+            # an init_connect_ack would reach it after our in_sync had ended its session, and
+            # the tags it does not know make it restart the connect, which drops all our
+            # names there (OTP 28's restart_connect deletes the node's resources).
+            sync.pre_connect = (vsn_tag, init_msg)
+            return
         sync.sync_tag_his = vsn_tag[1]
         if type(init_msg) is tuple and len(init_msg) == 4 and type(init_msg[3]) is Pid:
             sync.locker = init_msg[3]
-        if sync.sync_tag_my is None:
-            self._start_connect(peer)
         self.send((GNS, peer), (Atom("init_connect_ack"), self.node.name, vsn_tag[1],
                                 sync.sync_tag_my))
         if type(init_msg) is tuple and len(init_msg) == 4 and isinstance(init_msg[2], dict) \

@@ -28,6 +28,10 @@ class PeerSync:
     """The tag of the peer's session, from its ``init_connect``."""
     locker: Pid | None = None
     """The peer's locker, from its ``init_connect``."""
+    pre_connect: tuple[Any, Any] | None = None
+    """The peer's ``init_connect`` (its ``{Vsn, Tag}`` and locker message) that came while
+    this node had no session with it, replayed when one starts (global.erl's
+    ``pre_connect``)."""
     pybroadway: bool = False
     """The peer is a Python node (it marked itself in ``init_connect``)."""
     locking: bool = False
@@ -72,4 +76,5 @@ class PeerSync:
         self.sync_tag_my = None
         self.sync_tag_his = None
         self.locker = None
+        self.pre_connect = None
         self._reset_steps()

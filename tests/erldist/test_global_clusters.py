@@ -108,15 +108,7 @@ async def many(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[list[BeamPeer]
             peer.kill()
 
 
-NAMES_KNOWN_ISSUE = pytest.mark.xfail(
-    strict=False, reason="a Python node takes a connect session's lock on itself and the peer "
-    "only, not on its whole partition, and sends an empty known list in lock_set: merges "
-    "running at once are not serialised as global's are, and a BEAM node (seen with OTP 28) "
-    "can miss a Python node's name")
-
-
-@pytest.mark.parametrize("names", [False, pytest.param(True, marks=NAMES_KNOWN_ISSUE)],
-                         ids=["mesh", "names"])
+@pytest.mark.parametrize("names", [False, True], ids=["mesh", "names"])
 @pytest.mark.parametrize("hub", ["python", "beam"])
 async def test_nodes_joining_a_hub_at_once_end_fully_connected(
         hub: str, names: bool, many: tuple[list[BeamPeer], list[Node]]) -> None:

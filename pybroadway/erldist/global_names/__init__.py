@@ -17,9 +17,10 @@ Sending to ``{:global, name}`` is :func:`send` (``Node.send`` keeps its meaning 
 ``(name, node)`` for tuples).
 
 Modules: :mod:`.protocol` (atoms and term shapes), :mod:`.peer_sync` (one record per peer),
-:mod:`.tables` (names and locks), :mod:`.connect` (the connect protocol),
-:mod:`.name_server` (the process), :mod:`.requester` (the pids that call other nodes),
-:mod:`.transaction` (lock, act, unlock) and :mod:`.api` (the functions above).
+:mod:`.tables` (names and locks), :mod:`.locker` (a session's lock over both partitions),
+:mod:`.connect` (the connect protocol), :mod:`.name_server` (the process),
+:mod:`.requester` (the pids that call other nodes), :mod:`.transaction` (lock, act, unlock)
+and :mod:`.api` (the functions above).
 """
 
 from pybroadway.erldist.global_names.api import (

@@ -11,9 +11,9 @@ import random
 from typing import Any
 
 from pybroadway.erldist import flags as dflags
+from pybroadway.erldist.global_names.locker import PartitionLocker
 from pybroadway.erldist.global_names.peer_sync import PeerSync
 from pybroadway.erldist.global_names.protocol import (
-    GLOBAL,
     GNS,
     INITIATE,
     LOCKED,
@@ -23,28 +23,21 @@ from pybroadway.erldist.global_names.protocol import (
     by_name,
     node_list,
 )
-from pybroadway.erldist.global_names.requester import Requester
-from pybroadway.erldist.global_names.tables import GlobalTables
 from pybroadway.term import Atom, Pid, loggable
-from pybroadway.term.atoms import GEN_CAST
+from pybroadway.term.atoms import GEN_CAST, UNDEFINED
 
 log = logging.getLogger("pybroadway.erldist.global")
-
-RETRY_LOCK_AFTER = 0.2
-"""Seconds (1x to 2x, at random) before taking a busy session lock is tried again."""
 
 _tags = itertools.count(-576460752303423488 + random.randrange(1 << 40))
 
 
-class ConnectProtocol(GlobalTables):
+class ConnectProtocol(PartitionLocker):
     """The connect sessions with every visible peer, and who is in sync."""
 
     def __init__(self) -> None:
         super().__init__()
         self.peers: dict[Atom, PeerSync] = {}
-        self.locker: Requester | None = None
         self._sync_waiters: list[asyncio.Future[None]] = []
-        self._lock_id: Any = None  # the latest session lock, named in new_nodes
 
     # -- the cluster as this node sees it ----------------------------------------------------
 
@@ -108,22 +101,34 @@ class ConnectProtocol(GlobalTables):
 
     def _start_connect(self, peer: Atom) -> None:
         tag = next(_tags)
-        self._peer(peer).new_session(tag)
+        sync = self._peer(peer)
+        self._drop_lock(sync)
+        sync.new_session(tag)
         assert self.locker is not None
         self._cast(peer, (Atom("init_connect"), (VSN, tag), self.node.name,
                           (Atom("locker"), Atom("no_longer_a_pid"), {PYBROADWAY: 1},
                            self.locker.pid)))
+        parked, sync.pre_connect = sync.pre_connect, None
+        if parked is not None:
+            self._on_init_connect(parked[0], peer, parked[1])
 
     def _on_init_connect(self, vsn_tag: Any, peer: Any, init_msg: Any) -> None:
         if type(vsn_tag) is not tuple or len(vsn_tag) != 2 or not isinstance(peer, Atom):
             log.warning("global: malformed init_connect from %s ignored", loggable(peer))
             return
         sync = self._peer(peer)
+        if sync.sync_tag_my is None:
+            # No session of ours with the peer: as global.erl does, it is parked, unanswered,
+            # until one starts (at its nodeup, if the peer is not known by then). A peer that
+            # is known already (it was synced through another node) is not answered at all:
+            # an init_connect_ack would reach it after our in_sync had ended its session, and
+            # the tags it does not know make it restart the connect, which drops all our
+            # names there (OTP 28's restart_connect deletes the node's resources).
+            sync.pre_connect = (vsn_tag, init_msg)
+            return
         sync.sync_tag_his = vsn_tag[1]
         if type(init_msg) is tuple and len(init_msg) == 4 and type(init_msg[3]) is Pid:
             sync.locker = init_msg[3]
-        if sync.sync_tag_my is None:
-            self._start_connect(peer)
         self.send((GNS, peer), (Atom("init_connect_ack"), self.node.name, vsn_tag[1],
                                 sync.sync_tag_my))
         if type(init_msg) is tuple and len(init_msg) == 4 and isinstance(init_msg[2], dict) \
@@ -140,86 +145,116 @@ class ConnectProtocol(GlobalTables):
                 and peer in self.visible_nodes() and not self._peer(peer).synced:
             self._start_connect(peer)
 
-    # -- the lock step -----------------------------------------------------------------------
-
-    def _on_lock_set(self, his_locker: Any, ok: Any, _his_known: Any, my_tag: Any) -> None:
-        peer = his_locker.node if type(his_locker) is Pid else None
-        if peer is None or self._tag_my(peer) != my_tag or ok is not True:
-            return  # a stale session, or the peer failed to lock and will retry
-        sync = self._peer(peer)
-        his_tag = sync.sync_tag_his
-        if his_tag is None:
-            return
-        assert self.locker is not None
-        self._lock_id = self._session_lock(his_locker)
-        if not sync.lock_set_sent:
-            sync.lock_set_sent = True
-            self._cast(peer, (Atom("lock_set"), self.locker.pid, True, [], his_tag))
-        if not sync.exchange_sent:
-            sync.exchange_sent = True
-            names = [(name, pid, method) for name, (pid, method, _) in self.table.items()]
-            self._cast(peer, (Atom("exchange"), self.node.name, names, [], his_tag))
-
-    def _session_lock(self, his_locker: Pid) -> Any:
-        """The lock of a connect session: ``{global, sorted([MyLocker, HisLocker])}``, the
-        same id on both sides, so either may take it."""
-        assert self.locker is not None
-        ids = sorted([self.locker.pid, his_locker], key=lambda p: (p.node.name, p.id,
-                                                                  p.serial))
-        return (GLOBAL, ids)
+    # -- the lock step (what global.erl's locker does) ---------------------------------------
 
     # A BEAM peer's locker starts the lock step after the connect; another Python node's
     # does not. Between two Python nodes (they mark themselves in init_connect's known map,
-    # which the BEAM ignores) the one with the smaller name takes the session lock on both
-    # sides and sends lock_set; the other answers with its own and the exchange follows.
+    # which the BEAM ignores) the one with the smaller name starts it, as a locker's
+    # select_node does: it locks its partition and the peer, then sends lock_set. The side
+    # that gets a lock_set it did not ask for locks its own partition with the same id and
+    # answers with its own (true, or false when a node refused). Both then send exchange.
 
     def _maybe_initiate(self, peer: Atom, sync: PeerSync) -> None:
         if sync.pybroadway and self.node.name.name < peer.name:
             self.deliver((INITIATE, peer, sync.sync_tag_my))
 
     def _schedule_initiate(self, peer: Atom) -> None:
-        """Try the lock step again a little later (the lock is busy)."""
-        tag = self._tag_my(peer)
-        delay = random.uniform(RETRY_LOCK_AFTER, 2 * RETRY_LOCK_AFTER)
-        asyncio.get_running_loop().call_later(delay, self.deliver, (INITIATE, peer, tag))
+        """Start the lock step again later, after the locker's wait (global.erl's
+        ``loop_the_locker``: 0.2 s alone, else 1 s + 0.1 s per known node, at most 3 s),
+        times 1 to 2 at random so that two Python nodes do not keep meeting."""
+        known = len(self.known_nodes())
+        wait = 0.2 if not known else min(1.0 + 0.1 * known, 3.0)
+        asyncio.get_running_loop().call_later(wait * random.uniform(1, 2), self.deliver,
+                                              (INITIATE, peer, self._tag_my(peer)))
 
     def _on_initiate(self, peer: Atom, tag: Any) -> None:
         sync = self.peers.get(peer)
-        if (sync is None or sync.sync_tag_my != tag or sync.lock_set_sent or sync.synced
-                or sync.locker is None or sync.sync_tag_his is None or self.locker is None):
+        if (sync is None or sync.sync_tag_my != tag or sync.lock_set_sent or sync.locking
+                or sync.synced or sync.known or sync.locker is None
+                or sync.sync_tag_his is None):
             return
-        lock_id = self._session_lock(sync.locker)
-        if not self.set_lock(lock_id, self.locker.pid):
-            self._schedule_initiate(peer)  # another session holds the lock: later
+        if self.global_lock_set():
+            self._schedule_initiate(peer)  # the locker waits while a global lock is held here
             return
-        self.node.start_task(self._take_lock(peer, tag, lock_id),
-                             name=f"global-lock-{peer.name}")
+        self._start_locking(peer, sync, sync.locker, [peer])
 
-    async def _take_lock(self, peer: Atom, tag: Any, lock_id: Any) -> None:
-        assert self.locker is not None
-        replies = await self.locker.multi_call([peer], (Atom("set_lock"), lock_id), 5.0)
-        self.deliver((LOCKED, peer, tag, lock_id, replies.get(peer) is True))
-
-    def _on_locked(self, peer: Atom, tag: Any, lock_id: Any, ok: bool) -> None:
-        assert self.locker is not None
-        sync = self.peers.get(peer)
-        current = sync is not None and sync.sync_tag_my == tag and not sync.synced
-        if sync is None or not ok or not current or sync.lock_set_sent:
-            self.del_lock(lock_id, self.locker.pid)
-            if ok:
-                self._release(peer, lock_id)
-            if current and not ok:
+    def _on_lock_set(self, his_locker: Any, ok: Any, _his_known: Any, my_tag: Any) -> None:
+        peer = his_locker.node if type(his_locker) is Pid else None
+        if peer is None or self._tag_my(peer) != my_tag:
+            return  # a stale session
+        sync = self._peer(peer)
+        if sync.synced or sync.sync_tag_his is None or sync.exchange_sent:
+            return
+        if sync.lock_set_sent:  # our lock_set went first: this is the answer to it
+            if ok is True:
+                self._lock_is_set(peer, sync)
+            else:
+                self._drop_lock(sync)
+                sync.lock_set_sent = False
                 self._schedule_initiate(peer)
-            return
-        sync.initiated_lock = lock_id
-        self._lock_id = lock_id
-        sync.lock_set_sent = True
-        self._cast(peer, (Atom("lock_set"), self.locker.pid, True, [], sync.sync_tag_his))
+        elif ok is True and not sync.locking:
+            self._start_locking(peer, sync, his_locker, [])
+        # else a lock_set false we did not ask for (ignored as global's locker does), or the
+        # lock is being set already for this one
 
-    def _release(self, peer: Atom, lock_id: Any) -> None:
+    def _start_locking(self, peer: Atom, sync: PeerSync, his_locker: Pid,
+                       extra: list[Atom]) -> None:
+        sync.locking = True
+        self.node.start_task(
+            self._lock_step(peer, sync.sync_tag_my, self.session_lock(his_locker), extra),
+            name=f"global-lock-{peer.name}")
+
+    async def _lock_step(self, peer: Atom, tag: Any, lock_id: Any, extra: list[Atom]) -> None:
+        known = await self.lock_partition(lock_id, extra)
+        self.deliver((LOCKED, peer, tag, lock_id, extra, known))
+
+    def _on_locked(self, peer: Atom, tag: Any, lock_id: Any, extra: list[Atom],
+                   known: list[Atom] | None) -> None:
+        """The lock step's result: ``known`` is None when the lock could not be set, else the
+        known nodes it was set on (with this node, and the peer if ``extra`` names it)."""
         assert self.locker is not None
-        self.node.start_task(self.locker.multi_call([peer], (Atom("del_lock"), lock_id), 5.0),
-                             name=f"global-unlock-{peer.name}")
+        locked = None if known is None else list(dict.fromkeys([self.node.name, *extra,
+                                                                 *known]))
+        sync = self.peers.get(peer)
+        if sync is None or sync.sync_tag_my != tag or not sync.locking:
+            if locked is not None:
+                self.release(lock_id, locked)  # the session is over: nothing to hold it for
+            return
+        sync.locking = False
+        if locked is not None:
+            sync.lock = (lock_id, locked)
+        if extra:  # we started the lock step: lock_set, then wait for his
+            if locked is None:
+                self._schedule_initiate(peer)
+                return
+            sync.lock_set_sent = True
+            self._cast(peer, (Atom("lock_set"), self.locker.pid, True, known,
+                              sync.sync_tag_his))
+            return
+        self._cast(peer, (Atom("lock_set"), self.locker.pid, locked is not None,
+                          self.known_nodes() if known is None else known, sync.sync_tag_his))
+        if locked is not None:
+            sync.lock_set_sent = True
+            self._lock_is_set(peer, sync)
+
+    def _lock_is_set(self, peer: Atom, sync: PeerSync) -> None:
+        """Both partitions are locked: send our names, and take his if they came first."""
+        sync.exchange_sent = True
+        names = [(name, pid, method) for name, (pid, method, _) in self.table.items()]
+        self._cast(peer, (Atom("exchange"), self.node.name, names, [], sync.sync_tag_his))
+        saved, sync.saved_exchange = sync.saved_exchange, None
+        if saved is not None:
+            self._exchange(peer, sync, saved)
+
+    def _drop_lock(self, sync: PeerSync) -> None:
+        """Delete the session lock this node holds for ``sync``'s session, if any."""
+        lock, sync.lock = sync.lock, None
+        if lock is not None:
+            self.release(*lock)
+
+    def _end_session(self, sync: PeerSync) -> None:
+        self._drop_lock(sync)
+        sync.end_session()
 
     # -- exchange and resolved ---------------------------------------------------------------
 
@@ -227,8 +262,14 @@ class ConnectProtocol(GlobalTables):
         if not isinstance(peer, Atom) or self._tag_my(peer) != my_tag:
             return
         sync = self._peer(peer)
-        ops, for_him = self.exchange_names(peer, name_list if isinstance(name_list, list)
-                                           else [])
+        names = name_list if isinstance(name_list, list) else []
+        if sync.exchange_sent:
+            self._exchange(peer, sync, names)
+        else:
+            sync.saved_exchange = names  # our lock is not set yet: taken once it is
+
+    def _exchange(self, peer: Atom, sync: PeerSync, names: list[Any]) -> None:
+        ops, for_him = self.exchange_names(peer, names)
         self._cast(peer, (Atom("resolved"), self.node.name, for_him, self._known_list(),
                           UNUSED, [], sync.sync_tag_his))
         his_resolved = sync.saved_resolved
@@ -253,24 +294,31 @@ class ConnectProtocol(GlobalTables):
     def _resolved(self, peer: Atom, ops: list[Any], his_known: Any) -> None:
         self.do_ops(ops)
         sync = self._peer(peer)
-        lock_id, sync.initiated_lock = sync.initiated_lock, None
-        if lock_id is not None and self.locker is not None:
-            self.del_lock(lock_id, self.locker.pid)
-            self._release(peer, lock_id)
         previously_known = [n for n, other in self.peers.items() if other.known and n is not peer]
-        new_nodes = [peer, *node_list(his_known)]
+        his_nodes = node_list(his_known)
+        # The nodes he knows are synced through him now: any session with them ends, as
+        # global.erl's resolved cancels their lockers.
+        for other in his_nodes:
+            other_sync = self.peers.get(other)
+            if other is not peer and other_sync is not None \
+                    and other_sync.sync_tag_my is not None:
+                self._end_session(other_sync)
         sync.known = True
         sync.synced = True
-        self._sync_others(node_list(his_known))
+        self._sync_others(his_nodes)
+        lock = sync.lock
+        sync.lock = None
         if previously_known:
-            assert self.locker is not None
-            lock_id = self._lock_id if self._lock_id is not None else (GLOBAL,
-                                                                       [self.locker.pid])
+            # new_nodes goes out while the session lock is still held on those nodes: a node
+            # that holds another lock drops the names it brings.
             message: Any = (Atom("new_nodes"), self.node.name, ops, [],
-                            [(n, VSN) for n in new_nodes if n is not self.node.name],
-                            [(Atom("vsn"), VSN), (Atom("lock"), lock_id)])
+                            [(n, VSN) for n in [peer, *his_nodes] if n is not self.node.name],
+                            [(Atom("vsn"), VSN),
+                             (Atom("lock"), lock[0] if lock is not None else UNDEFINED)])
             for other in previously_known:
                 self._cast(other, message)
+        if lock is not None:
+            self.release(*lock)
         log.info("global: in sync with %s", peer.name)
         self._wake_syncers()
 
@@ -306,9 +354,5 @@ class ConnectProtocol(GlobalTables):
         with our own ``in_sync``, which it waits for."""
         sync = self._peer(peer)
         sync.synced = True
-        lock_id = sync.initiated_lock
-        sync.end_session()
-        if lock_id is not None and self.locker is not None:
-            self.del_lock(lock_id, self.locker.pid)
-            self._release(peer, lock_id)
+        self._end_session(sync)
         self._wake_syncers()

@@ -106,7 +106,9 @@ class GlobalNameServer(ConnectProtocol):
         self._wake_syncers()
 
     def _forget(self, peer: Atom) -> None:
-        self.peers.pop(peer, None)
+        sync = self.peers.pop(peer, None)
+        if sync is not None:
+            self._drop_lock(sync)  # the locker's cancel on a nodedown
         self.drop_node(peer)
 
     # -- calls -------------------------------------------------------------------------------

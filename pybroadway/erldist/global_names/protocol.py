@@ -19,7 +19,7 @@ PYBROADWAY = Atom("pybroadway")  # the mark of a Python node in init_connect's k
 # Local messages the server delivers to itself; objects, so no peer can forge them.
 NODE_EVENT = object()  # (marker, node, up) from monitor_nodes
 INITIATE = object()  # (marker, node, tag): time to start the lock step ourselves
-LOCKED = object()  # (marker, node, tag, lock_id, ok): our set_lock on the peer answered
+LOCKED = object()  # (marker, node, tag, lock_id, extra, known): a lock step ended
 
 
 def as_name(name: Any) -> Any:

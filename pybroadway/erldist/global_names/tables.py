@@ -137,10 +137,10 @@ class GlobalTables(GenServer):
 
     def set_lock(self, lock_id: Any, pid: Pid) -> bool:
         """``{ResourceId, RequesterId}`` for ``pid``: False when another requester holds it."""
+        if not self.can_set_lock(lock_id):
+            return False
         resource, requester = lock_id
         entry = self.locks.get(resource)
-        if entry is not None and entry[0] != requester:
-            return False
         if entry is None:
             entry = self.locks[resource] = [requester, {}]
         if pid not in entry[1]:
@@ -148,6 +148,11 @@ class GlobalTables(GenServer):
             entry[1][pid] = ref
             self._lock_refs[ref] = pid
         return True
+
+    def can_set_lock(self, lock_id: Any) -> bool:
+        """Whether ``{ResourceId, RequesterId}`` is free here or held by that requester."""
+        entry = self.locks.get(lock_id[0])
+        return entry is None or entry[0] == lock_id[1]
 
     def del_lock(self, lock_id: Any, pid: Pid) -> None:
         """Release ``pid``'s hold on ``{ResourceId, RequesterId}``."""

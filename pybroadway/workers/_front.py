@@ -213,7 +213,7 @@ class WorkerFront:
             self.send(partition, entries)
 
     def gave_up(self, reason: str) -> None:
-        """The workers restarted too often: the pipeline must stop."""
+        """The workers or their stage restarted too often: the pipeline must stop."""
         log.error("%s: %s", self.name, reason)
         if self.failure is not None and not self.failure.done():
             self.failure.set_result(reason)

@@ -95,6 +95,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a hidden node, connected to the front only (default: visible, "
                              "meshed with the front's cluster, which must reach it)")
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="the least level logged (default INFO; a front's own workers: "
+                             "WARNING, the front speaks for them)")
 
 
 def run_worker_command(args: argparse.Namespace) -> int:

@@ -413,9 +413,10 @@ def _run(args: argparse.Namespace) -> int:
         answer = asyncio.run(ping(args))
         print(answer)
         return 0 if answer == "pong" else 1
-    setup_logging(args.quiet)
     if args.command == "worker":
+        setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)
+    setup_logging(args.quiet)
     pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)
     return 0

@@ -41,7 +41,9 @@ def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list
             # where the front listens: the cluster's nodes that reach the front mesh with its
             # workers too (global's connect_all)
             "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
-            "--exit-with-front"]  # the processors and batchers: asked of the front
+            "--exit-with-front",  # the processors and batchers: asked of the front
+            # the front logs its workers' comings, goings and counts: theirs would repeat it
+            "--log-level", "DEBUG" if log.isEnabledFor(logging.DEBUG) else "WARNING"]
     epmd_port = getattr(node, "epmd_port", None)
     if epmd_port is not None:
         argv += ["--epmd-port", str(epmd_port)]
@@ -64,6 +66,7 @@ class WorkerPort(Process):
     async def run(self) -> None:
         worker = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,  # its summary: the front's stats have it
             start_new_session=True)  # Ctrl-C on the terminal reaches the front only
         self.os_pid = worker.pid
         try:

@@ -89,6 +89,9 @@ async def test_sigterm_while_workers_hold_messages_drains_them(tmp_path: Path) -
         assert handled_before < COUNT, "the workers held nothing when SIGTERM came"
         assert serve.stdout, stderr[-3000:]
         assert serve.summary() == (COUNT, 0, 0), stderr[-3000:]
+        assert len(serve.stdout) == 1, f"serve's summary only, not its workers': {serve.stdout}"
+        # the front speaks for its workers; theirs log from WARNING on
+        assert not [line for line in serve.stderr if " serves PyBroadway for " in line]
         assert sorted(pushed()) == list(range(COUNT))
         assert sorted(recorded(log)) == list(range(COUNT)), "each handled exactly once"
         assert {int(path.suffix[1:]) for path in tmp_path.glob("handled.*")} <= workers

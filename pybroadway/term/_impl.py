@@ -26,6 +26,12 @@ FORCE_PURE = "PYBROADWAY_PURE_PYTHON"
 one is built."""
 
 
+def pure_forced() -> bool:
+    """Whether ``PYBROADWAY_PURE_PYTHON`` asks for the pure-Python versions (of the codec, and
+    of the workers' message builder)."""
+    return os.environ.get(FORCE_PURE, "") not in ("", "0")
+
+
 def _load() -> tuple[ModuleType | None, ModuleType | None, str]:
     """(the built accelerator, the one to use, why the pure codec runs)."""
     try:
@@ -37,7 +43,7 @@ def _load() -> tuple[ModuleType | None, ModuleType | None, str]:
         return None, None, f"the native accelerator does not load: {exc}"
     _ccodec.setup(Atom, Pid, Reference, Charlist, ImproperList, DecodeError, EncodeError,
                   map_from_items)
-    if os.environ.get(FORCE_PURE, "") not in ("", "0"):
+    if pure_forced():
         return _ccodec, None, f"{FORCE_PURE} is set"
     return _ccodec, _ccodec, ""
 

@@ -1,0 +1,74 @@
+"""A worker's events as messages: the compiled builder (``_cunwrap``) and the Python one, its
+reference, build the same messages; the compiled one refuses a class it cannot copy."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from pybroadway.pipeline import Message
+from pybroadway.term import Atom
+from pybroadway.workers import _worker
+from pybroadway.workers._protocol import SAME
+from testkit.codec import require_built
+
+
+class FakeNode:
+    name = Atom("w@localhost")
+
+
+STAGE = object()
+
+
+def events() -> list[Any]:
+    return [(1, b"a", {b"source": 1}), (2, b"b", SAME), (3, [1, 2], {}), (4, b"d", SAME),
+            (5, b"e", {b"source": 2, "kept": b"x"}), (6, b"f", SAME)]
+
+
+@pytest.fixture(params=["python", "native"])
+def native(request: pytest.FixtureRequest) -> bool:
+    if request.param == "native":
+        require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
+    return request.param == "native"
+
+
+def test_events_become_messages_acknowledged_by_their_ids(native: bool) -> None:
+    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    messages = _worker.unwrapper(replier, native)(events(), {"producer": STAGE})
+    assert [m.data for m in messages] == [b"a", b"b", [1, 2], b"d", b"e", b"f"]
+    assert [m.acknowledger for m in messages] == [(replier, STAGE, key) for key in range(1, 7)]
+    first, second, third, fourth, fifth, sixth = (m.metadata for m in messages)
+    assert first == {"source": 1} and isinstance(first, MappingProxyType)
+    assert second is first  # `same`: the map before it, shared
+    assert third == {} and fourth == {}  # an empty map: no metadata
+    assert fifth == {"source": 2, "kept": b"x"} and sixth is fifth
+    for message in messages:
+        assert (message.batcher, message.batch_key, message.batch_mode, message.status) == (
+            "default", "default", "bulk", "ok")
+
+
+def test_both_builders_build_the_same_messages() -> None:
+    require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
+    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    built = [_worker.unwrapper(replier, native)(events(), {"producer": STAGE})
+             for native in (False, True)]
+    assert [repr(m) for m in built[0]] == [repr(m) for m in built[1]]
+
+
+def test_a_malformed_event_is_an_error_not_a_crash(native: bool) -> None:
+    unwrap = _worker.unwrapper(_worker.Replier(FakeNode()), native)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        unwrap([(1, b"a", SAME), (2, b"b")], {"producer": STAGE})
+
+
+def test_the_compiled_builder_refuses_a_class_it_cannot_copy() -> None:
+    require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
+    assert _worker.built_unwrap is not None
+
+    class WithDict(Message):
+        pass  # instances have a __dict__: copying the slots would not copy it
+
+    with pytest.raises(TypeError, match="__slots__"):
+        _worker.built_unwrap(events(), WithDict(None), None, STAGE, SAME, dict)

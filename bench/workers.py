@@ -12,6 +12,10 @@ receiver found through ``:global``), into the in-process pipeline and into ``wor
 2}``: msg/s (first send to the last acknowledgement on the front), the ratio to in process
 (the issue's target: >= 0.6x, the cost of the extra hop) and how many were lost.
 
+The bench's process is the front, as ``pybroadway serve`` would be, and sets the collector up as
+serve does (:func:`pybroadway.runtime.tune_gc`, for both the in-process and the workers' runs);
+the workers are ``pybroadway worker`` processes, which do it themselves.
+
 Run from the repository's root::
 
     python bench/workers.py [--messages N] [--noop-messages N] [--cost-ms 1.0]
@@ -35,6 +39,7 @@ from support import BEAM_FLAGS, compile_erlang, print_table, say
 import pybroadway.workers
 from pybroadway.erldist import Node
 from pybroadway.pipeline import Message, Pipeline, Producer
+from pybroadway.runtime import tune_gc
 from pybroadway.term import IMPLEMENTATION
 from testkit.peers import BeamPeer, free_port
 
@@ -191,6 +196,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per Elixir run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    tune_gc()
     assert pybroadway.workers.SCOPE
     if args.elixir:
         rows = asyncio.run(elixir_push(args.elixir_messages, args.timeout))

@@ -8,7 +8,7 @@ import asyncio
 import os
 
 from pybroadway.otp_distribution import DEFAULT_NAME
-from pybroadway.workers import read_cookie, run_worker
+from pybroadway.workers import load_pipeline_class, read_cookie, run_worker
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +103,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """Run ``pybroadway worker`` until SIGTERM/SIGINT; print what it did."""
+    try:
+        load_pipeline_class(args.pipeline)  # a bad one is one line, before the node starts
+    except ValueError as exc:
+        raise SystemExit(f"--pipeline {exc}") from None
     host = args.join.partition("@")[2]
     stats = asyncio.run(run_worker(
         join=args.join, pipeline=args.pipeline, name=args.name or "PyBroadway",

@@ -59,6 +59,7 @@ from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer, parse_source
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
+from pybroadway.runtime import tune_gc
 from pybroadway.term import loggable
 
 log = logging.getLogger("pybroadway.serve")
@@ -413,6 +414,7 @@ def _run(args: argparse.Namespace) -> int:
         answer = asyncio.run(ping(args))
         print(answer)
         return 0 if answer == "pong" else 1
+    tune_gc()  # serve and worker run streams
     if args.command == "worker":
         setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)

@@ -7,6 +7,8 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pybroadway.pipeline import Message
 from pybroadway.term import Atom
@@ -72,3 +74,31 @@ def test_the_compiled_builder_refuses_a_class_it_cannot_copy() -> None:
 
     with pytest.raises(TypeError, match="__slots__"):
         _worker.built_unwrap(events(), WithDict(None), None, STAGE, SAME, dict)
+
+
+metadata_maps = st.dictionaries(st.binary(max_size=4), st.integers() | st.binary(max_size=4),
+                                max_size=3)
+well_formed = st.tuples(st.integers(), st.binary(max_size=8) | st.integers(),
+                        st.just(SAME) | metadata_maps)
+anything = (st.integers() | st.binary(max_size=4) | st.just(SAME) | st.none()
+            | st.lists(st.integers(), max_size=4))
+malformed = (anything | st.tuples(anything) | st.tuples(anything, anything)
+             | st.tuples(anything, anything, anything, anything)
+             | st.tuples(st.integers(), anything, st.integers(min_value=1)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(well_formed | malformed, max_size=12))
+def test_the_compiled_builder_agrees_or_refuses(events: list[Any]) -> None:
+    # Events come from a peer: whatever they are, the compiled builder either builds what the
+    # reference builds or raises, and never crashes the worker's interpreter.
+    require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
+    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    try:
+        built = _worker.unwrapper(replier, True)(events, {"producer": STAGE})
+    except Exception:  # a malformed event, or metadata that is not a map
+        assert not all(type(event) is tuple and len(event) == 3 and (
+            event[2] is SAME or isinstance(event[2], dict)) for event in events)
+        return
+    reference = _worker.unwrapper(replier, False)(events, {"producer": STAGE})
+    assert [repr(m) for m in built] == [repr(m) for m in reference]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -86,3 +88,15 @@ def front_of(pipeline: Pipeline) -> Any:
     remote = pipeline._require_core().remote
     assert remote is not None
     return remote.offload
+
+
+async def worker_command(node: Node, pipeline: str, name: str, *options: str,
+                         stderr: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+    """``pybroadway worker`` joining ``node``'s pipeline ``name`` (``pipeline``: module:Class),
+    on loopback, with the front's cookie; its stdout is a pipe."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
+        "--pipeline", pipeline, "--name", name, "--quiet", "--listen", "127.0.0.1",
+        "--epmd-port", str(node.epmd_port), *options,
+        env={**os.environ, "PYBROADWAY_COOKIE": node.cookie},
+        stdout=asyncio.subprocess.PIPE, stderr=stderr)

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,7 @@ from pybroadway.workers._options import (
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
 from tests.workers.given import CLASS_CONTEXT, Recorder, by_key
-from tests.workers.kit import WAIT, Front, Tally, front_of, push
+from tests.workers.kit import WAIT, Front, Tally, front_of, push, worker_command
 
 
 @contextlib.asynccontextmanager
@@ -94,12 +93,7 @@ async def test_a_worker_started_by_hand_gets_them_and_an_unsendable_context_is_s
     async with started(Recorder, {"count": 0},
                        batchers={"db": {"batch_size": 10, "batch_timeout": 60_000}},
                        context={"a set": {1, 2}}) as (node, pipeline):
-        env = {**os.environ, "PYBROADWAY_COOKIE": node.cookie}
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
-            "--pipeline", "tests.workers.given:Recorder", "--name", "Recorder", "--quiet",
-            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        worker = await worker_command(node, "tests.workers.given:Recorder", "Recorder")
         try:
             await eventually_async(lambda: len(front_of(pipeline).workers) == 1, timeout=WAIT)
             await push(pipeline, tally.messages([b"x"] * 30))

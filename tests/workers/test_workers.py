@@ -6,8 +6,6 @@ stop, a class the workers cannot import."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +18,7 @@ from pybroadway.term import Atom, decode
 from pybroadway.workers import SCOPE, WorkerError, group
 from testkit.peers import BeamPeer
 from testkit.wait import eventually_async
-from tests.workers.kit import WAIT, Tally, front, front_of, push
+from tests.workers.kit import WAIT, Tally, front, front_of, push, worker_command
 from tests.workers.pipelines import Batched, Echo, Ordered, Slow, Sourced
 
 
@@ -209,13 +207,9 @@ async def test_a_worker_joins_from_the_command_line(hidden: bool) -> None:
     tally = Tally(1000)
     async with front(Echo, ready=False, count=0) as (node, pipeline):
         workers = front_of(pipeline)
-        env = {**os.environ, "PYBROADWAY_COOKIE": node.cookie}
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
-            "--pipeline", "tests.workers.pipelines:Echo", "--name", "Echo", "--quiet",
-            "--listen", "127.0.0.1", "--epmd-port", str(node.epmd_port),
-            *(["--hidden"] if hidden else []), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        worker = await worker_command(node, "tests.workers.pipelines:Echo", "Echo",
+                                      *(["--hidden"] if hidden else []),
+                                      stderr=asyncio.subprocess.DEVNULL)
         try:
             await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
             connection = node.connection(next(iter(workers.workers)))

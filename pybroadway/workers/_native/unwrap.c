@@ -16,7 +16,7 @@
 typedef struct {
     PyTypeObject *type; /* a strong reference: a later class cannot take its address */
     Py_ssize_t count;
-    Py_ssize_t offsets[MAX_FIELDS];
+    Py_ssize_t offsets[MAX_FIELDS]; /* the fields copied from the template: all but these */
     Py_ssize_t data, metadata, acknowledger;
 } layout;
 
@@ -39,22 +39,22 @@ static int learn(PyTypeObject *type) {
                      type->tp_name);
         return -1;
     }
-    layout found = {type, 0, {0}, -1, -1, -1};
+    layout found = {type, 0, {0}, field(type, "data"), field(type, "_metadata"),
+                    field(type, "acknowledger")};
+    if (found.data < 0 || found.metadata < 0 || found.acknowledger < 0) {
+        PyErr_Format(PyExc_TypeError, "%s has no data, _metadata and acknowledger slots",
+                     type->tp_name);
+        return -1;
+    }
     for (PyMemberDef *m = type->tp_members; m->name != NULL; m++) {
         if (m->type != T_OBJECT_EX || (m->flags & READONLY) || found.count == MAX_FIELDS) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a plain __slots__ field",
                          type->tp_name, m->name);
             return -1;
         }
-        found.offsets[found.count++] = m->offset;
-    }
-    found.data = field(type, "data");
-    found.metadata = field(type, "_metadata");
-    found.acknowledger = field(type, "acknowledger");
-    if (found.data < 0 || found.metadata < 0 || found.acknowledger < 0) {
-        PyErr_Format(PyExc_TypeError, "%s has no data, _metadata and acknowledger slots",
-                     type->tp_name);
-        return -1;
+        if (m->offset != found.data && m->offset != found.metadata
+                && m->offset != found.acknowledger)
+            found.offsets[found.count++] = m->offset;
     }
     Py_INCREF(type);
     Py_XDECREF((PyObject *)LAYOUT.type);
@@ -62,12 +62,9 @@ static int learn(PyTypeObject *type) {
     return 0;
 }
 
+/* Store value (a new reference) in an empty field of obj. */
 static inline void put(PyObject *obj, Py_ssize_t offset, PyObject *value) {
-    PyObject **slot = (PyObject **)((char *)obj + offset);
-    PyObject *old = *slot;
-    Py_INCREF(value);
-    *slot = value;
-    Py_XDECREF(old);
+    *(PyObject **)((char *)obj + offset) = value;
 }
 
 /* A copy of template with data, metadata and acknowledger put in. */
@@ -81,11 +78,11 @@ static PyObject *message(PyObject *template, PyObject *data, PyObject *metadata,
         Py_ssize_t offset = LAYOUT.offsets[i];
         PyObject *value = *(PyObject **)((char *)template + offset);
         Py_XINCREF(value);
-        *(PyObject **)((char *)obj + offset) = value;
+        put(obj, offset, value);
     }
-    put(obj, LAYOUT.data, data);
-    put(obj, LAYOUT.metadata, metadata);
-    put(obj, LAYOUT.acknowledger, acknowledger);
+    put(obj, LAYOUT.data, Py_NewRef(data));
+    put(obj, LAYOUT.metadata, Py_NewRef(metadata));
+    put(obj, LAYOUT.acknowledger, Py_NewRef(acknowledger));
     return obj;
 }
 

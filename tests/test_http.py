@@ -160,3 +160,8 @@ async def test_stop_drops_every_connection() -> None:
 def test_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         HttpLimits(**{field: 0})
+
+
+def test_a_request_holds_at_least_its_headers() -> None:
+    with pytest.raises(ValueError, match="max_request_bytes must be at least max_header_bytes"):
+        HttpLimits(max_header_bytes=2048, max_request_bytes=1024)

@@ -79,8 +79,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this node's name (default worker_<pid>@<the front's host>)")
     parser.add_argument("--name", default=None,
                         help="the pipeline's name on the front (default PyBroadway, serve's)")
-    parser.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS",
-                        help="address this node listens on (default 0.0.0.0)")
+    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                        help="address this node listens on (default 127.0.0.1: this host "
+                             "only; a visible worker on another host than its front needs "
+                             "the address the cluster reaches it at)")
     parser.add_argument("--epmd-port", type=int, default=None)
     parser.add_argument("--max-demand", type=int, default=500,
                         help="messages asked of the front at a time (default 500)")

@@ -40,7 +40,9 @@ The workers run what the front runs: its processors, batchers, partition_by and 
 to them from the front (:mod:`pybroadway.workers`), not from the file or the class alone.
 
 The file is checked with the pipeline's own schema (:mod:`pybroadway.pipeline.options`): a bad
-key or value is named with its path, the value and what is allowed. A flag given on the command
+key or value is named with its path, the value and what is allowed; so are ``[[subscribe]]``
+tables, a ``pipeline`` that does not import, and nesting deeper than :data:`MAX_DEPTH`. Every
+error is one line of bounded length (:class:`ConfigError`). A flag given on the command
 line wins over the file; the file wins over the flags' defaults (:data:`SERVE_DEFAULTS`).
 """
 
@@ -52,8 +54,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pybroadway._imports import import_path
+from pybroadway._imports import import_path, load_pipeline
 from pybroadway.errors import PyBroadwayError
+from pybroadway.gen_stage import parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import SCHEMA, Option, OptionsError, validate
 
@@ -121,6 +124,7 @@ _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key 
 
 #: The keys of one ``[[subscribe]]`` table.
 SUBSCRIBE_KEYS = {"name": str, "node": str, "max_demand": int, "min_demand": int}
+MAX_ATOM = 255  # characters in an atom: a producer's name, a node's
 
 CONFIG_HELP = """\
 --config FILE.toml holds what flags express badly; a flag given wins over the file:
@@ -137,8 +141,23 @@ CONFIG_HELP = """\
 """
 
 
+#: The longest error line: a file can hold a huge value or a million unknown keys.
+MAX_ERROR_CHARS = 1000
+#: The deepest nesting of tables and arrays a file may have.
+MAX_DEPTH = 32
+
+
 class ConfigError(PyBroadwayError):
-    """The configuration file cannot be read, or holds a bad key or value."""
+    """The configuration file cannot be read, or holds a bad key or value. Its text is one
+    line of at most about :data:`MAX_ERROR_CHARS` characters: the middle of a longer one is
+    left out (its start names the file, its end the table), control characters escaped."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_ERROR_CHARS:
+            half = MAX_ERROR_CHARS // 2
+            message = (f"{message[:half]} … ({len(message) - 2 * half:,} characters left "
+                       f"out) … {message[-half:]}")
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
 
 @dataclass
@@ -146,16 +165,21 @@ class Config:
     """What the file says: ``flags`` by the names of serve's options (``args`` attributes),
     ``pipeline`` (module:Class or None), and ``options``: what else goes to the Pipeline."""
 
+    path: str = ""
     flags: dict[str, Any] = field(default_factory=dict)
     pipeline: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, args: argparse.Namespace) -> None:
-        """Fill what the command line did not give (None) from the file."""
+        """Fill what the command line did not give (None) from the file. Raises
+        :class:`ConfigError` if the file's pipeline, used for want of ``--pipeline``, does not
+        import."""
         for dest, value in self.flags.items():
             if getattr(args, dest, None) is None:
                 setattr(args, dest, value)
         if getattr(args, "pipeline", None) is None:
+            if self.pipeline is not None:
+                _check_pipeline(self.path, "pipeline", self.pipeline)
             args.pipeline = self.pipeline
         args.pipeline_options = self.options
 
@@ -168,15 +192,26 @@ def load_config(path: str) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration {path}: {exc.strerror or exc}"
                           ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML: nested too deep (at most {MAX_DEPTH} "
+                          f"levels)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    too_deep = _too_deep(raw)
+    if too_deep is not None:
+        raise ConfigError(f"{path}: {too_deep}: nested deeper than {MAX_DEPTH} levels")
     subscribe = _subscriptions(path, raw.pop("subscribe", None))
     try:
         _resolve_functions(raw)
         validate(raw, FILE_SCHEMA)
     except OptionsError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    config = Config(pipeline=raw.pop("pipeline", None))
+    workers_pipeline = (_table(raw, ["workers"]) or {}).get("pipeline")
+    if workers_pipeline is not None:
+        _check_pipeline(path, "workers.pipeline", workers_pipeline)
+    config = Config(path=path, pipeline=raw.pop("pipeline", None))
     if subscribe is not None:
         config.flags["subscribe"] = subscribe
     for place, dest in _FLAGS.items():
@@ -211,10 +246,45 @@ def _subscriptions(path: str, tables: Any) -> list[str] | None:
                 raise ConfigError(f"{where}.{key}: invalid value {value!r}")
         if "name" not in table or "node" not in table:
             raise ConfigError(f"{where}: name and node are required")
-        options = ",".join(f"{key}={table[key]}" for key in ("max_demand", "min_demand")
-                           if key in table)
-        specs.append(f"{table['name']}@{table['node']}" + (f":{options}" if options else ""))
+        name, node = table["name"], table["node"]
+        if not 0 < len(name) <= MAX_ATOM or ":" in name or "@" in name:
+            raise ConfigError(f"{where}.name: invalid value {name!r}: expected the name a "
+                              f"producer is registered as (an atom, no ':' or '@')")
+        short, _, host = node.partition("@")
+        if len(node) > MAX_ATOM or not short or not host or ":" in node:
+            raise ConfigError(f"{where}.node: invalid value {node!r}: expected a node name "
+                              f"name@host (an atom, no ':')")
+        demands = {key: table[key] for key in ("max_demand", "min_demand") if key in table}
+        try:
+            parse_source((name, node, {"max_demand": SERVE_DEFAULTS["max_demand"], **demands}))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        options = ",".join(f"{key}={value}" for key, value in demands.items())
+        specs.append(f"{name}@{node}" + (f":{options}" if options else ""))
     return specs
+
+
+def _check_pipeline(path: str, key: str, spec: str) -> None:
+    try:
+        load_pipeline(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {key}: {spec!r}: {exc}") from None
+
+
+def _too_deep(raw: dict[str, Any]) -> str | None:
+    """The dotted key of a value nested deeper than :data:`MAX_DEPTH`, or None (a walk, not a
+    recursion: what is too deep for the limit must not be too deep for the check)."""
+    stack: list[tuple[str, Any, int]] = [(str(key), value, 1) for key, value in raw.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return where
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{key}", item, depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{index}]", item, depth + 1)
+                         for index, item in enumerate(value))
+    return None
 
 
 def apply_defaults(args: argparse.Namespace) -> None:

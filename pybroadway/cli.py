@@ -5,7 +5,7 @@
                      [--subscribe NAME@NODE[:max_demand=N,min_demand=M] ...] [--max-demand N]
                      [--workers N [--redeliver]] [--ticktime SECONDS]
     pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
-                      [--hidden]
+                      [--listen ADDRESS] [--hidden]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 

@@ -24,13 +24,13 @@ in :data:`METRICS`.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pybroadway._http import HttpLimits, HttpServer, Request, Response
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Pipeline, subscribe
@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"pybroadway.metrics needs prometheus_client: {exc}; "
                       f"pip install 'pybroadway[metrics]'") from exc
 
-__all__ = ["METRICS", "Metrics", "MetricsServer", "start_metrics_server"]
+__all__ = ["METRICS", "HttpLimits", "Metrics", "MetricsServer", "start_metrics_server"]
 
 logger = logging.getLogger("pybroadway.metrics")
 
@@ -323,19 +323,24 @@ class Metrics:
 
 class MetricsServer:
     """Serves ``GET /metrics`` of a :class:`Metrics` over HTTP, in the running event loop
-    (so scraping reads the pipeline in the thread it runs in). Made by
-    :func:`start_metrics_server`; :meth:`stop` closes it. Each connection answers one
-    request and is closed; a request that does not arrive within ``timeout`` seconds is
-    dropped."""
+    (so scraping reads the pipeline in the thread it runs in), within ``limits``
+    (:class:`HttpLimits`: connections, header and request sizes, a timeout).
+    Made by :func:`start_metrics_server`; :meth:`stop` closes it. Each connection answers
+    one request and is closed."""
 
-    MAX_HEADERS = 100
-
-    def __init__(self, metrics: Metrics, *, timeout: float = 10.0) -> None:
+    def __init__(self, metrics: Metrics, limits: HttpLimits | None = None) -> None:
         self.metrics = metrics
-        self.timeout = timeout
-        self.host = ""
-        self.port = 0
-        self._server: asyncio.Server | None = None
+        self.http = HttpServer(self._answer, limits, logger=logger, name="metrics")
+
+    @property
+    def host(self) -> str:
+        """The address listened on."""
+        return self.http.host
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        return self.http.port
 
     @property
     def url(self) -> str:
@@ -345,17 +350,12 @@ class MetricsServer:
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host``:``port`` (0: any free port; :attr:`port` tells which)."""
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        await self.http.start(host, port)
         logger.info("metrics at %s", self.url)
 
     async def stop(self) -> None:
-        """Stop listening and unregister the metrics (idempotent)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), self.timeout)
+        """Stop listening, drop every connection and unregister the metrics (idempotent)."""
+        await self.http.stop()
         self.metrics.close()
 
     async def __aenter__(self) -> MetricsServer:
@@ -364,69 +364,34 @@ class MetricsServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                request = await self._read_request(reader)
-                if request is not None:
-                    writer.write(self._answer(*request))
-                    await writer.drain()
-        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
-            pass  # a client that went away or never asked: nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _read_request(self, reader: asyncio.StreamReader
-                            ) -> tuple[str, str, dict[str, str]] | None:
-        parts = (await reader.readline()).decode("latin-1").split()
-        if len(parts) != 3:
-            return None
-        headers: dict[str, str] = {}
-        for _ in range(self.MAX_HEADERS):
-            line = (await reader.readline()).decode("latin-1")
-            if line in ("\r\n", "\n", ""):
-                break
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return parts[0], parts[1], headers
-
-    def _answer(self, method: str, target: str, headers: dict[str, str]) -> bytes:
-        path = target.partition("?")[0]
-        if method not in ("GET", "HEAD"):
-            return _response(405, b"only GET\n", "text/plain", head=False)
-        if path == "/metrics":
-            body, content_type = self.metrics.exposition(headers.get("accept"))
-            return _response(200, body, content_type, head=method == "HEAD")
-        if path == "/":
-            body = b'<html><body><a href="/metrics">/metrics</a></body></html>\n'
-            return _response(200, body, "text/html", head=method == "HEAD")
-        return _response(404, b"not found: try /metrics\n", "text/plain", head=method == "HEAD")
-
-
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
-
-
-def _response(status: int, body: bytes, content_type: str, *, head: bool) -> bytes:
-    header = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1")
-    return header if head else header + body
+    def _answer(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"only GET\n")
+        if request.path == "/metrics":
+            body, content_type = self.metrics.exposition(request.headers.get("accept"))
+            return Response(200, body, content_type)
+        if request.path == "/":
+            return Response(200, b'<html><body><a href="/metrics">/metrics</a></body></html>\n',
+                            "text/html")
+        return Response(404, b"not found: try /metrics\n")
 
 
 async def start_metrics_server(pipeline: Pipeline, node: Node | None = None,
                                port: int = 9568, host: str = "127.0.0.1", *,
                                max_client_nodes: int = 100,
-                               registry: CollectorRegistry | None = None) -> MetricsServer:
+                               registry: CollectorRegistry | None = None,
+                               limits: HttpLimits | None = None) -> MetricsServer:
     """Serve the metrics of ``pipeline`` (and ``node``) at ``http://host:port/metrics``.
 
     Returns the running :class:`MetricsServer`; ``await server.stop()`` (or ``async with``)
     ends it. ``port=0`` picks a free port. Listens on 127.0.0.1 by default: the metrics name
     the clients' nodes, so expose them beyond this host only on purpose. Raises OSError if
-    the address cannot be bound.
+    the address cannot be bound. ``limits`` (:class:`HttpLimits`) bound what clients can make
+    the server hold: by default 64 connections, 16 KiB of headers, 64 KiB per request, 10 s
+    per connection.
     """
     metrics = Metrics(pipeline, node, registry=registry, max_client_nodes=max_client_nodes)
-    server = MetricsServer(metrics)
+    server = MetricsServer(metrics, limits)
     try:
         await server.start(host, port)
     except BaseException:

@@ -205,6 +205,63 @@ def test_serve_with_a_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:
                           "expected positive integer, got: 0 (in options [:batchers, :db])\n")
 
 
+MANY_KEYS = 100_000
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("x = " + "[" * 600 + "]" * 600, " is not valid TOML: nested too deep (at most 32 levels)"),
+    ("[context]\nx = " + "{a = " * 40 + "1" + "}" * 40,
+     ": context.x" + ".a" * 31 + ": nested deeper than 32 levels"),
+    (b"[context]\nname = 'caf\xe9'\n", " is not valid TOML: not UTF-8 (byte 21)"),
+    ("[[subscribe]]\nname = 'ev'\nnode = 'nohost'",
+     ": subscribe[0].node: invalid value 'nohost': expected a node name name@host"),
+    ("[[subscribe]]\nname = 'ev'\nnode = 'a@b'\n[[subscribe]]\nname = 'e:v'\nnode = 'a@b'",
+     ": subscribe[1].name: invalid value 'e:v': expected the name a producer is registered"),
+    ("[[subscribe]]\nname = 'ev'\nnode = 'a@b'\nmax_demand = 2\nmin_demand = 5",
+     ": subscribe[0]: min_demand must be from 0 to max_demand - 1 (1), not 5"),
+    ("pipeline = 'no_such_module_here:Orders'",
+     ": pipeline: 'no_such_module_here:Orders': cannot import it (No module named "),
+    ("[workers]\npipeline = 'os:path'", ": workers.pipeline: 'os:path': it is not a subclass "
+                                         "of pybroadway.pipeline.Pipeline"),
+    ("".join(f"key{i} = 1\n" for i in range(MANY_KEYS)),
+     ": unknown options [:key0, :key1, :key2, "),
+])
+def test_serve_with_a_bad_file_says_where_in_one_short_line_exit_2(
+        tmp_path: Path, text: str | bytes, error: str) -> None:
+    path = tmp_path / "pipeline.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "pybroadway", "serve", "--config", str(path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr[-2000:]
+    assert out.stderr.startswith(f"pybroadway serve: {path}{error}"), out.stderr[-2000:]
+    assert out.stderr.count("\n") == 1 and len(out.stderr) < 1200, out.stderr[-2000:]
+
+
+def test_a_long_error_keeps_its_start_and_its_end(tmp_path: Path) -> None:
+    path = write(tmp_path, "[node]\n" + "".join(f"k{i} = 1\n" for i in range(MANY_KEYS)))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: unknown options [:k0, :k1, ")
+    assert " characters left out) … " in text
+    assert text.endswith(", :k99999], valid options are: [:sname, :cookie, :listen, "
+                         ":epmd_port] (in options [:node])")
+    assert len(text) < 1100
+    assert str(ConfigError("a\nb\x1b")) == "a\\nb\\x1b"
+
+
+def test_the_file_pipeline_is_checked_only_when_no_flag_names_one(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "pipeline = 'no_such_module_here:Orders'"))
+    args = serve_args("--pipeline", "tests.workers.pipelines:Echo")
+    config.apply(args)
+    assert args.pipeline == "tests.workers.pipelines:Echo"
+    with pytest.raises(ConfigError, match="pipeline: 'no_such_module_here:Orders'"):
+        config.apply(serve_args())
+
+
 @contextmanager
 def serving(config: str, pipeline_module: Path, batches: Path, sname: str,
             epmd_port: int) -> Iterator[WatchedProcess]:

@@ -4,10 +4,13 @@ scraping ``pybroadway serve --metrics-port`` while a Python client pushes to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
+import tracemalloc
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pybroadway.erldist import Node
-from pybroadway.metrics import METRICS, Metrics, start_metrics_server
+from pybroadway.metrics import METRICS, HttpLimits, Metrics, start_metrics_server
 from pybroadway.otp_distribution import Client
 from pybroadway.pipeline import BatchInfo, Message, Pipeline, Producer
 from testkit.peers import free_port, require, unique_name, wait_for_port
@@ -156,6 +159,66 @@ async def test_client_nodes_beyond_the_cap_add_up_under_other() -> None:
                if name == "pybroadway_client_messages_total"}
     assert clients == {frozenset({("pipeline", pipeline.options["name"]),
                                   ("client_node", "other")}): 5}
+
+
+def stalled_connections(port: int, count: int, header: bytes) -> list[socket.socket]:
+    """``count`` connections that each send a request line and ``header``, then stall."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sockets.append(sock)
+        with contextlib.suppress(OSError):  # the server may already have dropped it
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + header)
+        sock.setblocking(False)
+    return sockets
+
+
+def held(sock: socket.socket) -> bool:
+    """Whether the server still holds the connection: it neither answered nor closed it."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+async def test_stalled_connections_with_big_headers_hold_at_most_the_cap() -> None:
+    pipeline = Pipeline(producer={"module": (Producer, {})}, name="Attacked",
+                        handle_message=lambda _processor, message, _context: message,
+                        processors={"default": {"concurrency": 1}})
+    limits = HttpLimits()
+    cap = limits.max_connections
+    async with pipeline, await start_metrics_server(pipeline, port=0) as server:
+        tracemalloc.start()  # from here on, what the server (and the attack) allocate
+        attack = await asyncio.to_thread(stalled_connections, server.port, 3 * cap,
+                                         b"a" * 15_000)
+        try:
+            # the newest stay (until their timeout), the older were dropped to make room
+            await eventually_async(lambda: sum(map(held, attack)) == cap, timeout=5)
+            assert server.http.connections == cap
+            assert server.http.buffered <= cap * limits.max_header_bytes
+            # a scrape gets through meanwhile
+            code, _, body = await asyncio.to_thread(get, server.url)
+            assert code == 200 and "pybroadway_messages_handled_total" in body
+            # headers beyond the limit (1 MB in lines of 60 KB) are refused, not read on
+            more = await asyncio.to_thread(stalled_connections, server.port, cap,
+                                           (b"a" * 60_000 + b"\r\nX-More: ") * 16)
+            attack += more
+            await eventually_async(lambda: not any(map(held, more)), timeout=5)
+            assert server.http.buffered <= cap * limits.max_header_bytes
+            # at its worst (a few reads of 256 KiB in flight, the scrape), far from a megabyte
+            # per connection (the unbounded server peaked at 34 MB here)
+            assert tracemalloc.get_traced_memory()[1] < 16 << 20
+        finally:
+            tracemalloc.stop()
+            for sock in attack:
+                sock.close()
+        await eventually_async(lambda: server.http.connections == 0)
+        assert server.http.buffered == 0
+        code, _, body = await asyncio.to_thread(get, server.url)
+        assert code == 200 and "pybroadway_messages_handled_total" in body
 
 
 def test_serve_metrics_port_without_prometheus_client_is_one_line() -> None:

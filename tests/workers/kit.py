@@ -93,10 +93,11 @@ def front_of(pipeline: Pipeline) -> Any:
 async def worker_command(node: Node, pipeline: str, name: str, *options: str,
                          stderr: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
     """``pybroadway worker`` joining ``node``'s pipeline ``name`` (``pipeline``: module:Class),
-    on loopback, with the front's cookie; its stdout is a pipe."""
+    with the front's cookie (and listening where a worker listens by default: on loopback);
+    its stdout is a pipe."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pybroadway", "worker", "--join", node.name.name,
-        "--pipeline", pipeline, "--name", name, "--quiet", "--listen", "127.0.0.1",
+        "--pipeline", pipeline, "--name", name, "--quiet",
         "--epmd-port", str(node.epmd_port), *options,
         env={**os.environ, "PYBROADWAY_COOKIE": node.cookie},
         stdout=asyncio.subprocess.PIPE, stderr=stderr)

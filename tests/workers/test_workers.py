@@ -6,12 +6,14 @@ stop, a class the workers cannot import."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from pybroadway.erldist import epmd
 from pybroadway.erldist import flags as dflags
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, decode
@@ -202,6 +204,26 @@ async def test_metrics_show_each_worker() -> None:
     assert "pybroadway_worker_messages_in_flight{" in text
 
 
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def this_hosts_address() -> str | None:
+    """An IPv4 address of this host other than loopback (the one it would send from to a
+    documentation address), None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # sends nothing: only picks the route
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
 @pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
 async def test_a_worker_joins_from_the_command_line(hidden: bool) -> None:
     tally = Tally(1000)
@@ -212,6 +234,13 @@ async def test_a_worker_joins_from_the_command_line(hidden: bool) -> None:
                                       stderr=asyncio.subprocess.DEVNULL)
         try:
             await eventually_async(lambda: len(workers.workers) == 1, timeout=WAIT)
+            # no --listen: the worker listens on loopback only, as serve does
+            address = await epmd.port_please(f"worker_{worker.pid}", epmd_port=node.epmd_port)
+            assert address is not None
+            assert await asyncio.to_thread(reachable, "127.0.0.1", address.port)
+            elsewhere = this_hosts_address()
+            if elsewhere is not None:
+                assert not await asyncio.to_thread(reachable, elsewhere, address.port)
             connection = node.connection(next(iter(workers.workers)))
             assert connection is not None
             assert bool(connection.flags & dflags.PUBLISHED) is not hidden

@@ -37,10 +37,10 @@ from testkit.churn import (
     CUT_OFF,
     BeamCluster,
     Joined,
-    recorded,
     serve_with_workers,
 )
 from testkit.peers import SystemEpmd, free_port, unique_name
+from testkit.recorded import recorded
 
 COOKIE = "client_churn"
 STALL = 5.0

@@ -16,6 +16,7 @@ from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.term import decode
 from testkit.peers import BeamPeer, unique_name
 from testkit.processes import WatchedProcess, python_env
+from testkit.recorded import PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
 CUT_OFF = "in order to prevent overlapping partitions"
@@ -74,19 +75,12 @@ CLIENTS: dict[str, StartClient] = {"python": python_client, "elixir": elixir_cli
 
 def serve_with_workers(front: str, epmd_port: int, cookie: str, log: Path) -> WatchedProcess:
     """``pybroadway serve --workers 2`` on ``front`` (its embedded EPMD on ``epmd_port``),
-    whose workers record what they handle in ``log``.<pid> (tests.workers.pipelines.Recorded);
-    :func:`recorded` reads it back."""
+    whose workers record what they handle in ``log`` (:mod:`testkit.recorded`)."""
     return WatchedProcess(
         [sys.executable, "-m", "pybroadway", "serve", "--workers", "2", "--quiet",
-         "--pipeline", "tests.workers.pipelines:Recorded", "--cookie", cookie,
+         "--pipeline", PIPELINE, "--cookie", cookie,
          "--sname", front, "--epmd-port", str(epmd_port)],
         cwd=ROOT, env=python_env(PYTHONPATH=str(ROOT), PYBROADWAY_TEST_LOG=str(log)))
-
-
-def recorded(log: Path) -> list[str]:
-    """What the workers of :func:`serve_with_workers` handled, one line per message."""
-    return [line for path in log.parent.glob(f"{log.name}.*")
-            for line in path.read_text().splitlines()]
 
 
 COUNTING_RECEIVER = """

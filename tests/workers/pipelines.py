@@ -76,20 +76,3 @@ class Batched(Pipeline):
     def handle_batch(self, batcher: Any, messages: list[Message], batch_info: Any,
                      context: Any) -> list[Message]:
         return [m.failed("bad") if m.data == b"bad" else m for m in messages]
-
-
-class Recorded(Pipeline):
-    """Sleeps ``$PYBROADWAY_TEST_SLEEP_MS`` ms (default 0: no CPU spent, so many workers fit
-    on two cores), then appends the message's data to ``$PYBROADWAY_TEST_LOG.<os pid>``, one
-    line per handled message (the tests started as programs read what each worker did)."""
-
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        import time
-        ms = float(os.environ.get("PYBROADWAY_TEST_SLEEP_MS", "0"))
-        if ms:
-            time.sleep(ms / 1000)
-        path = os.environ.get("PYBROADWAY_TEST_LOG")
-        if path:
-            with open(f"{path}.{os.getpid()}", "a") as log:
-                log.write(f"{message.data!r}\n")
-        return message

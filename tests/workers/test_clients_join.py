@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit.churn import CLIENTS, CUT_OFF, recorded, serve_with_workers
+from testkit.churn import CLIENTS, CUT_OFF, serve_with_workers
 from testkit.peers import free_port, unique_name
+from testkit.recorded import recorded
 from testkit.wait import eventually_async
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.beam]
@@ -69,7 +70,7 @@ async def test_clients_that_come_and_go_lose_nothing_and_cut_no_one_off(
             # The next client comes once the front saw this one go.
             await asyncio.to_thread(serve.wait_until, partial(client_down, serve.stderr, since),
                                     "client down", 20)
-        assert sorted(map(int, recorded(log))) == list(range(ROUNDS * PUSHES)), \
+        assert sorted(recorded(log)) == list(range(ROUNDS * PUSHES)), \
             "each pushed message handled exactly once"
     finally:
         serve.kill()

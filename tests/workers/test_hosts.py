@@ -21,6 +21,8 @@ import pytest
 from testkit.netns import Host, Hosts
 from testkit.peers import require
 from testkit.processes import WatchedProcess, python_env
+from testkit.recorded import PIPELINE as RECORDED
+from testkit.recorded import recorded
 from testkit.wait import eventually
 
 pytestmark = [pytest.mark.beam, pytest.mark.timeout(90)]
@@ -28,7 +30,7 @@ pytestmark = [pytest.mark.beam, pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[2]
 TICKTIME = 4
 COOKIE = "hosts_cookie"
-PIPELINE = "tests.workers.pipelines:Recorded"
+PIPELINE = RECORDED
 SLEEP_MS = 10  # per message in a worker: each takes at most ~100 messages/s
 WORKER_SUMMARY = re.compile(r"^handled (\d+), failed (\d+)$")
 HOLDING = re.compile(r"worker w1@hostb left \((.*)\) holding (\d+) messages; (.*)$")
@@ -89,12 +91,6 @@ def env(log: Path) -> dict[str, str]:
 
 
 
-def records(log: Path, pid: int) -> list[int]:
-    """What the worker of os pid ``pid`` handled, in order."""
-    path = log.parent / f"{log.name}.{pid}"
-    return [int(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def lines_after(process: WatchedProcess, start: int, test: Callable[[str], bool],
                 what: str, timeout: float) -> None:
     """Wait until a line of ``process``'s stderr from index ``start`` on passes ``test``."""
@@ -147,8 +143,8 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         client.wait_logged(BOTH, timeout=30)  # pg, seen from an Elixir node on another host
 
         # the stream flows through both workers
-        eventually(lambda: len(records(log, w1.proc.pid)) >= 20
-                   and len(records(log, w2.proc.pid)) >= 20, timeout=20,
+        eventually(lambda: len(recorded(log, w1.proc.pid)) >= 20
+                   and len(recorded(log, w2.proc.pid)) >= 20, timeout=20,
                    what=lambda: "both workers handle\n" + tails(front, w1, w2))
 
         seen = len(client.stderr)
@@ -165,8 +161,8 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         lines_after(client, seen, lambda line: line == "pg w2@hostc",
                     "pg without w1", TICKTIME * 3)
         # the stream goes on through hostc alone
-        through_w2 = len(records(log, w2.proc.pid))
-        eventually(lambda: len(records(log, w2.proc.pid)) >= through_w2 + 20, timeout=10,
+        through_w2 = len(recorded(log, w2.proc.pid))
+        eventually(lambda: len(recorded(log, w2.proc.pid)) >= through_w2 + 20, timeout=10,
                    what=lambda: "w2 takes the stream\n" + tails(front, w2))
 
         seen = len(client.stderr)
@@ -174,8 +170,8 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         front.wait_logged("PyBroadway: worker w1@hostb joined", count=2, timeout=20)
         lines_after(client, seen, lambda line: line == BOTH, "pg with w1 again", 20)
         # w1 takes new work: data later than anything handled when it joined again
-        latest = max(records(log, w1.proc.pid) + records(log, w2.proc.pid))
-        eventually(lambda: max(records(log, w1.proc.pid)) > latest, timeout=15,
+        latest = max(recorded(log, w1.proc.pid) + recorded(log, w2.proc.pid))
+        eventually(lambda: max(recorded(log, w1.proc.pid)) > latest, timeout=15,
                    what=lambda: "w1 handles again\n" + tails(front, w1))
 
         stop_file.touch()
@@ -193,7 +189,7 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
 
     assert dropped == 0
     assert handled + failed == pushed, "each message acknowledged exactly once"
-    done = records(log, w1.proc.pid) + records(log, w2.proc.pid)
+    done = recorded(log, w1.proc.pid) + recorded(log, w2.proc.pid)
     assert set(done) <= set(range(1, pushed + 1))
     if redeliver:
         assert failed == 0

@@ -16,6 +16,7 @@ from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from testkit.peers import free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
+from testkit.recorded import PIPELINE, recorded
 from testkit.wait import eventually_async
 
 pytestmark = pytest.mark.timeout(90)
@@ -49,12 +50,6 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def recorded(log: Path) -> list[int]:
-    """The data each worker's Recorded pipeline handled, in all its files."""
-    return [int(line) for path in log.parent.glob(f"{log.name}.*")
-            for line in path.read_text().splitlines()]
-
-
 async def test_sigterm_while_workers_hold_messages_drains_them(tmp_path: Path) -> None:
     log = tmp_path / "handled"
     epmd_port = free_port()
@@ -63,7 +58,7 @@ async def test_sigterm_while_workers_hold_messages_drains_them(tmp_path: Path) -
                      PYBROADWAY_TEST_SLEEP_MS=str(SLEEP_MS))
     serve = WatchedProcess(
         [sys.executable, "-m", "pybroadway", "serve", "--workers", "2",
-         "--pipeline", "tests.workers.pipelines:Recorded", "--cookie", COOKIE,
+         "--pipeline", PIPELINE, "--cookie", COOKIE,
          "--sname", sname, "--epmd-port", str(epmd_port)], cwd=ROOT, env=env)
     try:
         await asyncio.to_thread(serve.wait_logged, "PyBroadway: worker ", 2, 30)

@@ -14,11 +14,14 @@ import inspect
 import logging
 from typing import Any, NamedTuple
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Exit, Process, exception_reason
 from pybroadway.term import Atom, ImproperList, Pid, Reference, loggable
 from pybroadway.term.atoms import ALIAS, GEN_CALL, GEN_CAST, NORMAL
 
 log = logging.getLogger("pybroadway.erldist.genserver")
+# A peer can send malformed calls at will.
+_malformed_from = Throttle(log, logging.WARNING, "calls with a malformed From")
 
 NOREPLY: Any = object()
 """Return this from :meth:`GenServer.handle_call` to reply later with :meth:`GenServer.reply`."""
@@ -76,8 +79,8 @@ class GenServer(Process):
         warning, since a well-behaved caller never sends one).
         """
         if type(from_.pid) is not Pid:
-            log.warning("%r: no reply to a call with a malformed From %s", self,
-                        loggable(tuple(from_)))
+            _malformed_from.log("%r: no reply to a call with a malformed From %s", self,
+                                loggable(tuple(from_)))
             return
         self.node.gen_reply(self.pid, from_.pid, from_.tag, reply)
 

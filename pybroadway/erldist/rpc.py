@@ -4,9 +4,11 @@ function the application exposed), ``net_kernel`` (so ``Node.ping`` gives ``:pon
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import control as op
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.genserver import From, GenServer
@@ -16,6 +18,11 @@ from pybroadway.term.atoms import ERROR
 if TYPE_CHECKING:
     from pybroadway.erldist.connection import Connection
     from pybroadway.erldist.node import Node
+
+# Any connected peer can call as often as it likes.
+_log = logging.getLogger("pybroadway.erldist.rpc")
+_undefined = Throttle(_log, logging.INFO, "rpc calls to undefined functions")
+_raised = Throttle(_log, logging.WARNING, "rpc calls that raised")
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")
@@ -80,13 +87,13 @@ async def _execute(node: Node, connection: Connection, pid: Pid, caller: Pid,
     arity = len(args) if isinstance(args, list) else 0
     if func is None:
         result: Any = (result_ref, ERROR, UNDEF, [(module, function, args, [])])
-        node.log.info("rpc to undefined %s:%s/%d", module, function, arity)
+        _undefined.log("rpc to undefined %s:%s/%d", module, function, arity)
     else:
         try:
             value = await maybe_await(func(*args))
             result = (result_ref, RETURN, value)
         except Exception as exc:
-            node.log.warning("rpc %s:%s/%d raised %r", module, function, arity, exc)
+            _raised.log("rpc %s:%s/%d raised %r", module, function, arity, exc)
             result = (result_ref, ERROR, (Atom("exception"), f"{type(exc).__name__}: {exc}"),
                       [(module, function, arity, [])])
     if monitor_ref is None or result_ref is None or connection.closed:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pybroadway._aio import maybe_await
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import EpmdError, HandshakeError, Node, Process
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, Pid, Reference, loggable
@@ -99,6 +100,8 @@ class Client(Process):
         self._receiver_node: Atom | None = None
         self._connected: asyncio.Event = asyncio.Event()
         self._queue: deque[Any] = deque()
+        # What the server (or any node) casts to the client is its to choose.
+        self._unknown = Throttle(logger, logging.WARNING, "unknown casts to the client")
 
     @classmethod
     async def start(cls, node: Node, **options: Any) -> Client:
@@ -182,7 +185,7 @@ class Client(Process):
                 elif request is PULL_MESSAGE:  # the library's last version
                     await self._answer(SEND_MESSAGE)
                 else:
-                    logger.warning("client: unknown cast %s", loggable(request))
+                    self._unknown.log("client: unknown cast %s", loggable(request))
             elif type(message) is tuple and len(message) == 5 and message[0] is DOWN \
                     and message[1] == self._monitor:
                 self._connected.clear()

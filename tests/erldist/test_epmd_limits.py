@@ -6,6 +6,7 @@ where it can be asked the same thing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -138,3 +139,18 @@ async def test_connections_are_capped_and_freed() -> None:
                 break
             await asyncio.sleep(0.05)
         assert await served()
+
+
+async def test_a_flood_of_bad_requests_is_logged_a_few_lines_a_second(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway")
+    bad = [struct.pack(">H", 2) + b"\xee\x00",  # an unknown request
+           alive2(b"n" * 256),  # a name too long
+           stop_request("x"),  # STOP, not relaxed
+           struct.pack(">H", 3) + b"z\x01\x02"]  # ALIVE2_REQ too short to parse
+    async with E.EmbeddedEpmd() as srv:
+        for i in range(200):
+            await ask(srv.port, bad[i % len(bad)])
+        assert srv.serving
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epmd: ")]
+    assert 4 <= len(lines) < 40, lines  # 200 bad requests, 5 lines a second

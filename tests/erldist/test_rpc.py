@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -61,3 +62,17 @@ async def test_rpc_from_elixir(epmd: SystemEpmd) -> None:
         assert got == (Atom("badrpc"), (Atom("EXIT"), (Atom("undef"), [
             (Atom("nothing"), Atom("here"), [], [])])))
         assert await ev(ex, f"Node.ping(:{py})") == Atom("pong")
+
+
+async def test_a_flood_of_failing_calls_is_logged_a_few_lines_a_second(
+        epmd: SystemEpmd, erl_node: BeamPeer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pybroadway")
+    async with python_node(epmd.port) as node:
+        expose_all(node)
+        py = atom(node)
+        # Each an answered call: every one was handled (and logged, or counted) when it returns.
+        assert await ev(erl_node, f"length([rpc:call({py}, calc, F, []) || "
+                                  f"_ <- lists:seq(1, 200), F <- [fail, missing]])") == 400
+        assert await ev(erl_node, f"net_adm:ping({py})") == Atom("pong")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rpc ")]
+    assert 2 <= len(lines) < 40, lines  # 400 failed calls, 5 lines of each kind a second

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+
+import pytest
 
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.pipeline import Message
 from pybroadway.term import Atom
+from pybroadway.term.atoms import GEN_CAST
 from testkit.peers import SystemEpmd, unique_name
 from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE, server
@@ -80,3 +84,20 @@ async def test_drop_newest_counts_what_it_drops(epmd: SystemEpmd) -> None:
         await eventually_async(lambda: len(handled) + producer.dropped == 1000)
         assert len(handled) + producer.dropped == 1000
         assert handled == sorted(handled)
+
+
+async def test_casts_the_client_does_not_know_are_logged_a_few_lines_a_second(
+        epmd: SystemEpmd, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway.otp_distribution")
+    asked = asyncio.Event()
+    async with server(epmd.port) as (node, _pipeline, _collector, _producer), \
+            _client_node(epmd) as client_node:
+        client = await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name),
+                                    on_request=asked.set)
+        for i in range(300):
+            node.send(client.pid, (GEN_CAST, (Atom("junk"), i)))
+        # Handled after every junk cast before it (same sender, same order).
+        node.send(client.pid, (GEN_CAST, Atom("request_message")))
+        await asyncio.wait_for(asked.wait(), 10)
+    lines = [r.getMessage() for r in caplog.records if "unknown cast" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, lines

@@ -91,6 +91,8 @@ class EmbeddedEpmd:
         self._writers: set[asyncio.StreamWriter] = set()
         self._stopped: asyncio.Event | None = None
         self._refusals = Throttle(log, logging.WARNING, "refused connections", burst=1)
+        # Anything that reaches the port can repeat a bad request at will.
+        self._bad = Throttle(log, logging.WARNING, "bad epmd requests")
 
     @property
     def serving(self) -> bool:
@@ -171,8 +173,8 @@ class EmbeddedEpmd:
                                                 self.request_timeout)
                 (length,) = REQUEST_LENGTH.unpack(header)
                 if length == 0 or length > MAX_REQUEST:
-                    log.warning("epmd: request of %d bytes from %s (at most %d), closing",
-                                length, peer, MAX_REQUEST)
+                    self._bad.log("epmd: request of %d bytes from %s (at most %d), closing",
+                                  length, peer, MAX_REQUEST)
                     return
                 body = await asyncio.wait_for(reader.readexactly(length), self.request_timeout)
             except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
@@ -180,8 +182,8 @@ class EmbeddedEpmd:
                 return
             tag = body[0]
             if tag in (ALIVE2_REQ, DUMP_REQ, KILL_REQ, STOP_REQ) and not _is_local(writer):
-                log.warning("epmd: request %d from %s, which is not a local address; ignored",
-                            tag, peer)
+                self._bad.log("epmd: request %d from %s, which is not a local address; "
+                              "ignored", tag, peer)
             elif tag == ALIVE2_REQ:
                 await self._alive2(body, reader, writer, peer)
             elif tag == PORT_PLEASE2_REQ:
@@ -195,8 +197,8 @@ class EmbeddedEpmd:
             elif tag == STOP_REQ:
                 self._stop(body, writer, peer)
             else:
-                log.warning("epmd: unknown request %d (%d bytes) from %s, closing", tag,
-                            len(body), peer)
+                self._bad.log("epmd: unknown request %d (%d bytes) from %s, closing", tag,
+                              len(body), peer)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), self.request_timeout)
         except asyncio.CancelledError:
@@ -216,7 +218,7 @@ class EmbeddedEpmd:
         try:
             address = unpack_node(body, 1, strict=True)
         except ValueError as exc:
-            log.warning("epmd: malformed ALIVE2_REQ from %s (%s), closing", peer, exc)
+            self._bad.log("epmd: malformed ALIVE2_REQ from %s (%s), closing", peer, exc)
             return
         name = address.name
         x_resp = address.highest >= 6
@@ -228,8 +230,8 @@ class EmbeddedEpmd:
         elif len(self._nodes) >= self.max_registrations:
             refusal = f"{self.max_registrations} nodes are registered already"
         if refusal is not None:
-            log.warning("epmd: %s from %s tried to register, but %s", name[:MAX_NAME_LENGTH],
-                        peer, refusal)
+            self._bad.log("epmd: %s from %s tried to register, but %s",
+                          name[:MAX_NAME_LENGTH], peer, refusal)
             writer.write(bytes([ALIVE2_X_RESP]) + ALIVE2_X_RESULT.pack(1, 0) if x_resp
                          else bytes([ALIVE2_RESP]) + ALIVE2_RESULT.pack(1, 0))
             return
@@ -262,7 +264,7 @@ class EmbeddedEpmd:
     def _port_please2(self, body: bytes, writer: asyncio.StreamWriter) -> None:
         name = body[1:].decode("utf-8", "replace")
         if len(name) > MAX_NAME_LENGTH:
-            log.warning("epmd: port please for a name of %d characters; closing", len(name))
+            self._bad.log("epmd: port please for a name of %d characters; closing", len(name))
             return
         node = self._nodes.get(name)
         if node is None:
@@ -283,8 +285,8 @@ class EmbeddedEpmd:
 
     async def _kill(self, writer: asyncio.StreamWriter, peer: object) -> None:
         if self._nodes and not self.relaxed_command_check:
-            log.warning("epmd: kill request from %s refused: %d nodes are registered (start "
-                        "with relaxed_command_check to allow it)", peer, len(self._nodes))
+            self._bad.log("epmd: kill request from %s refused: %d nodes are registered (start "
+                          "with relaxed_command_check to allow it)", peer, len(self._nodes))
             writer.write(b"NO")
             return
         writer.write(b"OK")
@@ -295,8 +297,8 @@ class EmbeddedEpmd:
 
     def _stop(self, body: bytes, writer: asyncio.StreamWriter, peer: object) -> None:
         if not self.relaxed_command_check:
-            log.warning("epmd: stop request from %s ignored (start with relaxed_command_check "
-                        "to allow it)", peer)
+            self._bad.log("epmd: stop request from %s ignored (start with "
+                          "relaxed_command_check to allow it)", peer)
             return
         name = body[1:].decode("utf-8", "replace")
         node = self._nodes.pop(name, None)

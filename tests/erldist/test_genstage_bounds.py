@@ -1,0 +1,86 @@
+"""What one peer can make a GenStage stage hold or log is bounded: subscriptions per node (no
+node takes them all from the others), refusals through the throttle, and subscriptions and
+asks checked before use."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from pybroadway.erldist import Node
+from pybroadway.erldist.genstage import ProducerStage
+from pybroadway.erldist.genstage import protocol as gs
+from pybroadway.term import Atom
+from testkit.peers import free_port, unique_name
+from testkit.wait import eventually_async
+from tests.erldist.genstage_kit import Probe, Recorder, nodes
+
+
+@pytest.fixture(autouse=True)
+def no_erlang(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+
+def spawn_producer(node: Node, **options: Any) -> tuple[ProducerStage, tuple[str, Atom]]:
+    name = unique_name("events")
+    producer = node.spawn(ProducerStage(**options), name=name)
+    return producer, (name, node.name)
+
+
+async def test_one_node_cannot_take_every_subscription_from_the_others() -> None:
+    """With the defaults (those of the workers' front too): one node that subscribes 1,100
+    times holds 128 subscriptions, not all 1,024."""
+    async with nodes(free_port(), 3) as (a, flooder, late):
+        producer, address = spawn_producer(a)
+        per_node = producer.max_subscriptions_per_node
+        assert per_node < producer.max_subscriptions
+        probe = flooder.spawn(Probe())
+        tags = [flooder.make_ref() for _ in range(1100)]
+        for tag in tags:
+            probe.send(address, gs.subscribe(probe.pid, tag, []))
+        refused = [await probe.next() for _ in range(1100 - per_node)]
+        assert {message[2] for message in refused} == {(gs.CANCEL, gs.TOO_MANY_SUBSCRIPTIONS)}
+        assert len(producer.subscribers) == per_node
+        # another node (a worker coming back, say) still gets in, and gets events
+        consumer = late.spawn(Recorder())
+        consumer.subscribe(address, max_demand=10)
+        await eventually_async(lambda: len(producer.subscribers) == per_node + 1)
+        producer.emit_nowait(range(5))
+        await consumer.wait_events(5)
+        # what a node's consumers held is theirs again once they are gone
+        probe.exit(Atom("kill"))
+        await eventually_async(lambda: len(producer.subscribers) == 1)
+        again = flooder.spawn(Probe())
+        for tag in tags[:3]:
+            again.send(address, gs.subscribe(again.pid, tag, []))
+        await eventually_async(lambda: len(producer.subscribers) == 4)
+
+
+async def test_the_bound_per_node_is_an_option() -> None:
+    async with nodes(free_port()) as (a, b):
+        producer, address = spawn_producer(a, max_subscriptions_per_node=2)
+        probe = b.spawn(Probe())
+        tags = [b.make_ref() for _ in range(3)]
+        for tag in tags:
+            probe.send(address, gs.subscribe(probe.pid, tag, []))
+        assert await probe.next() == gs.cancel_consumer(producer.pid, tags[2],
+                                                        gs.TOO_MANY_SUBSCRIPTIONS)
+        assert len(producer.subscribers) == 2
+        with pytest.raises(ValueError, match="max_subscriptions_per_node"):
+            ProducerStage(max_subscriptions_per_node=0)
+
+
+async def test_refused_subscriptions_are_logged_through_the_throttle(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    async with nodes(free_port()) as (a, b):
+        _, address = spawn_producer(a, max_subscriptions=1)
+        probe = b.spawn(Probe())
+        for _ in range(300):
+            probe.send(address, gs.subscribe(probe.pid, b.make_ref(), []))
+        for _ in range(299):
+            await probe.next()
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert 1 <= len(lines) <= 5, lines[:10]

@@ -84,3 +84,27 @@ async def test_refused_subscriptions_are_logged_through_the_throttle(
             await probe.next()
         lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
         assert 1 <= len(lines) <= 5, lines[:10]
+
+
+async def test_a_consumer_takes_events_and_cancels_only_from_its_producer() -> None:
+    async with nodes(free_port(), 3) as (a, b, stranger_node):
+        producer, address = spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        subscription = consumer.subscribe(address, max_demand=10)
+        stranger = stranger_node.spawn(Probe())
+        # before the producer's first message: a process of another node is not it
+        stranger.send(consumer.pid, gs.events(stranger.pid, subscription.tag, ["forged"]))
+        stranger.send(consumer.pid, gs.cancel_consumer(stranger.pid, subscription.tag,
+                                                       Atom("forged")))
+        producer.emit_nowait([1])
+        await consumer.wait_events(1)
+        # after it: nor is another process of the producer's own node
+        impostor = a.spawn(Probe())
+        impostor.send(consumer.pid, gs.events(impostor.pid, subscription.tag, ["forged"]))
+        impostor.send(consumer.pid, gs.cancel_consumer(impostor.pid, subscription.tag,
+                                                       Atom("forged")))
+        producer.emit_nowait([2])
+        await consumer.wait_events(2)
+        assert consumer.events == [1, 2]
+        assert consumer.ended == [] and subscription.pid == producer.pid
+        assert subscription.tag in consumer.subscriptions

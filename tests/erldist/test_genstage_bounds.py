@@ -108,3 +108,27 @@ async def test_a_consumer_takes_events_and_cancels_only_from_its_producer() -> N
         assert consumer.events == [1, 2]
         assert consumer.ended == [] and subscription.pid == producer.pid
         assert subscription.tag in consumer.subscriptions
+
+
+async def test_malformed_protocol_messages_are_ignored_with_a_throttled_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    async with nodes(free_port()) as (a, b):
+        producer, address = spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        consumer.subscribe(address, max_demand=10)
+        probe = b.spawn(Probe())
+        junk: list[Any] = [(gs.GEN_PRODUCER, probe.pid, (gs.ASK, 1)), (gs.GEN_PRODUCER,),
+                           (gs.GEN_PRODUCER, (probe.pid,), (gs.ASK, 1), 4),
+                           (gs.GEN_PRODUCER, (probe.pid, b.make_ref()), (gs.ASK,)),
+                           (gs.GEN_PRODUCER, (probe.pid, [1]), (gs.SUBSCRIBE, gs.NIL, []))]
+        for _ in range(100):
+            for message in junk:
+                probe.send(address, message)
+                probe.send(consumer.pid, (gs.GEN_CONSUMER, *message[1:]))
+        producer.emit_nowait(range(3))  # both go on serving
+        await consumer.wait_events(3)
+        lines = [r.getMessage() for r in caplog.records]
+        assert any("malformed" in line for line in lines)
+        assert len(lines) <= 2 * 6, lines[:14]
+        assert producer.alive and consumer.alive and len(producer.subscribers) == 1

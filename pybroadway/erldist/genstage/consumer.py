@@ -201,6 +201,10 @@ class ConsumerStage(Process):
                 if subscription is not None:
                     await self._ended(subscription, message[4], monitored=False)
                     continue
+            if gs.tagged(message, gs.GEN_CONSUMER):
+                self._protocol_log.log("%r: malformed message ignored: %s", self,
+                                       loggable(message))
+                continue
             result = self.handle_info(message)
             if inspect.isawaitable(result):
                 await result

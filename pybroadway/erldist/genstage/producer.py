@@ -204,6 +204,10 @@ class ProducerStage(Process):
                 if subscriber is not None:
                     self._remove(subscriber, message[4], monitored=False)
                     continue
+            if gs.tagged(message, gs.GEN_PRODUCER):
+                self._protocol_log.log("%r: malformed request ignored: %s", self,
+                                       loggable(message))
+                continue
             self.handle_info(message)
 
     def _request(self, pid: Pid, tag: Any, request: Any) -> int:

@@ -132,3 +132,32 @@ async def test_malformed_protocol_messages_are_ignored_with_a_throttled_warning(
         assert any("malformed" in line for line in lines)
         assert len(lines) <= 2 * 6, lines[:14]
         assert producer.alive and consumer.alive and len(producer.subscribers) == 1
+
+
+@pytest.mark.parametrize("drop_excess", [False, True])
+async def test_events_beyond_demand_are_counted_logged_once_and_never_asked_again(
+        drop_excess: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    async with nodes(free_port()) as (a, b):
+        producer = a.spawn(Probe())
+        consumer = b.spawn(Recorder(drop_excess=drop_excess))
+        subscription = consumer.subscribe(producer.pid, max_demand=10, min_demand=5)
+        tag = subscription.tag
+        assert (await producer.next())[2][0] is gs.SUBSCRIBE
+        assert await producer.next() == gs.ask(consumer.pid, tag, 10)
+        # asked 10, given 10,000 twice (the consumer asks 10 again after each); then one
+        # more event, within the demand
+        for _ in range(2):
+            producer.send(consumer.pid, gs.events(producer.pid, tag, list(range(10_000))))
+        producer.send(consumer.pid, gs.events(producer.pid, tag, [b"last"]))
+        await consumer.until(lambda: b"last" in consumer.events)
+        b.send(producer.pid, b"asked so far")  # comes after the consumer's asks
+        asked = 0
+        while (message := await producer.next()) != b"asked so far":
+            asked += message[2][1]
+        # handled as GenStage does, or dropped: either way re-asked only what was demanded
+        assert len(consumer.events) == (21 if drop_excess else 20_001)
+        assert asked == 20
+        assert subscription.exceeded == 2 * 9_990 and subscription.pending == 9
+        lines = [r for r in caplog.records if "beyond the demand" in r.getMessage()]
+        assert len(lines) == 1

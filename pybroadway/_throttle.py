@@ -28,8 +28,9 @@ class Throttle:
         """Lines left out in the current interval (reported when it ends)."""
         self._report_on: asyncio.AbstractEventLoop | None = None  # the loop due to report
 
-    def log(self, message: str, *args: Any) -> None:
-        """Log ``message % args``, unless this interval's burst is spent (then count it)."""
+    def log(self, message: str, *args: Any, exc_info: bool = False) -> None:
+        """Log ``message % args`` (with the exception being handled if ``exc_info``), unless
+        this interval's burst is spent (then count it)."""
         now = time.monotonic()
         if now - self._window_start >= self.interval:
             self._report()
@@ -37,7 +38,7 @@ class Throttle:
             self._logged = 0
         if self._logged < self.burst:
             self._logged += 1
-            self.logger.log(self.level, message, *args)
+            self.logger.log(self.level, message, *args, exc_info=exc_info)
             return
         self.suppressed += 1
         # The report is scheduled on the running loop, again if the loop it was scheduled on

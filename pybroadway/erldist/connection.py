@@ -36,6 +36,10 @@ cap keeps a small frame from costing more than a large one."""
 DEFAULT_MAX_PENDING_OUTPUT = 256 * 1024 * 1024
 """The most bytes a connection may hold for a peer that does not read them: past it, the
 connection is closed (a BEAM would suspend its senders instead; ours never block)."""
+DEFAULT_MAX_TOTAL_PENDING_OUTPUT = 1024 * 1024 * 1024
+"""The most bytes a node may hold for all its peers together: past it, the connection that
+holds the most is closed, as if it alone had passed its own bound (several peers that read
+nothing could otherwise each make the node hold ``max_pending_output``)."""
 INFLATE_RATIO = 64
 """A compressed term in a frame may inflate to at most 64 times its size (64 KiB at least):
 decoding a frame costs in proportion to the frame."""
@@ -78,7 +82,9 @@ class Connection:
     the control message's operation number; an operation without a handler is a protocol
     error that closes the connection.
     ``on_closed(connection, reason)`` is called once when the connection ends, whatever ended
-    it. ``flags`` are the capabilities both sides advertised.
+    it; ``on_backlog(connection)``, if given, after a write that left bytes the peer has not
+    taken yet (the node weighs them against all its peers'). ``flags`` are the capabilities
+    both sides advertised.
     """
 
     def __init__(self, peer: Atom, flags: int, reader: asyncio.StreamReader,
@@ -87,7 +93,8 @@ class Connection:
                  on_closed: Callable[[Connection, str], None], ticktime: float,
                  max_frame_size: int = DEFAULT_MAX_FRAME,
                  max_inflated: int = DEFAULT_MAX_INFLATED,
-                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT) -> None:
+                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT,
+                 on_backlog: Callable[[Connection], None] | None = None) -> None:
         self.peer = peer
         self.flags = flags
         self.max_frame_size = max_frame_size
@@ -99,6 +106,7 @@ class Connection:
         self._decoder = Decoder(max_inflated=max_inflated, max_inflate_ratio=INFLATE_RATIO)
         self._handlers = handlers
         self._on_closed = on_closed
+        self._on_backlog = on_backlog
         self._loop = asyncio.get_running_loop()
         self._out = bytearray()
         self._flush_scheduled = False
@@ -155,7 +163,9 @@ class Connection:
             if pending > self.max_pending_output:
                 log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
                           "closing the connection", self.peer.name, pending)
-                self._close(f"{pending} bytes unread by the peer")
+                self._close(f"{pending} bytes unread by the peer", discard=True)
+            elif pending and self._on_backlog is not None:
+                self._on_backlog(self)
 
     @property
     def write_buffer_size(self) -> int:
@@ -348,22 +358,33 @@ class Connection:
 
     # -- closing ----------------------------------------------------------------------------
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, *, discard: bool = False) -> None:
         if self.closed:
             return
-        self._flush()
+        if discard:
+            self._out = bytearray()
+        else:
+            self._on_backlog = None  # its last bytes go out (or not) whatever the others hold
+            self._flush()
+            if self.closed:  # that flush found the peer reading too little, and closed
+                return
         self.closed = True
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
         with contextlib.suppress(Exception):
-            self._writer.close()
+            if discard:
+                self._writer.transport.abort()
+            else:
+                self._writer.close()
         self._on_closed(self, reason)
 
-    def close(self, reason: str = "closed") -> None:
-        """Close the connection (pending writes are flushed first)."""
-        self._close(reason)
+    def close(self, reason: str = "closed", *, discard: bool = False) -> None:
+        """Close the connection: pending writes are flushed first, or with ``discard``
+        dropped at once (a peer that reads too little: what it left unread is freed now,
+        not kept until it reads)."""
+        self._close(reason, discard=discard)
 
     async def wait_closed(self) -> None:
         for task in self._tasks:

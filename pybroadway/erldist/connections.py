@@ -297,7 +297,7 @@ class Connections:
             node, peer.flags & me.flags, reader, writer, encoder=self._encoder,
             handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,
             max_frame_size=me.max_frame_size, max_inflated=me.max_inflated,
-            max_pending_output=me.max_pending_output)
+            max_pending_output=me.max_pending_output, on_backlog=self._backlog)
         self.live[node] = connection
         if self._owns_pending(peer.name):
             del self._pending[peer.name]
@@ -309,6 +309,22 @@ class Connections:
         me.log.info("node %s connected%s", node.name, " (hidden)" if peer.hidden else "")
         self._notify(node, True)
 
+    def _backlog(self, connection: Connection) -> None:
+        """Bytes wait for a peer: past ``max_total_pending_output`` for all peers together,
+        the connection holding the most is closed. A BEAM bounds each connection only, by
+        suspending the processes that send to a busy one; ours never wait, so the node's
+        share is bounded here too, and the peer that reads least is the one dropped."""
+        limit = self._node.max_total_pending_output
+        total = sum(live.write_buffer_size for live in self.live.values())
+        if total <= limit:
+            return
+        fullest = max(self.live.values(), key=_write_buffer_size)
+        held = fullest.write_buffer_size
+        log.error("node %s reads too little: it leaves %d bytes unread, of %d that all peers "
+                  "do (max_total_pending_output=%d); closing its connection",
+                  fullest.peer.name, held, total, limit)
+        fullest.close(f"{held} bytes unread by the peer, {total} by all peers", discard=True)
+
     def _connection_down(self, connection: Connection, reason: str) -> None:
         node = connection.peer
         if self.live.get(node) is not connection:
@@ -317,3 +333,7 @@ class Connections:
         self._node.log.info("node %s disconnected: %s", node.name, reason)
         self._signals.peer_lost(node)
         self._notify(node, False)
+
+
+def _write_buffer_size(connection: Connection) -> int:
+    return connection.write_buffer_size

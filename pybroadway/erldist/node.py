@@ -30,6 +30,7 @@ from pybroadway.erldist.connection import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLATED,
     DEFAULT_MAX_PENDING_OUTPUT,
+    DEFAULT_MAX_TOTAL_PENDING_OUTPUT,
     Connection,
 )
 from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_name
@@ -52,16 +53,15 @@ P = TypeVar("P", bound=Process)
 EMPTY_ATOM = Atom("")
 
 class Node:
-    """One distribution node.
-
-    Options: ``cookie`` (default: ``~/.erlang.cookie``, created like ``erl`` does), ``hidden``,
-    ``host`` to listen on (default loopback), ``port`` (0: any), ``epmd_port`` (default
-    ``$ERL_EPMD_PORT`` or 4369; an embedded EPMD is started there when none answers),
-    ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``, ``max_frame_size``
-    (the largest frame a peer may send), ``max_inflated`` (the most a compressed term in a
-    frame may inflate to), ``max_handshakes`` (incoming connections that have not shown the
-    cookie yet; more are refused) and ``max_pending_output`` (bytes a peer may leave unread
-    before its connection is closed).
+    """One distribution node. Options: ``cookie`` (default: ``~/.erlang.cookie``, created
+    like ``erl`` does), ``hidden``, ``host`` to listen on (default loopback), ``port`` (0: any),
+    ``epmd_port`` (default ``$ERL_EPMD_PORT`` or 4369; an embedded EPMD is started there when
+    none answers), ``ticktime`` (seconds, like ``net_ticktime``), ``handshake_timeout``,
+    ``max_frame_size`` (the largest frame a peer may send), ``max_inflated`` (the most a
+    compressed term in a frame may inflate to), ``max_handshakes`` (incoming connections that
+    have not shown the cookie yet; more are refused), ``max_pending_output`` (bytes a peer
+    may leave unread before its connection is closed) and ``max_total_pending_output`` (all
+    peers together: past it, the connection holding the most is closed).
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
@@ -69,7 +69,8 @@ class Node:
                  ticktime: float = 60.0, handshake_timeout: float = 10.0,
                  connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
                  max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128,
-                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT) -> None:
+                 max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT,
+                 max_total_pending_output: int = DEFAULT_MAX_TOTAL_PENDING_OUTPUT) -> None:
         alive, hostname = split_node_name(name)
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
@@ -84,6 +85,7 @@ class Node:
         self.max_inflated = max_inflated
         self.max_handshakes = max_handshakes
         self.max_pending_output = max_pending_output
+        self.max_total_pending_output = max_total_pending_output
         self.flags = dflags.default_flags(hidden=hidden)
         self.creation = 0
         self.log = log

@@ -9,7 +9,11 @@ from typing import Any, Protocol
 
 from pybroadway.erldist import Node, Process
 from pybroadway.erldist.genstage import Dispatcher, ProducerStage, StageStopped
-from pybroadway.erldist.genstage.producer import BufferKeep
+from pybroadway.erldist.genstage.producer import (
+    DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE,
+    BufferKeep,
+)
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Message
 
@@ -99,13 +103,17 @@ class ExposedStage:
 async def expose(node: Node, name: str, *,
                  dispatcher: Callable[[], Dispatcher] | None = None,
                  buffer_size: int | None = 10_000, buffer_keep: BufferKeep = "last",
-                 max_subscriptions: int = 1024) -> ExposedStage:
+                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+                 max_subscriptions_per_node: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE
+                 ) -> ExposedStage:
     """Start a GenStage producer registered as ``name`` on ``node``, under the node's
     supervisor: Elixir consumers subscribe to ``{:name, :"py@host"}``
     (``GenStage.sync_subscribe(c, to: {...})`` or ``subscribe_to: [{{...}, max_demand: 100}]``).
     Feed it with ``await stage.emit(events)``, which waits while ``buffer_size`` events wait
     for the consumers' demand. ``dispatcher`` makes each incarnation's dispatcher (e.g.
-    ``BroadcastDispatcher`` or ``lambda: PartitionDispatcher(4)``); by default, demand."""
+    ``BroadcastDispatcher`` or ``lambda: PartitionDispatcher(4)``); by default, demand.
+    ``max_subscriptions`` and ``max_subscriptions_per_node`` bound the subscriptions held, in
+    all and of one node's consumers."""
     supervisor = node.supervisor
     if supervisor is None:
         raise RuntimeError(f"node {node.name.name} is not started")
@@ -114,7 +122,8 @@ async def expose(node: Node, name: str, *,
     def start() -> ProducerStage:
         return ProducerStage(dispatcher=dispatcher() if dispatcher is not None else None,
                              buffer_size=buffer_size, buffer_keep=buffer_keep,
-                             max_subscriptions=max_subscriptions)
+                             max_subscriptions=max_subscriptions,
+                             max_subscriptions_per_node=max_subscriptions_per_node)
 
     await supervisor.start_child(ChildSpec(id=exposed.child_id, start=start, name=name,
                                            on_start=exposed._started))

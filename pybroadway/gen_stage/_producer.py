@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import Node
 from pybroadway.erldist.genstage import ConsumerStage, SubscribeOptions, Subscription
 from pybroadway.erldist.supervisor import ChildSpec
@@ -27,10 +29,12 @@ options: ``(pid, {...})``)."""
 
 class Source:
     """One producer to subscribe to, and the state of its current subscription: ``credit`` is
-    what was asked and not yet taken by the processors (in flight plus buffered)."""
+    what was asked and not yet taken by the processors (in flight plus buffered); ``since``
+    when its first events came (None before); ``attempts`` those made since the last one
+    that lasted."""
 
-    __slots__ = ("attempts", "credit", "metadata", "name", "node", "options", "subscription",
-                 "target", "timer")
+    __slots__ = ("attempts", "back", "credit", "metadata", "name", "node", "options", "since",
+                 "subscription", "target", "timer")
 
     def __init__(self, target: Any, options: SubscribeOptions) -> None:
         self.target = target
@@ -42,6 +46,8 @@ class Source:
         self.subscription: Subscription | None = None
         self.credit = 0
         self.attempts = 0
+        self.since: float | None = None
+        self.back = False  # said to be back since the outage began
         self.metadata: Mapping[str, Any] = MappingProxyType({})
         self.timer: asyncio.TimerHandle | None = None
 
@@ -78,7 +84,7 @@ class _Subscriber(ConsumerStage):
     """The process that holds the subscriptions and hands their events to the producer."""
 
     def __init__(self, producer: GenStageProducer) -> None:
-        super().__init__()
+        super().__init__(drop_excess=True)
         self.producer = producer
 
     def handle_events(self, events: list[Any], subscription: Subscription) -> None:
@@ -107,8 +113,12 @@ class GenStageProducer(Producer):
 
     A subscription that ends (the producer cancels it, exits, restarts, or its node goes
     down) is logged and made again after ``resubscribe_interval`` seconds, doubling on each
-    failed attempt up to ``max_backoff``. Events of an ended subscription already here are
-    still handled; none is handled twice within one subscription.
+    attempt up to ``max_backoff``, until a subscription lasts: ends ``max_backoff`` seconds or
+    more after its first events (one that ends sooner, even after events, counts as failed;
+    what a producer can make us log goes through a throttle). Events of an ended subscription
+    already here are still handled; none is handled twice within one subscription. Events
+    beyond the demand (a producer's error) are dropped, counted in the subscription's
+    ``exceeded`` and logged once: they are never asked for again and never held.
 
     Each message's ``metadata`` is ``{"producer": pid, "node": node, "name": name}`` (shared,
     read-only, per subscription). GenStage has no acknowledgement: messages carry the no-op
@@ -141,6 +151,8 @@ class GenStageProducer(Producer):
         self._all_ended: asyncio.Event | None = None
         self._spec: ChildSpec | None = None
         self.subscriptions_made = 0
+        self._warnings = Throttle(logger, logging.WARNING, "subscription warnings")
+        self._notes = Throttle(logger, logging.INFO, "subscription notes")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -205,11 +217,14 @@ class GenStageProducer(Producer):
         source.metadata = MappingProxyType({"producer": source.target, "node": source.node,
                                             "name": source.name})
         source.credit = options.max_demand
+        source.since = None
         self.subscriber.ask(subscription, options.max_demand)
         # Said once; while the producer stays away, the attempts go to the debug log only.
-        logger.log(logging.DEBUG if source.attempts else logging.INFO,
-                   "%s: subscribing to %s (max_demand %d, min_demand %d)", self.name, source,
-                   options.max_demand, options.low)
+        if source.attempts:
+            logger.debug("%s: subscribing to %s again", self.name, source)
+        else:
+            self._notes.log("%s: subscribing to %s (max_demand %d, min_demand %d)", self.name,
+                            source, options.max_demand, options.low)
 
     def _ended(self, subscription: Subscription, reason: Any) -> None:
         source = self._by_subscription.pop(subscription.tag, None)
@@ -223,12 +238,17 @@ class GenStageProducer(Producer):
             if not self._by_subscription and self._all_ended is not None:
                 self._all_ended.set()
             return
+        if source.since is not None and time.monotonic() - source.since >= self.max_backoff:
+            source.attempts = 0  # it lasted: this is a new outage, not the same one
         delay = min(self.max_backoff, self.resubscribe_interval * 2 ** source.attempts)
-        logger.log(logging.DEBUG if source.attempts else logging.WARNING,
-                   "%s: subscription to %s ended: %s; subscribing again in %.1fs%s",
-                   self.name, source, loggable(reason), delay,
-                   "" if source.attempts else " (and again, up to every "
-                   f"{self.max_backoff:g}s, until it is back)")
+        if source.attempts:
+            logger.debug("%s: subscription to %s ended: %s; subscribing again in %.1fs",
+                         self.name, source, loggable(reason), delay)
+        else:
+            source.back = False
+            self._warnings.log("%s: subscription to %s ended: %s; subscribing again in "
+                               "%.1fs (and again, up to every %gs, until one lasts)",
+                               self.name, source, loggable(reason), delay, self.max_backoff)
         source.attempts += 1
         source.timer = asyncio.get_running_loop().call_later(delay, self._subscribe, source)
 
@@ -239,10 +259,12 @@ class GenStageProducer(Producer):
         if source is None:  # ended already: still handled, never asked again
             metadata: Mapping[str, Any] = MappingProxyType({})
         else:
-            if source.attempts:
-                logger.info("%s: %s is back (after %d attempt%s)", self.name, source,
-                            source.attempts, "" if source.attempts == 1 else "s")
-                source.attempts = 0
+            if source.since is None:
+                source.since = time.monotonic()
+            if source.attempts and not source.back:
+                source.back = True
+                self._notes.log("%s: %s is back (after %d attempt%s)", self.name, source,
+                                source.attempts, "" if source.attempts == 1 else "s")
             metadata = source.metadata
             if metadata["producer"] is not subscription.pid:
                 metadata = source.metadata = MappingProxyType(

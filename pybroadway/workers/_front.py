@@ -70,7 +70,7 @@ class FrontStage(ProducerStage):
     mailbox, so an outcome sent before a worker went down is seen before its DOWN)."""
 
     def __init__(self, front: WorkerFront, dispatcher: Dispatcher) -> None:
-        super().__init__(dispatcher=dispatcher, buffer_size=None)
+        super().__init__(dispatcher=dispatcher, buffer_size=None, max_subscriptions_per_node=1)
         self.front = front
 
     def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:

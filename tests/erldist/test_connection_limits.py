@@ -82,6 +82,8 @@ async def test_a_peer_that_reads_nothing_is_dropped_past_max_pending_output(
                                 flags=dflags.default_flags(hidden=True),
                                 peer_name=node.name.name, timeout=10)
         assert us in node.nodes()
+        connection = node.connection(us)
+        assert connection is not None
         me = Pid(us, 1, 0, 1)
         monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
                                           Reference(us, 1, (1, 2, 3)))))
@@ -92,5 +94,62 @@ async def test_a_peer_that_reads_nothing_is_dropped_past_max_pending_output(
             if us not in node.nodes():
                 break
         assert us not in node.nodes()
+        # what it left unread is freed with it, not kept until it reads
+        assert connection.closed and connection.write_buffer_size == 0
         assert any("reads nothing" in r.getMessage() for r in caplog.records)
         writer.close()
+
+
+async def test_peers_that_read_nothing_are_bounded_together_by_max_total_pending_output(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Three peers that each stay under ``max_pending_output`` but together pass
+    ``max_total_pending_output``: the one the node holds most for is dropped, the others
+    stay connected."""
+    caplog.set_level(logging.ERROR, logger="pybroadway")
+    mib = 1 << 20
+    epmd_port = free_port()
+    async with Node(f"{unique_name('unread')}@localhost", cookie="c", epmd_port=epmd_port,
+                    max_pending_output=4 * mib, max_total_pending_output=6 * mib) as node:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+        assert address is not None
+
+        async def mute_peer() -> tuple[Atom, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+            name = Atom(f"{unique_name('mute')}@localhost")
+            await handshake.connect(reader, writer, our_name=name.name, cookie="c",
+                                    creation=1, flags=dflags.default_flags(hidden=True),
+                                    peer_name=node.name.name, timeout=10)
+            return name, writer
+
+        def held(name: Atom) -> int:
+            connection = node.connection(name)
+            return connection.write_buffer_size if connection is not None else -1
+
+        async def fill(name: Atom, writer: asyncio.StreamWriter, upto: int) -> None:
+            """Ask for DOWNs, reading none, until the node holds ``upto`` bytes for ``name``
+            or something is dropped."""
+            me = Pid(name, 1, 0, 1)
+            monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
+                                              Reference(name, 1, (1, 2, 3)))))
+            while 0 <= held(name) < upto and len(node.nodes()) == 3:
+                writer.write(monitor * 500)
+                await asyncio.wait_for(writer.drain(), 5)
+                await asyncio.sleep(0)  # the node's answers go out (or wait) meanwhile
+
+        (a, wa), (b, wb), (c, wc) = peers = [await mute_peer() for _ in range(3)]
+        try:
+            await fill(a, wa, 3 * mib)
+            await fill(b, wb, 2 * mib)
+            assert set(node.nodes()) == {a, b, c}  # each under its bound, both under the total
+            first = node.connection(a)
+            assert first is not None
+            await fill(c, wc, 3 * mib)
+            # the total passed: the one holding most (a) went, the others are served, and
+            # what a had left unread is not held any more
+            assert set(node.nodes()) == {b, c}
+            assert first.closed and first.write_buffer_size == 0
+            assert sum(map(held, (b, c))) <= 6 * mib
+            assert any("max_total_pending_output" in r.getMessage() for r in caplog.records)
+        finally:
+            for _, writer in peers:  # the node's stop waits for what the others did not read
+                writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -199,3 +200,20 @@ async def test_name_clash_is_resolved_like_the_beam(epmd: SystemEpmd, beam: Beam
             assert await ev(beam, "is_process_alive(P)") is False
         else:
             assert await asyncio.wait_for(mine.wait(), 5) == Atom("killed")
+
+
+async def test_a_flood_of_unknown_messages_to_global_logs_a_few_lines(
+        beam: BeamPeer, py: Node, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.global")
+    assert await connect_and_sync(beam, py) < 2.0
+    server = f"{{global_name_server, '{py.name.name}'}}"
+    # casts, plain messages and calls global does not know; the last call is one it does,
+    # so its answer comes after every one of them was handled
+    known = await ev(beam, f"""
+        [gen_server:cast({server}, {{junk, I}}) || I <- lists:seq(1, 1000)],
+        [{server} ! {{junk, I}} || I <- lists:seq(1, 1000)],
+        [catch gen_server:call({server}, {{junk, I}}) || I <- lists:seq(1, 100)],
+        gen_server:call({server}, get_known)""")
+    assert known == [Atom(beam.node)]
+    lines = [r.getMessage() for r in caplog.records if "global" in r.getMessage()]
+    assert 1 <= len(lines) <= 10, lines[:12]

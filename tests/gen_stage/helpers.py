@@ -39,13 +39,16 @@ class Handled:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(node: Node, subscribe_to: list[Any], **options: Any
+async def pipeline(node: Node, subscribe_to: list[Any], *,
+                   processors: dict[str, Any] | None = None, **options: Any
                    ) -> AsyncIterator[tuple[Pipeline, Handled, GenStageProducer]]:
+    """A running pipeline on ``subscribe_to`` (``options`` go to the producer; the processors
+    default to two)."""
     handled = Handled()
     running = Pipeline(handle_message=handled.handle_message,
                        producer={"module": (GenStageProducer, {
                            "node": node, "subscribe_to": subscribe_to,
                            "resubscribe_interval": 0.05, **options})},
-                       processors={"default": {"concurrency": 2}})
+                       processors={"default": processors or {"concurrency": 2}})
     async with running:
         yield running, handled, running.producers[0]  # type: ignore[misc]

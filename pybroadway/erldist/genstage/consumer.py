@@ -16,7 +16,8 @@ from typing import Any
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Exit, Process
-from pybroadway.term import Charlist, Pid, Reference, loggable
+from pybroadway.erldist.signals import node_of
+from pybroadway.term import Atom, Charlist, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, NORMAL
 
 from . import protocol as gs
@@ -27,19 +28,21 @@ log = logging.getLogger("pybroadway.erldist.genstage")
 
 class Subscription:
     """One subscription, on the consumer's side. ``tag`` is the monitor reference on the
-    producer (sent in every message of the subscription); ``pid`` the producer's pid once a
-    message from it told it; ``pending`` the demand asked and not yet met; ``received`` the
-    events taken; ``exceeded`` the events that came beyond the demand (a producer's error)."""
+    producer (sent in every message of the subscription); ``node`` the producer's node;
+    ``pid`` the producer's pid once a message from it told it; ``pending`` the demand asked
+    and not yet met; ``received`` the events taken; ``exceeded`` the events that came beyond
+    the demand (a producer's error)."""
 
-    __slots__ = ("cancelling", "exceeded", "manual", "options", "pending", "pid", "producer",
-                 "received", "tag")
+    __slots__ = ("cancelling", "exceeded", "manual", "node", "options", "pending", "pid",
+                 "producer", "received", "tag")
 
     def __init__(self, producer: Any, tag: Reference, options: SubscribeOptions,
-                 manual: bool) -> None:
+                 manual: bool, node: Atom) -> None:
         self.producer = producer
         self.tag = tag
         self.options = options
         self.manual = manual
+        self.node = node
         self.pid: Pid | None = producer if type(producer) is Pid else None
         self.pending = 0
         self.received = 0
@@ -72,11 +75,19 @@ class ConsumerStage(Process):
     consumer exits with the reason, ``"transient"`` only if the reason is not ``normal``,
     ``shutdown`` or ``{shutdown, _}``, ``"temporary"`` never. Events on a subscription it does
     not know are answered with ``{:cancel, :unknown_subscription}``, as GenStage does.
+
+    What a producer sends is checked first: a message on a subscription must come from its
+    producer (the pid subscribed to, or the first pid of the producer's node that answered a
+    name), else it is ignored with a throttled warning. Events beyond the demand (a
+    producer's error) are counted in ``exceeded`` and logged once per subscription; they are
+    handled, as GenStage does, unless ``drop_excess`` (then dropped: what is held stays
+    bounded by the demand). Either way they are never asked for again.
     """
 
-    def __init__(self, *, max_subscriptions: int = 1024) -> None:
+    def __init__(self, *, max_subscriptions: int = 1024, drop_excess: bool = False) -> None:
         super().__init__()
         self.max_subscriptions = max_subscriptions
+        self.drop_excess = drop_excess
         self.subscriptions: dict[Any, Subscription] = {}
         self._protocol_log = Throttle(log, logging.WARNING, "protocol errors")
 
@@ -92,7 +103,7 @@ class ConsumerStage(Process):
                                f"already (max_subscriptions)")
         options = SubscribeOptions(max_demand, min_demand, cancel, partition, extra)
         tag = self.monitor(to)
-        subscription = Subscription(to, tag, options, manual)
+        subscription = Subscription(to, tag, options, manual, node_of(to, self.node.name))
         self.subscriptions[tag] = subscription
         self.send(to, gs.subscribe(self.pid, tag, options.keyword()))
         if not manual:
@@ -142,13 +153,20 @@ class ConsumerStage(Process):
                         self.send(pid, gs.cancel_producer(self.pid, tag,
                                                           gs.UNKNOWN_SUBSCRIPTION))
                         continue
-                    subscription.pid = pid
+                    if not self._from_producer(subscription, pid):
+                        continue
                     count = len(payload)
                     pending = subscription.pending - count
                     if pending < 0:
+                        if not subscription.exceeded:
+                            self._protocol_log.log(
+                                "%r: %s sent %d events beyond the demand (%s; further excess "
+                                "is counted, not logged)", self, loggable(pid), -pending,
+                                "dropped" if self.drop_excess else "handled")
                         subscription.exceeded -= pending
-                        self._protocol_log.log("%r: %s sent %d events beyond the demand", self,
-                                               loggable(pid), -pending)
+                        if self.drop_excess:
+                            del payload[count + pending:]
+                            count = len(payload)
                         pending = 0
                     subscription.pending = pending
                     subscription.received += count
@@ -172,8 +190,7 @@ class ConsumerStage(Process):
                             self.ask(subscription, options.max_demand - waiting)
                     continue
                 if (type(payload) is tuple and len(payload) == 2 and payload[0] is gs.CANCEL):
-                    if subscription is not None:
-                        subscription.pid = pid
+                    if subscription is not None and self._from_producer(subscription, pid):
                         await self._ended(subscription, payload[1], monitored=True)
                     continue
                 self._protocol_log.log("%r: unknown message from %s: %s", self,
@@ -184,9 +201,27 @@ class ConsumerStage(Process):
                 if subscription is not None:
                     await self._ended(subscription, message[4], monitored=False)
                     continue
+            if gs.tagged(message, gs.GEN_CONSUMER):
+                self._protocol_log.log("%r: malformed message ignored: %s", self,
+                                       loggable(message))
+                continue
             result = self.handle_info(message)
             if inspect.isawaitable(result):
                 await result
+
+    def _from_producer(self, subscription: Subscription, pid: Pid) -> bool:
+        """Whether ``pid`` speaks for the subscription's producer (and, the first time a
+        producer asked by name answers, learn its pid)."""
+        known = subscription.pid
+        if known is None and pid.node is subscription.node:
+            subscription.pid = pid
+            return True
+        if pid == known:
+            return True
+        self._protocol_log.log("%r: %s is not the producer of the subscription to %s; its "
+                               "message is ignored", self, loggable(pid),
+                               loggable(subscription.producer))
+        return False
 
     async def _ended(self, subscription: Subscription, reason: Any, *, monitored: bool) -> None:
         del self.subscriptions[subscription.tag]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Process
 from pybroadway.errors import PyBroadwayError
-from pybroadway.term import Pid, Reference, loggable
+from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN
 
 from . import protocol as gs
@@ -40,6 +40,9 @@ BufferKeep = Literal["first", "last"]
 
 DEFAULT_MAX_SUBSCRIPTIONS = 1024
 """Subscriptions a producer holds at most (each is state a peer makes us keep)."""
+DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE = 128
+"""Subscriptions the consumers of one node hold at most: well under the total, so that no
+one node can take every subscription from the others (a worker that rejoins, say)."""
 
 
 class ProducerStage(Process):
@@ -51,7 +54,8 @@ class ProducerStage(Process):
     and logged), or a subclass's :meth:`handle_demand`, called with each new demand.
 
     ``dispatcher``: :class:`DemandDispatcher` (default), ``BroadcastDispatcher`` or
-    ``PartitionDispatcher``. ``max_subscriptions``: more subscriptions are refused with
+    ``PartitionDispatcher``. ``max_subscriptions`` (in all) and ``max_subscriptions_per_node``
+    (of the consumers of one node, this one's included): more subscriptions are refused with
     ``{:cancel, :too_many_subscriptions}``. A consumer that goes down (or whose node does)
     loses its subscription and the demand it had.
 
@@ -65,15 +69,21 @@ class ProducerStage(Process):
 
     def __init__(self, *, dispatcher: Dispatcher | None = None, buffer_size: int | None = 10_000,
                  buffer_keep: BufferKeep = "last",
-                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS) -> None:
+                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+                 max_subscriptions_per_node: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE) -> None:
         super().__init__()
         if buffer_keep not in ("first", "last"):
             raise ValueError(f"buffer_keep must be 'first' or 'last', not {buffer_keep!r}")
+        if max_subscriptions_per_node < 1:
+            raise ValueError(f"max_subscriptions_per_node must be at least 1, "
+                             f"not {max_subscriptions_per_node!r}")
         self.dispatcher = dispatcher if dispatcher is not None else DemandDispatcher()
         self.buffer_size = buffer_size
         self.buffer_keep: BufferKeep = buffer_keep
         self.max_subscriptions = max_subscriptions
+        self.max_subscriptions_per_node = max_subscriptions_per_node
         self.subscribers: dict[tuple[Pid, Any], Subscriber] = {}
+        self._per_node: dict[Atom, int] = {}  # subscriptions held by each node's consumers
         self._by_monitor: dict[Reference, Subscriber] = {}
         self.emitted = 0
         """Events taken in (emitted, or returned by handle_demand)."""
@@ -87,6 +97,7 @@ class ProducerStage(Process):
         self._pulls = type(self).handle_demand is not ProducerStage.handle_demand
         self._dropped_log = Throttle(log, logging.WARNING, "buffer overflows")
         self._protocol_log = Throttle(log, logging.WARNING, "protocol errors")
+        self._refused_log = Throttle(log, logging.WARNING, "refused subscriptions")
 
     # -- the user's side ---------------------------------------------------------------------
 
@@ -193,6 +204,10 @@ class ProducerStage(Process):
                 if subscriber is not None:
                     self._remove(subscriber, message[4], monitored=False)
                     continue
+            if gs.tagged(message, gs.GEN_PRODUCER):
+                self._protocol_log.log("%r: malformed request ignored: %s", self,
+                                       loggable(message))
+                continue
             self.handle_info(message)
 
     def _request(self, pid: Pid, tag: Any, request: Any) -> int:
@@ -235,25 +250,38 @@ class ProducerStage(Process):
         return 0
 
     def _subscribe(self, pid: Pid, tag: Any, options: Any) -> None:
-        if len(self.subscribers) >= self.max_subscriptions:
-            log.warning("%r: refused a subscription of %s: %d subscriptions already", self,
-                        loggable(pid), len(self.subscribers))
+        node = pid.node
+        of_node = self._per_node.get(node, 0)
+        if len(self.subscribers) >= self.max_subscriptions \
+                or of_node >= self.max_subscriptions_per_node:
+            self._refused_log.log(
+                "%r: refused a subscription of %s: %d subscriptions already, %d of them from "
+                "%s (at most %d, %d per node)", self, loggable(pid), len(self.subscribers),
+                of_node, node.name, self.max_subscriptions, self.max_subscriptions_per_node)
             self.send(pid, gs.cancel_consumer(self.pid, tag, gs.TOO_MANY_SUBSCRIPTIONS))
             return
         subscriber = Subscriber(pid, tag, gs.keyword(options))
         refused = self.dispatcher.subscribe(subscriber)
         if refused is not None:
-            log.warning("%r: refused a subscription of %s: %s", self, loggable(pid), refused)
+            self._refused_log.log("%r: refused a subscription of %s: %s", self, loggable(pid),
+                                  loggable(refused))
             self.send(pid, gs.cancel_consumer(self.pid, tag, (gs.BAD_OPTS, repr(refused))))
             return
         subscriber.monitor = self.monitor(pid)
         self.subscribers[(pid, tag)] = subscriber
+        self._per_node[node] = of_node + 1
         self._by_monitor[subscriber.monitor] = subscriber
         log.debug("%r: %s subscribed", self, loggable(pid))
         self.on_subscribe(subscriber)
 
     def _remove(self, subscriber: Subscriber, reason: Any, *, monitored: bool = True) -> None:
         del self.subscribers[(subscriber.pid, subscriber.tag)]
+        node = subscriber.pid.node
+        left = self._per_node[node] - 1
+        if left:
+            self._per_node[node] = left
+        else:
+            del self._per_node[node]
         self._by_monitor.pop(subscriber.monitor, None)
         if monitored:
             self.demonitor(subscriber.monitor)

@@ -74,6 +74,12 @@ def split_from(message: Any, kind: Atom) -> tuple[Pid, Any, Any] | None:
     return None
 
 
+def tagged(message: Any, kind: Atom) -> bool:
+    """Whether ``message`` is a tuple tagged ``kind`` (for one :func:`split_from` refused: a
+    malformed protocol message, not one for the process's own ``handle_info``)."""
+    return type(message) is tuple and len(message) > 0 and message[0] is kind
+
+
 def keyword(options: Any) -> dict[str, Any]:
     """A keyword list from the wire as a dict by key name; anything else in it is skipped
     (a peer may send junk: it must not crash the stage)."""

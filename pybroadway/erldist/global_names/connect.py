@@ -10,6 +10,7 @@ import logging
 import random
 from typing import Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.global_names.locker import PartitionLocker
 from pybroadway.erldist.global_names.peer_sync import PeerSync
@@ -38,6 +39,7 @@ class ConnectProtocol(PartitionLocker):
         super().__init__()
         self.peers: dict[Atom, PeerSync] = {}
         self._sync_waiters: list[asyncio.Future[None]] = []
+        self._stale = Throttle(log, logging.INFO, "stale global messages")
 
     # -- the cluster as this node sees it ----------------------------------------------------
 
@@ -114,7 +116,8 @@ class ConnectProtocol(PartitionLocker):
 
     def _on_init_connect(self, vsn_tag: Any, peer: Any, init_msg: Any) -> None:
         if type(vsn_tag) is not tuple or len(vsn_tag) != 2 or not isinstance(peer, Atom):
-            log.warning("global: malformed init_connect from %s ignored", loggable(peer))
+            self._unexpected.log("global: malformed init_connect from %s ignored",
+                                 loggable(peer))
             return
         sync = self._peer(peer)
         if sync.sync_tag_my is None:
@@ -138,7 +141,7 @@ class ConnectProtocol(PartitionLocker):
 
     def _on_init_connect_ack(self, peer: Any, my_tag: Any) -> None:
         if self._tag_my(peer) != my_tag:
-            log.info("global: stale init_connect_ack from %s ignored", loggable(peer))
+            self._stale.log("global: stale init_connect_ack from %s ignored", loggable(peer))
 
     def _on_cancel_connect(self, peer: Any, my_tag: Any) -> None:
         if isinstance(peer, Atom) and self._tag_my(peer) == my_tag \

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.genserver import From
 from pybroadway.erldist.global_names.connect import ConnectProtocol
@@ -36,11 +37,13 @@ log = logging.getLogger("pybroadway.erldist.global")
 class GlobalNameServer(ConnectProtocol):
     """The node's ``global_name_server``: the BEAM connect protocol, locks and the name table.
 
-    It never crashes on a bad message (it logs and ignores it) and answers every call.
+    It never crashes on a bad message (it logs and ignores it, through throttles: a peer can
+    send any number) and answers every call.
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self._failed = Throttle(log, logging.ERROR, "failed global messages")
         self._unsubscribe: Any = None
         self.registrar: Requester | None = None
         self.transaction = asyncio.Lock()
@@ -117,7 +120,7 @@ class GlobalNameServer(ConnectProtocol):
         try:
             return self._call(request, from_)
         except Exception:
-            log.exception("global: call %s failed", loggable(request))
+            self._failed.log("global: call %s failed", loggable(request), exc_info=True)
             return (ERROR, Atom("internal_error"))
 
     def _call(self, request: Any, from_: From) -> Any:
@@ -142,8 +145,8 @@ class GlobalNameServer(ConnectProtocol):
             return OK
         if kind is Atom("get_known"):
             return self.known_nodes()
-        log.warning("global: unknown call %s from %s answered with an error",
-                    loggable(request), loggable(from_.pid))
+        self._unexpected.log("global: unknown call %s from %s answered with an error",
+                             loggable(request), loggable(from_.pid))
         return (ERROR, (Atom("unknown_call"), request))
 
     # -- casts -------------------------------------------------------------------------------
@@ -152,7 +155,8 @@ class GlobalNameServer(ConnectProtocol):
         try:
             self._cast_in(request)
         except Exception:
-            log.exception("global: cast %s failed, ignored", loggable(request))
+            self._failed.log("global: cast %s failed, ignored", loggable(request),
+                             exc_info=True)
 
     def _cast_in(self, request: Any) -> None:
         kind = request[0] if type(request) is tuple and request else None
@@ -171,7 +175,7 @@ class GlobalNameServer(ConnectProtocol):
         elif kind in (Atom("async_del_name"), Atom("async_del_lock")):
             pass
         else:
-            log.warning("global: unknown cast %s ignored", loggable(request))
+            self._unexpected.log("global: unknown cast %s ignored", loggable(request))
 
     # -- plain messages ----------------------------------------------------------------------
 
@@ -179,11 +183,12 @@ class GlobalNameServer(ConnectProtocol):
         try:
             self._info(message)
         except Exception:
-            log.exception("global: message %s failed, ignored", loggable(message))
+            self._failed.log("global: message %s failed, ignored", loggable(message),
+                             exc_info=True)
 
     def _info(self, message: Any) -> None:
         if type(message) is not tuple or not message:
-            log.warning("global: unknown message %s ignored", loggable(message))
+            self._unexpected.log("global: unknown message %s ignored", loggable(message))
             return
         kind = message[0]
         if kind is NODE_EVENT:
@@ -203,4 +208,4 @@ class GlobalNameServer(ConnectProtocol):
         elif is_tagged(message, LOST_CONNECTION, 5):
             self.partitions.on_lost_connection(*message[1:])
         else:
-            log.warning("global: unknown message %s ignored", loggable(message))
+            self._unexpected.log("global: unknown message %s ignored", loggable(message))

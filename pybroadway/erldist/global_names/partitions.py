@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist.global_names.protocol import GNS
 from pybroadway.term import Atom, loggable
 
@@ -54,6 +55,7 @@ class PartitionGuard:
         """Nodes whose connection is being dropped on request: their nodedown is expected."""
         self._seen: dict[tuple[Atom, Atom], tuple[Any, int, float]] = {}
         self._op_ids = itertools.count(1)
+        self._malformed = Throttle(log, logging.WARNING, "malformed lost_connection messages")
 
     def connection_lost(self, peer: Atom) -> None:
         """``peer`` went down: tell the others, unless the drop was asked for."""
@@ -68,7 +70,8 @@ class PartitionGuard:
                            lost: Any) -> None:
         """``reporter`` lost its connection to ``lost``."""
         if not (isinstance(reporter, Atom) and isinstance(lost, Atom) and type(op_id) is int):
-            log.warning("global: malformed lost_connection from %s ignored", loggable(reporter))
+            self._malformed.log("global: malformed lost_connection from %s ignored",
+                                loggable(reporter))
             return
         key = (reporter, lost)
         now = time.monotonic()

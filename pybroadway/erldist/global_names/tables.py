@@ -7,6 +7,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist.genserver import GenServer
 from pybroadway.erldist.global_names.protocol import DELETE, GLOBAL, INSERT, is_tagged
 from pybroadway.term import Atom, ExportFun, Pid, Reference, loggable
@@ -43,6 +44,8 @@ class GlobalTables(GenServer):
 
     def __init__(self) -> None:
         super().__init__()
+        # What peers send that is ignored: they can send any number of them.
+        self._unexpected = Throttle(log, logging.WARNING, "unexpected global messages")
         # name -> (pid, method, monitor ref)
         self.table: dict[Any, tuple[Pid, Any, Reference]] = {}
         self._name_refs: dict[Reference, Any] = {}
@@ -84,9 +87,11 @@ class GlobalTables(GenServer):
                 elif is_tagged(op, DELETE, 2):
                     self.delete_name(op[1])
                 else:
-                    log.warning("global: unknown name operation %s ignored", loggable(op))
+                    self._unexpected.log("global: unknown name operation %s ignored",
+                                         loggable(op))
             except TypeError:
-                log.warning("global: name %s cannot be stored here, ignored", loggable(op))
+                self._unexpected.log("global: name %s cannot be stored here, ignored",
+                                     loggable(op))
 
     def exchange_names(self, peer: Atom, name_list: list[Any]
                        ) -> tuple[list[Any], list[Any]]:

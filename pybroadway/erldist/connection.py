@@ -386,6 +386,12 @@ class Connection:
         not kept until it reads)."""
         self._close(reason, discard=discard)
 
+    def abort(self) -> None:
+        """Drop the socket now, with whatever is still waiting to be written."""
+        self._out = bytearray()
+        with contextlib.suppress(Exception):
+            self._writer.transport.abort()
+
     async def wait_closed(self) -> None:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):

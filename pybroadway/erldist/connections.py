@@ -36,6 +36,9 @@ log = logging.getLogger("pybroadway.erldist.node")
 
 NodeWatcher = Callable[[Atom, bool], None]
 
+CLOSE_GRACE = 2.0
+"""Seconds a stopping node waits for its last writes to be read before it drops them."""
+
 
 def split_node_name(name: str) -> tuple[str, str]:
     """``name@host`` as ``(name, host)``; a bare name gets this machine's short host name."""
@@ -101,10 +104,19 @@ class Connections:
             self._server = None
 
     async def close_all(self) -> None:
-        """Close every connection and abandon every connect in progress."""
-        for connection in list(self.live.values()):
+        """Close every connection and abandon every connect in progress. What is still
+        waiting to be written gets :data:`CLOSE_GRACE` seconds to go out: a peer that reads
+        nothing cannot keep the node from stopping."""
+        closing = list(self.live.values())
+        for connection in closing:
             connection.close("node stopping")
-            await connection.wait_closed()
+        if closing:
+            waits = [asyncio.ensure_future(connection.wait_closed()) for connection in closing]
+            _, late = await asyncio.wait(waits, timeout=CLOSE_GRACE)
+            for connection, wait in zip(closing, waits, strict=True):
+                if wait in late:
+                    connection.abort()
+            await asyncio.gather(*late, return_exceptions=True)
         for future in self._connecting.values():
             future.cancel()
 

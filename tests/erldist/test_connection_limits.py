@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import pytest
 
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist import handshake
+from pybroadway.erldist.connections import CLOSE_GRACE
 from pybroadway.erldist.node import Node
 from pybroadway.term import Atom, Pid, Reference, encode
 from testkit.peers import free_port, unique_name
@@ -151,5 +153,34 @@ async def test_peers_that_read_nothing_are_bounded_together_by_max_total_pending
             assert sum(map(held, (b, c))) <= 6 * mib
             assert any("max_total_pending_output" in r.getMessage() for r in caplog.records)
         finally:
-            for _, writer in peers:  # the node's stop waits for what the others did not read
+            for _, writer in peers:
                 writer.close()
+
+
+async def test_a_peer_that_reads_nothing_cannot_keep_the_node_from_stopping() -> None:
+    epmd_port = free_port()
+    node = Node(f"{unique_name('stopping')}@localhost", cookie="c", epmd_port=epmd_port)
+    await node.start()
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", (await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+                      or pytest.fail("not registered")).port)
+    try:
+        us = Atom(f"{unique_name('mute')}@localhost")
+        await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
+                                flags=dflags.default_flags(hidden=True),
+                                peer_name=node.name.name, timeout=10)
+        connection = node.connection(us)
+        assert connection is not None
+        me = Pid(us, 1, 0, 1)
+        monitor = frame(b"\x70" + encode((19, me, Atom("nobody"), Reference(us, 1, (1, 2, 3)))))
+        while connection.write_buffer_size < 1 << 20:  # answers it never reads
+            writer.write(monitor * 500)
+            await asyncio.wait_for(writer.drain(), 5)
+            await asyncio.sleep(0)
+        started = time.monotonic()
+        await asyncio.wait_for(node.stop(), CLOSE_GRACE + 5)
+        assert time.monotonic() - started < CLOSE_GRACE + 2
+        assert connection.closed and connection.write_buffer_size == 0
+    finally:
+        writer.close()
+        await node.stop()

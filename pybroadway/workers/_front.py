@@ -293,16 +293,21 @@ class WorkerFront:
             self._ignored.log("%s: malformed outcomes from worker %s ignored: %s", self.name,
                               worker.node.name, loggable(message))
             return
+        held = worker.held
         try:
-            ids = set(ok)
+            whole = held.issuperset(ok)
+            if not whole:  # it stopped at an id held lacks: the others must be ids too
+                frozenset(ok)
         except TypeError:  # an id that cannot be one (a list, a map)
             self._ignored.log("%s: outcomes with malformed ids from worker %s ignored: %s",
                               self.name, worker.node.name, loggable(ok))
             return
-        held = worker.held
-        if len(ids) == len(ok) and ids <= held:
-            held -= ids
-            done: Sequence[Any] = ok
+        done: Sequence[Any] = ok
+        if whole:
+            size = len(held)
+            held.difference_update(ok)
+            if size - len(held) < len(ok):  # an id repeated
+                done = list(dict.fromkeys(ok))
         else:
             done = _take(held, ok)
         failures, malformed = [], 0

@@ -112,6 +112,7 @@ async def test_malformed_outcomes_neither_stop_the_stage_nor_settle_anything(
             malformed: list[Any] = [
                 (OUTCOMES, peer.name, [[1, 2]], []),  # an id that cannot be hashed
                 (OUTCOMES, peer.name, [mine[0], {1: 2}], []),
+                (OUTCOMES, peer.name, [-1, mine[0], [3]], []),
                 (OUTCOMES, peer.name, [], [([mine[1]], FAILED, b"x")]),
                 (OUTCOMES, peer.name, [], [(mine[1], FAILED)]),  # a failure of another shape
                 (OUTCOMES, peer.name, b"no list", []),

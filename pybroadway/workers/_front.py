@@ -33,7 +33,7 @@ from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Entry, RemoteFront
 from pybroadway.term import Atom, Pid, loggable
-from pybroadway.term.atoms import GEN_CALL
+from pybroadway.term.atoms import DOWN, GEN_CALL
 
 from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
@@ -85,6 +85,7 @@ class FrontStage(ProducerStage):
     def __init__(self, front: WorkerFront, dispatcher: Dispatcher) -> None:
         super().__init__(dispatcher=dispatcher, buffer_size=None)
         self.front = front
+        self._unexpected = Throttle(log, logging.WARNING, "unexpected messages")
 
     def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:
         if batch and batch[0][2] is SAME:
@@ -115,19 +116,21 @@ class FrontStage(ProducerStage):
         elif (type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL
               and type(message[1]) is tuple and len(message[1]) == 2):
             self._call(message[1][0], message[1][1], message[2])
+        elif type(message) is tuple and message and message[0] is DOWN:
+            log.debug("%r: a late DOWN: %s", self, loggable(message))  # of a subscription ended
         else:
-            log.debug("%r: unexpected message %s", self, loggable(message))
-
+            self._unexpected.log("%r: unexpected message ignored: %s", self, loggable(message))
 
     def _call(self, caller: Any, tag: Any, request: Any) -> None:
         """``{pybroadway_worker_options, Name}``: the topology a joining worker runs."""
         if type(caller) is not Pid:
+            self._unexpected.log("%r: a call from %s ignored", self, loggable(caller))
             return
         if (type(request) is tuple and len(request) == 2 and request[0] is OPTIONS_REQUEST
                 and request[1] == Atom(self.front.name)):
             reply: Any = (OK, self.front.topology)
         else:
-            log.debug("%r: unexpected call %s", self, loggable(request))
+            self._unexpected.log("%r: unexpected call %s", self, loggable(request))
             reply = (Atom("error"), (Atom("bad_call"), request))
         self.node.gen_reply(self.pid, caller, tag, reply)
 

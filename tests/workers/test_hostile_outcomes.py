@@ -22,6 +22,7 @@ from pybroadway.erldist.genstage.consumer import Subscription
 from pybroadway.erldist.genstage.dispatchers import Subscriber
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, Pid
+from pybroadway.term.atoms import GEN_CALL
 from pybroadway.workers import OUTCOMES, Worker
 from pybroadway.workers._front import DEPARTED_LIMIT
 from pybroadway.workers._options import OK, OPTIONS_REQUEST
@@ -123,6 +124,8 @@ async def test_malformed_outcomes_neither_stop_the_stage_nor_settle_anything(
                 (OUTCOMES, real.node, theirs, [(key, FAILED, b"forged") for key in theirs]),
                 # repeated: counts once, and the failure of an id just reported is ignored
                 (OUTCOMES, peer.name, [mine[0]] * 3, [(mine[0], FAILED, b"again")]),
+                b"no outcome at all",
+                (GEN_CALL, ([mine[0]], 1), (OPTIONS_REQUEST, Atom("Echo"))),  # no caller
             ]
             for message in malformed * 3:  # a few in a row: nothing to restart
                 peer.send(workers.stage.pid, message, sender=holder.pid)
@@ -135,6 +138,7 @@ async def test_malformed_outcomes_neither_stop_the_stage_nor_settle_anything(
             assert len(tally.acks) == 1 and not tally.failed
             logged = warnings(caplog, "ignored")
             assert logged and len(logged) < len(malformed) * 3, logged
+            assert warnings(caplog, "unexpected message") and warnings(caplog, "a call from")
             await eventually_async(lambda: warnings(caplog, "were not logged"), timeout=WAIT)
             # What it does hold, it reports as a worker does: that counts.
             peer.send(workers.stage.pid, (OUTCOMES, peer.name, mine[1:], []),

@@ -18,7 +18,7 @@ from typing import Any
 
 from pybroadway import term as _term
 from pybroadway.errors import PyBroadwayError
-from pybroadway.term import Atom, DecodeError, Decoder, Encoder, loggable
+from pybroadway.term import Atom, DecodeError, Decoder, Encoder, Pid, loggable
 
 log = logging.getLogger("pybroadway.erldist.connection")
 
@@ -131,6 +131,12 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection to {self.peer.name}{' closed' if self.closed else ''}>"
+
+    def sender(self, pid: Any) -> Pid | None:
+        """The sender a SEND_SENDER or REG_SEND names, if it is a process of this
+        connection's node; else None. The BEAM does not check it, but it is content: only the
+        connection proves where a message came from."""
+        return pid if type(pid) is Pid and pid.node is self.peer else None
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -372,14 +372,13 @@ class Node:
                     self._call_reply(message)
                 return
             connection.route = (control, process)
-        sender = control[1]
-        process.deliver_from(sender if type(sender) is Pid else None, message)
+        process.deliver_from(connection.sender(control[1]), message)
 
     def _on_reg_send(self, connection: Connection, control: tuple[Any, ...],
                      message: Any) -> None:
         process = self._names.get(control[3])
         if process is not None:
-            process.deliver_from(control[1], message)
+            process.deliver_from(connection.sender(control[1]), message)
         else:
             log.debug("message to unregistered name %s from %s dropped", control[3],
                       connection.peer.name)

@@ -154,9 +154,11 @@ class Process:
 
     def deliver_from(self, sender: Pid | None, message: Any) -> None:
         """Called by the node for each message, with the sending pid when the sender is known
-        (SEND_SENDER and REG_SEND carry it; plain SEND does not). The default puts the message
-        in the mailbox; a process may override it to take some messages at once, in the
-        connection's reading path, without a mailbox hop (it must not block)."""
+        (SEND_SENDER and REG_SEND carry it, plain SEND does not; from a peer, only a pid of
+        the node whose connection it came on, see
+        :meth:`~pybroadway.erldist.connection.Connection.sender`). The default puts the
+        message in the mailbox; a process may override it to take some messages at once, in
+        the connection's reading path, without a mailbox hop (it must not block)."""
         self.deliver(message)
 
     async def receive(self, match: Match | None = None, timeout: float | None = None) -> Any:

@@ -4,8 +4,10 @@ The pipeline's :class:`~pybroadway.pipeline.RemoteFront` hands it ``(id, message
 emits them as events to a GenStage producer stage the workers subscribe to, so GenStage's
 demand decides who gets what (the worker with the most demand; a slow worker asks for less).
 It remembers which worker holds which ids, turns the outcomes the workers report into
-acknowledgements, and when a worker's subscription ends (the worker crashed, was killed, or its
-node went down) fails what it held, or emits it again for another worker (``redeliver``).
+acknowledgements (a worker is known by the node of the connection its outcomes come on, never
+by what they say; only the ids it holds count, each once), and when a worker's subscription
+ends (the worker crashed, was killed, or its node went down) fails what it held, or emits it
+again for another worker (``redeliver``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
+from pybroadway._throttle import Throttle
 from pybroadway.erldist import Node, Process
 from pybroadway.erldist.genstage import (
     DemandDispatcher,
@@ -29,7 +33,7 @@ from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.pipeline import Entry, RemoteFront
 from pybroadway.term import Atom, Pid, loggable
-from pybroadway.term.atoms import GEN_CALL
+from pybroadway.term.atoms import DOWN, GEN_CALL
 
 from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
@@ -38,16 +42,25 @@ from ._protocol import OUTCOMES, SAME, SCOPE, group, stage_name, status_of
 log = logging.getLogger("pybroadway.workers")
 
 RATE_WINDOW = 1.0
+DEPARTED_LIMIT = 1000
+"""Workers that left whose counters are kept (one that comes back under its node's name goes
+on from them); the earliest to leave are forgotten first."""
+NODE_SUBSCRIBED = Atom("node_already_subscribed")
+RECEIVED = object()
+"""Marks outcomes in the stage's mailbox as checked: ``(RECEIVED, node, message)`` (a peer
+sends terms, never this object)."""
 NO_METADATA: dict[str, Any] = {}  # shared, never changed
 _first = itemgetter(0)
 
 
 class Worker:
-    """One worker as the front sees it: the ids of what it holds, and its counters."""
+    """One worker as the front sees it: its subscription, the ids of what it holds, and its
+    counters."""
 
-    __slots__ = ("failed", "handled", "held", "marks", "node", "partition", "pid")
+    __slots__ = ("failed", "handled", "held", "marks", "node", "partition", "pid", "subscriber")
 
     def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
         self.pid: Pid = subscriber.pid
         self.node: Atom = subscriber.pid.node
         self.partition: Any = subscriber.partition
@@ -72,6 +85,7 @@ class FrontStage(ProducerStage):
     def __init__(self, front: WorkerFront, dispatcher: Dispatcher) -> None:
         super().__init__(dispatcher=dispatcher, buffer_size=None, max_subscriptions_per_node=1)
         self.front = front
+        self._unexpected = Throttle(log, logging.WARNING, "unexpected messages")
 
     def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:
         if batch and batch[0][2] is SAME:
@@ -82,30 +96,41 @@ class FrontStage(ProducerStage):
         super()._send_events(subscriber, batch)
 
     def on_subscribe(self, subscriber: Subscriber) -> None:
-        self.front._joined(subscriber)
+        if not self.front._joined(subscriber):
+            self.cancel(subscriber, NODE_SUBSCRIBED)
 
     def on_cancel(self, subscriber: Subscriber, reason: Any) -> None:
         self.front._left(subscriber, reason)
 
+    def deliver_from(self, sender: Pid | None, message: Any) -> None:
+        # Outcomes count for the node of the connection they came on (the node passes a
+        # sender only if it is a process of that node), never for the node they name. They
+        # are queued with it, in their place among the stage's other messages.
+        if type(message) is tuple and message and message[0] is OUTCOMES:
+            message = (RECEIVED, None if sender is None else sender.node, message)
+        super().deliver_from(sender, message)
+
     def handle_info(self, message: Any) -> None:
-        if type(message) is tuple and len(message) == 4 and message[0] is OUTCOMES:
-            self.front._outcomes(message[1], message[2], message[3])
+        if type(message) is tuple and len(message) == 3 and message[0] is RECEIVED:
+            self.front._outcomes(message[1], message[2])
         elif (type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL
               and type(message[1]) is tuple and len(message[1]) == 2):
             self._call(message[1][0], message[1][1], message[2])
+        elif type(message) is tuple and message and message[0] is DOWN:
+            log.debug("%r: a late DOWN: %s", self, loggable(message))  # of a subscription ended
         else:
-            log.debug("%r: unexpected message %s", self, loggable(message))
-
+            self._unexpected.log("%r: unexpected message ignored: %s", self, loggable(message))
 
     def _call(self, caller: Any, tag: Any, request: Any) -> None:
         """``{pybroadway_worker_options, Name}``: the topology a joining worker runs."""
         if type(caller) is not Pid:
+            self._unexpected.log("%r: a call from %s ignored", self, loggable(caller))
             return
         if (type(request) is tuple and len(request) == 2 and request[0] is OPTIONS_REQUEST
                 and request[1] == Atom(self.front.name)):
             reply: Any = (OK, self.front.topology)
         else:
-            log.debug("%r: unexpected call %s", self, loggable(request))
+            self._unexpected.log("%r: unexpected call %s", self, loggable(request))
             reply = (Atom("error"), (Atom("bad_call"), request))
         self.node.gen_reply(self.pid, caller, tag, reply)
 
@@ -126,7 +151,10 @@ class WorkerFront:
         # What the workers run (asked by each when it joins); ValueError if they cannot
         self.topology, self.notes = front_topology(options["pipeline_options"])
         self.workers: dict[Atom, Worker] = {}
-        self.gone: dict[Atom, dict[str, Any]] = {}  # counters of workers that left
+        # counters of workers that left, the earliest first (at most DEPARTED_LIMIT)
+        self.gone: dict[Atom, dict[str, Any]] = {}
+        self._ignored = Throttle(log, logging.WARNING, "ignored outcomes")
+        self._refused = Throttle(log, logging.WARNING, "refused subscriptions")
         self.lost = self.redelivered = 0
         self._route = 0
         self.front: RemoteFront | None = None
@@ -166,11 +194,11 @@ class WorkerFront:
             self.failure.cancel()
 
     def stats(self) -> list[dict[str, Any]]:
+        """The workers subscribed now (one that left is not listed: its counters are kept
+        for when it comes back)."""
         entries = [{"node": worker.node.name, "handled": worker.handled,
                     "failed": worker.failed, "in_flight": len(worker.held),
                     "rate": worker.rate()} for worker in self.workers.values()]
-        entries += [{**counters, "in_flight": 0, "rate": 0.0}
-                    for node, counters in self.gone.items() if node not in self.workers]
         return sorted(entries, key=lambda entry: str(entry["node"]))
 
     async def failed(self) -> str:
@@ -220,7 +248,13 @@ class WorkerFront:
 
     # -- the stage's side --------------------------------------------------------------------
 
-    def _joined(self, subscriber: Subscriber) -> None:
+    def _joined(self, subscriber: Subscriber) -> bool:
+        """A worker subscribed; False if its node has a subscription already: a node is one
+        worker (its outcomes are known by its node), the first subscription stays."""
+        if subscriber.pid.node in self.workers:
+            self._refused.log("%s: a second subscription of %s refused", self.name,
+                              subscriber.pid.node.name)
+            return False
         worker = Worker(subscriber)
         counters = self.gone.pop(worker.node, None)
         if counters is not None:
@@ -228,6 +262,7 @@ class WorkerFront:
         self.workers[worker.node] = worker
         log.info("%s: worker %s joined%s", self.name, worker.node.name,
                  "" if worker.partition is None else f" (partition {worker.partition})")
+        return True
 
     def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)
@@ -240,19 +275,56 @@ class WorkerFront:
         entry = self.front.in_flight.get(key)  # settled meanwhile: its outcome will not count
         return NO_METADATA if entry is None else _plain(entry[0]._metadata, {})
 
-    def _outcomes(self, node: Any, ok: Any, failed: Any) -> None:
-        worker = self.workers.get(node) if type(node) is Atom else None
-        if worker is None or type(ok) is not list or type(failed) is not list:
-            return  # a worker already given up on: what it held was settled then
+    def _outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
+        """``{pybroadway_outcomes, _, Ok, Failed}`` as it came from ``node``, the node of its
+        connection (None: no process of a peer's node sent it). Only the ids the worker of
+        that node holds count, each once: nothing is acknowledged twice, and no one else's."""
+        worker = None if node is None else self.workers.get(node)
+        if worker is None:
+            if node is None:
+                self._ignored.log("%s: outcomes from an unknown sender ignored (a worker of "
+                                  "an earlier version?)", self.name)
+            elif node in self.gone:  # sent before it left: what it held was settled then
+                log.debug("%s: outcomes of worker %s, which left, ignored", self.name,
+                          node.name)
+            else:
+                self._ignored.log("%s: outcomes from %s, which is no worker, ignored",
+                                  self.name, node.name)
+            return
+        ok, failed = (message[2], message[3]) if len(message) == 4 else (None, None)
+        if type(ok) is not list or type(failed) is not list:
+            self._ignored.log("%s: malformed outcomes from worker %s ignored: %s", self.name,
+                              worker.node.name, loggable(message))
+            return
         held = worker.held
-        # Only what this worker holds counts (so nothing is acknowledged twice).
-        done = ok if held.issuperset(ok) else [key for key in ok if key in held]
-        held.difference_update(done)
-        failures = []
+        try:
+            whole = held.issuperset(ok)
+            if not whole:  # it stopped at an id held lacks: the others must be ids too
+                frozenset(ok)
+        except TypeError:  # an id that cannot be one (a list, a map)
+            self._ignored.log("%s: outcomes with malformed ids from worker %s ignored: %s",
+                              self.name, worker.node.name, loggable(ok))
+            return
+        done: Sequence[Any] = ok
+        if whole:
+            size = len(held)
+            held.difference_update(ok)
+            if size - len(held) < len(ok):  # an id repeated
+                done = list(dict.fromkeys(ok))
+        else:
+            done = _take(held, ok)
+        failures, malformed = [], 0
         for entry in failed:
-            if type(entry) is tuple and len(entry) == 3 and entry[0] in held:
+            if type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not int:
+                malformed += 1
+            elif entry[0] in held:
                 held.discard(entry[0])
                 failures.append((entry[0], status_of(entry[1], entry[2])))
+        ignored = len(ok) + len(failed) - len(done) - len(failures)
+        if ignored:
+            self._ignored.log("%s: %d outcomes from worker %s ignored (%d malformed; the "
+                              "others for messages it does not hold, or repeated)", self.name,
+                              ignored, worker.node.name, malformed)
         worker.handled += len(done)
         worker.failed += len(failures)
         assert self.front is not None
@@ -260,15 +332,17 @@ class WorkerFront:
 
     def _left(self, subscriber: Subscriber, reason: Any) -> None:
         worker = self.workers.get(subscriber.pid.node)
-        if worker is not None and worker.pid == subscriber.pid:
+        if worker is not None and worker.subscriber is subscriber:
             self._settle(worker, loggable(reason))
 
     def _settle(self, worker: Worker, reason: str) -> None:
         """A worker's subscription ended: forget it, and fail what it held, or emit it again
         for the others (``redeliver``)."""
         del self.workers[worker.node]
-        self.gone[worker.node] = {"node": worker.node.name, "handled": worker.handled,
-                                  "failed": worker.failed}
+        gone = self.gone
+        gone[worker.node] = {"handled": worker.handled, "failed": worker.failed}
+        if len(gone) > DEPARTED_LIMIT:
+            del gone[next(iter(gone))]
         held = worker.held
         if not held:
             log.info("%s: worker %s left (%s)", self.name, worker.node.name, reason)
@@ -287,6 +361,16 @@ class WorkerFront:
             log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
                         worker.node.name, reason, len(held))
             self.front.lost(sorted(held), why)
+
+
+def _take(held: set[Any], ids: list[Any]) -> list[Any]:
+    """The ``ids`` in ``held``, each once, in their order; taken out of ``held``."""
+    taken = []
+    for key in ids:
+        if key in held:
+            held.discard(key)
+            taken.append(key)
+    return taken
 
 
 def _events(entries: list[Entry]) -> list[Any]:

@@ -7,7 +7,10 @@
   the event before it in the same batch (the first event of a batch always has a map).
 - A worker reports outcomes to that stage with one plain message per acknowledgement group:
   ``{pybroadway_outcomes, WorkerNode, [Id], [{Id, Kind, Reason}]}`` — the ids that succeeded,
-  and the failed ones with ``failed`` or ``error`` and a reason as a bounded binary.
+  and the failed ones with ``failed`` or ``error`` and a reason as a bounded binary — sent
+  with a sender (SEND_SENDER): the front credits them to the node of the connection they come
+  on, checked by its node, not to ``WorkerNode`` (kept for fronts of earlier versions), and
+  only for ids that worker holds. Anything else is ignored with a warning.
 - Workers are members of the ``pg`` scope ``pybroadway``, group = the pipeline's name (an atom).
 """
 
@@ -57,8 +60,10 @@ def reason_of(status: Any) -> tuple[Atom, bytes]:
 
 
 def status_of(kind: Any, text: Any) -> tuple[str, Any]:
-    """The front's status for a failure a worker reported."""
-    reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    """The front's status for a failure a worker reported (its reason bounded as a worker
+    bounds it: a peer's term, whatever it is, makes a line's worth of text)."""
+    reason = (text[:REASON_LIMIT * 4].decode(errors="replace") if isinstance(text, bytes)
+              else loggable(text))[:REASON_LIMIT]
     if kind is ERROR:
         return ("error", WorkerError(reason))
     return ("failed", reason)

@@ -58,14 +58,17 @@ def load_pipeline_class(spec: str) -> type[Pipeline]:
 
 class Replier:
     """The acknowledger of a worker's messages: reports their outcomes to the front's stage,
-    one message per group (``ack_ref`` is the stage, ``ack_data`` the id). It also keeps the
-    metadata mappings seen (a producer's metadata is usually the same for many messages), so
-    that each is turned back into ``str`` keys once, and shared, read-only, as on the front."""
+    one message per group (``ack_ref`` is the stage, ``ack_data`` the id), sent by
+    ``sender``, a process of the worker's node (the front takes the worker from it). It also
+    keeps the metadata mappings seen (a producer's metadata is usually the same for many
+    messages), so that each is turned back into ``str`` keys once, and shared, read-only, as
+    on the front."""
 
     SEEN_LIMIT = 1024
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, sender: Pid) -> None:
         self.node = node
+        self.sender = sender
         self.seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self._pending: dict[Pid, tuple[list[Any], list[Any]]] = {}
         self._flush_scheduled = False
@@ -88,7 +91,7 @@ class Replier:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         for stage, (ok, bad) in pending.items():
-            self.node.send(stage, (OUTCOMES, self.node.name, ok, bad))
+            self.node.send(stage, (OUTCOMES, self.node.name, ok, bad), sender=self.sender)
 
     def metadata(self, raw: dict[Any, Any]) -> Mapping[str, Any]:
         """A front's metadata map (keys as binaries) as the message's metadata (asked once
@@ -162,7 +165,8 @@ def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
         source["partition"] = partition
     module = (GenStageProducer, {"node": node, "subscribe_to": [(stage_name(name), join, source)],
                                  "resubscribe_interval": 0.2, "max_backoff": 2.0,
-                                 "messages": unwrapper(replier or Replier(node))})
+                                 "messages": unwrapper(replier or Replier(
+                                     node, node.spawn(Process()).pid))})
     return cls(**options, name=name, workers=None, processors=processors,
                producer={"module": module, "concurrency": 1})
 
@@ -223,12 +227,13 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
         options = await front_options(node, join, name, cls, stop)
         if options is None:
             return {"handled": 0, "failed": 0}
-        replier = Replier(node)
+        # The worker's process: announced in pg, and the sender of its outcomes.
+        announcer = node.spawn(Process())
+        replier = Replier(node, announcer.pid)
         instance = worker_pipeline(cls, node, join=join, name=name, max_demand=max_demand,
                                    partition=partition, concurrency=concurrency,
                                    options=options, replier=replier)
         await instance.start()
-        announcer = node.spawn(Process())
         scope.join(group(name), announcer)
         log.info("worker %s serves %s for %s%s", node.name.name, name, join,
                  "" if partition is None else f" (partition {partition})")

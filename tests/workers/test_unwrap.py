@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybroadway.pipeline import Message
-from pybroadway.term import Atom
+from pybroadway.term import Atom, Pid
 from pybroadway.workers import _worker
 from pybroadway.workers._protocol import SAME
 from testkit.codec import require_built
@@ -22,6 +22,7 @@ class FakeNode:
 
 
 STAGE = object()
+SENDER = Pid(FakeNode.name, 1, 0, 1)
 
 
 def events() -> list[Any]:
@@ -37,7 +38,7 @@ def native(request: pytest.FixtureRequest) -> bool:
 
 
 def test_events_become_messages_acknowledged_by_their_ids(native: bool) -> None:
-    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    replier = _worker.Replier(FakeNode(), SENDER)  # type: ignore[arg-type]
     messages = _worker.unwrapper(replier, native)(events(), {"producer": STAGE})
     assert [m.data for m in messages] == [b"a", b"b", [1, 2], b"d", b"e", b"f"]
     assert [m.acknowledger for m in messages] == [(replier, STAGE, key) for key in range(1, 7)]
@@ -53,14 +54,15 @@ def test_events_become_messages_acknowledged_by_their_ids(native: bool) -> None:
 
 def test_both_builders_build_the_same_messages() -> None:
     require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
-    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    replier = _worker.Replier(FakeNode(), SENDER)  # type: ignore[arg-type]
     built = [_worker.unwrapper(replier, native)(events(), {"producer": STAGE})
              for native in (False, True)]
     assert [repr(m) for m in built[0]] == [repr(m) for m in built[1]]
 
 
 def test_a_malformed_event_is_an_error_not_a_crash(native: bool) -> None:
-    unwrap = _worker.unwrapper(_worker.Replier(FakeNode()), native)  # type: ignore[arg-type]
+    replier = _worker.Replier(FakeNode(), SENDER)  # type: ignore[arg-type]
+    unwrap = _worker.unwrapper(replier, native)
     with pytest.raises(ValueError):
         unwrap([(1, b"a", SAME), (2, b"b")], {"producer": STAGE})
 
@@ -93,7 +95,7 @@ def test_the_compiled_builder_agrees_or_refuses(events: list[Any]) -> None:
     # Events come from a peer: whatever they are, the compiled builder either builds what the
     # reference builds or raises, and never crashes the worker's interpreter.
     require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
-    replier = _worker.Replier(FakeNode())  # type: ignore[arg-type]
+    replier = _worker.Replier(FakeNode(), SENDER)  # type: ignore[arg-type]
     try:
         built = _worker.unwrapper(replier, True)(events, {"producer": STAGE})
     except Exception:  # a malformed event, or metadata that is not a map

@@ -20,8 +20,6 @@ from pybroadway.term import Atom, ImproperList, Pid, Reference, loggable
 from pybroadway.term.atoms import ALIAS, GEN_CALL, GEN_CAST, NORMAL
 
 log = logging.getLogger("pybroadway.erldist.genserver")
-# A peer can send malformed calls at will.
-_malformed_from = Throttle(log, logging.WARNING, "calls with a malformed From")
 
 NOREPLY: Any = object()
 """Return this from :meth:`GenServer.handle_call` to reply later with :meth:`GenServer.reply`."""
@@ -55,6 +53,9 @@ class GenServer(Process):
     (or any exception) in a callback stops the server, as a crash does on the BEAM.
     """
 
+    _malformed_from: Throttle | None = None
+    """Warnings of calls with a malformed From (a peer can send them at will), per server."""
+
     async def init(self) -> None:
         """Runs first, before any message is handled."""
 
@@ -79,8 +80,11 @@ class GenServer(Process):
         warning, since a well-behaved caller never sends one).
         """
         if type(from_.pid) is not Pid:
-            _malformed_from.log("%r: no reply to a call with a malformed From %s", self,
-                                loggable(tuple(from_)))
+            if self._malformed_from is None:
+                self._malformed_from = Throttle(log, logging.WARNING,
+                                                "calls with a malformed From")
+            self._malformed_from.log("%r: no reply to a call with a malformed From %s", self,
+                                     loggable(tuple(from_)))
             return
         self.node.gen_reply(self.pid, from_.pid, from_.tag, reply)
 

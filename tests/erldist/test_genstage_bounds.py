@@ -161,3 +161,24 @@ async def test_events_beyond_demand_are_counted_logged_once_and_never_asked_agai
         assert subscription.exceeded == 2 * 9_990 and subscription.pending == 9
         lines = [r for r in caplog.records if "beyond the demand" in r.getMessage()]
         assert len(lines) == 1
+
+
+async def test_requests_naming_a_process_of_another_node_are_ignored(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Who subscribes is the sending node's process: a node that names one of another node
+    (a worker's, to take its one place at the workers' front) is ignored."""
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    async with nodes(free_port(), 3) as (a, forger, victim):
+        producer, address = spawn_producer(a, max_subscriptions_per_node=1)
+        target = victim.spawn(Probe())  # a live process of the victim's node
+        probe = forger.spawn(Probe())
+        for _ in range(5):
+            probe.send(address, gs.subscribe(target.pid, forger.make_ref(), []))
+        probe.send(address, gs.subscribe(probe.pid, forger.make_ref(), []))  # after those
+        await eventually_async(lambda: len(producer.subscribers) == 1)
+        assert [key[0] for key in producer.subscribers] == [probe.pid]
+        consumer = victim.spawn(Recorder())
+        consumer.subscribe(address, max_demand=10)
+        producer.emit_nowait(range(4))
+        await consumer.wait_events(2)
+        assert any("not from that process's node" in r.getMessage() for r in caplog.records)

@@ -182,3 +182,20 @@ async def test_requests_naming_a_process_of_another_node_are_ignored(
         producer.emit_nowait(range(4))
         await consumer.wait_events(2)
         assert any("not from that process's node" in r.getMessage() for r in caplog.records)
+
+
+async def test_events_and_cancels_in_the_producers_name_from_another_node_are_ignored() -> None:
+    async with nodes(free_port(), 3) as (a, b, forger):
+        producer, address = spawn_producer(a)
+        consumer = b.spawn(Recorder())
+        subscription = consumer.subscribe(address, max_demand=10)
+        producer.emit_nowait([1])
+        await consumer.wait_events(1)
+        probe = forger.spawn(Probe())
+        probe.send(consumer.pid, gs.events(producer.pid, subscription.tag, ["forged"]))
+        probe.send(consumer.pid, gs.cancel_consumer(producer.pid, subscription.tag,
+                                                    Atom("forged")))
+        producer.emit_nowait([2])
+        await consumer.wait_events(2)
+        assert consumer.events == [1, 2]
+        assert subscription.tag in consumer.subscriptions

@@ -91,6 +91,11 @@ class ConsumerStage(Process):
         self.subscriptions: dict[Any, Subscription] = {}
         self._protocol_log = Throttle(log, logging.WARNING, "protocol errors")
 
+    def deliver_from(self, sender: Pid | None, message: Any) -> None:
+        # Events or a cancel in the producer's name from another node are forged.
+        if gs.from_sender(sender, message, gs.GEN_CONSUMER, self._protocol_log, self):
+            super().deliver_from(sender, message)
+
     # -- the user's side ---------------------------------------------------------------------
 
     def subscribe(self, to: Any, *, max_demand: int = gs.DEFAULT_MAX_DEMAND,

@@ -100,18 +100,10 @@ class ProducerStage(Process):
         self._refused_log = Throttle(log, logging.WARNING, "refused subscriptions")
 
     def deliver_from(self, sender: Pid | None, message: Any) -> None:
-        # A request is from the process it names only if that process is on the node it came
-        # from (the node passes a peer's sender only when it is that connection's): one that
-        # names another node's process could take that node's subscriptions (its share of
-        # them, a worker's place) or cancel them.
-        request = gs.split_from(message, gs.GEN_PRODUCER)
-        if request is not None and (sender is None or sender.node is not request[0].node):
-            self._protocol_log.log("%r: a request for %s ignored: it came from %s, not from "
-                                   "that process's node", self, loggable(request[0]),
-                                   "an unknown sender" if sender is None
-                                   else sender.node.name)
-            return
-        super().deliver_from(sender, message)
+        # One that names another node's process could take that node's subscriptions (its
+        # share of them, a worker's place) or cancel them.
+        if gs.from_sender(sender, message, gs.GEN_PRODUCER, self._protocol_log, self):
+            super().deliver_from(sender, message)
 
     # -- the user's side ---------------------------------------------------------------------
 

@@ -14,10 +14,13 @@ makes it) together with the other side's pid.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pybroadway.term import Atom, Pid
+from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import NORMAL, SHUTDOWN
+
+if TYPE_CHECKING:
+    from pybroadway._throttle import Throttle
 
 GEN_PRODUCER = Atom("$gen_producer")
 GEN_CONSUMER = Atom("$gen_consumer")
@@ -72,6 +75,21 @@ def split_from(message: Any, kind: Atom) -> tuple[Pid, Any, Any] | None:
         if type(from_) is tuple and len(from_) == 2 and type(from_[0]) is Pid:
             return from_[0], from_[1], message[2]
     return None
+
+
+def from_sender(sender: Pid | None, message: Any, kind: Atom, warnings: Throttle,
+                stage: object) -> bool:
+    """Whether a ``{kind, {Pid, Tag}, _}`` message may be taken as ``Pid``'s: only if ``Pid`` is
+    on the node it came from (the node passes a peer's sender only when it is a process of
+    that connection's node). Other messages pass. A message in another node's name is logged
+    through ``warnings`` and must be ignored."""
+    parsed = split_from(message, kind)
+    if parsed is None or (sender is not None and sender.node is parsed[0].node):
+        return True
+    warnings.log("%r: a message in the name of %s ignored: it came from %s, not from that "
+                 "process's node", stage, loggable(parsed[0]),
+                 "an unknown sender" if sender is None else sender.node.name)
+    return False
 
 
 def tagged(message: Any, kind: Atom) -> bool:

@@ -174,7 +174,8 @@ class WorkerFront:
             self.scope = pg.scope(self.node, SCOPE)
         stage = ChildSpec(id="stage", start=self._new_stage, name=stage_name(self.name),
                           on_start=self._stage_started)
-        self.ports = WorkerPorts(self, self.options, stage)
+        self.ports = WorkerPorts(self.node, self.name, self.options, stage,
+                                 partitioned=self.partitioned, gave_up=self.gave_up)
         await self.ports.start()
         for note in self.notes:
             log.warning("%s: %s", self.name, note)

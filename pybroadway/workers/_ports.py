@@ -18,6 +18,7 @@ from typing import Any
 from pybroadway.erldist.node import Node
 from pybroadway.erldist.process import Exit, Process
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
+from pybroadway.errors import StateError
 from pybroadway.term import Atom
 
 log = logging.getLogger("pybroadway.workers")
@@ -125,7 +126,7 @@ class WorkerPorts:
     async def start(self) -> None:
         node_supervisor = self.node.supervisor
         if node_supervisor is None:
-            raise RuntimeError(f"start {self.node} before the pipeline that uses it")
+            raise StateError(f"start {self.node} before the pipeline that uses it")
         await node_supervisor.start_child(self._spec)
         self._watch = asyncio.get_running_loop().create_task(self._watch_supervisor())
 

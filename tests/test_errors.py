@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -37,6 +36,7 @@ from pybroadway.term import (
     encode,
 )
 from pybroadway.workers._options import Unsendable, pack
+from testkit.doubles import Passthrough
 from testkit.peers import SystemEpmd, unique_name
 
 PUBLIC_PACKAGES = [
@@ -62,11 +62,6 @@ DOCUMENTED_BASES: dict[type[BaseException], type[BaseException]] = {
     ScopeNotRunning: RuntimeError,
     Unsendable: ValueError,
 }
-
-
-class Echo(Pipeline):
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        return message
 
 
 GOOD = {"producer": {"module": (Producer, {})}, "processors": {"default": {}}}
@@ -101,9 +96,9 @@ def _missing_handle_message() -> None:
 
 
 BAD_CALLS: list[tuple[str, Callable[[], object], type[BaseException]]] = [
-    ("pipeline option", lambda: Echo(**GOOD, shutdown=-1), ValueError),
+    ("pipeline option", lambda: Passthrough(**GOOD, shutdown=-1), ValueError),
     ("pipeline callback", _missing_handle_message, TypeError),
-    ("push before start", lambda: Echo(**GOOD).push_messages([Message(1)]), RuntimeError),
+    ("push before start", lambda: Passthrough(**GOOD).push_messages([Message(1)]), RuntimeError),
     ("producer unstarted", lambda: Producer().push_messages([Message(1)]), RuntimeError),
     ("batch mode", lambda: Message(1).put_batch_mode("sometimes"),  # type: ignore[arg-type]
      ValueError),
@@ -142,7 +137,7 @@ def test_bad_input_raises_a_pybroadway_error_of_its_stdlib_kind(
 
 
 async def test_a_pipeline_started_twice_says_so() -> None:
-    pipeline = Echo(**GOOD)
+    pipeline = Passthrough(**GOOD)
     await pipeline.start()
     try:
         with pytest.raises(StateError) as twice:

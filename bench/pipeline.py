@@ -21,7 +21,10 @@ import subprocess
 import sys
 import time
 
-from pybroadway.pipeline import Message, Pipeline, Producer
+import support  # noqa: F401  (puts the repository on sys.path, for testkit)
+
+from pybroadway.pipeline import Message, Producer
+from testkit.doubles import Passthrough
 
 
 class _CountingAcknowledger:
@@ -35,15 +38,6 @@ class _CountingAcknowledger:
             self.done.set_result(None)
 
 
-class _Noop(Pipeline):
-    def handle_message(self, processor: str, message: Message, context: object) -> Message:
-        return message
-
-    def handle_batch(self, batcher: object, messages: list[Message], batch_info: object,
-                     context: object) -> list[Message]:
-        return messages
-
-
 async def _run(scenario: str, count: int, max_demand: int, concurrency: int) -> dict:
     options: dict = {
         "producer": {"module": (Producer, {"buffer_size": None})},
@@ -51,7 +45,7 @@ async def _run(scenario: str, count: int, max_demand: int, concurrency: int) -> 
     }
     if scenario == "b":
         options["batchers"] = {"default": {"batch_size": 100, "concurrency": 1}}
-    pipeline = _Noop(**options)
+    pipeline = Passthrough(**options)
     done = asyncio.get_running_loop().create_future()
     acknowledger = (_CountingAcknowledger(count, done), None, None)
     async with pipeline:

@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from e2e import CLIENT_ERL
@@ -38,9 +37,10 @@ from support import BEAM_FLAGS, compile_erlang, print_table, say
 
 import pybroadway.workers
 from pybroadway.erldist import Node
-from pybroadway.pipeline import Message, Pipeline, Producer
+from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import tune_gc
 from pybroadway.term import IMPLEMENTATION
+from testkit.doubles import Front, Passthrough, Slow
 from testkit.peers import BeamPeer, free_port
 
 
@@ -54,28 +54,6 @@ async def joined(pipeline: Pipeline, workers: int) -> None:
     offload: Any = front.offload
     while len(offload.workers) < workers:
         await asyncio.sleep(0.05)
-
-
-def spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-class Spin(Pipeline):
-    """Spins ``metadata["ms"]`` of CPU per message (0: a no-op handler)."""
-
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        ms = message.metadata["ms"]
-        if ms:
-            spin(ms / 1000)
-        return message
-
-
-class Front(Producer):
-    def __init__(self, node: Node, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.node = node
 
 
 class Count:
@@ -97,9 +75,9 @@ async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
                     epmd_port=free_port()) as node:
         options: dict[str, Any] = {}
         if workers:
-            options["workers"] = {"count": workers, "max_demand": 100 if ms else 1000,
-                                  "pipeline": f"{Path(__file__).stem}:Spin"}
-        pipeline = Spin(producer={"module": (Front, {"node": node})},
+            options["workers"] = {"count": workers, "max_demand": 100 if ms else 1000}
+        # Slow spins metadata["ms"] of CPU per message (0: a no-op handler)
+        pipeline = Slow(producer={"module": (Front, {"node": node})},
                         processors={"default": {"concurrency": 2, "max_demand": 100}},
                         **options)
         await pipeline.start()
@@ -117,13 +95,6 @@ async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
         return messages / elapsed, count.failed
 
 
-class Noop(Pipeline):
-    """The no-op handler of the Elixir-push figure."""
-
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        return message
-
-
 async def push_run(node: Node, client: Any, workers: int, messages: int, senders: int,
                    timeout: float) -> tuple[float, int]:
     """msg/s and lost of ``messages`` 12 B pushes from ``senders`` Elixir processes into the
@@ -132,11 +103,11 @@ async def push_run(node: Node, client: Any, workers: int, messages: int, senders
 
     options: dict[str, Any] = {}
     if workers:
-        options["workers"] = {"count": workers, "max_demand": 1000,
-                              "pipeline": f"{Path(__file__).stem}:Noop"}
-    pipeline = Noop(producer={"module": (OtpDistributionProducer, {"node": node,
-                                                                   "mode": "push"})},
-                    processors={"default": {"concurrency": 1, "max_demand": 100}}, **options)
+        options["workers"] = {"count": workers, "max_demand": 1000}
+    pipeline = Passthrough(producer={"module": (OtpDistributionProducer,
+                                                {"node": node, "mode": "push"})},
+                           processors={"default": {"concurrency": 1, "max_demand": 100}},
+                           **options)
     await pipeline.start()
     try:
         await joined(pipeline, workers)

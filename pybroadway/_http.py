@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pybroadway._throttle import Throttle
+from pybroadway.errors import ArgumentError
 
 __all__ = ["HttpLimits", "HttpServer", "Request", "Response"]
 
@@ -51,9 +52,9 @@ class HttpLimits:
         for name in ("max_connections", "max_header_bytes", "max_header_lines",
                      "max_request_bytes", "timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+                raise ArgumentError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_request_bytes < self.max_header_bytes:
-            raise ValueError("max_request_bytes must be at least max_header_bytes")
+            raise ArgumentError("max_request_bytes must be at least max_header_bytes")
 
 
 @dataclass(frozen=True)

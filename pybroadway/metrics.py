@@ -32,6 +32,7 @@ from typing import Any
 
 from pybroadway._http import HttpLimits, HttpServer, Request, Response
 from pybroadway.erldist import Node
+from pybroadway.errors import ArgumentError
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Pipeline, subscribe
 
@@ -171,7 +172,7 @@ class Metrics:
                  registry: CollectorRegistry | None = None, max_client_nodes: int = 100
                  ) -> None:
         if max_client_nodes < 0:
-            raise ValueError(f"max_client_nodes must be >= 0, got {max_client_nodes}")
+            raise ArgumentError(f"max_client_nodes must be >= 0, got {max_client_nodes}")
         self.pipeline = pipeline
         self.node = node
         self.max_client_nodes = max_client_nodes

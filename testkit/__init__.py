@@ -2,6 +2,8 @@
 
 - :mod:`testkit.peers`: a private epmd and real erl / elixir nodes driven from Python;
 - :mod:`testkit.wait`: waiting for a condition that has no event of its own;
+- :mod:`testkit.doubles`: the pipelines and the front's producer tests and benchmarks both
+  run (a no-op, a CPU-bound one workers import by module path);
 - :mod:`testkit.netns`: simulated hosts (network namespaces on a private switch), and
   :mod:`testkit.netns_node`, a small node to run in them.
 

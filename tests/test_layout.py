@@ -1,5 +1,6 @@
 """The package's shape holds: layers import only what is below them, no module imports
-another in a cycle at run time, and no module outgrows one job (~450 lines)."""
+another in a cycle at run time, no two modules import each other even for types only, and no
+module outgrows one job (~450 lines)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,17 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
-def runtime_imports(name: str) -> set[str]:
-    """The package modules ``name`` imports when it is loaded (not under TYPE_CHECKING)."""
+def runtime_imports(name: str, *, with_types: bool = False) -> set[str]:
+    """The package modules ``name`` imports when it is loaded (``with_types``: and those it
+    imports under ``if TYPE_CHECKING:``)."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
+    statements: list[ast.stmt] = []
     for node in ast.parse(path.read_text()).body:
+        is_type_block = isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        statements.extend(node.body if is_type_block and with_types else [node])
+    for node in statements:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -46,6 +52,29 @@ def test_no_import_cycle_at_run_time() -> None:
         tuple(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+# Type-only back-references issue 21 removes (Topology and its stages; Node and the modules
+# it delegates to). The list is exact: it may only shrink, and a pair gone must leave it.
+MUTUAL_IMPORTS_LEFT = {
+    ("pybroadway.erldist.connections", "pybroadway.erldist.node"),
+    ("pybroadway.erldist.connections", "pybroadway.erldist.signals"),
+    ("pybroadway.erldist.kernel", "pybroadway.erldist.node"),
+    ("pybroadway.erldist.node", "pybroadway.erldist.process"),
+    ("pybroadway.erldist.node", "pybroadway.erldist.rpc"),
+    ("pybroadway.erldist.node", "pybroadway.erldist.signals"),
+    ("pybroadway.pipeline._batch_processor", "pybroadway.pipeline._topology"),
+    ("pybroadway.pipeline._pipeline", "pybroadway.pipeline._topology"),
+    ("pybroadway.pipeline._processor", "pybroadway.pipeline._topology"),
+    ("pybroadway.pipeline._remote", "pybroadway.pipeline._topology"),
+}
+
+
+def test_no_two_modules_import_each_other() -> None:
+    graph = {name: runtime_imports(name, with_types=True) for name in MODULES}
+    mutual = {(a, b) for a in graph for b in graph[a] if a < b and a in graph[b]}
+    assert mutual - MUTUAL_IMPORTS_LEFT == set(), "modules that import each other"
+    assert MUTUAL_IMPORTS_LEFT - mutual == set(), "gone: take it off MUTUAL_IMPORTS_LEFT"
 
 
 @pytest.mark.parametrize(("lower", "upper"), [

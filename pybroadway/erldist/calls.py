@@ -10,7 +10,7 @@ from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, loggable
 
 
-class CallError(PyBroadwayError):
+class CallError(PyBroadwayError, RuntimeError):
     """A :meth:`Node.call` failed: the target is gone, the node unreachable, or it timed out.
 
     ``reason`` is the Erlang-style reason (``noproc``, ``noconnection``, ``timeout``, or the

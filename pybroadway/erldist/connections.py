@@ -26,6 +26,7 @@ from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import handshake
 from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
+from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Encoder
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def split_node_name(name: str) -> tuple[str, str]:
     else:
         alive, host = name, socket.gethostname().split(".")[0]
     if not alive or not host:
-        raise ValueError(f"a node name looks like name@host, not {name!r}")
+        raise ArgumentError(f"a node name looks like name@host, not {name!r}")
     return alive, host
 
 

@@ -9,6 +9,8 @@ import stat
 import string
 from pathlib import Path
 
+from pybroadway.errors import ArgumentError
+
 __all__ = ["cookie_path", "default_cookie"]
 
 log = logging.getLogger("pybroadway.erldist.cookie")
@@ -46,7 +48,7 @@ def _read(path: Path) -> str:
             "chmod 400 it", path, stat.S_IMODE(mode))
     cookie = path.read_text(encoding="latin-1").strip()
     if not cookie:
-        raise ValueError(f"cookie file {path} is empty")
+        raise ArgumentError(f"cookie file {path} is empty")
     return cookie
 
 

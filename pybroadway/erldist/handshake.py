@@ -53,7 +53,7 @@ from pybroadway.erldist.flags import (
     flag_names,
     missing_flags,
 )
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import ArgumentError, PyBroadwayError
 
 __all__ = [
     "STATUSES",
@@ -198,7 +198,7 @@ def _resolve_cookie(cookie: CookieSource, peer: str) -> str:
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
-        raise ValueError("a cookie must consist of latin-1 characters") from None
+        raise ArgumentError("a cookie must consist of latin-1 characters") from None
     return value
 
 
@@ -336,7 +336,7 @@ async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
     Raises :class:`HandshakeError` (writer closed) on any failure or after ``timeout`` seconds.
     """
     if not _valid_node_name(our_name):
-        raise ValueError(f"our node name must look like name@host, not {our_name!r}")
+        raise ArgumentError(f"our node name must look like name@host, not {our_name!r}")
     s = _Session(reader, writer, peer_name, "to")
     return await _guarded(
         s, _connect(s, our_name, cookie, creation, flags, peer_name, on_alive), timeout)

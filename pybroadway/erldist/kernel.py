@@ -14,7 +14,7 @@ from pybroadway.erldist.global_names import GlobalNameServer
 from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import NetKernel, Rex
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import PyBroadwayError, StateError
 from pybroadway.term import Atom, loggable
 from pybroadway.term import _impl as term_impl
 
@@ -116,5 +116,5 @@ class Kernel:
     async def wait_down(self) -> Any:
         """Wait until the node stops; return why it stopped by itself, or None."""
         if self._down is None:
-            raise RuntimeError(f"{self.node} was never started")
+            raise StateError(f"{self.node} was never started")
         return await asyncio.shield(self._down)

@@ -41,6 +41,7 @@ from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import serve_spawn_request
 from pybroadway.erldist.signals import Signals, node_of, target_name
 from pybroadway.erldist.supervisor import Supervisor
+from pybroadway.errors import ArgumentError, ArgumentTypeError, StateError
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
 
@@ -140,7 +141,7 @@ class Node:
     async def start(self) -> None:
         """Listen, register with EPMD (starting an embedded one if none answers)."""
         if self._started:
-            raise RuntimeError(f"{self} is already started")
+            raise StateError(f"{self} is already started")
         self.cookie  # noqa: B018 - read (or create) the cookie file now, not mid-handshake
         port = await self._net.listen(self.listen_host, self.listen_port)
         self._embedded_epmd = await epmd_client.ensure_epmd(self.epmd_port)
@@ -236,7 +237,7 @@ class Node:
               link: Pid | None = None) -> P:
         """Start ``process`` on this node (optionally registered as ``name``)."""
         if not self._started:
-            raise RuntimeError(f"start {self} before spawning processes")
+            raise StateError(f"start {self} before spawning processes")
         pid = self._new_pid()
         self._processes[pid] = process
         process._start(self, pid)
@@ -250,7 +251,7 @@ class Node:
         """Register a local name; raises ValueError if it is taken."""
         atom = name if isinstance(name, Atom) else Atom(name)
         if atom in self._names and self._names[atom] is not process:
-            raise ValueError(f"the name {atom.name} is already registered")
+            raise ArgumentError(f"the name {atom.name} is already registered")
         self._names[atom] = process
         process.names.add(atom)
 
@@ -337,7 +338,7 @@ class Node:
             if process is not None:
                 process.deliver_from(sender, message)
             return
-        raise TypeError(f"cannot send to {to!r}: give a Pid, a name or (name, node)")
+        raise ArgumentTypeError(f"cannot send to {to!r}: give a Pid, a name or (name, node)")
 
     def send_alias(self, sender: Pid, alias: Reference, message: Any) -> None:
         """Send to a process alias (ALIAS_SEND)."""
@@ -402,7 +403,7 @@ class Node:
         """
         caller = self._call_pid
         if caller is None:
-            raise RuntimeError(f"start {self} before calling")
+            raise StateError(f"start {self} before calling")
         node = node_of(target, self.name)
         local: Process | None = None
         if node is self.name:

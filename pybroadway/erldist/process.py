@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
+from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, Pid, Reference
 from pybroadway.term.atoms import KILL, KILLED, NORMAL
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 Match = Callable[[Any], bool]
 
 
-class Exit(Exception):
+class Exit(PyBroadwayError):
     """Raise ``Exit(reason)`` in a process to end it with ``reason`` (any term)."""
 
     def __init__(self, reason: Any) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pybroadway._aio import maybe_await
 from pybroadway.erldist.process import Exit, Process
+from pybroadway.errors import ArgumentError, NotFound, StateError
 from pybroadway.term import Atom, Pid, inspect
 from pybroadway.term.atoms import EXIT, KILL, NORMAL, SHUTDOWN
 
@@ -85,7 +86,7 @@ class Supervisor(Process):
         super().__init__()
         ids = [spec.id for spec in children]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"child ids must be unique, got {ids}")
+            raise ArgumentError(f"child ids must be unique, got {ids}")
         self.strategy = strategy
         self.intensity = intensity
         self.period = period
@@ -110,12 +111,12 @@ class Supervisor(Process):
 
     async def terminate_child(self, child_id: str) -> None:
         """Stop the child ``child_id`` (as the supervisor stops children) and forget its spec.
-        Raises KeyError if there is no such child."""
+        Raises :class:`~pybroadway.errors.NotFound` (a KeyError) if there is no such child."""
         await self._ask("terminate_child", child_id)
 
     async def _ask(self, kind: str, argument: Any) -> Any:
         if not self.alive:
-            raise RuntimeError(f"supervisor {self.pid} is not running")
+            raise StateError(f"supervisor {self.pid} is not running")
         request = _Request(kind, argument, asyncio.get_running_loop().create_future())
         self.deliver(request)
         return await request.answer
@@ -125,7 +126,7 @@ class Supervisor(Process):
         for child in self._children:
             if child.spec.id == child_id:
                 return child.process
-        raise KeyError(child_id)
+        raise NotFound(f"supervisor {self.pid} has no child {child_id!r}")
 
     async def run(self) -> None:
         self.trap_exit = True
@@ -161,7 +162,7 @@ class Supervisor(Process):
 
     async def _add_child(self, spec: ChildSpec) -> Process:
         if any(child.spec.id == spec.id for child in self._children):
-            raise ValueError(f"supervisor {self.pid} has a child {spec.id!r} already")
+            raise ArgumentError(f"supervisor {self.pid} has a child {spec.id!r} already")
         child = _Child(spec)
         process = await self._start_once(child)
         self._children.append(child)
@@ -173,7 +174,7 @@ class Supervisor(Process):
                 await self._stop_children([child])
                 del self._children[index]
                 return
-        raise KeyError(child_id)
+        raise NotFound(f"supervisor {self.pid} has no child {child_id!r}")
 
     async def _on_exit(self, pid: Pid, reason: Any) -> None:
         index = next((i for i, child in enumerate(self._children)

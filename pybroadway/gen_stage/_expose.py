@@ -15,6 +15,7 @@ from pybroadway.erldist.genstage.producer import (
     BufferKeep,
 )
 from pybroadway.erldist.supervisor import ChildSpec
+from pybroadway.errors import StateError
 from pybroadway.pipeline import Message
 
 
@@ -116,7 +117,7 @@ async def expose(node: Node, name: str, *,
     all and of one node's consumers."""
     supervisor = node.supervisor
     if supervisor is None:
-        raise RuntimeError(f"node {node.name.name} is not started")
+        raise StateError(f"node {node.name.name} is not started")
     exposed = ExposedStage(node, name)
 
     def start() -> ProducerStage:

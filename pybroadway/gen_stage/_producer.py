@@ -16,6 +16,7 @@ from pybroadway._throttle import Throttle
 from pybroadway.erldist import Node
 from pybroadway.erldist.genstage import ConsumerStage, SubscribeOptions, Subscription
 from pybroadway.erldist.supervisor import ChildSpec
+from pybroadway.errors import ArgumentError, StateError
 from pybroadway.pipeline import Message, Producer
 from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import SHUTDOWN
@@ -70,11 +71,11 @@ def parse_source(entry: Any) -> Source:
         target = (Atom(name) if isinstance(name, str) else name,
                   Atom(node) if isinstance(node, str) else node)
     else:
-        raise ValueError(f"subscribe_to wants (name, node[, options]) or a pid, not {entry!r}")
+        raise ArgumentError(f"subscribe_to wants (name, node[, options]) or a pid, not {entry!r}")
     unknown = set(options) - {"max_demand", "min_demand", "partition"}
     if unknown:
-        raise ValueError(f"unknown subscription options {sorted(unknown)} in {entry!r}: "
-                         f"max_demand, min_demand and partition are known")
+        raise ArgumentError(f"unknown subscription options {sorted(unknown)} in {entry!r}: "
+                            f"max_demand, min_demand and partition are known")
     return Source(target, SubscribeOptions(options.get("max_demand", 1000),
                                            options.get("min_demand"), "temporary",
                                            options.get("partition")))
@@ -140,7 +141,7 @@ class GenStageProducer(Producer):
         self.messages_from = messages
         self.sources = [parse_source(entry) for entry in subscribe_to]
         if not self.sources:
-            raise ValueError("subscribe_to names no producer")
+            raise ArgumentError("subscribe_to names no producer")
         self.resubscribe_interval = resubscribe_interval
         self.max_backoff = max_backoff
         self.drain_timeout = drain_timeout
@@ -159,7 +160,7 @@ class GenStageProducer(Producer):
     async def on_start(self) -> None:
         supervisor = self.node.supervisor
         if supervisor is None:
-            raise RuntimeError(f"start {self.node} before the pipeline that uses it")
+            raise StateError(f"start {self.node} before the pipeline that uses it")
         self._spec = ChildSpec(id=f"gen_stage subscriber {self.name} {id(self)}",
                                start=self._new_subscriber, on_start=self._subscriber_started)
         await supervisor.start_child(self._spec)

@@ -11,7 +11,7 @@ from typing import Any
 from pybroadway._aio import maybe_await
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import EpmdError, HandshakeError, Node, Process
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import PyBroadwayError, TimedOut
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL, GEN_CAST, OK
 
@@ -125,7 +125,7 @@ class Client(Process):
         if not self._connected.is_set():
             if self.exit_reason is not None:
                 raise ConnectError(f"the client stopped: {loggable(self.exit_reason)}")
-            raise TimeoutError("the client did not connect in time")
+            raise TimedOut("the client did not connect in time")
 
     @property
     def is_connected(self) -> bool:

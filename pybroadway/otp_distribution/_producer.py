@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pybroadway.erldist import Node, Process
 from pybroadway.erldist.supervisor import ChildSpec
+from pybroadway.errors import ArgumentError, StateError
 from pybroadway.pipeline import Message, Producer
 from pybroadway.term import Atom
 
@@ -59,9 +60,9 @@ class OtpDistributionProducer(Producer):
                  message_log_level: int = logging.DEBUG, buffer_size: int = 10_000,
                  resume_at: int | None = None) -> None:
         if mode not in ("push", "pull"):
-            raise ValueError(f"mode must be 'push' or 'pull', not {mode!r}")
+            raise ArgumentError(f"mode must be 'push' or 'pull', not {mode!r}")
         if overflow not in ("block", "drop_oldest", "drop_newest"):
-            raise ValueError(f"overflow must be block, drop_oldest or drop_newest: {overflow!r}")
+            raise ArgumentError(f"overflow must be block, drop_oldest or drop_newest: {overflow!r}")
         super().__init__(buffer_size=buffer_size, resume_at=resume_at)
         self.node = node
         self.mode = mode
@@ -117,7 +118,7 @@ class OtpDistributionProducer(Producer):
         ``:global``)."""
         supervisor = self.node.supervisor
         if supervisor is None:
-            raise RuntimeError(f"start {self.node} before the pipeline that uses it")
+            raise StateError(f"start {self.node} before the pipeline that uses it")
         await supervisor.start_child(self._receiver_spec)
         logger.info("%s: receiver %s started in %s mode", self.name, self.receiver.name.name,
                     self.mode)

@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
+from pybroadway.errors import CallbackError
 
 from . import telemetry
 from ._message import BatchInfo, Message, fail_all
@@ -74,9 +75,9 @@ class BatchProcessor:
                 result = await maybe_await(handle_batch(name, messages, info, topology.context))
             if not isinstance(result, list) or any(
                     not isinstance(message, Message) for message in result):
-                raise TypeError(f"handle_batch must return a list of messages, got "
-                                f"{reprlib.repr(result)}"
-                                + (" (a missing return?)" if result is None else ""))
+                raise CallbackError(f"handle_batch must return a list of messages, got "
+                                    f"{reprlib.repr(result)}"
+                                    + (" (a missing return?)" if result is None else ""))
         except Exception as error:
             # As Broadway logs a crash in a callback: the exception and its traceback.
             logger.error("handle_batch of %s raised %s on a batch of %d", name,

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pybroadway.errors import ArgumentError, CallbackError
+
 logger = logging.getLogger("pybroadway.pipeline")
 
 BatchMode = Literal["bulk", "flush"]
@@ -126,7 +128,7 @@ class Message:
     def put_batch_mode(self, batch_mode: BatchMode) -> Message:
         """``"bulk"`` (the default) or ``"flush"``: flush the batch right after this message."""
         if batch_mode not in ("bulk", "flush"):
-            raise ValueError(f"batch_mode must be 'bulk' or 'flush', got: {batch_mode!r}")
+            raise ArgumentError(f"batch_mode must be 'bulk' or 'flush', got: {batch_mode!r}")
         self.batch_mode = batch_mode
         return self
 
@@ -157,7 +159,7 @@ class Message:
         ack, ack_ref, ack_data = self.acknowledger
         configure = getattr(ack, "configure", None)
         if configure is None:
-            raise TypeError(f"the acknowledger {ack!r} does not implement configure/3")
+            raise CallbackError(f"the acknowledger {ack!r} does not implement configure/3")
         self.acknowledger = (ack, ack_ref, configure(ack_ref, ack_data, options))
         return self
 

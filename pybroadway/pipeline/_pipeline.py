@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from pybroadway.errors import CallbackError, StateError
+
 from . import telemetry
 from ._message import BatchInfo, Message
 from ._producer import Producer
@@ -80,10 +82,10 @@ class Pipeline:
         merged.setdefault("name", type(self).__name__)
         self.options: dict[str, Any] = validate(merged)
         if type(self).handle_message is Pipeline.handle_message and handle_message is None:
-            raise TypeError("a pipeline needs a handle_message callback")
+            raise CallbackError("a pipeline needs a handle_message callback")
         if (self.options["batchers"] and type(self).handle_batch is Pipeline.handle_batch
                 and handle_batch is None):
-            raise TypeError("a pipeline with batchers needs a handle_batch callback")
+            raise CallbackError("a pipeline with batchers needs a handle_batch callback")
         self._check_executors()
         self._core: Topology | None = None
         self._stopped = False
@@ -121,7 +123,7 @@ class Pipeline:
     async def start(self) -> None:
         """Start the producers, processors and batchers."""
         if self._core is not None:
-            raise RuntimeError(f"pipeline {self.options['name']} was already started")
+            raise StateError(f"pipeline {self.options['name']} was already started")
         self._core = Topology(self)
         await self._core.start()
         telemetry.emit(("broadway", "topology", "init"), {"system_time": time.time_ns()},
@@ -144,7 +146,7 @@ class Pipeline:
 
     def _require_core(self) -> Topology:
         if self._core is None:
-            raise RuntimeError(f"pipeline {self.options['name']} is not running")
+            raise StateError(f"pipeline {self.options['name']} is not running")
         return self._core
 
     async def wait_failure(self) -> str:
@@ -204,7 +206,7 @@ class Pipeline:
         """Change the rate limit; takes effect from the next interval."""
         limiter = self._require_core().rate_limiter
         if limiter is None:
-            raise RuntimeError("rate limiting is not enabled for this pipeline")
+            raise StateError("rate limiting is not enabled for this pipeline")
         schema = cast(dict[str, Option],
                       SCHEMA["producer"].keys["rate_limiting"].keys)  # type: ignore[index]
         current = {

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
+from pybroadway.errors import CallbackError
 
 from . import telemetry
 from ._message import Message, fail_all
@@ -122,8 +123,8 @@ class MessageHandler:
 
 def _check_prepared(prepared: Any, messages: list[Message]) -> list[Message]:
     if not isinstance(prepared, list) or len(prepared) != len(messages):
-        raise TypeError("prepare_messages must return a list of as many messages as it "
-                        f"was given ({len(messages)}), got: {prepared!r}")
+        raise CallbackError("prepare_messages must return a list of as many messages as it "
+                            f"was given ({len(messages)}), got: {prepared!r}")
     return prepared
 
 

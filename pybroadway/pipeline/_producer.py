@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from pybroadway._fifo import ChunkedFifo
+from pybroadway.errors import CallbackError, StateError
 
 from ._message import Message
 
@@ -131,9 +132,9 @@ class Producer:
         # anywhere would never be called, so say so where the class is written.
         declared = any("mode" in klass.__dict__ for klass in cls.__mro__ if klass is not Producer)
         if "handle_demand" in cls.__dict__ and not declared:
-            raise TypeError(f"{cls.__qualname__} defines handle_demand but declares no mode: "
-                            'add mode = "pull" to the class (push producers need no '
-                            "handle_demand)")
+            raise CallbackError(f"{cls.__qualname__} defines handle_demand but declares no mode: "
+                                'add mode = "pull" to the class (push producers need no '
+                                "handle_demand)")
 
     def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
         """``buffer_size``: messages held before the buffer counts as full (``None``: never).
@@ -158,7 +159,7 @@ class Producer:
         loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``).
         """
         if getattr(self, "_core", None) is None:
-            raise RuntimeError(f"producer {self!r} is not part of a running pipeline")
+            raise StateError(f"producer {self!r} is not part of a running pipeline")
         batch = list(messages)
         if self._owed:
             self._owed -= min(self._owed, len(batch))
@@ -255,7 +256,7 @@ class Producer:
         elif batch and not isinstance(batch[0], Message):
             # The usual slip: plain data where messages are wanted. Said here, to the caller,
             # rather than as a crash in a processor later (one look per batch, not per item).
-            raise TypeError(
+            raise CallbackError(
                 f"{self.name}: producers deliver Message objects, got "
                 f"{type(batch[0]).__name__} {reprlib.repr(batch[0])}: wrap the data in "
                 f"Message(data, acknowledger=...) or give the producer a transformer")

@@ -24,6 +24,8 @@ from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pybroadway.errors import StateError
+
 from ._message import Message
 
 if TYPE_CHECKING:
@@ -74,8 +76,8 @@ def register_offload(factory: OffloadFactory) -> None:
 
 def make_offload(options: dict[str, Any], name: str, partitions: int) -> Offload:
     if not _factories:
-        raise RuntimeError("workers={...} needs the workers connector: import pybroadway.workers "
-                           "before starting the pipeline")
+        raise StateError("workers={...} needs the workers connector: import pybroadway.workers "
+                         "before starting the pipeline")
     return _factories[0](options, name, partitions)
 
 

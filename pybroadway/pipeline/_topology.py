@@ -12,6 +12,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from pybroadway._aio import maybe_await
+from pybroadway.errors import ArgumentError
 
 from ._batch_processor import BatchProcessor
 from ._batcher import Batcher
@@ -303,13 +304,13 @@ def _front_options(pipeline: Pipeline, workers: dict[str, Any], producers: list[
         resolved["node"] = next((getattr(producer, "node", None) for producer in producers
                                  if getattr(producer, "node", None) is not None), None)
         if resolved["node"] is None:
-            raise ValueError("workers={...} needs the front's node: give workers={'node': node} "
-                             "(the producer has none)")
+            raise ArgumentError("workers={...} needs the front's node: give workers={'node': node} "
+                                "(the producer has none)")
     if resolved["pipeline"] is None:
         cls = type(pipeline)
         if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ \
                 or (cls.__name__ == "Pipeline" and cls.__module__.startswith("pybroadway.")):
-            raise ValueError(
+            raise ArgumentError(
                 f"workers import the pipeline class by module path, and {cls.__qualname__} "
                 f"(in {cls.__module__}) cannot be imported so: define the Pipeline subclass in a "
                 f"module of its own (not __main__, not inside a function), or name it with "

@@ -18,14 +18,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import ArgumentError
 
 from ._producer import Producer
 
 __all__ = ["SCHEMA", "Option", "OptionsError", "docs", "validate"]
 
 
-class OptionsError(PyBroadwayError, ValueError):
+class OptionsError(ArgumentError):
     """A pipeline option is invalid. ``key``, ``keys_path`` and ``value`` say which and why."""
 
     def __init__(self, message: str, key: str, keys_path: tuple[str, ...], value: Any) -> None:

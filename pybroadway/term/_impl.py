@@ -15,6 +15,7 @@ import logging
 import os
 from types import ModuleType
 
+from pybroadway.errors import ArgumentError, StateError
 from pybroadway.term._reading import map_from_items
 from pybroadway.term.errors import DecodeError, EncodeError
 from pybroadway.term.types import Atom, Charlist, ImproperList, Pid, Reference
@@ -76,9 +77,9 @@ def select(name: str) -> None:
     global active
     if name == "native":
         if built is None:
-            raise RuntimeError(f"the native codec is not available: {reason}")
+            raise StateError(f"the native codec is not available: {reason}")
         active = built
     elif name == "python":
         active = None
     else:
-        raise ValueError(f"implementation is 'native' or 'python', not {name!r}")
+        raise ArgumentError(f"implementation is 'native' or 'python', not {name!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from pybroadway.errors import ArgumentError
 from pybroadway.term import _impl, _reading
 from pybroadway.term import tags as T
 from pybroadway.term._decode_rare import inflate, rare_reader
@@ -55,7 +56,7 @@ class Decoder:
                  max_inflated: int = DEFAULT_MAX_INFLATED,
                  max_inflate_ratio: int | None = None) -> None:
         if none not in ("nil", "undefined"):
-            raise ValueError(f"none must be 'nil' or 'undefined', not {none!r}")
+            raise ArgumentError(f"none must be 'nil' or 'undefined', not {none!r}")
         self.strings = strings
         self.none = none
         self.max_depth = max_depth

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from pybroadway.errors import ArgumentError
 from pybroadway.term import _impl
 from pybroadway.term import tags as T
 from pybroadway.term.errors import EncodeError
@@ -144,11 +145,11 @@ class Encoder:
 
     def __init__(self, *, none: str = "nil", compressed: bool | int = False) -> None:
         if none not in ("nil", "undefined"):
-            raise ValueError(f"none must be 'nil' or 'undefined', not {none!r}")
+            raise ArgumentError(f"none must be 'nil' or 'undefined', not {none!r}")
         if compressed is True:
             compressed = 6
         if compressed is not False and not 1 <= compressed <= 9:
-            raise ValueError(f"compressed must be a bool or a zlib level 1-9, not {compressed}")
+            raise ArgumentError(f"compressed must be a bool or a zlib level 1-9, not {compressed}")
         self.none = none
         self.compressed = compressed
         self._write = self._build()

@@ -10,6 +10,8 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+from pybroadway.errors import ArgumentError, ArgumentTypeError
+
 __all__ = [
     "Atom",
     "BitBinary",
@@ -68,7 +70,7 @@ class Atom:
             if atom is not None:
                 return atom
         if not isinstance(name, str):
-            raise TypeError(f"an atom's name is a str, not {type(name).__name__}")
+            raise ArgumentTypeError(f"an atom's name is a str, not {type(name).__name__}")
         with _atoms_lock:
             ref = _atoms.get(name)
             atom = ref() if ref is not None else None
@@ -233,7 +235,7 @@ class ImproperList(_Frozen):
     def __init__(self, elements: Iterable[Any], tail: Any) -> None:
         elements = tuple(elements)
         if not elements:
-            raise ValueError("an improper list has at least one element before its tail")
+            raise ArgumentError("an improper list has at least one element before its tail")
         _set(self, "elements", elements)
         _set(self, "tail", tail)
 
@@ -254,7 +256,7 @@ class BitBinary(_Frozen):
 
     def __init__(self, data: bytes, bits: int) -> None:
         if not data or not 1 <= bits <= 8:
-            raise ValueError("a BitBinary has at least one byte and 1..8 bits in the last")
+            raise ArgumentError("a BitBinary has at least one byte and 1..8 bits in the last")
         _set(self, "data", bytes(data))
         _set(self, "bits", bits)
 

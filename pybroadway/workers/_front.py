@@ -31,6 +31,7 @@ from pybroadway.erldist.genstage.dispatchers import Subscriber
 from pybroadway.erldist.pg import Scope
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.supervisor import ChildSpec
+from pybroadway.errors import ArgumentError
 from pybroadway.pipeline import Entry, RemoteFront
 from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL
@@ -146,8 +147,8 @@ class WorkerFront:
         self.redeliver: bool = options["redeliver"]
         self.partitioned = partitions > 1
         if self.partitioned and self.count < 1:
-            raise ValueError("a partitioned pipeline needs workers={'count': N} with N >= 1: "
-                             "each partition belongs to one of them")
+            raise ArgumentError("a partitioned pipeline needs workers={'count': N} with N >= 1: "
+                                "each partition belongs to one of them")
         # What the workers run (asked by each when it joins); ValueError if they cannot
         self.topology, self.notes = front_topology(options["pipeline_options"])
         self.workers: dict[Atom, Worker] = {}
@@ -174,7 +175,8 @@ class WorkerFront:
             self.scope = pg.scope(self.node, SCOPE)
         stage = ChildSpec(id="stage", start=self._new_stage, name=stage_name(self.name),
                           on_start=self._stage_started)
-        self.ports = WorkerPorts(self, self.options, stage)
+        self.ports = WorkerPorts(self.node, self.name, self.options, stage,
+                                 partitioned=self.partitioned, gave_up=self.gave_up)
         await self.ports.start()
         for note in self.notes:
             log.warning("%s: %s", self.name, note)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pybroadway._imports import import_path
+from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, EncodeError, Pid, Reference, decode, encode
 
 log = logging.getLogger("pybroadway.workers")
@@ -37,7 +38,7 @@ BYTES = Atom("pybroadway_bytes")
 _SCALARS = (type(None), bool, int, float, Atom, Pid, Reference)
 
 
-class Unsendable(ValueError):
+class Unsendable(ArgumentError):
     """A value that does not cross to a worker unchanged."""
 
 
@@ -96,7 +97,7 @@ def function_path(function: Callable[..., Any]) -> str:
     qualname = getattr(function, "__qualname__", None)
     name = qualname or getattr(function, "__name__", repr(function))
     if not module or not qualname or module == "__main__" or "<" in qualname:
-        raise ValueError(
+        raise ArgumentError(
             f"workers import partition_by by module path, and {name} (in {module}) cannot be "
             f"imported so: define it at the top level of a module of its own (not __main__, "
             f"not a lambda, not inside a function)")
@@ -104,11 +105,11 @@ def function_path(function: Callable[..., Any]) -> str:
     try:
         found = import_path(spec, "function")
     except ValueError as exc:
-        raise ValueError(f"workers import partition_by by module path, and {spec} does not "
-                         f"import: {exc}") from None
+        raise ArgumentError(f"workers import partition_by by module path, and {spec} does not "
+                            f"import: {exc}") from None
     if found is not function:
-        raise ValueError(f"workers import partition_by by module path, and {spec} names "
-                         f"another object than the front's partition_by")
+        raise ArgumentError(f"workers import partition_by by module path, and {spec} names "
+                            f"another object than the front's partition_by")
     return spec
 
 
@@ -145,8 +146,8 @@ def front_topology(options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     }
     packed, why = sendable(topology)
     if why is not None:  # batcher names or options of a kind that does not cross
-        raise ValueError(f"the workers cannot be given this pipeline's processors and "
-                         f"batchers: {why}")
+        raise ArgumentError(f"the workers cannot be given this pipeline's processors and "
+                            f"batchers: {why}")
     context, why = sendable(options["context"])
     if why is None:
         packed["context"] = (OK, context)
@@ -162,7 +163,7 @@ def worker_options(term: Any, cls: type[Any]) -> dict[str, Any]:
     ``{ok, Map}`` reply); the class attribute stands in for what did not cross."""
     if not (type(term) is tuple and len(term) == 2 and term[0] is OK
             and type(term[1]) is dict):
-        raise ValueError(f"the front answered the options call with {term!r}")
+        raise ArgumentError(f"the front answered the options call with {term!r}")
     topology = unpack(term[1])
     context = topology.get("context")
     options: dict[str, Any] = {}
@@ -194,7 +195,10 @@ def _resolve_stage(stage: dict[str, Any], class_stage: dict[str, Any]) -> None:
 
 
 def _function(spec: str) -> Callable[..., Any]:
-    function = import_path(spec, "function")
+    try:
+        function = import_path(spec, "function")
+    except ValueError as exc:
+        raise ArgumentError(f"partition_by {spec}: {exc}") from None
     if not callable(function):
-        raise ValueError(f"partition_by {spec} is not a function")
+        raise ArgumentError(f"partition_by {spec} is not a function")
     return function  # type: ignore[no-any-return]

@@ -12,14 +12,14 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from pybroadway.erldist.node import Node
 from pybroadway.erldist.process import Exit, Process
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
+from pybroadway.errors import StateError
 from pybroadway.term import Atom
-
-if TYPE_CHECKING:
-    from ._front import WorkerFront
 
 log = logging.getLogger("pybroadway.workers")
 
@@ -31,13 +31,13 @@ STOP_GRACE = 10.0
 """Seconds a worker gets to drain after SIGTERM before it is killed."""
 
 
-def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list[str]:
-    """The command line of worker ``index``."""
-    node = front.node
+def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
+                partitioned: bool) -> list[str]:
+    """The command line of worker ``index`` of the front ``name`` on ``node``."""
     short, _, host = node.name.name.partition("@")
     argv = [options["python"] or sys.executable, "-m", "pybroadway", "worker",
             "--join", node.name.name, "--pipeline", options["pipeline"],
-            "--name", front.name, "--sname", f"{short}_w{index}@{host}",
+            "--name", name, "--sname", f"{short}_w{index}@{host}",
             # where the front listens: the cluster's nodes that reach the front mesh with its
             # workers too (global's connect_all)
             "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
@@ -47,7 +47,7 @@ def worker_argv(front: WorkerFront, options: dict[str, Any], index: int) -> list
     epmd_port = getattr(node, "epmd_port", None)
     if epmd_port is not None:
         argv += ["--epmd-port", str(epmd_port)]
-    if front.partitioned:
+    if partitioned:
         argv += ["--partition", str(index)]
     return argv + [str(arg) for arg in options["extra_args"]]
 
@@ -92,23 +92,29 @@ async def _stop(worker: asyncio.subprocess.Process) -> None:
 
 
 class WorkerPorts:
-    """The supervisor of a front's stage (``stage``, its first child) and worker processes."""
+    """The supervisor of a front's stage (``stage``, its first child) and worker processes.
 
-    def __init__(self, front: WorkerFront, options: dict[str, Any], stage: ChildSpec) -> None:
-        self.front = front
+    The front ``name`` on ``node`` owns it; ``gave_up`` is told why when the supervisor
+    exceeds its intensity."""
+
+    def __init__(self, node: Node, name: str, options: dict[str, Any], stage: ChildSpec, *,
+                 partitioned: bool, gave_up: Callable[[str], None]) -> None:
+        self.node = node
+        self.gave_up = gave_up
         env = dict(os.environ)
-        env[COOKIE_ENV] = front.node.cookie
+        env[COOKIE_ENV] = node.cookie
         path = [entry for entry in sys.path if entry]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *path])
         self.specs = [
             ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + 1.0,
-                      start=_starter(worker_argv(front, options, index), env))
+                      start=_starter(worker_argv(node, name, options, index,
+                                                         partitioned=partitioned), env))
             for index in range(options["count"])]
         self.supervisor = Supervisor([stage, *self.specs], intensity=options["max_restarts"],
                                      period=float(options["max_seconds"]))
         # Under the node's supervisor, stopped with the node; not restarted from there:
         # past its intensity the pipeline stops (a temporary child).
-        self._spec = ChildSpec(id=f"workers of {front.name}", start=self._supervisor,
+        self._spec = ChildSpec(id=f"workers of {name}", start=self._supervisor,
                                restart="temporary",
                                shutdown=(STOP_GRACE + 2.0) * (len(self.specs) + 1))
         self._watch: asyncio.Task[None] | None = None
@@ -118,16 +124,16 @@ class WorkerPorts:
         return self.supervisor
 
     async def start(self) -> None:
-        node_supervisor = self.front.node.supervisor
+        node_supervisor = self.node.supervisor
         if node_supervisor is None:
-            raise RuntimeError(f"start {self.front.node} before the pipeline that uses it")
+            raise StateError(f"start {self.node} before the pipeline that uses it")
         await node_supervisor.start_child(self._spec)
         self._watch = asyncio.get_running_loop().create_task(self._watch_supervisor())
 
     async def _watch_supervisor(self) -> None:
         reason = await self.supervisor.wait()
         if not self._stopping:
-            self.front.gave_up(f"the workers or their stage were restarted more than "
+            self.gave_up(f"the workers or their stage were restarted more than "
                                f"{self.supervisor.intensity} times in "
                                f"{self.supervisor.period:g}s ({reason}): stopping")
 
@@ -145,7 +151,7 @@ class WorkerPorts:
         self._stopping = True
         if self._watch is None:
             return  # never started
-        node_supervisor = self.front.node.supervisor
+        node_supervisor = self.node.supervisor
         if node_supervisor is not None and node_supervisor.alive:
             with contextlib.suppress(KeyError):  # the node may be stopping it already
                 await node_supervisor.terminate_child(self._spec.id)

@@ -25,6 +25,7 @@ from pybroadway._imports import load_pipeline
 from pybroadway.erldist import CallError, Node
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.process import Process
+from pybroadway.errors import ArgumentError
 from pybroadway.gen_stage import GenStageProducer, MessagesFrom
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.term import Atom, Pid
@@ -47,13 +48,13 @@ def load_pipeline_class(spec: str) -> type[Pipeline]:
     """Import ``module:Class`` (see :func:`pybroadway._imports.load_pipeline`); a class of
     ``__main__`` is refused: a worker cannot import the front's script."""
     if spec.partition(":")[0] == "__main__":
-        raise ValueError(f"{spec}: workers import the pipeline by module path, and __main__ "
-                         f"is not the front's script in a worker: define the Pipeline "
-                         f"subclass in a module of its own")
+        raise ArgumentError(f"{spec}: workers import the pipeline by module path, and __main__ "
+                            f"is not the front's script in a worker: define the Pipeline "
+                            f"subclass in a module of its own")
     try:
         return load_pipeline(spec)
     except ValueError as exc:
-        raise ValueError(f"{spec}: {exc}") from None
+        raise ArgumentError(f"{spec}: {exc}") from None
 
 
 class Replier:

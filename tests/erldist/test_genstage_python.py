@@ -15,6 +15,7 @@ from pybroadway.erldist.genstage import (
     PartitionDispatcher,
     ProducerStage,
     StageStopped,
+    Subscriber,
 )
 from pybroadway.erldist.genstage import protocol as gs
 from pybroadway.term import Atom
@@ -201,13 +202,28 @@ async def test_subscriptions_are_bounded() -> None:
         assert len(producer.subscribers) == 2
 
 
+class Counted(ProducerStage):
+    """A producer stage that says when its second consumer has subscribed."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.two_subscribed = asyncio.Event()
+
+    def on_subscribe(self, subscriber: Subscriber) -> None:
+        if len(self.subscribers) == 2:
+            self.two_subscribed.set()
+
+
 async def test_broadcast_gives_every_event_to_every_consumer() -> None:
     async with nodes(free_port()) as (a, b):
-        producer, address = await spawn_producer(a, dispatcher=BroadcastDispatcher())
+        name = unique_name("events")
+        producer = a.spawn(Counted(dispatcher=BroadcastDispatcher()), name=name)
+        address = (name, a.name)
         fast, slow = b.spawn(Recorder()), b.spawn(Recorder())
         fast.subscribe(address, max_demand=100)
         slow.subscribe(address, max_demand=7, min_demand=3)
-        await asyncio.sleep(0.05)  # both subscribed before the first event
+        # both subscribed before the first event, or the second would miss some
+        await asyncio.wait_for(producer.two_subscribed.wait(), WAIT)
         await asyncio.wait_for(producer.emit(range(300)), WAIT)
         await fast.wait_events(300)
         await slow.wait_events(300)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pybroadway.pipeline import BatchInfo, Message, Pipeline, Producer
+from pybroadway.pipeline import BatchInfo, Message, Producer
+from testkit.doubles import Passthrough
 
 
 class Recorder:
@@ -40,15 +41,6 @@ class Recorder:
 
 def messages(recorder: Recorder, data: Any, ref: Any = "ref", **fields: Any) -> list[Message]:
     return [Message(item, None, (recorder, ref, None), **fields) for item in data]
-
-
-class Passthrough(Pipeline):
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        return message
-
-    def handle_batch(self, batcher: Any, batch: list[Message], info: Any,
-                     context: Any) -> list[Message]:
-        return batch
 
 
 def push_options(**processors: Any) -> dict[str, Any]:

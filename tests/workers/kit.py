@@ -1,5 +1,6 @@
-"""What the worker tests share: a front node on a private EPMD port, a producer that holds
-the node, an acknowledger that counts every acknowledgement of every message."""
+"""What the worker tests share: a front node on a private EPMD port (its producer,
+:class:`testkit.doubles.Front`, names the node), an acknowledger that counts every
+acknowledgement of every message."""
 
 from __future__ import annotations
 
@@ -13,19 +14,12 @@ from typing import Any
 
 import pybroadway.workers  # noqa: F401  (the transport of workers={...})
 from pybroadway.erldist import Node
-from pybroadway.pipeline import Message, Pipeline, Producer
+from pybroadway.pipeline import Message, Pipeline
+from testkit.doubles import Front
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
 
 WAIT = 60.0
-
-
-class Front(Producer):
-    """A push producer that names the front's node (workers find it there)."""
-
-    def __init__(self, node: Node, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.node = node
 
 
 class Tally:

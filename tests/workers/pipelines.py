@@ -1,4 +1,5 @@
-"""Pipelines the worker tests run: workers import them by module path."""
+"""Pipelines the worker tests run: workers import them by module path (the slow one is
+:class:`testkit.doubles.Slow`, which the benchmarks run too)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,6 @@ import os
 from typing import Any
 
 from pybroadway.pipeline import Message, Pipeline
-
-
-def spin(seconds: float) -> None:
-    """Pure-Python work for about ``seconds`` (CPU-bound: holds the GIL)."""
-    import time
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 class Echo(Pipeline):
@@ -36,14 +29,6 @@ class Sourced(Pipeline):
     def handle_message(self, processor: str, message: Message, context: Any) -> Message:
         if message.metadata.get("source") != message.data.partition(b":")[0]:
             return message.failed(f"metadata {dict(message.metadata)!r}")
-        return message
-
-
-class Slow(Pipeline):
-    """Each message takes ``int(metadata["ms"])`` ms of CPU, or 1 ms."""
-
-    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-        spin(message.metadata.get("ms", 1) / 1000)
         return message
 
 

@@ -13,9 +13,9 @@ import signal
 import pytest
 
 from pybroadway.term import Atom
+from testkit.doubles import Slow
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push
-from tests.workers.pipelines import Slow
 
 COUNT = 600
 STAGE = "pybroadway_workers.Slow"

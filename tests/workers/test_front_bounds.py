@@ -8,11 +8,11 @@ import signal
 
 from pybroadway.erldist import Node
 from pybroadway.erldist.genstage import protocol as gs
+from testkit.doubles import Slow
 from testkit.peers import unique_name
 from testkit.wait import eventually_async
 from tests.erldist.genstage_kit import Probe
 from tests.workers.kit import WAIT, front, front_of
-from tests.workers.pipelines import Slow
 
 STAGE = "pybroadway_workers.Slow"
 

@@ -18,10 +18,11 @@ from pybroadway.erldist import flags as dflags
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, decode
 from pybroadway.workers import SCOPE, WorkerError, group
+from testkit.doubles import Slow
 from testkit.peers import BeamPeer
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push, worker_command
-from tests.workers.pipelines import Batched, Echo, Ordered, Slow, Sourced
+from tests.workers.pipelines import Batched, Echo, Ordered, Sourced
 
 
 async def test_every_message_is_acknowledged_once_on_the_front() -> None:

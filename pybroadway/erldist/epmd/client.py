@@ -29,7 +29,7 @@ from pybroadway.erldist.epmd.protocol import (
     parse_names,
     unpack_node,
 )
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import ArgumentError, PyBroadwayError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -234,9 +234,9 @@ async def register(name: str, port: int, *, hidden: bool = False, epmd_host: str
     short = _short_name(name)
     raw_name = short.encode("utf-8")
     if not raw_name or len(raw_name) > 255:
-        raise ValueError(f"invalid node name {name!r}")
+        raise ArgumentError(f"invalid node name {name!r}")
     if not 0 < port < 65536:
-        raise ValueError(f"invalid port {port}")
+        raise ArgumentError(f"invalid port {port}")
     eport = epmd_port if epmd_port is not None else default_epmd_port()
     node = NodeAddress(short, port, NODE_TYPE_HIDDEN if hidden else NODE_TYPE_NORMAL,
                        extra=extra)

@@ -33,6 +33,7 @@ from pybroadway.erldist.epmd.protocol import (
     pack_node,
     unpack_node,
 )
+from pybroadway.errors import StateError
 
 __all__ = ["EmbeddedEpmd", "ensure_epmd"]
 
@@ -109,7 +110,7 @@ class EmbeddedEpmd:
         Raises OSError if the port is taken.
         """
         if self._server is not None:
-            raise RuntimeError("EmbeddedEpmd already started")
+            raise StateError("EmbeddedEpmd already started")
         self._stopped = asyncio.Event()
         p = default_epmd_port() if port is None else port
         self._server = await asyncio.start_server(self._handle, host, p)

@@ -17,6 +17,7 @@ from typing import Any
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Exit, Process
 from pybroadway.erldist.signals import node_of
+from pybroadway.errors import StateError
 from pybroadway.term import Atom, Charlist, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, NORMAL
 
@@ -104,8 +105,8 @@ class ConsumerStage(Process):
         """Subscribe to the producer ``to``; returns the subscription (its ``tag`` names it).
         Call it once the stage is spawned."""
         if len(self.subscriptions) >= self.max_subscriptions:
-            raise RuntimeError(f"{self!r} holds {len(self.subscriptions)} subscriptions "
-                               f"already (max_subscriptions)")
+            raise StateError(f"{self!r} holds {len(self.subscriptions)} subscriptions "
+                             f"already (max_subscriptions)")
         options = SubscribeOptions(max_demand, min_demand, cancel, partition, extra)
         tag = self.monitor(to)
         subscription = Subscription(to, tag, options, manual, node_of(to, self.node.name))

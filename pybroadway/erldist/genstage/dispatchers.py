@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from pybroadway._fifo import ChunkedFifo
+from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Pid
 
 Send = Callable[["Subscriber", list[Any]], None]
@@ -140,7 +141,7 @@ class PartitionDispatcher(Dispatcher):
         super().__init__()
         names = list(range(partitions)) if isinstance(partitions, int) else list(partitions)
         if not names:
-            raise ValueError("a partition dispatcher needs at least one partition")
+            raise ArgumentError("a partition dispatcher needs at least one partition")
         self.names = names
         self.buffers: dict[Any, ChunkedFifo[Any]] = {name: ChunkedFifo() for name in names}
         self.owners: dict[Any, Subscriber] = {}
@@ -191,7 +192,7 @@ class PartitionDispatcher(Dispatcher):
             batch = routed.get(partition)
             if batch is None:
                 if partition not in self.buffers:
-                    raise ValueError(f"hash gave {partition!r}, not one of {self.names}")
+                    raise ArgumentError(f"hash gave {partition!r}, not one of {self.names}")
                 batch = routed[partition] = []
             batch.append(event)
         for partition, batch in routed.items():

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Process
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import ArgumentError, StateError
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN
 
@@ -26,7 +26,7 @@ from . import protocol as gs
 from .dispatchers import DemandDispatcher, Dispatcher, Subscriber
 
 
-class StageStopped(PyBroadwayError, RuntimeError):
+class StageStopped(StateError):
     """Events were given to a producer stage that has exited; ``unsent`` are those of them it
     had not taken."""
 
@@ -73,10 +73,10 @@ class ProducerStage(Process):
                  max_subscriptions_per_node: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE) -> None:
         super().__init__()
         if buffer_keep not in ("first", "last"):
-            raise ValueError(f"buffer_keep must be 'first' or 'last', not {buffer_keep!r}")
+            raise ArgumentError(f"buffer_keep must be 'first' or 'last', not {buffer_keep!r}")
         if max_subscriptions_per_node < 1:
-            raise ValueError(f"max_subscriptions_per_node must be at least 1, "
-                             f"not {max_subscriptions_per_node!r}")
+            raise ArgumentError(f"max_subscriptions_per_node must be at least 1, "
+                                f"not {max_subscriptions_per_node!r}")
         self.dispatcher = dispatcher if dispatcher is not None else DemandDispatcher()
         self.buffer_size = buffer_size
         self.buffer_keep: BufferKeep = buffer_keep

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import NORMAL, SHUTDOWN
 
@@ -139,13 +140,13 @@ class SubscribeOptions:
 
     def __post_init__(self) -> None:
         if type(self.max_demand) is not int or self.max_demand < 1:
-            raise ValueError(f"max_demand must be a positive integer, not {self.max_demand!r}")
+            raise ArgumentError(f"max_demand must be a positive integer, not {self.max_demand!r}")
         if self.min_demand is not None and not 0 <= self.min_demand < self.max_demand:
-            raise ValueError(f"min_demand must be from 0 to max_demand - 1 "
-                             f"({self.max_demand - 1}), not {self.min_demand!r}")
+            raise ArgumentError(f"min_demand must be from 0 to max_demand - 1 "
+                                f"({self.max_demand - 1}), not {self.min_demand!r}")
         if self.cancel not in CANCEL_MODES:
-            raise ValueError(f"cancel must be one of {', '.join(CANCEL_MODES)}, "
-                             f"not {self.cancel!r}")
+            raise ArgumentError(f"cancel must be one of {', '.join(CANCEL_MODES)}, "
+                                f"not {self.cancel!r}")
 
     @property
     def low(self) -> int:

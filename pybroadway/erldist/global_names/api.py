@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pybroadway.erldist.global_names.name_server import GlobalNameServer
 from pybroadway.erldist.global_names.protocol import GNS, RANDOM_EXIT_NAME, as_name
 from pybroadway.erldist.global_names.transaction import transaction
+from pybroadway.errors import NotFound, StateError
 from pybroadway.term import Atom, Pid
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ def server(node: Node) -> GlobalNameServer:
     pid = node.whereis(GNS)
     process = node.process(pid) if pid is not None else None
     if not isinstance(process, GlobalNameServer):
-        raise RuntimeError(f"{node} runs no global_name_server (is it started?)")
+        raise StateError(f"{node} runs no global_name_server (is it started?)")
     return process
 
 
@@ -36,11 +37,12 @@ def registered_names(node: Node) -> list[Any]:
 def send(node: Node, name: Any, message: Any) -> Pid:
     """Send ``message`` to the process registered as ``{:global, name}``; return its pid.
 
-    Raises LookupError when no process has that name (``:global.send/2`` exits there).
+    Raises :class:`~pybroadway.errors.NotFound` (a LookupError) when no process has that
+    name (``:global.send/2`` exits there).
     """
     pid = whereis_name(node, name)
     if pid is None:
-        raise LookupError(f"no process is registered globally as {name!r}")
+        raise NotFound(f"no process is registered globally as {name!r}")
     node.send(pid, message)
     return pid
 

@@ -12,6 +12,7 @@ from typing import Any
 from pybroadway.erldist.global_names.name_server import GlobalNameServer
 from pybroadway.erldist.global_names.protocol import GLOBAL, by_name
 from pybroadway.erldist.global_names.requester import Requester
+from pybroadway.errors import TimedOut
 from pybroadway.term import Atom
 
 log = logging.getLogger("pybroadway.erldist.global")
@@ -39,7 +40,7 @@ async def transaction(gns: GlobalNameServer, body: Body, timeout: float) -> bool
             attempt += 1
             delay = min(0.05 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.5)
             if loop.time() + delay > deadline:
-                raise TimeoutError("the global lock stayed busy")
+                raise TimedOut("the global lock stayed busy")
             log.debug("global lock busy, retrying in %.2fs", delay)
             await asyncio.sleep(delay)
         try:

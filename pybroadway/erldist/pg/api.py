@@ -10,7 +10,7 @@ from pybroadway.erldist.pg.groups import Callback, ScopeTable, Subscription
 from pybroadway.erldist.pg.scope import DEFAULT_MAX_REMOTE_MEMBERS, ScopeServer
 from pybroadway.erldist.process import Process
 from pybroadway.erldist.supervisor import ChildSpec
-from pybroadway.errors import PyBroadwayError
+from pybroadway.errors import ArgumentError, StateError
 from pybroadway.term import Atom, Pid
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ _tables: weakref.WeakKeyDictionary[Node, dict[Atom, ScopeTable]] = \
     weakref.WeakKeyDictionary()
 
 
-class ScopeNotRunning(PyBroadwayError):
+class ScopeNotRunning(StateError):
     """The scope's server is not running (never started, stopped, or between a crash and its
     restart)."""
 
@@ -49,7 +49,7 @@ async def start(node: Node, name: str = DEFAULT_SCOPE, *,
     """
     supervisor = node.supervisor
     if supervisor is None:
-        raise RuntimeError(f"start {node} before starting a pg scope")
+        raise StateError(f"start {node} before starting a pg scope")
     atom = Atom(name)
     tables = _tables.setdefault(node, {})
     table = tables[atom] = tables.get(atom) or ScopeTable()
@@ -72,7 +72,7 @@ def _pids(pid_or_pids: Any, node: Node) -> list[Pid]:
     result = [p.pid if isinstance(p, Process) else p for p in pids]
     for pid in result:
         if type(pid) is not Pid or pid.node is not node.name:
-            raise ValueError(f"pg: only this node's processes can join or leave, not {pid!r}")
+            raise ArgumentError(f"pg: only this node's processes can join or leave, not {pid!r}")
     return result
 
 

@@ -359,7 +359,9 @@ class Connection:
                 if silent >= 4:
                     log.warning("node %s not responding for %ss; removing the connection",
                                 self.peer.name, self.ticktime)
-                    self._close("net_tick_timeout")
+                    # Dropped at once, with what it left unread, as the BEAM drops a
+                    # connection that timed out: a flush would wait for a peer that is gone.
+                    self._close("net_tick_timeout", discard=True)
                     return
 
     # -- closing ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ function the application exposed), ``net_kernel`` (so ``Node.ping`` gives ``:pon
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
@@ -19,10 +20,19 @@ if TYPE_CHECKING:
     from pybroadway.erldist.connection import Connection
     from pybroadway.erldist.node import Node
 
-# Any connected peer can call as often as it likes.
 _log = logging.getLogger("pybroadway.erldist.rpc")
-_undefined = Throttle(_log, logging.INFO, "rpc calls to undefined functions")
-_raised = Throttle(_log, logging.WARNING, "rpc calls that raised")
+
+
+class _Failures:
+    """A node's lines about failed rpc calls, throttled: any connected peer can call as often
+    as it likes."""
+
+    def __init__(self) -> None:
+        self.undefined = Throttle(_log, logging.INFO, "rpc calls to undefined functions")
+        self.raised = Throttle(_log, logging.WARNING, "rpc calls that raised")
+
+
+_failures: weakref.WeakKeyDictionary[Node, _Failures] = weakref.WeakKeyDictionary()
 
 ERPC = Atom("erpc")
 EXECUTE_CALL = Atom("execute_call")
@@ -80,6 +90,13 @@ def serve_spawn_request(node: Node, connection: Connection, control: tuple[Any, 
                     name=f"rpc-{module}:{function}")
 
 
+def _failures_of(node: Node) -> _Failures:
+    failures = _failures.get(node)
+    if failures is None:
+        failures = _failures[node] = _Failures()
+    return failures
+
+
 async def _execute(node: Node, connection: Connection, pid: Pid, caller: Pid,
                    monitor_ref: Reference | None, result_ref: Reference | None,
                    module: Atom, function: Atom, args: Any) -> None:
@@ -87,13 +104,14 @@ async def _execute(node: Node, connection: Connection, pid: Pid, caller: Pid,
     arity = len(args) if isinstance(args, list) else 0
     if func is None:
         result: Any = (result_ref, ERROR, UNDEF, [(module, function, args, [])])
-        _undefined.log("rpc to undefined %s:%s/%d", module, function, arity)
+        _failures_of(node).undefined.log("rpc to undefined %s:%s/%d", module, function, arity)
     else:
         try:
             value = await maybe_await(func(*args))
             result = (result_ref, RETURN, value)
         except Exception as exc:
-            _raised.log("rpc %s:%s/%d raised %r", module, function, arity, exc)
+            _failures_of(node).raised.log("rpc %s:%s/%d raised %r", module, function, arity,
+                                          exc)
             result = (result_ref, ERROR, (Atom("exception"), f"{type(exc).__name__}: {exc}"),
                       [(module, function, arity, [])])
     if monitor_ref is None or result_ref is None or connection.closed:

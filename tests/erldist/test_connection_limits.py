@@ -184,3 +184,31 @@ async def test_a_peer_that_reads_nothing_cannot_keep_the_node_from_stopping() ->
     finally:
         writer.close()
         await node.stop()
+
+
+async def test_a_peer_silent_past_the_tick_time_is_dropped_with_what_it_left_unread() -> None:
+    epmd_port = free_port()
+    async with Node(f"{unique_name('ticking')}@localhost", cookie="c", epmd_port=epmd_port,
+                    ticktime=1.0) as node:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
+        assert address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+        try:
+            us = Atom(f"{unique_name('mute')}@localhost")
+            await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
+                                    flags=dflags.default_flags(hidden=True),
+                                    peer_name=node.name.name, timeout=10)
+            connection = node.connection(us)
+            assert connection is not None
+            me = Pid(us, 1, 0, 1)
+            monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
+                                              Reference(us, 1, (1, 2, 3)))))
+            while connection.write_buffer_size < 1 << 20:  # answers it never reads
+                writer.write(monitor * 500)
+                await asyncio.wait_for(writer.drain(), 5)
+                await asyncio.sleep(0)
+            # then silence: no tick, no read
+            await eventually_async(lambda: connection.closed, timeout=5)
+            assert connection.write_buffer_size == 0
+        finally:
+            writer.close()

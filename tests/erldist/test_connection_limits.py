@@ -23,6 +23,47 @@ from tests.erldist.test_bad_input import frame
 pytestmark = pytest.mark.timeout(60)
 
 
+class MutePeer:
+    """A peer that has shown the cookie and then reads nothing: it asks the node for DOWNs
+    (monitors of processes that do not exist), whose answers the node must hold for it."""
+
+    def __init__(self, name: Atom, writer: asyncio.StreamWriter) -> None:
+        self.name = name
+        self.writer = writer
+        me = Pid(name, 1, 0, 1)
+        self.monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
+                                                Reference(name, 1, (1, 2, 3)))))
+
+    @classmethod
+    async def connect(cls, node: Node) -> MutePeer:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=node.epmd_port)
+        assert address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+        name = Atom(f"{unique_name('mute')}@localhost")
+        await handshake.connect(reader, writer, our_name=name.name, cookie=node.cookie,
+                                creation=1, flags=dflags.default_flags(hidden=True),
+                                peer_name=node.name.name, timeout=10)
+        assert name in node.nodes()
+        return cls(name, writer)
+
+    async def ask(self, monitors: int, timeout: float = 5) -> None:
+        """Ask for ``monitors`` more answers (each a DOWN it will not read)."""
+        self.writer.write(self.monitor * monitors)
+        await asyncio.wait_for(self.writer.drain(), timeout)
+        await asyncio.sleep(0)  # the node's answers go out (or wait) meanwhile
+
+    async def fill(self, node: Node, upto: int) -> None:
+        """Ask until the node holds ``upto`` bytes for this peer or drops a connection."""
+        nodes = len(node.nodes())
+        while 0 <= self.held(node) < upto and len(node.nodes()) == nodes:
+            await self.ask(500)
+
+    def held(self, node: Node) -> int:
+        """What the node holds unread for this peer (-1: not connected)."""
+        connection = node.connection(self.name)
+        return connection.write_buffer_size if connection is not None else -1
+
+
 async def test_handshakes_in_progress_are_capped_and_nodes_keep_connecting() -> None:
     epmd_port = free_port()
     async with Node(f"{unique_name('capped')}@localhost", cookie="c", epmd_port=epmd_port,
@@ -76,30 +117,19 @@ async def test_a_peer_that_reads_nothing_is_dropped_past_max_pending_output(
     epmd_port = free_port()
     async with Node(f"{unique_name('unread')}@localhost", cookie="c", epmd_port=epmd_port,
                     max_pending_output=1 << 20) as node:
-        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
-        assert address is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
-        us = Atom(f"{unique_name('mute')}@localhost")
-        await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
-                                flags=dflags.default_flags(hidden=True),
-                                peer_name=node.name.name, timeout=10)
-        assert us in node.nodes()
-        connection = node.connection(us)
+        peer = await MutePeer.connect(node)
+        connection = node.connection(peer.name)
         assert connection is not None
-        me = Pid(us, 1, 0, 1)
-        monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
-                                          Reference(us, 1, (1, 2, 3)))))
         for _ in range(100):  # 100 x 2,000 monitors, never reading an answer
-            writer.write(monitor * 2000)
-            with contextlib.suppress(ConnectionError):
-                await asyncio.wait_for(writer.drain(), 1)
-            if us not in node.nodes():
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await peer.ask(2000, timeout=1)
+            if peer.name not in node.nodes():
                 break
-        assert us not in node.nodes()
+        assert peer.name not in node.nodes()
         # what it left unread is freed with it, not kept until it reads
         assert connection.closed and connection.write_buffer_size == 0
         assert any("reads nothing" in r.getMessage() for r in caplog.records)
-        writer.close()
+        peer.writer.close()
 
 
 async def test_peers_that_read_nothing_are_bounded_together_by_max_total_pending_output(
@@ -112,103 +142,53 @@ async def test_peers_that_read_nothing_are_bounded_together_by_max_total_pending
     epmd_port = free_port()
     async with Node(f"{unique_name('unread')}@localhost", cookie="c", epmd_port=epmd_port,
                     max_pending_output=4 * mib, max_total_pending_output=6 * mib) as node:
-        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
-        assert address is not None
-
-        async def mute_peer() -> tuple[Atom, asyncio.StreamWriter]:
-            reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
-            name = Atom(f"{unique_name('mute')}@localhost")
-            await handshake.connect(reader, writer, our_name=name.name, cookie="c",
-                                    creation=1, flags=dflags.default_flags(hidden=True),
-                                    peer_name=node.name.name, timeout=10)
-            return name, writer
-
-        def held(name: Atom) -> int:
-            connection = node.connection(name)
-            return connection.write_buffer_size if connection is not None else -1
-
-        async def fill(name: Atom, writer: asyncio.StreamWriter, upto: int) -> None:
-            """Ask for DOWNs, reading none, until the node holds ``upto`` bytes for ``name``
-            or something is dropped."""
-            me = Pid(name, 1, 0, 1)
-            monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
-                                              Reference(name, 1, (1, 2, 3)))))
-            while 0 <= held(name) < upto and len(node.nodes()) == 3:
-                writer.write(monitor * 500)
-                await asyncio.wait_for(writer.drain(), 5)
-                await asyncio.sleep(0)  # the node's answers go out (or wait) meanwhile
-
-        (a, wa), (b, wb), (c, wc) = peers = [await mute_peer() for _ in range(3)]
+        a, b, c = peers = [await MutePeer.connect(node) for _ in range(3)]
         try:
-            await fill(a, wa, 3 * mib)
-            await fill(b, wb, 2 * mib)
-            assert set(node.nodes()) == {a, b, c}  # each under its bound, both under the total
-            first = node.connection(a)
+            await a.fill(node, 3 * mib)
+            await b.fill(node, 2 * mib)
+            # each under its bound, both under the total
+            assert set(node.nodes()) == {a.name, b.name, c.name}
+            first = node.connection(a.name)
             assert first is not None
-            await fill(c, wc, 3 * mib)
+            await c.fill(node, 3 * mib)
             # the total passed: the one holding most (a) went, the others are served, and
             # what a had left unread is not held any more
-            assert set(node.nodes()) == {b, c}
+            assert set(node.nodes()) == {b.name, c.name}
             assert first.closed and first.write_buffer_size == 0
-            assert sum(map(held, (b, c))) <= 6 * mib
+            assert b.held(node) + c.held(node) <= 6 * mib
             assert any("max_total_pending_output" in r.getMessage() for r in caplog.records)
         finally:
-            for _, writer in peers:
-                writer.close()
+            for peer in peers:
+                peer.writer.close()
 
 
 async def test_a_peer_that_reads_nothing_cannot_keep_the_node_from_stopping() -> None:
-    epmd_port = free_port()
-    node = Node(f"{unique_name('stopping')}@localhost", cookie="c", epmd_port=epmd_port)
+    node = Node(f"{unique_name('stopping')}@localhost", cookie="c", epmd_port=free_port())
     await node.start()
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", (await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
-                      or pytest.fail("not registered")).port)
     try:
-        us = Atom(f"{unique_name('mute')}@localhost")
-        await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
-                                flags=dflags.default_flags(hidden=True),
-                                peer_name=node.name.name, timeout=10)
-        connection = node.connection(us)
+        peer = await MutePeer.connect(node)
+        connection = node.connection(peer.name)
         assert connection is not None
-        me = Pid(us, 1, 0, 1)
-        monitor = frame(b"\x70" + encode((19, me, Atom("nobody"), Reference(us, 1, (1, 2, 3)))))
-        while connection.write_buffer_size < 1 << 20:  # answers it never reads
-            writer.write(monitor * 500)
-            await asyncio.wait_for(writer.drain(), 5)
-            await asyncio.sleep(0)
+        await peer.fill(node, 1 << 20)
         started = time.monotonic()
         await asyncio.wait_for(node.stop(), CLOSE_GRACE + 5)
         assert time.monotonic() - started < CLOSE_GRACE + 2
         assert connection.closed and connection.write_buffer_size == 0
+        peer.writer.close()
     finally:
-        writer.close()
         await node.stop()
 
 
 async def test_a_peer_silent_past_the_tick_time_is_dropped_with_what_it_left_unread() -> None:
-    epmd_port = free_port()
-    async with Node(f"{unique_name('ticking')}@localhost", cookie="c", epmd_port=epmd_port,
+    async with Node(f"{unique_name('ticking')}@localhost", cookie="c", epmd_port=free_port(),
                     ticktime=1.0) as node:
-        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd_port)
-        assert address is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", address.port)
+        peer = await MutePeer.connect(node)
         try:
-            us = Atom(f"{unique_name('mute')}@localhost")
-            await handshake.connect(reader, writer, our_name=us.name, cookie="c", creation=1,
-                                    flags=dflags.default_flags(hidden=True),
-                                    peer_name=node.name.name, timeout=10)
-            connection = node.connection(us)
+            connection = node.connection(peer.name)
             assert connection is not None
-            me = Pid(us, 1, 0, 1)
-            monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
-                                              Reference(us, 1, (1, 2, 3)))))
-            while connection.write_buffer_size < 1 << 20:  # answers it never reads
-                writer.write(monitor * 500)
-                await asyncio.wait_for(writer.drain(), 5)
-                await asyncio.sleep(0)
+            await peer.fill(node, 1 << 20)
             # then silence: no tick, no read
             await eventually_async(lambda: connection.closed, timeout=5)
             assert connection.write_buffer_size == 0
         finally:
-            writer.close()
+            peer.writer.close()

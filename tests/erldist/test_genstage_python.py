@@ -190,18 +190,6 @@ async def test_duplicate_and_unknown_subscriptions_are_answered_as_genstage_does
         assert consumer.events == []
 
 
-async def test_subscriptions_are_bounded() -> None:
-    async with nodes(free_port()) as (a, b):
-        producer, address = await spawn_producer(a, max_subscriptions=2)
-        probe = b.spawn(Probe())
-        tags = [b.make_ref() for _ in range(3)]
-        for tag in tags:
-            probe.send(address, gs.subscribe(probe.pid, tag, []))
-        assert await probe.next() == gs.cancel_consumer(producer.pid, tags[2],
-                                                        gs.TOO_MANY_SUBSCRIPTIONS)
-        assert len(producer.subscribers) == 2
-
-
 class Counted(ProducerStage):
     """A producer stage that says when its second consumer has subscribed."""
 

@@ -10,6 +10,8 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+from pybroadway.term._deep_tuple import tuple_hash
+
 __all__ = [
     "Atom",
     "BitBinary",
@@ -390,9 +392,11 @@ class FrozenMap(Mapping[Any, Any]):
 
 class MapPairs(tuple[tuple[Any, Any], ...]):
     """A map whose keys Python would merge (``1`` and ``1.0``, or ``true`` and ``1``, are
-    distinct keys in Erlang), kept as its ``(key, value)`` pairs. Encodes as a map."""
+    distinct keys in Erlang) or would have to hash too deeply, kept as its ``(key, value)``
+    pairs. Encodes as a map."""
 
     __slots__ = ()
+    __hash__ = tuple_hash  # its keys may nest without bound
 
     def __repr__(self) -> str:
         return f"MapPairs({list(self)!r})"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, _impl, encode
-from testkit.codec import require_native
+from testkit.codec import require_native, same_term
 from tests.term.test_hostile import SAMPLES
 from tests.term.test_roundtrip import terms
 
@@ -38,23 +37,6 @@ def both(make: Callable[[], Any]) -> tuple[Any, Any]:
         _impl.active = previous
 
 
-def identical(a: Any, b: Any) -> bool:
-    """Equal and of the same types all the way down (floats bit for bit, NaN included)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return struct.pack(">d", a) == struct.pack(">d", b)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Mapping):
-        return len(a) == len(b) and all(
-            identical(ka, kb) and identical(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
-    if hasattr(a, "_fields"):
-        return all(identical(getattr(a, f), getattr(b, f)) for f in a._fields)
-    return bool(a == b)
-
-
 def outcome(decode: Callable[[Any], Any], data: Any) -> tuple[Any, ...]:
     try:
         return ("value", decode(data))
@@ -66,7 +48,7 @@ def outcome(decode: Callable[[Any], Any], data: Any) -> tuple[Any, ...]:
 
 def same_outcome(expected: tuple[Any, ...], got: tuple[Any, ...]) -> bool:
     if expected[0] == "value":
-        return got[0] == "value" and identical(expected[1], got[1])
+        return got[0] == "value" and same_term(expected[1], got[1])
     return expected == got
 
 

@@ -36,55 +36,67 @@ def deep_reader(term: TermReader, max_depth: int | None, handoffs: list[int]) ->
     def deep(data: Any, pos: int, depth: int) -> tuple[Any, int]:
         handoffs[0] += 1
         end = len(data)
-        # The open containers, innermost last: [kind, items so far, items expected, height].
-        # A height counts the containers nested in what is read so far, down to any
-        # DeepTuple (which hashes without recursion): past HASH_DEPTH a tuple is one.
-        stack: list[list[Any]] = []
+        # The terms read so far of the open containers, all in one list, and for each open
+        # container (innermost last) its kind, where its terms start in that list, how many
+        # it holds, and its height: how deep containers nest in what is read of it, down to
+        # any DeepTuple (which hashes without recursion); past HASH_DEPTH a tuple is one.
+        # Flat lists of numbers: an open container costs a few machine words.
+        values: list[Any] = []
+        kinds: list[int] = []
+        starts: list[int] = []
+        counts: list[int] = []
+        heights: list[int] = []
         while True:
             if pos >= end:
                 raise truncated(pos, "a term (expected a tag byte)")
             tag = data[pos]
             if tag == 104 or tag == 105 or tag == 108 or tag == 116:
                 kind, count, pos = _header(data, pos, tag)
-                if max_depth is not None and depth + len(stack) >= max_depth:
+                if max_depth is not None and depth + len(kinds) >= max_depth:
                     raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
-                stack.append([kind, [], count, 0])
+                kinds.append(kind)
+                starts.append(len(values))
+                counts.append(count)
+                heights.append(0)
                 value = _NOTHING
             else:
-                value, pos = term(data, pos, depth + len(stack))
+                value, pos = term(data, pos, depth + len(kinds))
             height = 0
             # Hand the value to the containers it completes, innermost first.
-            while stack:
-                frame = stack[-1]
-                items = frame[1]
+            while kinds:
                 if value is not _NOTHING:
-                    items.append(value)
-                    if height > frame[3]:
-                        frame[3] = height
-                if len(items) < frame[2]:
+                    values.append(value)
+                    if height > heights[-1]:
+                        heights[-1] = height
+                start = starts[-1]
+                if len(values) - start < counts[-1]:
                     break
-                kind = frame[0]
-                height = frame[3] + 1
+                kind = kinds[-1]
+                height = heights[-1] + 1
                 if kind == _LIST:
                     if not (pos < end and data[pos] == 106):
-                        frame[0] = _TAIL  # the next term is the list's tail
-                        frame[2] += 1
+                        kinds[-1] = _TAIL  # the next term is the list's tail
+                        counts[-1] += 1
                         break
                     pos += 1
-                    value = items
+                    value = values[start:]
                 elif kind == _TUPLE:
                     if height > HASH_DEPTH:
-                        value, height = DeepTuple(items), 0
+                        value, height = DeepTuple(values[start:]), 0
                     else:
-                        value = tuple(items)
+                        value = tuple(values[start:])
                 elif kind == _MAP:
-                    value = map_from_items(items, len(items) // 2)
+                    value = map_from_items(values[start:], (len(values) - start) // 2)
                 else:
-                    tail = items.pop()
-                    if not items:
+                    tail = values.pop()
+                    if len(values) == start:
                         raise DecodeError("a list of length 0 must be written as NIL_EXT", pos)
-                    value = ImproperList(items, tail)
-                stack.pop()
+                    value = ImproperList(values[start:], tail)
+                del values[start:]
+                kinds.pop()
+                starts.pop()
+                counts.pop()
+                heights.pop()
             else:
                 return value, pos
 

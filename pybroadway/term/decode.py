@@ -158,7 +158,7 @@ class Decoder:
 
         def atom_at(data: Any, pos: int, what: str) -> tuple[Any, int]:
             """An atom where the format requires one (a pid's node, a fun's module)."""
-            if pos < len(data) and data[pos] in _CONTAINER_TAGS:
+            if pos < len(data) and data[pos] not in _ATOM_TAGS:  # nothing nests in a node
                 raise DecodeError(f"expected an atom for {what}", pos)
             value, pos = term(data, pos, 0)
             if type(value) is not Atom:
@@ -380,7 +380,7 @@ class Decoder:
         return term
 
 
-_CONTAINER_TAGS = frozenset((T.SMALL_TUPLE_EXT, T.LARGE_TUPLE_EXT, T.LIST_EXT, T.MAP_EXT))
+_ATOM_TAGS = frozenset((T.SMALL_ATOM_UTF8_EXT, T.ATOM_UTF8_EXT, T.ATOM_EXT, T.SMALL_ATOM_EXT))
 
 _default = Decoder()
 _default_decode = _default.decode

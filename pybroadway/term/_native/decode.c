@@ -105,13 +105,13 @@ static PyObject *atom_value(Decoder *dec, const unsigned char *raw, Py_ssize_t s
     return value;
 }
 
-static inline int is_container(int tag) {
-    return tag == 104 || tag == 105 || tag == 108 || tag == 116;
+static inline int is_atom(int tag) {
+    return tag == 119 || tag == 118 || tag == 100 || tag == 115;
 }
 
-/* An atom where the format requires one (a pid's node). */
+/* An atom where the format requires one (a pid's node): nothing nests in it. */
 static PyObject *atom_at(source *s, Py_ssize_t *at, const char *what) {
-    if (*at < s->end && is_container(s->p[*at]))
+    if (*at < s->end && !is_atom(s->p[*at]))
         return fail(*at, "expected an atom for %s", what);
     PyObject *value = term(s, at, 0);
     if (value == NULL || (PyObject *)Py_TYPE(value) == REFS.Atom)

@@ -6,6 +6,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pybroadway.term._deep_tuple import DeepTuple
 from pybroadway.term.errors import DecodeError
 from pybroadway.term.types import ImproperList, MapPairs, freeze
 
@@ -62,7 +63,7 @@ def nests_deeper(term: Any, levels: int) -> bool:
     while pending:
         term, depth = pending.pop()
         kind = type(term)
-        if kind is tuple or kind is list or kind is MapPairs:
+        if kind is tuple or kind is list or kind is MapPairs or kind is DeepTuple:
             inner: Any = term
         elif kind is dict:
             inner = [*term, *term.values()]

@@ -42,17 +42,24 @@ def _combine(lanes: list[int], length: int) -> int:
 
 
 def tuple_hash(value: tuple[Any, ...]) -> int:
-    """``hash(value)`` for a tuple, whatever its depth: the tuples inside are walked with an
-    explicit stack, everything else is hashed as usual."""
+    """``hash(value)`` for a tuple, whatever its depth: the tuples inside, and the values that
+    hash as a tuple of theirs (``_as_tuple()``: ImproperList), are walked with an explicit
+    stack, everything else is hashed as usual."""
     # The tuples being hashed, innermost last: (items left, their hashes so far, length).
     stack: list[tuple[Any, list[int], int]] = [(iter(value), [], len(value))]
     while True:
         items, lanes, length = stack[-1]
         for item in items:
-            if isinstance(item, tuple) and type(item).__hash__ in _TUPLE_HASHES:
-                stack.append((iter(item), [], len(item)))
-                break
-            lanes.append(hash(item))
+            kind: Any = type(item)
+            if isinstance(item, tuple) and kind.__hash__ in _TUPLE_HASHES:
+                inner = item
+            elif hasattr(kind, "_as_tuple"):
+                inner = item._as_tuple()
+            else:
+                lanes.append(hash(item))
+                continue
+            stack.append((iter(inner), [], len(inner)))
+            break
         else:
             result = _combine(lanes, length)
             stack.pop()

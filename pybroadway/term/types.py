@@ -239,6 +239,14 @@ class ImproperList(_Frozen):
         _set(self, "elements", elements)
         _set(self, "tail", tail)
 
+    def _as_tuple(self) -> tuple[Any, ...]:
+        """What it hashes as, as the other records do; a chain of improper lists (their tails
+        or elements) is walked by tuple_hash without recursion."""
+        return ("ImproperList", self.elements, self.tail)
+
+    def __hash__(self) -> int:
+        return tuple_hash(self._as_tuple())
+
     def __repr__(self) -> str:
         return f"ImproperList({list(self.elements)!r}, {self.tail!r})"
 

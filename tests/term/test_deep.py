@@ -202,3 +202,15 @@ def test_a_deep_term_prints_bounded(kinds: list[str], depth: int) -> None:
         " (truncated)")
     whole = inspect(value, limit=depth + 1)  # every level, printed with a loop
     assert whole.count('"end"') == 1 and len(whole) > 2 * depth
+
+
+def test_deep_improper_lists_hash_without_recursion() -> None:
+    """An improper list hashes as the tuple of its parts: a chain of them (in tails or in
+    elements) hashes with a loop, not a Python recursion that would fail."""
+    tails = decode(beam_bytes(["improper tail"], SOME, leaf=b"a\x02"))
+    inside = ImproperList([1, (2, K)], b"t")
+    for _ in range(SOME):
+        inside = ImproperList([inside], K)
+    for value in (tails, inside):
+        assert hash(value) == hash(("ImproperList", value.elements, value.tail))
+    assert {inside: 1}[inside] == 1

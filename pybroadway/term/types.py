@@ -245,7 +245,10 @@ class ImproperList(_Frozen):
         return ("ImproperList", self.elements, self.tail)
 
     def __hash__(self) -> int:
-        return tuple_hash(self._as_tuple())
+        try:  # CPython's own hash, fast, for the improper lists that nest little (nearly all)
+            return hash(self._as_tuple())
+        except RecursionError:
+            return tuple_hash(self._as_tuple())
 
     def __repr__(self) -> str:
         return f"ImproperList({list(self.elements)!r}, {self.tail!r})"

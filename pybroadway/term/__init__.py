@@ -11,6 +11,11 @@ other terms have types of their own: :class:`Atom`, :class:`Pid`, :class:`Refere
 :class:`Port`, :class:`ImproperList`, :class:`BitBinary`, :class:`ExportFun`, :class:`Fun`,
 :class:`Charlist`.
 
+Terms nest to any depth, as on the BEAM: deep ones are decoded, encoded and printed without
+recursion, bounded by their size. A tuple nested more than 4096 deep decodes as a
+:class:`DeepTuple` (a tuple, which CPython could not hash without exhausting the C stack), and
+a map whose keys nest more than 64 deep as :class:`MapPairs`.
+
 The codec has two implementations giving the same results: a compiled accelerator, built when
 the package is installed with a C compiler at hand, and the pure-Python reference, used without
 one or when ``PYBROADWAY_PURE_PYTHON=1``. :data:`IMPLEMENTATION` says which runs.
@@ -19,6 +24,7 @@ one or when ``PYBROADWAY_PURE_PYTHON=1``. :data:`IMPLEMENTATION` says which runs
 from pybroadway.term import _impl
 from pybroadway.term import decode as _decode_module
 from pybroadway.term import encode as _encode_module
+from pybroadway.term._deep_tuple import DeepTuple
 from pybroadway.term.decode import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_INFLATED,
@@ -69,6 +75,7 @@ __all__ = [
     "Charlist",
     "DecodeError",
     "Decoder",
+    "DeepTuple",
     "EncodeError",
     "Encoder",
     "ExportFun",

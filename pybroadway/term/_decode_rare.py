@@ -41,7 +41,8 @@ def _keep_form(value: Any, data: Any, start: int, stop: int) -> Any:
 
 
 def rare_reader(term: TermReader, atom_at: AtomReader,
-                atom_value: Callable[[Any, bool, int], Any], max_depth: int) -> RareReader:
+                atom_value: Callable[[Any, bool, int], Any], max_depth: int | None
+                ) -> RareReader:
     """Make the reader of the rare tags, on top of the decoder's own ``term``, ``atom_at``
     (an atom where the format requires one) and ``atom_value`` (an atom from its text)."""
 
@@ -166,7 +167,7 @@ def rare_reader(term: TermReader, atom_at: AtomReader,
         arity = data[pos + 4]
         uniq = bytes(data[pos + 5:pos + 21])
         index, free_count = two_u32(data, pos + 21)
-        if depth >= max_depth:
+        if max_depth is not None and depth >= max_depth:
             raise DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
         pos += 29
         module, pos = atom_at(data, pos, "a fun's module")

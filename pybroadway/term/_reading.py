@@ -6,8 +6,15 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pybroadway.term._deep_tuple import DeepTuple
 from pybroadway.term.errors import DecodeError
-from pybroadway.term.types import MapPairs, freeze
+from pybroadway.term.types import ImproperList, MapPairs, freeze
+
+RECURSION_DEPTH = 64
+"""How deeply the codec's recursive paths nest containers; deeper ones are decoded, encoded
+and printed with an explicit stack, so that any depth a BEAM writes costs no C or Python
+stack. Also how deeply a map key may nest and still be hashed: CPython hashes and compares
+tuples by recursing on the C stack, without bound."""
 
 TermReader = Callable[[Any, int, int], tuple[Any, int]]
 """Reads the term at ``pos`` of ``data`` nested ``depth`` deep; returns it and the offset
@@ -48,11 +55,36 @@ def _hashable(term: Any) -> bool:
     return True
 
 
+def nests_deeper(term: Any, levels: int) -> bool:
+    """Whether containers nest in ``term`` more than ``levels`` deep (walked with a stack of
+    its own, and no further than ``levels``). A fun's free variables are not looked at: a fun
+    hashes by its bytes."""
+    pending = [(term, 0)]
+    while pending:
+        term, depth = pending.pop()
+        kind = type(term)
+        if kind is tuple or kind is list or kind is MapPairs or kind is DeepTuple:
+            inner: Any = term
+        elif kind is dict:
+            inner = [*term, *term.values()]
+        elif kind is ImproperList:
+            inner = [*term.elements, term.tail]
+        else:
+            continue
+        if depth == levels:
+            return True
+        pending.extend((item, depth + 1) for item in inner)
+    return False
+
+
 def map_from_items(items: Sequence[Any], arity: int) -> Any:
     """The map of ``arity`` pairs whose keys and values alternate in ``items``: a dict (keys
     that are lists or maps in their frozen forms), or MapPairs when Python would merge keys
-    that Erlang keeps apart (1 and 1.0, true and 1)."""
+    that Erlang keeps apart (1 and 1.0, true and 1) or when a key nests containers deeper than
+    :data:`RECURSION_DEPTH` (hashing it would recurse that deep)."""
     keys, values = items[::2], items[1::2]
+    if any(nests_deeper(key, RECURSION_DEPTH) for key in keys):
+        return MapPairs(zip(keys, values, strict=True))
     try:
         result = dict(zip(keys, values, strict=True))
     except TypeError:  # keys that are lists or maps: their frozen forms

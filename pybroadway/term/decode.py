@@ -8,6 +8,10 @@ every declared length against the input before using it, so hostile input fails 
 travel (funs, ports, old identifier forms, big integers…) are read by
 :mod:`pybroadway.term._decode_rare`, out of this loop's way.
 
+Containers nested deeper than :data:`~pybroadway.term._reading.RECURSION_DEPTH` are handed to
+:mod:`pybroadway.term._decode_deep`, which reads them with an explicit stack: any depth a BEAM
+writes decodes, bounded by the input's size rather than by the stack.
+
 When the compiled accelerator is built (:mod:`pybroadway.term._impl`), each Decoder hands its
 work to its compiled twin, which gives the same values and the same errors; this module's code
 is then the reference, and reads the rare tags for both.
@@ -21,13 +25,16 @@ from typing import Any
 from pybroadway.errors import ArgumentError
 from pybroadway.term import _impl, _reading
 from pybroadway.term import tags as T
+from pybroadway.term._decode_deep import deep_reader
 from pybroadway.term._decode_rare import inflate, rare_reader
-from pybroadway.term._reading import TermReader, map_from_items, truncated
+from pybroadway.term._reading import RECURSION_DEPTH, TermReader, map_from_items, truncated
 from pybroadway.term.errors import DecodeError
 from pybroadway.term.types import Atom, Charlist, ImproperList, Pid, Reference
 
-DEFAULT_MAX_DEPTH = 256
-"""How deeply containers may nest before decoding stops (a guard against hostile input)."""
+DEFAULT_MAX_DEPTH = None
+"""No bound on how deeply containers nest, as on the BEAM: what a term may hold is bounded by
+its size (every container takes at least two bytes of it), and decoding it by an explicit
+stack on the heap."""
 
 DEFAULT_MAX_INFLATED = 64 * 1024 * 1024
 """The largest size, in bytes, a compressed term may declare and inflate to."""
@@ -44,7 +51,8 @@ class Decoder:
       Off by default: a binary is ``bytes`` unless you ask.
     - ``none``: the atom that decodes to ``None``, ``"nil"`` (Elixir, the default) or
       ``"undefined"`` (Erlang). The other one stays an :class:`Atom`.
-    - ``max_depth``: the deepest nesting of containers accepted.
+    - ``max_depth``: the deepest nesting of containers accepted; None (the default) accepts
+      any, as the BEAM does.
     - ``max_inflated``: the largest uncompressed size a compressed term may declare.
     - ``max_inflate_ratio``: if set, a compressed term may also declare at most this many
       times its compressed size (and 64 KiB in any case), so that what it costs to decode
@@ -52,7 +60,7 @@ class Decoder:
     """
 
     def __init__(self, *, strings: bool = False, none: str = "nil",
-                 max_depth: int = DEFAULT_MAX_DEPTH,
+                 max_depth: int | None = DEFAULT_MAX_DEPTH,
                  max_inflated: int = DEFAULT_MAX_INFLATED,
                  max_inflate_ratio: int | None = None) -> None:
         if none not in ("nil", "undefined"):
@@ -67,8 +75,8 @@ class Decoder:
         self._term = self._build()
         native = _impl.active
         if native is not None:  # the compiled twin of _term, decode and decode_from
-            core = native.Decoder(strings, none, max_depth, self._rare,
-                                  partial(Decoder.decode, self),
+            core = native.Decoder(strings, none, self._recursion_depth, self._rare,
+                                  self._deep, partial(Decoder.decode, self),
                                   partial(Decoder.decode_from, self))
             self._term = core.term
             self.decode = core.decode  # type: ignore[method-assign]
@@ -121,6 +129,11 @@ class Decoder:
         specials = self._specials
         strings = self.strings
         max_depth = self.max_depth
+        # Containers nested this deep or more go to the iterative reader (which also refuses
+        # those past max_depth).
+        limit = RECURSION_DEPTH if max_depth is None else min(RECURSION_DEPTH, max_depth)
+        self._recursion_depth = limit
+        handoffs = [0]  # calls of the iterative reader so far
         utf8_atoms: dict[Any, Any] = {}
         latin1_atoms: dict[Any, Any] = {}
         pids: dict[Any, Pid] = {}
@@ -146,7 +159,9 @@ class Decoder:
 
         def atom_at(data: Any, pos: int, what: str) -> tuple[Any, int]:
             """An atom where the format requires one (a pid's node, a fun's module)."""
-            value, pos = term(data, pos, max_depth)
+            if pos < len(data) and data[pos] not in _ATOM_TAGS:  # nothing nests in a node
+                raise DecodeError(f"expected an atom for {what}", pos)
+            value, pos = term(data, pos, 0)
             if type(value) is not Atom:
                 if value is None or value is True or value is False:
                     value = Atom(self.none if value is None else str(value).lower())
@@ -163,11 +178,8 @@ class Decoder:
                     return value
             return value
 
-        def refused(container: str, too_long: bool, pos: int) -> DecodeError:
-            """Why a container cannot be read: its declared size, or the nesting bound."""
-            if too_long:
-                return DecodeError(f"{container} cannot fit in the input", pos)
-            return DecodeError(f"terms nest deeper than max_depth={max_depth}", pos)
+        def too_long(container: str, pos: int) -> DecodeError:
+            return DecodeError(f"{container} cannot fit in the input", pos)
 
         def elements(data: Any, pos: int, count: int, depth: int) -> tuple[list[Any], int]:
             """``count`` terms in a row (a tuple's, a list's or a map's), with the leaves that
@@ -202,7 +214,7 @@ class Decoder:
                             continue
                     elif tag == 104:  # a small tuple inside: straight into its elements
                         arity = data[pos + 1]
-                        if arity <= end - pos - 2 and depth < max_depth:
+                        if arity <= end - pos - 2 and depth < limit:
                             inner, pos = elements(data, pos + 2, arity, depth + 1)
                             append(tuple(inner))
                             continue
@@ -244,6 +256,8 @@ class Decoder:
                     raise truncated(pos, "a small integer")
                 return data[pos], pos + 1
             if tag == 104 or tag == 105:  # SMALL_TUPLE_EXT, LARGE_TUPLE_EXT
+                if depth >= limit:
+                    return deep(data, pos - 1, depth)
                 if tag == 104:
                     if pos >= end:
                         raise truncated(pos, "a tuple's arity")
@@ -253,8 +267,8 @@ class Decoder:
                     need(data, pos, 4, "a tuple's arity")
                     (arity,) = u32(data, pos)
                     pos += 4
-                if arity > end - pos or depth >= max_depth:
-                    raise refused(f"tuple of arity {arity}", arity > end - pos, pos)
+                if arity > end - pos:
+                    raise too_long(f"tuple of arity {arity}", pos)
                 items, pos = elements(data, pos, arity, depth + 1)
                 return tuple(items), pos
             if tag == 109:  # BINARY_EXT
@@ -288,11 +302,13 @@ class Decoder:
                 pids[raw] = pid
                 return pid, pos + 12
             if tag == 108:  # LIST_EXT
+                if depth >= limit:
+                    return deep(data, pos - 1, depth)
                 need(data, pos, 4, "a list's length")
                 (length,) = u32(data, pos)
                 pos += 4
-                if length > end - pos or depth >= max_depth:
-                    raise refused(f"list of {length} elements", length > end - pos, pos)
+                if length > end - pos:
+                    raise too_long(f"list of {length} elements", pos)
                 depth += 1
                 if length >= 8:
                     stop = pos + 2 * length
@@ -314,13 +330,17 @@ class Decoder:
             if tag == 106:  # NIL_EXT
                 return [], pos
             if tag == 116:  # MAP_EXT
+                if depth >= limit:
+                    return deep(data, pos - 1, depth)
                 need(data, pos, 4, "a map's arity")
                 (arity,) = u32(data, pos)
                 pos += 4
-                if arity > (end - pos) // 2 or depth >= max_depth:
-                    raise refused(f"map of {arity} pairs", arity > (end - pos) // 2, pos)
-                depth += 1
-                items, pos = elements(data, pos, 2 * arity, depth)
+                if arity > (end - pos) // 2:
+                    raise too_long(f"map of {arity} pairs", pos)
+                handed_off = handoffs[0]
+                items, pos = elements(data, pos, 2 * arity, depth + 1)
+                if handoffs[0] != handed_off:  # a key may nest too deeply to hash
+                    return map_from_items(items, arity), pos
                 try:
                     result = dict(zip(items[::2], items[1::2], strict=True))
                 except TypeError:  # keys that are lists or maps
@@ -355,9 +375,13 @@ class Decoder:
             return rare(data, pos, tag, depth)
 
         rare = rare_reader(term, atom_at, atom_value, max_depth)
+        deep = deep_reader(term, max_depth, handoffs)
         self._rare = rare
+        self._deep = deep
         return term
 
+
+_ATOM_TAGS = frozenset((T.SMALL_ATOM_UTF8_EXT, T.ATOM_UTF8_EXT, T.ATOM_EXT, T.SMALL_ATOM_EXT))
 
 _default = Decoder()
 _default_decode = _default.decode

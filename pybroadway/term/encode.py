@@ -6,9 +6,12 @@ The mapping (Elixir-friendly): ``str`` and ``bytes`` → binary, ``int`` → int
 :mod:`pybroadway.term.types` to their own tags. Atoms, pids, references and ports remember their
 encoding after the first use, so the terms that recur on every message cost a lookup.
 
+Containers nested deeper than :data:`~pybroadway.term._reading.RECURSION_DEPTH` are written by
+:mod:`pybroadway.term._encode_deep` with an explicit stack, so any depth encodes, as on the BEAM.
+
 When the compiled accelerator is built (:mod:`pybroadway.term._impl`), each Encoder hands the
 common types to its compiled twin, which writes the same bytes and asks this module's code for
-everything else.
+everything else (and for the deep containers).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 from pybroadway.errors import ArgumentError
 from pybroadway.term import _impl
 from pybroadway.term import tags as T
+from pybroadway.term._encode_deep import deep_writer
+from pybroadway.term._reading import RECURSION_DEPTH
 from pybroadway.term.errors import EncodeError
 from pybroadway.term.types import (
     Atom,
@@ -156,8 +161,8 @@ class Encoder:
         native = _impl.active
         if native is not None:  # the compiled twin; what it does not know, it asks _build's
             core = native.Encoder(atom_ext(Atom(none)), atom_ext(Atom("true")),
-                                  atom_ext(Atom("false")), self._write, atom_ext, pid_ext,
-                                  reference_ext)
+                                  atom_ext(Atom("false")), self._write, self._deep,
+                                  RECURSION_DEPTH, atom_ext, pid_ext, reference_ext)
             self._write = core.write
             if compressed is False:
                 self.encode = core.encode  # type: ignore[method-assign]
@@ -174,9 +179,9 @@ class Encoder:
         out.append(T.VERSION)
         try:
             self._write(term, out)
-        except RecursionError:
+        except RecursionError:  # from a deep stack already, or a subclass's own methods
             del out[start:]
-            raise EncodeError("the value nests too deeply (or contains itself)") from None
+            raise EncodeError("the value nests too deeply for the Python stack") from None
         except EncodeError:
             del out[start:]
             raise
@@ -190,12 +195,14 @@ class Encoder:
                 out += packed
 
     def _build(self) -> Callable[[Any, bytearray], None]:
+        """Make the recursive writing function; it hands containers nested deeper than
+        RECURSION_DEPTH to the iterative one (``self._deep``)."""
         none_ext = atom_ext(Atom(self.none))
         true_ext = atom_ext(Atom("true"))
         false_ext = atom_ext(Atom("false"))
         u32 = _u32
 
-        def write(value: Any, out: bytearray) -> None:
+        def write(value: Any, out: bytearray, depth: int = 0) -> None:
             kind = type(value)
             if kind is Atom:
                 try:
@@ -203,6 +210,8 @@ class Encoder:
                 except AttributeError:
                     out += atom_ext(value)
             elif kind is tuple:
+                if depth >= RECURSION_DEPTH:
+                    return deep(value, out)
                 arity = len(value)
                 if arity < 256:
                     out.append(T.SMALL_TUPLE_EXT)
@@ -210,8 +219,9 @@ class Encoder:
                 else:
                     out.append(T.LARGE_TUPLE_EXT)
                     out += u32(arity)
+                depth += 1
                 for item in value:
-                    write(item, out)
+                    write(item, out, depth)
             elif kind is bytes or kind is str:
                 if kind is str:
                     value = value.encode("utf-8")
@@ -227,17 +237,23 @@ class Encoder:
                     out += pid_ext(value)
             elif kind is list or kind is FrozenList:
                 if value:
+                    if depth >= RECURSION_DEPTH:
+                        return deep(value, out)
                     out.append(T.LIST_EXT)
                     out += u32(len(value))
+                    depth += 1
                     for item in value:
-                        write(item, out)
+                        write(item, out, depth)
                 out.append(T.NIL_EXT)
             elif kind is dict or kind is FrozenMap or kind is MapPairs:
+                if depth >= RECURSION_DEPTH:
+                    return deep(value, out)
                 out.append(T.MAP_EXT)
                 out += u32(len(value))
+                depth += 1
                 for key, item in (value if kind is MapPairs else value.items()):
-                    write(key, out)
-                    write(item, out)
+                    write(key, out, depth)
+                    write(item, out, depth)
             elif value is None:
                 out += none_ext
             elif value is True:
@@ -249,11 +265,14 @@ class Encoder:
             elif kind is float:
                 _float(value, out)
             elif kind is ImproperList:
+                if depth >= RECURSION_DEPTH:
+                    return deep(value, out)
                 out.append(T.LIST_EXT)
                 out += u32(len(value.elements))
+                depth += 1
                 for item in value.elements:
-                    write(item, out)
-                write(value.tail, out)
+                    write(item, out, depth)
+                write(value.tail, out, depth)
             elif kind is Charlist:
                 data = value.data
                 if len(data) <= 0xFFFF:
@@ -261,7 +280,7 @@ class Encoder:
                     out += _u16(len(data))
                     out += data
                 else:
-                    write(list(data), out)
+                    write(list(data), out, depth)
             elif kind is BitBinary:
                 out.append(T.BIT_BINARY_EXT)
                 out += u32(len(value.data))
@@ -279,9 +298,9 @@ class Encoder:
             elif kind is bytearray or kind is memoryview:
                 _binary(value, out)
             else:
-                write_subclass(value, out)
+                write_subclass(value, out, depth)
 
-        def write_subclass(value: Any, out: bytearray) -> None:
+        def write_subclass(value: Any, out: bytearray, depth: int) -> None:
             """Subclasses of the built-in types (IntEnum, OrderedDict, …) by what they are."""
             if isinstance(value, bool):
                 out += true_ext if value else false_ext
@@ -294,16 +313,18 @@ class Encoder:
             elif isinstance(value, bytes | bytearray):
                 _binary(value, out)
             elif isinstance(value, tuple):
-                write(tuple(value), out)
+                write(tuple(value), out, depth)
             elif isinstance(value, list):
-                write(list(value), out)
+                write(list(value), out, depth)
             elif isinstance(value, Mapping):
-                write(dict(value), out)
+                write(dict(value), out, depth)
             else:
                 raise EncodeError(
                     f"cannot encode {type(value).__name__} {_short(value)}: use str, bytes, "
                     "int, float, bool, None, tuple, list, dict or a pybroadway.term type")
 
+        deep = deep_writer(write)
+        self._deep = deep
         return write
 
 

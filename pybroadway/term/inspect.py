@@ -1,6 +1,8 @@
 """Print terms the way Elixir's ``inspect/2`` does, for log lines a BEAM user can read.
 
 ``inspect(((Atom("push_message"), b"How are you?")))`` → ``{:push_message, "How are you?"}``.
+Terms of any depth print without recursion; as in Elixir, ``limit`` also bounds the nesting
+shown.
 Pids of ``local_node`` print as ``#PID<0.N.S>``; pids of other nodes get a small number per
 node, as the BEAM's own node table gives them.
 """
@@ -11,7 +13,7 @@ import builtins
 import re
 import sys
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from itertools import count
 from typing import Any
 
@@ -76,7 +78,7 @@ def inspect(term: Any, *, local_node: Atom | str | None = None, limit: int = 50,
     if isinstance(local_node, str):
         local_node = Atom(local_node)
     printer = _Printer(local_node, limit, printable_limit, truncate)
-    text = printer.term(term)
+    text = printer.text_of(term)
     if truncate is not None and (printer.room < 0 or len(text) > truncate):
         return text[:truncate] + _TRUNCATED
     return text
@@ -88,6 +90,10 @@ def loggable(term: Any) -> str:
 
 
 class _Printer:
+    """Prints a term with an explicit stack: a container is a generator that writes its own
+    text and yields the terms inside it, in order, so that any depth costs heap, never the
+    stack; the text is made of fragments joined once, so that depth costs no copies either."""
+
     def __init__(self, local_node: Atom | None, limit: int, printable_limit: int,
                  truncate: int | None) -> None:
         self.local_node = local_node
@@ -95,15 +101,29 @@ class _Printer:
         self.printable_limit = printable_limit
         # What is left of the text's budget; below zero, containers stop adding items.
         self.room = truncate if truncate is not None else sys.maxsize
+        self.fragments: builtins.list[str] = []
 
-    def term(self, term: Any) -> str:
-        room = self.room
-        text = self.render(term)
-        # Whatever the items inside charged, this term costs exactly its text.
-        self.room = room - len(text)
-        return text
+    def text_of(self, term: Any) -> str:
+        stack: builtins.list[_Printing] = []  # the containers being printed, innermost last
+        while True:
+            text = self.leaf(term)
+            if text is None:
+                stack.append(self.container(term, len(stack)))
+            else:
+                self.write(text)
+            while stack:
+                term = next(stack[-1], _DONE)
+                if term is not _DONE:
+                    break
+                stack.pop()
+            else:
+                return "".join(self.fragments)
 
-    def render(self, term: Any) -> str:
+    def write(self, text: str) -> None:
+        self.fragments.append(text)
+        self.room -= len(text)
+
+    def leaf(self, term: Any) -> str | None:
         if term is None:
             return "nil"
         if term is True:
@@ -121,14 +141,6 @@ class _Printer:
             return self.string(term)
         if isinstance(term, bytes | bytearray | memoryview):
             return self.binary(bytes(term))
-        if kind is MapPairs:
-            return self.map(list(term))
-        if kind is tuple:
-            return "{" + self.items(term) + "}"
-        if isinstance(term, list | FrozenList):
-            return self.list(list(term))
-        if isinstance(term, Mapping):
-            return self.map(list(term.items()), struct_name(term))
         if kind is Pid:
             node = _node_number(term.node, self.local_node)
             return f"#PID<{node}.{term.id}.{term.serial}>"
@@ -137,10 +149,6 @@ class _Printer:
             return f"#Reference<{node}.{'.'.join(str(i) for i in reversed(term.ids))}>"
         if kind is Port:
             return f"#Port<{_node_number(term.node, self.local_node)}.{term.id}>"
-        if kind is ImproperList:
-            return "[" + self.items(term.elements) + " | " + self.term(term.tail) + "]"
-        if kind is Charlist:
-            return self.charlist(term.data)
         if kind is BitBinary:
             whole = [str(b) for b in term.data[:-1]]
             last = term.data[-1] >> (8 - term.bits)
@@ -150,9 +158,25 @@ class _Printer:
         if kind is Fun:
             return (f"#Function<{term.index}.{int.from_bytes(term.uniq[:4], 'big')}"
                     f"/{term.arity} in {self.module(term.module)}>")
-        if kind is tuple or isinstance(term, tuple):
-            return "{" + self.items(tuple(term)) + "}"
+        if isinstance(term, tuple | list | Mapping) or kind is ImproperList or kind is Charlist:
+            return None
         return repr(term)
+
+    def container(self, term: Any, depth: int) -> _Printing:
+        # As in Elixir, ``limit`` also bounds the nesting: past it, a container shows "...".
+        shown = self.limit if depth < self.limit else 0
+        kind = type(term)
+        if kind is MapPairs:
+            return self.map(builtins.list(term), None, shown)
+        if isinstance(term, list | FrozenList):
+            return self.list(builtins.list(term), shown)
+        if isinstance(term, Mapping):
+            return self.map(builtins.list(term.items()), struct_name(term), shown)
+        if kind is ImproperList:
+            return self.improper(term, shown)
+        if kind is Charlist:
+            return self.charlist(term.data, shown)
+        return self.enclosed("{", term, "}", shown)
 
     def atom(self, atom: Atom) -> str:
         name = atom.name
@@ -183,60 +207,101 @@ class _Printer:
         shown = ", ".join(str(b) for b in data[:self.limit])
         return "<<" + shown + (", ..." if len(data) > self.limit else "") + ">>"
 
-    def charlist(self, data: bytes) -> str:
+    def charlist(self, data: bytes, shown: int) -> _Printing:
         text = data.decode("latin-1")
         if data and _printable(text) and all(32 <= b < 127 or chr(b) in "\n\t\r" for b in data):
-            return "'" + _escape(text).replace("'", "\\'").replace('\\"', '"') + "'"
-        return self.list(list(data))
+            self.write("'" + _escape(text).replace("'", "\\'").replace('\\"', '"') + "'")
+        else:
+            yield from self.list(builtins.list(data), shown)
 
-    def items(self, items: Any) -> str:
-        return self.join((self.term(item) for item in items), len(items))
+    def enclosed(self, left: str, items: Any, right: str, shown: int) -> _Printing:
+        self.write(left)
+        yield from self.join(items, len(items), shown)
+        self.write(right)
 
-    def join(self, texts: Iterator[str], total: int) -> str:
-        """At most ``limit`` of ``texts``, and none once the budget is spent; ``...`` marks
-        what was left out. ``texts`` is lazy so that what is left out costs nothing."""
-        shown: builtins.list[str] = []
-        while len(shown) < self.limit and self.room >= 0:
-            text = next(texts, None)
-            if text is None:
+    def improper(self, term: ImproperList, shown: int) -> _Printing:
+        if not shown:  # as Elixir: the tail is one of the items it does not show
+            self.write("[...]")
+            return
+        self.write("[")
+        yield from self.join(term.elements, len(term.elements), shown)
+        self.write(" | ")
+        yield term.tail
+        self.write("]")
+
+    def join(self, items: Iterable[Any], total: int, shown: int,
+             piece: Callable[[Any], _Printing] | None = None) -> _Printing:
+        """At most ``shown`` of ``items`` (each one printed by ``piece``, or as a term), and
+        none once the budget is spent; ``...`` marks what was left out."""
+        count = 0
+        for item in items:
+            if count >= shown or self.room < 0:
                 break
-            shown.append(text)
-        if len(shown) < total:
-            shown.append("...")
-        return ", ".join(shown)
+            if count:
+                self.write(", ")
+            if piece is None:
+                yield item
+            else:
+                yield from piece(item)
+            count += 1
+        if count < total:
+            self.write(", ..." if count else "...")
 
-    def list(self, items: builtins.list[Any]) -> str:
+    def list(self, items: builtins.list[Any], shown: int) -> _Printing:
         if items and all(type(i) is tuple and len(i) == 2 and type(i[0]) is Atom
                          for i in items):
-            return "[" + self.keywords(items) + "]"
-        return "[" + self.items(items) + "]"
+            self.write("[")
+            yield from self.join(items, len(items), shown, self.keyword)
+            self.write("]")
+        else:
+            yield from self.enclosed("[", items, "]", shown)
 
-    def keywords(self, pairs: builtins.list[tuple[Any, Any]]) -> str:
-        return self.join((f"{self.key(k)} {self.term(v)}" for k, v in pairs), len(pairs))
+    def keyword(self, pair: tuple[Atom, Any]) -> _Printing:
+        text = self.atom(pair[0])
+        self.write((text[1:] if text.startswith(":") else text) + ": ")
+        yield pair[1]
 
-    def key(self, atom: Atom) -> str:
-        text = self.atom(atom)
-        return (text[1:] if text.startswith(":") else text) + ":"
+    def pair(self, pair: tuple[Any, Any]) -> _Printing:
+        yield pair[0]
+        self.write(" => ")
+        yield pair[1]
 
-    def map(self, pairs: builtins.list[tuple[Any, Any]], struct: str | None = None) -> str:
+    def map(self, pairs: builtins.list[tuple[Any, Any]], struct: str | None,
+            shown: int) -> _Printing:
         if struct is not None:
             rank = field_order(struct)
             fields = sorted(((k, v) for k, v in pairs if k is not STRUCT_KEY),
                             key=lambda kv: rank(kv[0]))
-            return "%" + struct + "{" + self.keywords(fields) + "}"
-        if not pairs:
-            return "%{}"
-        if len(pairs) <= 32:  # the BEAM walks small maps in term order, large ones by hash
-            pairs = sorted(pairs, key=lambda kv: _term_order(kv[0]))
-        if all(type(k) is Atom for k, _ in pairs):
-            return "%{" + self.keywords(pairs) + "}"
-        return "%{" + self.join((f"{self.term(k)} => {self.term(v)}" for k, v in pairs),
-                                len(pairs)) + "}"
+            self.write("%" + struct + "{")
+            yield from self.join(fields, len(fields), shown, self.keyword)
+        elif not pairs:
+            self.write("%{")
+        else:
+            if len(pairs) <= 32:  # the BEAM walks small maps in term order, large ones by hash
+                pairs = sorted(pairs, key=lambda kv: _term_order(kv[0]))
+            atoms = all(type(k) is Atom for k, _ in pairs)
+            self.write("%{")
+            yield from self.join(pairs, len(pairs), shown, self.keyword if atoms else self.pair)
+        self.write("}")
 
 
-def _term_order(term: Any) -> tuple[Any, ...]:
+_Printing = Generator[Any, None, None]
+"""Prints a container: writes its text and yields each term inside it in turn."""
+
+_DONE: Any = object()
+
+
+#: How deep map keys are looked at to sort them: deeper, keys that agree so far keep their order
+#: (the sort key's recursion, and the comparison of keys, stay shallow).
+_ORDER_DEPTH = 8
+
+
+def _term_order(term: Any, depth: int = 0) -> tuple[Any, ...]:
     """A sort key following Erlang's term order: number < atom < reference < fun < port <
     pid < tuple < map < list < bitstring."""
+    if depth > _ORDER_DEPTH:
+        return ()
+    inner = depth + 1
     if term is None or term is True or term is False:
         return (1, "nil" if term is None else str(term).lower())
     if isinstance(term, int | float):
@@ -253,13 +318,13 @@ def _term_order(term: Any) -> tuple[Any, ...]:
     if kind is Pid:
         return (5, term.node.name, term.id, term.serial)
     if isinstance(term, tuple) and kind is not FrozenList and kind is not MapPairs:
-        return (6, len(term), tuple(_term_order(item) for item in term))
+        return (6, len(term), tuple(_term_order(item, inner) for item in term))
     if isinstance(term, Mapping):
-        return (7, len(term), tuple(sorted(_term_order(k) for k in term)))
+        return (7, len(term), tuple(sorted(_term_order(k, inner) for k in term)))
     if isinstance(term, list | FrozenList | Charlist):
-        return (8, tuple(_term_order(item) for item in term))
+        return (8, tuple(_term_order(item, inner) for item in term))
     if kind is ImproperList:
-        return (8, tuple(_term_order(item) for item in term.elements))
+        return (8, tuple(_term_order(item, inner) for item in term.elements))
     if isinstance(term, str):
         return (9, term.encode())
     if isinstance(term, bytes | bytearray):

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from pybroadway.errors import ArgumentError, ArgumentTypeError
+from pybroadway.term._deep_tuple import tuple_hash
 
 __all__ = [
     "Atom",
@@ -239,6 +240,17 @@ class ImproperList(_Frozen):
         _set(self, "elements", elements)
         _set(self, "tail", tail)
 
+    def _as_tuple(self) -> tuple[Any, ...]:
+        """What it hashes as, as the other records do; a chain of improper lists (their tails
+        or elements) is walked by tuple_hash without recursion."""
+        return ("ImproperList", self.elements, self.tail)
+
+    def __hash__(self) -> int:
+        try:  # CPython's own hash, fast, for the improper lists that nest little (nearly all)
+            return hash(self._as_tuple())
+        except RecursionError:
+            return tuple_hash(self._as_tuple())
+
     def __repr__(self) -> str:
         return f"ImproperList({list(self.elements)!r}, {self.tail!r})"
 
@@ -392,9 +404,11 @@ class FrozenMap(Mapping[Any, Any]):
 
 class MapPairs(tuple[tuple[Any, Any], ...]):
     """A map whose keys Python would merge (``1`` and ``1.0``, or ``true`` and ``1``, are
-    distinct keys in Erlang), kept as its ``(key, value)`` pairs. Encodes as a map."""
+    distinct keys in Erlang) or would have to hash too deeply, kept as its ``(key, value)``
+    pairs. Encodes as a map."""
 
     __slots__ = ()
+    __hash__ = tuple_hash  # its keys may nest without bound
 
     def __repr__(self) -> str:
         return f"MapPairs({list(self)!r})"

@@ -124,8 +124,8 @@ class FrameMaker:
             body = b"l" + struct.pack(">I", 4 << 20) + b"j" * (4 << 20) + b"j"
             bomb = b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body, 9)
             frame = bytearray(_frame(b"\x70" + encode((2, Atom(""), self.sink)) + bomb))
-        else:  # nesting past the decoder's depth
-            deep = b"\x83" + b"l\x00\x00\x00\x01" * 400 + b"j" * 401
+        else:  # deep nesting (which is fine) down to a tuple that cannot fit in the frame
+            deep = b"\x83" + b"l\x00\x00\x00\x01" * 400 + b"i\xff\xff\xff\xff" + b"j" * 400
             frame = bytearray(_frame(b"\x70" + encode((2, Atom(""), self.sink)) + deep))
         return bytes(frame)
 

@@ -62,19 +62,6 @@ def test_bad_input_is_named(data: bytes, message: str) -> None:
         decode(data)
 
 
-def test_nesting_is_bounded() -> None:
-    deep = b"\x83" + b"h\x01" * 100_000 + b"a\x00"
-    with pytest.raises(DecodeError, match="max_depth=256"):
-        decode(deep)
-    with pytest.raises(DecodeError, match="max_depth=10"):
-        Decoder(max_depth=10).decode(b"\x83" + b"l\x00\x00\x00\x01" * 11 + b"j" * 12)
-    # deep improper-list tails and maps nest too
-    with pytest.raises(DecodeError):
-        decode(b"\x83" + b"l\x00\x00\x00\x01a\x01" * 50_000 + b"j")
-    with pytest.raises(DecodeError):
-        decode(b"\x83" + b"t\x00\x00\x00\x01a\x01" * 50_000 + b"j")
-
-
 def test_compression_bombs_are_refused() -> None:
     huge = zlib.compress(bytes(10_000_000))
     declared_huge = b"\x83P" + struct.pack(">I", 10_000_001) + huge

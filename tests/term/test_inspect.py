@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,14 @@ NOOP_ACK = (A("Elixir.Broadway.NoopAcknowledger"), None, None)
 MESSAGE = struct("Broadway.Message", data=b"How are you?", metadata={}, acknowledger=NOOP_ACK,
                  batcher=A("default"), batch_key=A("default"), batch_mode=A("bulk"),
                  status=A("ok"))
+
+
+
+def nested(wrap: Callable[[Any], Any], depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = wrap(leaf)
+    return leaf
+
 
 CASES = [
     MESSAGE,
@@ -56,6 +65,10 @@ CASES = [
     [0, -1, 1 << 70, 1.5, -0.0, 1.0e20, 1.0e-7, 123456789.125, 0.1],
     struct("PyTest.Point", x=1, y=2),
     list(range(60)),
+    # deeper than ``limit`` (50): as Elixir, the nesting shown stops there
+    nested(lambda inner: (inner,), 100, A("x")),
+    nested(lambda inner: [inner], 100, 1),
+    nested(lambda inner: {A("k"): inner}, 100, b"end"),
 ]
 
 

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import math
 import random
-import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybroadway.term import Atom, DecodeError, Decoder, Encoder, _impl, encode
-from testkit.codec import require_native
+from pybroadway.term import (
+    Atom,
+    DecodeError,
+    Decoder,
+    Encoder,
+    ImproperList,
+    MapPairs,
+    _impl,
+    encode,
+)
+from pybroadway.term._deep_tuple import HASH_DEPTH
+from pybroadway.term._reading import RECURSION_DEPTH
+from testkit.codec import require_native, same_term
 from tests.term.test_hostile import SAMPLES
-from tests.term.test_roundtrip import terms
+from tests.term.test_roundtrip import leaves, terms
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,23 +48,6 @@ def both(make: Callable[[], Any]) -> tuple[Any, Any]:
         _impl.active = previous
 
 
-def identical(a: Any, b: Any) -> bool:
-    """Equal and of the same types all the way down (floats bit for bit, NaN included)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return struct.pack(">d", a) == struct.pack(">d", b)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Mapping):
-        return len(a) == len(b) and all(
-            identical(ka, kb) and identical(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
-    if hasattr(a, "_fields"):
-        return all(identical(getattr(a, f), getattr(b, f)) for f in a._fields)
-    return bool(a == b)
-
-
 def outcome(decode: Callable[[Any], Any], data: Any) -> tuple[Any, ...]:
     try:
         return ("value", decode(data))
@@ -66,7 +59,7 @@ def outcome(decode: Callable[[Any], Any], data: Any) -> tuple[Any, ...]:
 
 def same_outcome(expected: tuple[Any, ...], got: tuple[Any, ...]) -> bool:
     if expected[0] == "value":
-        return got[0] == "value" and identical(expected[1], got[1])
+        return got[0] == "value" and same_term(expected[1], got[1])
     return expected == got
 
 
@@ -111,9 +104,57 @@ def test_same_value_from_every_decode(term: Any) -> None:
         agree(pure, native, data)
 
 
+K = Atom("k")
+# One level around a term (``inner``), with a sibling (``side``) at some.
+LEVELS: dict[str, Callable[[Any, Any], Any]] = {
+    "tuple": lambda inner, side: (inner,),
+    "pair": lambda inner, side: (side, inner),
+    "list": lambda inner, side: [inner, side],
+    "map": lambda inner, side: {K: inner},
+    "tail": lambda inner, side: ImproperList([side], inner),
+    "key": lambda inner, side: MapPairs([(inner, side)]),
+}
+
+
+class Deep:
+    """How to build a deep term: ``depth`` levels, cycling through ``pattern``, around
+    ``core``. Its repr is this recipe, not the term (Python's repr of one recurses)."""
+
+    def __init__(self, pattern: list[str], depth: int, core: Any, side: Any) -> None:
+        self.pattern, self.depth, self.core, self.side = pattern, depth, core, side
+
+    def __repr__(self) -> str:
+        return f"Deep({self.pattern}, {self.depth}, {self.core!r}, {self.side!r})"
+
+    def build(self) -> Any:
+        value = self.core
+        for i in range(self.depth):
+            value = LEVELS[self.pattern[i % len(self.pattern)]](value, self.side)
+        return value
+
+
+# Nested past the codecs' recursive paths (RECURSION_DEPTH), some past HASH_DEPTH, in a random
+# pattern of containers around a random term.
+deep_terms = st.builds(
+    Deep, st.lists(st.sampled_from(sorted(LEVELS)), min_size=1, max_size=5),
+    st.integers(RECURSION_DEPTH - 4, 3 * RECURSION_DEPTH) | st.just(HASH_DEPTH + 9),
+    terms, leaves)
+
+
+@settings(max_examples=100, deadline=None)
+@given(deep_terms)
+def test_same_bytes_and_values_from_deep_terms(recipe: Deep) -> None:
+    term = recipe.build()
+    for pure, native in ENCODERS:
+        assert outcome(native.encode, term) == outcome(pure.encode, term)
+    data = encode(term)
+    for pure, native in DECODERS:
+        agree(pure, native, data)
+
+
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(encode(draw(terms), compressed=draw(st.booleans())))
+def mutated(draw: st.DrawFn, source: st.SearchStrategy[Any] = terms) -> bytes:
+    data = bytearray(encode(draw(source), compressed=draw(st.booleans())))
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
         action = draw(st.sampled_from(["set", "insert", "delete", "cut"]))
@@ -131,6 +172,13 @@ def mutated(draw: st.DrawFn) -> bytes:
 @settings(max_examples=1000, deadline=None)
 @given(mutated() | st.binary(max_size=64).map(lambda raw: b"\x83" + raw))
 def test_same_value_or_error_from_random_and_mutated_bytes(data: bytes) -> None:
+    for pure, native in DECODERS:
+        agree(pure, native, data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(mutated(deep_terms.map(Deep.build)))
+def test_same_value_or_error_from_mutated_deep_terms(data: bytes) -> None:
     for pure, native in DECODERS:
         agree(pure, native, data)
 
@@ -159,9 +207,13 @@ def test_what_the_native_encoder_hands_back_fails_or_succeeds_the_same(value: An
         assert outcome(native.encode, value) == outcome(pure.encode, value)
 
 
-def test_nesting_too_deep_for_the_stack_is_the_same_error() -> None:
+def test_any_depth_is_the_same_bytes_and_a_value_inside_itself_the_same_error() -> None:
     nested: list[Any] = []
     for _ in range(100_000):
         nested = [nested]
+    inside: list[Any] = [1]
+    inside.append({K: (inside,)})
     for pure, native in ENCODERS:
-        assert outcome(native.encode, nested) == outcome(pure.encode, nested)
+        for value in (nested, inside, [nested, inside]):
+            assert outcome(native.encode, value) == outcome(pure.encode, value)
+    assert outcome(native.encode, inside)[0] == "EncodeError"

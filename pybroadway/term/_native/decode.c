@@ -2,7 +2,11 @@
  *
  * Every check the Python decoder makes is made here in the same order, with the same
  * DecodeError message and offset: declared sizes are checked against the input before anything
- * is allocated, and containers nest at most max_depth deep. The tags that seldom travel
+ * is allocated. Containers nested deep_from deep or more are handed to the Python decoder's
+ * iterative reader (pybroadway/term/_decode_deep.py), which holds them on an explicit stack:
+ * here recursion stays shallow, there any depth a BEAM writes decodes, with the reference's own
+ * values and errors; deep terms are rare, so one implementation serves both. The tags that
+ * seldom travel
  * (latin-1 and long atoms, big integers over 64 bits, ports, funs, old identifier forms, text
  * floats, bitstrings, and the refusal of the rest) are handed to the Python decoder's rare
  * reader, so that their results and errors are the Python code's own.
@@ -13,9 +17,10 @@
 typedef struct {
     PyObject_HEAD
     int strings;
-    long long max_depth;
+    long long deep_from;     /* containers nested this deep go to ``deep`` */
     PyObject *none;          /* "nil" or "undefined": the atom that decodes to None */
     PyObject *rare;          /* rare(data, pos, tag, depth) -> (value, end) */
+    PyObject *deep;          /* deep(data, pos, depth) -> (value, end), pos at the tag */
     PyObject *fallback;      /* the Python decode(data), for what is not plain bytes */
     PyObject *fallback_from; /* the Python decode_from(data, offset) */
     byte_cache atoms;        /* SMALL_ATOM_UTF8_EXT text -> Atom (or True, False, None) */
@@ -28,6 +33,7 @@ typedef struct {
     PyObject *obj; /* the input as Python sees it, for the rare reader */
     Decoder *dec;
     unsigned int containers; /* decoded so far, to let other threads run now and then */
+    Py_ssize_t handoffs;     /* containers handed to ``deep`` so far */
 } source;
 
 /* A big term is decoded in a thread of its own (pybroadway.erldist.connection) so that the
@@ -66,10 +72,6 @@ static PyObject *truncated(Py_ssize_t offset, const char *what) {
     return fail(offset, "input ends inside %s", what);
 }
 
-static PyObject *too_deep(Decoder *dec, Py_ssize_t offset) {
-    return fail(offset, "terms nest deeper than max_depth=%lld", dec->max_depth);
-}
-
 /* The value of an atom from its UTF-8 text: True, False, None or an interned Atom. */
 static PyObject *atom_value(Decoder *dec, const unsigned char *raw, Py_ssize_t size,
                             Py_ssize_t pos) {
@@ -103,9 +105,15 @@ static PyObject *atom_value(Decoder *dec, const unsigned char *raw, Py_ssize_t s
     return value;
 }
 
-/* An atom where the format requires one (a pid's node). */
+static inline int is_atom(int tag) {
+    return tag == 119 || tag == 118 || tag == 100 || tag == 115;
+}
+
+/* An atom where the format requires one (a pid's node): nothing nests in it. */
 static PyObject *atom_at(source *s, Py_ssize_t *at, const char *what) {
-    PyObject *value = term(s, at, s->dec->max_depth);
+    if (*at < s->end && !is_atom(s->p[*at]))
+        return fail(*at, "expected an atom for %s", what);
+    PyObject *value = term(s, at, 0);
     if (value == NULL || (PyObject *)Py_TYPE(value) == REFS.Atom)
         return value;
     if (value == Py_None || value == Py_True || value == Py_False) {
@@ -133,9 +141,8 @@ static PyObject *binary(source *s, Py_ssize_t pos, Py_ssize_t size) {
     return PyBytes_FromStringAndSize(p, size);
 }
 
-/* A term the Python decoder reads (its tag byte is just before ``*at``). */
-static PyObject *rare(source *s, Py_ssize_t *at, int tag, long long depth) {
-    PyObject *result = PyObject_CallFunction(s->dec->rare, "OniL", s->obj, *at, tag, depth);
+/* The (value, end) a Python reader returned: value returned, ``*at`` moved to end. */
+static PyObject *read_back(PyObject *result, Py_ssize_t *at) {
     if (result == NULL)
         return NULL;
     if (!PyTuple_CheckExact(result) || PyTuple_GET_SIZE(result) != 2) {
@@ -152,6 +159,20 @@ static PyObject *rare(source *s, Py_ssize_t *at, int tag, long long depth) {
     Py_DECREF(result);
     *at = end;
     return value;
+}
+
+/* A term the Python decoder reads (its tag byte is just before ``*at``). */
+static PyObject *rare(source *s, Py_ssize_t *at, int tag, long long depth) {
+    return read_back(
+        PyObject_CallFunction(s->dec->rare, "OniL", s->obj, *at, tag, depth), at);
+}
+
+/* A container nested too deeply to recurse on, read by the Python iterative reader (its tag
+ * byte is just before ``*at``). */
+static PyObject *deep(source *s, Py_ssize_t *at, long long depth) {
+    s->handoffs++;
+    return read_back(
+        PyObject_CallFunction(s->dec->deep, "OnL", s->obj, *at - 1, depth), at);
 }
 
 static PyObject *pid(source *s, Py_ssize_t *at) {
@@ -235,8 +256,6 @@ static PyObject *list(source *s, Py_ssize_t *at, long long depth) {
     pos += 4;
     if (length > end - pos)
         return fail(pos, "list of %zd elements cannot fit in the input", length);
-    if (depth >= s->dec->max_depth)
-        return too_deep(s->dec, pos);
     depth += 1;
     PyObject *items = PyList_New(length), *tail;
     if (items == NULL)
@@ -294,8 +313,7 @@ static PyObject *map(source *s, Py_ssize_t *at, long long depth) {
     pos += 4;
     if (arity > (end - pos) / 2)
         return fail(pos, "map of %zd pairs cannot fit in the input", arity);
-    if (depth >= s->dec->max_depth)
-        return too_deep(s->dec, pos);
+    Py_ssize_t handoffs = s->handoffs;
     PyObject *items = PyTuple_New(2 * arity);
     if (items == NULL)
         return NULL;
@@ -307,7 +325,9 @@ static PyObject *map(source *s, Py_ssize_t *at, long long depth) {
         }
         PyTuple_SET_ITEM(items, i, item);
     }
-    PyObject *result = PyDict_New();
+    /* A key may nest too deeply to hash when a part of the map was handed off: the pure
+     * decoder's map builder looks. */
+    PyObject *result = s->handoffs == handoffs ? PyDict_New() : NULL;
     for (Py_ssize_t i = 0; result != NULL && i < arity; i++) {
         if (PyDict_SetItem(result, PyTuple_GET_ITEM(items, 2 * i),
                            PyTuple_GET_ITEM(items, 2 * i + 1)) < 0) {
@@ -321,7 +341,7 @@ static PyObject *map(source *s, Py_ssize_t *at, long long depth) {
         }
     }
     if (result == NULL || PyDict_GET_SIZE(result) != arity) {
-        /* unhashable keys, or keys Python merges: the pure decoder's own way */
+        /* unhashable keys, keys Python merges, or deep ones: the pure decoder's own way */
         Py_XDECREF(result);
         result = PyObject_CallFunction(REFS.map_from_items, "On", items, arity);
     }
@@ -346,8 +366,6 @@ static PyObject *tuple(source *s, Py_ssize_t *at, int tag, long long depth) {
     }
     if (arity > end - pos)
         return fail(pos, "tuple of arity %zd cannot fit in the input", arity);
-    if (depth >= s->dec->max_depth)
-        return too_deep(s->dec, pos);
     PyObject *value = PyTuple_New(arity);
     if (value == NULL)
         return NULL;
@@ -364,6 +382,8 @@ static PyObject *tuple(source *s, Py_ssize_t *at, int tag, long long depth) {
 }
 
 static PyObject *container(source *s, Py_ssize_t *at, int tag, long long depth) {
+    if (depth >= s->dec->deep_from)
+        return deep(s, at, depth);
     if (Py_EnterRecursiveCall(" while decoding a term"))
         return NULL;
     let_others_run(s);
@@ -582,18 +602,19 @@ static PyObject *Decoder_term(Decoder *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     int strings;
-    long long max_depth;
-    PyObject *none, *rare_reader, *fallback, *fallback_from;
-    if (!PyArg_ParseTuple(args, "pULOOO:Decoder", &strings, &none, &max_depth, &rare_reader,
-                          &fallback, &fallback_from))
+    long long deep_from;
+    PyObject *none, *rare_reader, *deep_reader, *fallback, *fallback_from;
+    if (!PyArg_ParseTuple(args, "pULOOOO:Decoder", &strings, &none, &deep_from, &rare_reader,
+                          &deep_reader, &fallback, &fallback_from))
         return NULL;
     Decoder *self = (Decoder *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->strings = strings;
-    self->max_depth = max_depth;
+    self->deep_from = deep_from;
     self->none = Py_NewRef(none);
     self->rare = Py_NewRef(rare_reader);
+    self->deep = Py_NewRef(deep_reader);
     self->fallback = Py_NewRef(fallback);
     self->fallback_from = Py_NewRef(fallback_from);
     return (PyObject *)self;
@@ -601,6 +622,7 @@ static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 
 static int Decoder_traverse(Decoder *self, visitproc visit, void *arg) {
     Py_VISIT(self->rare);
+    Py_VISIT(self->deep);
     Py_VISIT(self->fallback);
     Py_VISIT(self->fallback_from);
     return cache_traverse(&self->atoms, visit, arg) || cache_traverse(&self->pids, visit, arg);
@@ -608,6 +630,7 @@ static int Decoder_traverse(Decoder *self, visitproc visit, void *arg) {
 
 static int Decoder_clear(Decoder *self) {
     Py_CLEAR(self->rare);
+    Py_CLEAR(self->deep);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->fallback_from);
     Py_CLEAR(self->none);
@@ -634,7 +657,7 @@ static PyMethodDef Decoder_methods[] = {
 PyTypeObject DecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pybroadway.term._ccodec.Decoder",
-    .tp_doc = "Decoder(strings, none, max_depth, rare, fallback, fallback_from)",
+    .tp_doc = "Decoder(strings, none, deep_from, rare, deep, fallback, fallback_from)",
     .tp_basicsize = sizeof(Decoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Decoder_new,

@@ -3,6 +3,9 @@
  * lists, dicts, None/True/False, finite floats). Everything else (subclasses, improper lists,
  * charlists, ports, funs, big integers, non-finite floats, str that is not UTF-8 encodable…)
  * is written by the Python ``write`` itself, so its bytes and its errors are the Python code's.
+ * Containers nested deep_from deep or more are handed to the Python iterative writer
+ * (pybroadway/term/_encode_deep.py): recursion here stays shallow, and any depth encodes with
+ * the reference's own bytes and errors (deep values are rare; one implementation serves both).
  */
 #include "codec.h"
 
@@ -10,6 +13,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *none_ext, *true_ext, *false_ext; /* bytes */
     PyObject *write;                           /* the Python write(value, out: bytearray) */
+    PyObject *deep;                            /* the Python deep(value, out: bytearray) */
+    long long deep_from;                       /* containers nested this deep go to deep */
     PyObject *atom_ext, *pid_ext, *reference_ext; /* the Python builders of _ext */
 } Encoder;
 
@@ -81,12 +86,12 @@ static int put_bytes(output *o, PyObject *bytes) {
     return put(o, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
 }
 
-/* What the Python write makes of ``value``, appended. */
-static int python_write(Encoder *e, output *o, PyObject *value) {
+/* What the Python ``writer`` (write or deep) makes of ``value``, appended. */
+static int python_writes(PyObject *writer, output *o, PyObject *value) {
     PyObject *out = PyByteArray_FromStringAndSize(NULL, 0);
     if (out == NULL)
         return -1;
-    PyObject *result = PyObject_CallFunctionObjArgs(e->write, value, out, NULL);
+    PyObject *result = PyObject_CallFunctionObjArgs(writer, value, out, NULL);
     int status = -1;
     if (result != NULL) {
         Py_DECREF(result);
@@ -94,6 +99,10 @@ static int python_write(Encoder *e, output *o, PyObject *value) {
     }
     Py_DECREF(out);
     return status;
+}
+
+static int python_write(Encoder *e, output *o, PyObject *value) {
+    return python_writes(e->write, o, value);
 }
 
 /* An identifier's remembered encoding (its _ext slot), made by ``build`` the first time. */
@@ -142,11 +151,15 @@ static int integer(Encoder *e, output *o, PyObject *value) {
     return 0;
 }
 
-static int write_term(Encoder *e, output *o, PyObject *value);
+static int write_term(Encoder *e, output *o, PyObject *value, long long depth);
 
-static int container(Encoder *e, output *o, PyObject *value, PyTypeObject *type) {
+static int container(Encoder *e, output *o, PyObject *value, PyTypeObject *type,
+                     long long depth) {
+    if (depth >= e->deep_from)
+        return python_writes(e->deep, o, value);
     if (Py_EnterRecursiveCall(" while encoding a term"))
         return -1;
+    depth += 1;
     int status = 0;
     if (type == &PyTuple_Type) {
         Py_ssize_t arity = PyTuple_GET_SIZE(value);
@@ -157,13 +170,13 @@ static int container(Encoder *e, output *o, PyObject *value, PyTypeObject *type)
             status = header(o, 105, arity);
         }
         for (Py_ssize_t i = 0; status == 0 && i < arity; i++)
-            status = write_term(e, o, PyTuple_GET_ITEM(value, i));
+            status = write_term(e, o, PyTuple_GET_ITEM(value, i), depth);
     } else if (type == &PyList_Type) {
         if (PyList_GET_SIZE(value))
             status = header(o, 108, PyList_GET_SIZE(value));
         for (Py_ssize_t i = 0; status == 0 && i < PyList_GET_SIZE(value); i++) {
             PyObject *item = Py_NewRef(PyList_GET_ITEM(value, i));
-            status = write_term(e, o, item);
+            status = write_term(e, o, item, depth);
             Py_DECREF(item);
         }
         if (status == 0)
@@ -175,9 +188,9 @@ static int container(Encoder *e, output *o, PyObject *value, PyTypeObject *type)
         while (status == 0 && PyDict_Next(value, &at, &key, &item)) {
             Py_INCREF(key);
             Py_INCREF(item);
-            status = write_term(e, o, key);
+            status = write_term(e, o, key, depth);
             if (status == 0)
-                status = write_term(e, o, item);
+                status = write_term(e, o, item, depth);
             Py_DECREF(key);
             Py_DECREF(item);
         }
@@ -186,12 +199,12 @@ static int container(Encoder *e, output *o, PyObject *value, PyTypeObject *type)
     return status;
 }
 
-static int write_term(Encoder *e, output *o, PyObject *value) {
+static int write_term(Encoder *e, output *o, PyObject *value, long long depth) {
     PyTypeObject *type = Py_TYPE(value);
     if ((PyObject *)type == REFS.Atom)
         return remembered(e, o, value, REFS.atom_ext_offset, e->atom_ext);
     if (type == &PyTuple_Type || type == &PyList_Type || type == &PyDict_Type)
-        return container(e, o, value, type);
+        return container(e, o, value, type, depth);
     if (type == &PyBytes_Type) {
         if (header(o, 109, PyBytes_GET_SIZE(value)) < 0)
             return -1;
@@ -249,7 +262,7 @@ static int encode_to(Encoder *self, output *o, PyObject *value) {
         PyErr_SetString(PyExc_RuntimeError, "_ccodec.setup() was not called");
         return -1;
     }
-    return write_term(self, o, value);
+    return write_term(self, o, value, 0);
 }
 
 static PyObject *Encoder_encode(Encoder *self, PyObject *value) {
@@ -260,7 +273,7 @@ static PyObject *Encoder_encode(Encoder *self, PyObject *value) {
         out_free(&o);
         if (PyErr_ExceptionMatches(PyExc_RecursionError)) {
             PyErr_Clear();
-            PyErr_SetString(REFS.EncodeError, "the value nests too deeply (or contains itself)");
+            PyErr_SetString(REFS.EncodeError, "the value nests too deeply for the Python stack");
         }
         return NULL;
     }
@@ -290,9 +303,11 @@ static PyObject *Encoder_write(Encoder *self, PyObject *const *args, Py_ssize_t 
 }
 
 static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *none_ext, *true_ext, *false_ext, *write_fn, *atom_ext, *pid_ext, *ref_ext;
-    if (!PyArg_ParseTuple(args, "SSSOOOO:Encoder", &none_ext, &true_ext, &false_ext, &write_fn,
-                          &atom_ext, &pid_ext, &ref_ext))
+    PyObject *none_ext, *true_ext, *false_ext, *write_fn, *deep_fn, *atom_ext, *pid_ext,
+        *ref_ext;
+    long long deep_from;
+    if (!PyArg_ParseTuple(args, "SSSOOLOOO:Encoder", &none_ext, &true_ext, &false_ext,
+                          &write_fn, &deep_fn, &deep_from, &atom_ext, &pid_ext, &ref_ext))
         return NULL;
     Encoder *self = (Encoder *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -301,6 +316,8 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     self->true_ext = Py_NewRef(true_ext);
     self->false_ext = Py_NewRef(false_ext);
     self->write = Py_NewRef(write_fn);
+    self->deep = Py_NewRef(deep_fn);
+    self->deep_from = deep_from;
     self->atom_ext = Py_NewRef(atom_ext);
     self->pid_ext = Py_NewRef(pid_ext);
     self->reference_ext = Py_NewRef(ref_ext);
@@ -309,6 +326,7 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 
 static int Encoder_traverse(Encoder *self, visitproc visit, void *arg) {
     Py_VISIT(self->write);
+    Py_VISIT(self->deep);
     Py_VISIT(self->atom_ext);
     Py_VISIT(self->pid_ext);
     Py_VISIT(self->reference_ext);
@@ -320,6 +338,7 @@ static int Encoder_clear(Encoder *self) {
     Py_CLEAR(self->true_ext);
     Py_CLEAR(self->false_ext);
     Py_CLEAR(self->write);
+    Py_CLEAR(self->deep);
     Py_CLEAR(self->atom_ext);
     Py_CLEAR(self->pid_ext);
     Py_CLEAR(self->reference_ext);
@@ -343,7 +362,8 @@ static PyMethodDef Encoder_methods[] = {
 PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pybroadway.term._ccodec.Encoder",
-    .tp_doc = "Encoder(none_ext, true_ext, false_ext, write, atom_ext, pid_ext, reference_ext)",
+    .tp_doc = "Encoder(none_ext, true_ext, false_ext, write, deep, deep_from, atom_ext, pid_ext, "
+              "reference_ext)",
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Encoder_new,

@@ -19,23 +19,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import handshake
 from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
+from pybroadway.erldist.settings import DistSettings
 from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Encoder
-
-if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
-    from pybroadway.erldist.signals import Signals
 
 log = logging.getLogger("pybroadway.erldist.node")
 
 NodeWatcher = Callable[[Atom, bool], None]
+
+
+class StartTask(Protocol):
+    """Runs ``coro`` in a task named ``name`` that its owner keeps a reference to until it
+    ends (:meth:`~pybroadway.erldist.node.Node.start_task`)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+
 
 CLOSE_GRACE = 2.0
 """Seconds a stopping node waits for its last writes to be read before it drops them."""
@@ -57,20 +62,23 @@ def _resolve(host: str) -> str:
 
 
 class Connections:
-    """The connections of ``node``, one per peer.
+    """A node's connections, one per peer; its tasks (dials) run through ``start_task``.
 
-    ``live`` maps each connected peer to its :class:`Connection`. While ``open`` (the node is
-    started) handshakes are accepted and a frame for a peer with no connection waits for one
-    to be dialled.
+    ``live`` maps each connected peer to its :class:`Connection`. While ``open`` (from
+    :meth:`open_with`, once the node is registered, until the node stops) handshakes are
+    accepted and a frame for a peer with no connection waits for one to be dialled.
     """
 
-    _signals: Signals
+    _settings: DistSettings
+    _creation: int
     _handlers: Mapping[int, Handler]
+    _lost: Callable[[Atom], None]
+    _unreachable: Callable[[Atom, list[tuple[Any, Any]]], None]
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self.live: dict[Atom, Connection] = {}
+    def __init__(self, start_task: StartTask) -> None:
+        self._start_task = start_task
         self.open = False
+        self.live: dict[Atom, Connection] = {}
         self._connecting: dict[Atom, asyncio.Future[Connection]] = {}
         # peer name -> the task owning its pending connection (a dial or an accepted
         # handshake). By name: an accepted handshake has not shown the cookie yet, so its
@@ -84,19 +92,30 @@ class Connections:
         self._handshaking = 0
         self._refusals = Throttle(log, logging.WARNING, "refused connections", burst=1)
 
-    def deliver_to(self, signals: Signals, handlers: Mapping[int, Handler]) -> None:
-        """Where what arrives goes: each frame to ``handlers[op]``, a lost or unreachable
-        peer to ``signals``. Set once, before the node starts."""
-        self._signals = signals
+    def deliver_to(self, handlers: Mapping[int, Handler], *, lost: Callable[[Atom], None],
+                   unreachable: Callable[[Atom, list[tuple[Any, Any]]], None]) -> None:
+        """Where what arrives goes: each frame to ``handlers[op]``; a peer whose connection
+        is gone to ``lost(peer)``, one that could not be reached to ``unreachable(peer,
+        frames)`` with the frames that waited for it. Set once, before the node starts."""
         self._handlers = handlers
+        self._lost = lost
+        self._unreachable = unreachable
 
     # -- listening ---------------------------------------------------------------------------
 
-    async def listen(self, host: str, port: int) -> int:
-        """Start accepting connections on ``host:port``; returns the port bound."""
+    async def listen(self, host: str, port: int, settings: DistSettings) -> int:
+        """Start listening on ``host:port`` (returns the port bound), with ``settings`` for
+        every connection from now on; handshakes are refused until :meth:`open`."""
+        self._settings = settings
         self._server = await asyncio.start_server(self._on_accept, host, port)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
+
+    def open_with(self, creation: int) -> None:
+        """Accept handshakes and dial peers as the node incarnation ``creation`` (EPMD's
+        answer to the registration of the port :meth:`listen` bound)."""
+        self._creation = creation
+        self.open = True
 
     async def stop_listening(self) -> None:
         if self._server is not None:
@@ -133,7 +152,7 @@ class Connections:
             try:
                 watcher(node, up)
             except Exception:
-                self._node.log.exception("node watcher %r failed", watcher)
+                log.exception("node watcher %r failed", watcher)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -160,8 +179,8 @@ class Connections:
         if future is None:
             future = self._connecting[node] = loop.create_future()
             if self._pending.get(node.name) is None:  # else an accepted handshake brings it
-                task = self._node.start_task(self._dial(node, future),
-                                             name=f"dist-connect-{node.name}")
+                task = self._start_task(self._dial(node, future),
+                                        name=f"dist-connect-{node.name}")
                 self._pending[node.name] = task
                 self._dials.add(task)
                 task.add_done_callback(self._dials.discard)
@@ -179,14 +198,14 @@ class Connections:
             if check:
                 raise
             # As net_kernel:connect_node/1: False says it; a peer that left is no warning.
-            self._node.log.info("could not connect to %s: %s", node.name, exc)
+            log.info("could not connect to %s: %s", node.name, exc)
             return False
         return True
 
     # -- dialling and accepting --------------------------------------------------------------
 
     async def _dial(self, node: Atom, future: asyncio.Future[Connection]) -> None:
-        me = self._node
+        me = self._settings
         try:
             async with asyncio.timeout(me.connect_timeout):
                 alive, host = split_node_name(node.name)
@@ -206,7 +225,7 @@ class Connections:
                 try:
                     peer = await handshake.connect(
                         reader, writer, our_name=me.name.name, cookie=me.cookie,
-                        creation=me.creation, flags=me.flags, peer_name=node.name,
+                        creation=self._creation, flags=me.flags, peer_name=node.name,
                         timeout=me.handshake_timeout, on_alive=self._owns_pending)
                 except handshake.HandshakeRejected as exc:
                     if exc.status == "nok" and self._owns_pending(node.name):
@@ -235,11 +254,11 @@ class Connections:
             future.set_exception(exc if isinstance(exc, Exception) else
                                  ConnectionError(f"connect to {name} cancelled"))
             future.exception()  # a failed connect need not be awaited by anyone
-            self._signals.peer_unreachable(node, self._queued.pop(node, []))
+            self._unreachable(node, self._queued.pop(node, []))
 
     async def _on_accept(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
-        me = self._node
+        me = self._settings
         if self._handshaking >= me.max_handshakes:
             # Connections that have not shown the cookie yet are capped, so that idle or
             # garbage ones cannot take every file descriptor from the nodes that have.
@@ -259,7 +278,7 @@ class Connections:
         try:
             peer = await handshake.accept(
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
-                creation=me.creation, flags=me.flags, on_name=status_for,
+                creation=self._creation, flags=me.flags, on_name=status_for,
                 timeout=me.handshake_timeout)
         except BaseException as exc:
             if claimed and self._owns_pending(claimed[0]):
@@ -267,7 +286,7 @@ class Connections:
             if isinstance(exc, asyncio.CancelledError):
                 return  # superseded, or the loop's shutdown: end quietly
             if not isinstance(exc, handshake.HandshakeError):  # those are logged, with the peer
-                me.log.exception("unexpected error in an incoming handshake")
+                log.exception("unexpected error in an incoming handshake")
             return
         finally:
             self._handshaking -= 1
@@ -288,7 +307,7 @@ class Connections:
             return "alive"
         owner = self._pending.get(peer_name)
         if owner is not None:
-            if self._node.name.name > peer_name:
+            if self._settings.name.name > peer_name:
                 return "nok"  # simultaneous connect: the greater name keeps its own attempt
             if owner not in self._dials:  # the smaller one drops its own for this one
                 owner.cancel()  # (a dial of ours ends by itself: see _dial)
@@ -304,7 +323,7 @@ class Connections:
 
     def _connection_up(self, peer: handshake.PeerInfo, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
-        me = self._node
+        me = self._settings
         node = Atom(peer.name)
         connection = Connection(
             node, peer.flags & me.flags, reader, writer, encoder=self._encoder,
@@ -319,7 +338,7 @@ class Connections:
             future.set_result(connection)
         for control, message in self._queued.pop(node, []):
             connection.send(control, message)
-        me.log.info("node %s connected%s", node.name, " (hidden)" if peer.hidden else "")
+        log.info("node %s connected%s", node.name, " (hidden)" if peer.hidden else "")
         self._notify(node, True)
 
     def _backlog(self, connection: Connection) -> None:
@@ -327,7 +346,7 @@ class Connections:
         the connection holding the most is closed. A BEAM bounds each connection only, by
         suspending the processes that send to a busy one; ours never wait, so the node's
         share is bounded here too, and the peer that reads least is the one dropped."""
-        limit = self._node.max_total_pending_output
+        limit = self._settings.max_total_pending_output
         total = sum(live.write_buffer_size for live in self.live.values())
         if total <= limit:
             return
@@ -343,8 +362,8 @@ class Connections:
         if self.live.get(node) is not connection:
             return
         del self.live[node]
-        self._node.log.info("node %s disconnected: %s", node.name, reason)
-        self._signals.peer_lost(node)
+        log.info("node %s disconnected: %s", node.name, reason)
+        self._lost(node)
         self._notify(node, False)
 
 

@@ -39,6 +39,7 @@ from pybroadway.erldist.genserver import alias_of
 from pybroadway.erldist.kernel import Kernel
 from pybroadway.erldist.process import Process
 from pybroadway.erldist.rpc import serve_spawn_request
+from pybroadway.erldist.settings import DistSettings
 from pybroadway.erldist.signals import Signals, node_of, target_name
 from pybroadway.erldist.supervisor import Supervisor
 from pybroadway.errors import ArgumentError, ArgumentTypeError, StateError
@@ -62,7 +63,8 @@ class Node:
     compressed term in a frame may inflate to), ``max_handshakes`` (incoming connections that
     have not shown the cookie yet; more are refused), ``max_pending_output`` (bytes a peer
     may leave unread before its connection is closed) and ``max_total_pending_output`` (all
-    peers together: past it, the connection holding the most is closed).
+    peers together: past it, the connection holding the most is closed). ``signals`` holds
+    its processes' links, monitors and exits (:class:`~pybroadway.erldist.signals.Signals`).
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
@@ -103,9 +105,10 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._kernel = Kernel(self)
-        self._net = net = Connections(self)
-        self._signals = signals = Signals(self, net, self._processes, self._names, self._calls)
-        net.deliver_to(signals, {
+        self._net = net = Connections(self.start_task)
+        self.signals = signals = Signals(self.name, self.make_ref, net, self._processes,
+                                         self._names, self._calls)
+        net.deliver_to({
             op.SEND: self._on_send, op.SEND_SENDER: self._on_send,
             op.REG_SEND: self._on_reg_send, op.ALIAS_SEND: self._on_alias_send,
             op.LINK: signals.on_link, op.UNLINK: signals.on_unlink,
@@ -117,15 +120,10 @@ class Node:
             op.PAYLOAD_MONITOR_P_EXIT: signals.on_monitor_exit,
             op.SPAWN_REQUEST: functools.partial(serve_spawn_request, self),
             op.GROUP_LEADER: self._ignore, op.SPAWN_REPLY: self._ignore,
-        })
-        # The parts' entry points the node and its processes use, bound once: no extra hop
-        # per send, reply or link.
+        }, lost=signals.peer_lost, unreachable=signals.peer_unreachable)
+        # The connections' entry points the node uses, bound once: no extra hop per send.
         self._connections = net.live
         self._route = net.route
-        self._link = signals.link
-        self._unlink = signals.unlink
-        self._monitor = signals.monitor
-        self._demonitor = signals.demonitor
 
     def __repr__(self) -> str:
         return f"<Node {self.name.name} creation={self.creation}>"
@@ -142,8 +140,13 @@ class Node:
         """Listen, register with EPMD (starting an embedded one if none answers)."""
         if self._started:
             raise StateError(f"{self} is already started")
-        self.cookie  # noqa: B018 - read (or create) the cookie file now, not mid-handshake
-        port = await self._net.listen(self.listen_host, self.listen_port)
+        settings = DistSettings(  # the cookie file is read (or created) now, not mid-handshake
+            name=self.name, cookie=self.cookie, flags=self.flags, ticktime=self.ticktime,
+            handshake_timeout=self.handshake_timeout, connect_timeout=self.connect_timeout,
+            max_frame_size=self.max_frame_size, max_inflated=self.max_inflated,
+            max_handshakes=self.max_handshakes, max_pending_output=self.max_pending_output,
+            max_total_pending_output=self.max_total_pending_output, epmd_port=self.epmd_port)
+        port = await self._net.listen(self.listen_host, self.listen_port, settings)
         self._embedded_epmd = await epmd_client.ensure_epmd(self.epmd_port)
         if self._embedded_epmd is not None:
             log.info("no epmd was running: started an embedded one on port %d",
@@ -155,8 +158,9 @@ class Node:
             await self._close_listeners()
             raise
         self.creation = self._registration.creation
-        self._started = self._net.open = True
-        self._call_pid = self._new_pid()
+        self._net.open_with(self.creation)
+        self._started = True
+        self._call_pid = self.new_pid()
         await self._kernel.start(self._registration)
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
@@ -221,7 +225,8 @@ class Node:
 
     # -- identifiers ------------------------------------------------------------------------
 
-    def _new_pid(self) -> Pid:
+    def new_pid(self) -> Pid:
+        """A new pid of this node (for a process, or one that only answers, like an rpc's)."""
         number = next(self._ids)
         return Pid(self.name, number & 0x7FFF_FFFF, number >> 31, self.creation)
 
@@ -238,13 +243,13 @@ class Node:
         """Start ``process`` on this node (optionally registered as ``name``)."""
         if not self._started:
             raise StateError(f"start {self} before spawning processes")
-        pid = self._new_pid()
+        pid = self.new_pid()
         self._processes[pid] = process
         process._start(self, pid)
         if name is not None:
             self.register(name, process)
         if link is not None:
-            self._link(process, link)
+            self.signals.link(process, link)
         return process
 
     def register(self, name: str | Atom, process: Process) -> None:
@@ -272,13 +277,6 @@ class Node:
     def registered(self) -> list[Atom]:
         return list(self._names)
 
-    def _process_exited(self, process: Process, reason: Any) -> None:
-        self._processes.pop(process.pid, None)
-        for name in list(process.names):
-            if self._names.get(name) is process:
-                del self._names[name]
-        self._signals.process_exited(process, reason)
-
     # -- connections ------------------------------------------------------------------------
 
     def nodes(self) -> list[Atom]:
@@ -295,6 +293,8 @@ class Node:
     async def connect(self, node: str | Atom, *, check: bool = False) -> bool:
         """Connect to ``node`` (``name@host``); True once connected, False if it failed (with
         ``check``, raise why: a HandshakeError, an EpmdError, OSError or TimeoutError)."""
+        if not self._started:
+            raise StateError(f"start {self} before connecting")
         atom = node if isinstance(node, Atom) else Atom(node)
         return atom is self.name or await self._net.connect(atom, check=check)
 
@@ -357,7 +357,7 @@ class Node:
 
     def exit(self, pid: Pid, reason: Any, *, sender: Pid | None = None) -> None:
         """Send an exit signal to ``pid`` (like ``exit/2``); ``kill`` cannot be trapped."""
-        self._signals.send_exit(sender or self._call_pid or pid, pid, reason, link=False)
+        self.signals.send_exit(sender or self._call_pid or pid, pid, reason, link=False)
 
     # -- incoming frames --------------------------------------------------------------------
 
@@ -407,7 +407,7 @@ class Node:
         node = node_of(target, self.name)
         local: Process | None = None
         if node is self.name:
-            local = self._signals.local(target)
+            local = self.signals.local(target)
             if local is None:
                 raise CallError(NOPROC, target)
         ref = self.make_ref()

@@ -105,7 +105,7 @@ class Process:
         assert self._exited is not None
         if not self._exited.is_set():
             self.exit_reason = self.exit_reason if self.exit_reason is not None else KILLED
-            self.node._process_exited(self, self.exit_reason)
+            self.node.signals.process_exited(self, self.exit_reason)
             self._exited.set()
 
     async def _main(self) -> None:
@@ -120,7 +120,7 @@ class Process:
             reason = exception_reason(exc)
             self.node.log.error("process %r crashed: %s", self, exc, exc_info=exc)
         self.exit_reason = reason
-        self.node._process_exited(self, reason)
+        self.node.signals.process_exited(self, reason)
         assert self._exited is not None
         self._exited.set()
 
@@ -206,18 +206,18 @@ class Process:
         self.node.send(to, message, sender=self.pid)
 
     def link(self, pid: Pid) -> None:
-        self.node._link(self, pid)
+        self.node.signals.link(self, pid)
 
     def unlink(self, pid: Pid) -> None:
-        self.node._unlink(self, pid)
+        self.node.signals.unlink(self, pid)
 
     def monitor(self, target: Any) -> Reference:
         """Monitor a pid, a registered name or ``(name, node)``; a ``DOWN`` message
         ``(Atom("DOWN"), ref, Atom("process"), target, reason)`` arrives when it ends."""
-        return self.node._monitor(self, target)
+        return self.node.signals.monitor(self, target)
 
     def demonitor(self, ref: Reference) -> None:
-        self.node._demonitor(self, ref)
+        self.node.signals.demonitor(self, ref)
 
     def register(self, name: str | Atom) -> None:
         self.node.register(name, self)

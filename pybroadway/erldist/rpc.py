@@ -78,7 +78,7 @@ def serve_spawn_request(node: Node, connection: Connection, control: tuple[Any, 
     if mfa not in ((ERPC, EXECUTE_CALL, 4), (ERPC, EXECUTE_CAST, 3)):
         connection.send((op.SPAWN_REPLY, req_id, caller, 0, Atom("notsup")))
         return
-    pid = node._new_pid()
+    pid = node.new_pid()
     connection.send((op.SPAWN_REPLY, req_id, caller, (1 if link else 0) | (2 if monitor else 0),
                      pid))
     if mfa[1] is EXECUTE_CALL:

@@ -8,6 +8,7 @@ connection to a peer ends all of them at once (``noconnection``), as the BEAM do
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pybroadway.erldist import control as op
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from pybroadway.erldist.calls import PendingCall
     from pybroadway.erldist.connection import Connection
     from pybroadway.erldist.connections import Connections
-    from pybroadway.erldist.node import Node
     from pybroadway.erldist.process import Process
 
 
@@ -43,16 +43,20 @@ def target_name(target: Any) -> Any:
 
 
 class Signals:
-    """Links, monitors and exit signals of one node's processes.
+    """Links, monitors and exit signals of the processes of the node ``here``, whose
+    references ``make_ref`` makes. A process signals through its node's (``node.signals``):
+    :meth:`link`, :meth:`unlink`, :meth:`monitor`, :meth:`demonitor`, and
+    :meth:`process_exited` when it ends.
 
     ``processes``, ``names`` and ``calls`` are the node's tables, shared, not copied; frames
     go out through ``net``.
     """
 
-    def __init__(self, node: Node, net: Connections, processes: dict[Pid, Process],
-                 names: dict[Atom, Process], calls: dict[Reference, PendingCall]) -> None:
-        self._here = node.name
-        self._make_ref = node.make_ref
+    def __init__(self, here: Atom, make_ref: Callable[[], Reference], net: Connections,
+                 processes: dict[Pid, Process], names: dict[Atom, Process],
+                 calls: dict[Reference, PendingCall]) -> None:
+        self._here = here
+        self._make_ref = make_ref
         self._route = net.route
         self._connections = net.live
         self._processes = processes
@@ -76,6 +80,8 @@ class Signals:
     # -- what local processes do -------------------------------------------------------------
 
     def link(self, process: Process, pid: Pid) -> None:
+        """Link ``process`` to ``pid`` (``link/1``); a local ``pid`` that is gone sends
+        ``noproc`` back at once."""
         if pid in process.links:
             return
         if pid.node is self._here:
@@ -91,6 +97,7 @@ class Signals:
         self._route(pid.node, (op.LINK, process.pid, pid))
 
     def unlink(self, process: Process, pid: Pid) -> None:
+        """Remove the link between ``process`` and ``pid`` (``unlink/1``), on both sides."""
         if pid not in process.links:
             return
         process.links.discard(pid)
@@ -108,6 +115,8 @@ class Signals:
                 connection.send((op.UNLINK, process.pid, pid))
 
     def monitor(self, process: Process, target: Any) -> Reference:
+        """``process`` monitors ``target`` (a pid, a name or ``(name, node)``); returns the
+        monitor's reference, which its ``DOWN`` message carries."""
         ref = self._make_ref()
         node = node_of(target, self._here)
         if node is self._here:
@@ -124,6 +133,7 @@ class Signals:
         return ref
 
     def demonitor(self, process: Process, ref: Reference) -> None:
+        """``process`` drops its monitor ``ref``; an unknown one is ignored."""
         target = process.monitors.pop(ref, None)
         if target is None:
             return
@@ -137,8 +147,13 @@ class Signals:
         self._route(node, (op.DEMONITOR_P, process.pid, target_name(target), ref))
 
     def process_exited(self, process: Process, reason: Any) -> None:
-        """Signal the links and monitors of a process that has ended (and left the tables)."""
+        """``process`` has ended with ``reason``: it leaves the node's tables, its links get
+        exit signals, its watchers ``DOWN`` messages, and its own monitors end."""
         me = process.pid
+        self._processes.pop(me, None)
+        for name in list(process.names):
+            if self._names.get(name) is process:
+                del self._names[name]
         for pid in process.links:
             self.send_exit(me, pid, reason, link=True)
         process.links.clear()

@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from pybroadway.erldist import CallError
+from pybroadway.erldist import CallError, Node
+from pybroadway.errors import StateError
 from pybroadway.term import Atom, Pid
 from testkit.peers import BeamPeer, SystemEpmd, free_port, unique_name
 from testkit.wait import eventually_async
@@ -209,3 +210,11 @@ async def test_long_names(epmd: SystemEpmd, otp: str) -> None:
         assert await node.connect(f"{beam_name}@127.0.0.1")
         assert await node.call(("net_kernel", f"{beam_name}@127.0.0.1"),
                                (Atom("is_auth"), node.name)) == Atom("yes")
+
+
+async def test_a_node_not_started_does_not_connect() -> None:
+    """Before start a node's connections have no settings (its cookie is not read yet, EPMD
+    gave it no creation): a connect says so instead of dialling as nobody."""
+    node = Node(unique_name("py") + "@localhost")
+    with pytest.raises(StateError):
+        await node.connect("nobody@localhost", check=True)

@@ -46,7 +46,6 @@ RATE_WINDOW = 1.0
 DEPARTED_LIMIT = 1000
 """Workers that left whose counters are kept (one that comes back under its node's name goes
 on from them); the earliest to leave are forgotten first."""
-NODE_SUBSCRIBED = Atom("node_already_subscribed")
 RECEIVED = object()
 """Marks outcomes in the stage's mailbox as checked: ``(RECEIVED, node, message)`` (a peer
 sends terms, never this object)."""
@@ -97,8 +96,7 @@ class FrontStage(ProducerStage):
         super()._send_events(subscriber, batch)
 
     def on_subscribe(self, subscriber: Subscriber) -> None:
-        if not self.front._joined(subscriber):
-            self.cancel(subscriber, NODE_SUBSCRIBED)
+        self.front._joined(subscriber)
 
     def on_cancel(self, subscriber: Subscriber, reason: Any) -> None:
         self.front._left(subscriber, reason)
@@ -155,7 +153,6 @@ class WorkerFront:
         # counters of workers that left, the earliest first (at most DEPARTED_LIMIT)
         self.gone: dict[Atom, dict[str, Any]] = {}
         self._ignored = Throttle(log, logging.WARNING, "ignored outcomes")
-        self._refused = Throttle(log, logging.WARNING, "refused subscriptions")
         self.lost = self.redelivered = 0
         self._route = 0
         self.front: RemoteFront | None = None
@@ -250,13 +247,9 @@ class WorkerFront:
 
     # -- the stage's side --------------------------------------------------------------------
 
-    def _joined(self, subscriber: Subscriber) -> bool:
-        """A worker subscribed; False if its node has a subscription already: a node is one
-        worker (its outcomes are known by its node), the first subscription stays."""
-        if subscriber.pid.node in self.workers:
-            self._refused.log("%s: a second subscription of %s refused", self.name,
-                              subscriber.pid.node.name)
-            return False
+    def _joined(self, subscriber: Subscriber) -> None:
+        """A worker subscribed. A node is one worker (its outcomes are known by its node):
+        the stage takes one subscription per node (``max_subscriptions_per_node=1``)."""
         worker = Worker(subscriber)
         counters = self.gone.pop(worker.node, None)
         if counters is not None:
@@ -264,7 +257,6 @@ class WorkerFront:
         self.workers[worker.node] = worker
         log.info("%s: worker %s joined%s", self.name, worker.node.name,
                  "" if worker.partition is None else f" (partition {worker.partition})")
-        return True
 
     def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)

@@ -102,7 +102,7 @@ async def pybroadway_run(kind: str, messages: int, tally: Tally) -> None:
             await client.leave()
             await asyncio.to_thread(serve.wait_logged, " down: ", 1, 20)
             await asyncio.sleep(0.5)  # the workers' lines come through serve a moment later
-            tally.add(messages, handled, during, cuts(serve.stderr[len(during):]))
+            tally.add(messages, handled, during, cuts(serve.stderr)[len(during):])
         finally:
             serve.kill()
 

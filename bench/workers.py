@@ -2,15 +2,17 @@
 
 For each handler cost (a CPU-bound handler spinning ~1 ms of pure Python per message, and a
 no-op one) the same messages go through the pipeline in process (``concurrency`` 2, no
-workers), then with 1, 2 and 4 worker processes (``workers={"count": N}``). Messages are
+workers), then with 1, 2 and 4 worker processes (``offload=(WorkerFront, {"count": N})``).
+Messages are
 pushed by Python into the front's producer (lossless push: backpressure, nothing dropped);
 the clock runs from the first push to the last acknowledgement, once the workers joined.
 
 ``--elixir``: the no-op handler again, but pushed from an Elixir node as bench/e2e.py does (its
 compiled Erlang sender module, 1 and 4 senders casting ``{:push_message, <<12 bytes>>}`` to the
-receiver found through ``:global``), into the in-process pipeline and into ``workers={"count":
-2}``: msg/s (first send to the last acknowledgement on the front), the ratio to in process
-(the issue's target: >= 0.6x, the cost of the extra hop) and how many were lost.
+receiver found through ``:global``), into the in-process pipeline and into
+``offload=(WorkerFront, {"count": 2})``: msg/s (first send to the last acknowledgement on the
+front), the ratio to in process (the issue's target: >= 0.6x, the cost of the extra hop) and how
+many were lost.
 
 The bench's process is the front, as ``pybroadway serve`` would be, and sets the collector up as
 serve does (:func:`pybroadway.runtime.tune_gc`, for both the in-process and the workers' runs);
@@ -35,11 +37,11 @@ from typing import Any
 from e2e import CLIENT_ERL
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
-import pybroadway.workers
 from pybroadway.erldist import Node
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import tune_gc
 from pybroadway.term import IMPLEMENTATION
+from pybroadway.workers import WorkerFront
 from testkit.doubles import Front, Passthrough, Slow
 from testkit.peers import BeamPeer, free_port
 
@@ -49,9 +51,7 @@ async def joined(pipeline: Pipeline, workers: int) -> None:
     then: their start-up is not what is measured)."""
     if not workers:
         return
-    front = pipeline._require_core().remote
-    assert front is not None
-    offload: Any = front.offload
+    offload: Any = pipeline.offloaded()
     while len(offload.workers) < workers:
         await asyncio.sleep(0.05)
 
@@ -75,7 +75,8 @@ async def run(workers: int, messages: int, ms: float) -> tuple[float, int]:
                     epmd_port=free_port()) as node:
         options: dict[str, Any] = {}
         if workers:
-            options["workers"] = {"count": workers, "max_demand": 100 if ms else 1000}
+            options["offload"] = (WorkerFront, {"count": workers,
+                                                "max_demand": 100 if ms else 1000})
         # Slow spins metadata["ms"] of CPU per message (0: a no-op handler)
         pipeline = Slow(producer={"module": (Front, {"node": node})},
                         processors={"default": {"concurrency": 2, "max_demand": 100}},
@@ -103,7 +104,7 @@ async def push_run(node: Node, client: Any, workers: int, messages: int, senders
 
     options: dict[str, Any] = {}
     if workers:
-        options["workers"] = {"count": workers, "max_demand": 1000}
+        options["offload"] = (WorkerFront, {"count": workers, "max_demand": 1000})
     pipeline = Passthrough(producer={"module": (OtpDistributionProducer,
                                                 {"node": node, "mode": "push"})},
                            processors={"default": {"concurrency": 1, "max_demand": 100}},
@@ -168,7 +169,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     tune_gc()
-    assert pybroadway.workers.SCOPE
     if args.elixir:
         rows = asyncio.run(elixir_push(args.elixir_messages, args.timeout))
         print_table(f"No-op handler, Elixir push: N = {args.elixir_messages:,} per run; "

@@ -59,6 +59,7 @@ from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import SCHEMA, Option, OptionsError, validate
+from pybroadway.workers import SCHEMA as WORKERS_SCHEMA
 
 __all__ = [
     "CONFIG_HELP", "SERVE_DEFAULTS", "Config", "ConfigError", "apply_defaults", "load_config",
@@ -98,8 +99,8 @@ CONNECTOR: dict[str, Option] = {
 
 _PRODUCER = SCHEMA["producer"].keys or {}
 #: The workers options but the front's node (serve's own).
-WORKERS: dict[str, Option] = {key: option for key, option in
-                              (SCHEMA["workers"].keys or {}).items() if key != "node"}
+WORKERS: dict[str, Option] = {key: option for key, option in WORKERS_SCHEMA.items()
+                              if key != "node"}
 _PROCESSORS = (SCHEMA["processors"].keys or {})["default"]
 
 FILE_SCHEMA: dict[str, Option] = {

@@ -61,6 +61,7 @@ from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import tune_gc
 from pybroadway.term import loggable
+from pybroadway.workers import WorkerFront
 
 log = logging.getLogger("pybroadway.serve")
 message_log = logging.getLogger("pybroadway.serve.messages")  # one line per handled message
@@ -142,7 +143,7 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
                     host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0) as node:
         workers = serve_workers(args, options.pop("workers", None))
         if workers is not None:
-            options["workers"] = {**workers, "node": node}
+            options["offload"] = (WorkerFront, {**workers, "node": node})
         processors = options.pop("processors", {}).get("default", {})
         producer_options = options.pop("producer", {})  # rate_limiting
         subscribe_to = subscriptions(getattr(args, "subscribe", None), args.max_demand)

@@ -102,7 +102,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "pybroadway_connected_nodes": (
         "gauge", (), "Nodes connected to this node."),
     "pybroadway_workers": (
-        "gauge", ("pipeline",), "Workers subscribed to the front (workers={...} only)."),
+        "gauge", ("pipeline",), "Workers subscribed to the front (with workers only)."),
     "pybroadway_worker_messages_handled_total": (
         "counter", ("pipeline", "worker"),
         "Messages a worker handled successfully, by its node (at most max_client_nodes "

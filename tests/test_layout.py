@@ -61,10 +61,6 @@ MUTUAL_IMPORTS_LEFT = {
     ("pybroadway.erldist.kernel", "pybroadway.erldist.node"),
     ("pybroadway.erldist.node", "pybroadway.erldist.process"),
     ("pybroadway.erldist.node", "pybroadway.erldist.rpc"),
-    ("pybroadway.pipeline._batch_processor", "pybroadway.pipeline._topology"),
-    ("pybroadway.pipeline._pipeline", "pybroadway.pipeline._topology"),
-    ("pybroadway.pipeline._processor", "pybroadway.pipeline._topology"),
-    ("pybroadway.pipeline._remote", "pybroadway.pipeline._topology"),
 }
 
 
@@ -73,6 +69,22 @@ def test_no_two_modules_import_each_other() -> None:
     mutual = {(a, b) for a in graph for b in graph[a] if a < b and a in graph[b]}
     assert mutual - MUTUAL_IMPORTS_LEFT == set(), "modules that import each other"
     assert MUTUAL_IMPORTS_LEFT - mutual == set(), "gone: take it off MUTUAL_IMPORTS_LEFT"
+
+
+def test_no_stage_reaches_back_into_the_topology() -> None:
+    # Stages are given their inputs (Broadway's topology/* modules); only the Pipeline builds.
+    topology = "pybroadway.pipeline._topology"
+    importers = sorted(name for name in MODULES if name.startswith("pybroadway.pipeline.")
+                       and topology in runtime_imports(name, with_types=True))
+    assert importers == ["pybroadway.pipeline._pipeline"]
+
+
+def test_the_pipeline_names_nothing_of_the_workers() -> None:
+    # Workers plug in as an offload, from outside: the pipeline neither imports nor names them.
+    named = re.compile(r"pybroadway\.workers|WorkerFront|register_offload")
+    offenders = sorted(name for name, path in MODULES.items()
+                       if name.startswith("pybroadway.pipeline") and named.search(path.read_text()))
+    assert offenders == [], "pipeline modules that name the workers"
 
 
 def test_only_the_node_calls_its_private_methods() -> None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pybroadway._aio import maybe_await
+from pybroadway._restarts import RestartIntensity
 from pybroadway.erldist.process import Exit, Process
 from pybroadway.errors import ArgumentError, NotFound, StateError
 from pybroadway.term import Atom, Pid, inspect
@@ -91,7 +90,7 @@ class Supervisor(Process):
         self.intensity = intensity
         self.period = period
         self._children = [_Child(spec) for spec in children]
-        self._restarts: deque[float] = deque()
+        self._restarts = RestartIntensity(intensity, period)
         self.started = asyncio.Event()
 
     async def which_children(self) -> list[tuple[str, Pid | None]]:
@@ -214,12 +213,7 @@ class Supervisor(Process):
             type(reason) is tuple and len(reason) == 2 and reason[0] is SHUTDOWN)
 
     def _count_restart(self) -> None:
-        now = time.monotonic()
-        restarts = self._restarts
-        restarts.append(now)
-        while restarts and restarts[0] < now - self.period:
-            restarts.popleft()
-        if len(restarts) > self.intensity:
+        if not self._restarts.allow():
             log.error("supervisor %s: more than %d restarts in %ss; giving up", self.pid,
                       self.intensity, self.period)
             raise Exit(SHUTDOWN)

@@ -56,12 +56,13 @@ from ._message import (
     NoopAcknowledger,
     ack_messages,
 )
+from ._offload import Entry, Offload, OffloadedProcessors, OffloadSetup
 from ._pipeline import Pipeline
 from ._producer import Producer
-from ._remote import Entry, Offload, RemoteFront, register_offload
+from ._supervisor import StageCrashed
 from .options import OptionsError
 from .telemetry import subscribe
-from .testing import test_batch, test_message
+from .testing import kill_stage, test_batch, test_message
 
 __all__ = [
     "NOOP_ACKNOWLEDGER",
@@ -72,13 +73,15 @@ __all__ = [
     "Message",
     "NoopAcknowledger",
     "Offload",
+    "OffloadSetup",
+    "OffloadedProcessors",
     "OptionsError",
     "Pipeline",
     "Producer",
-    "RemoteFront",
+    "StageCrashed",
     "ack_messages",
+    "kill_stage",
     "options",
-    "register_offload",
     "subscribe",
     "telemetry",
     "test_batch",

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import reprlib
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
@@ -14,32 +16,52 @@ from pybroadway.errors import CallbackError
 
 from . import telemetry
 from ._message import BatchInfo, Message, fail_all
+from ._outcomes import Outcomes
 
 logger = logging.getLogger("pybroadway.pipeline")
 
 if TYPE_CHECKING:
     from ._batcher import BatchStage
-    from ._topology import Topology
 
 _BATCH_START = ("broadway", "batch_processor", "start")
 _BATCH_STOP = ("broadway", "batch_processor", "stop")
 _BATCH_EXCEPTION = ("broadway", "batch_processor", "exception")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchProcessorGroup:
+    """What the batch processors of one batcher share: their pipeline's ``name``, the
+    ``batcher``'s name, ``handle_batch`` and the ``context`` it is given (run in ``executor``
+    if one is given), and the pipeline's ``outcomes``."""
+
+    name: str
+    batcher: Any
+    handle_batch: Callable[..., Any]
+    context: Any
+    executor: Executor | None
+    outcomes: Outcomes
+
+
 class BatchProcessor:
-    """One batch processor (a BatchProcessorStage in Broadway) of the batcher ``name``.
+    """One batch processor (a BatchProcessorStage in Broadway) of a batcher.
 
     :meth:`run` is its task: it takes ready batches from ``stage`` until the stage is closed
     and empty.
     """
 
-    def __init__(self, topology: Topology, name: Any, stage: BatchStage, index: int,
-                 executor: Executor | None) -> None:
-        self._topology = topology
-        self.name = name
+    __slots__ = ("group", "index", "stage")
+
+    def __init__(self, group: BatchProcessorGroup, stage: BatchStage, index: int) -> None:
+        self.group = group
         self.stage = stage
         self.index = index
-        self._executor = executor
+
+    def __repr__(self) -> str:
+        return f"batch processor {self.index} of batcher {self.group.batcher!r}"
+
+    def take_everything(self) -> list[Message]:
+        """Empty this batch processor (it crashed): return the batch it was handling."""
+        return self.stage.current.pop(self.index, [])
 
     async def run(self) -> None:
         stage = self.stage
@@ -57,22 +79,22 @@ class BatchProcessor:
             del stage.current[index]
 
     async def _handle_batch(self, messages: list[Message], info: BatchInfo) -> None:
-        topology = self._topology
-        name = self.name
+        group = self.group
+        name = group.batcher
         observed = telemetry.observed(_BATCH_START, _BATCH_STOP, _BATCH_EXCEPTION)
         if observed:
             started = time.monotonic_ns()
-            meta = {"name": topology.name, "batcher": name, "index": self.index,
+            meta = {"name": group.name, "batcher": name, "index": self.index,
                     "messages": messages, "batch_info": info}
             telemetry.emit(_BATCH_START,
                            {"system_time": time.time_ns(), "monotonic_time": started}, meta)
-        handle_batch = topology.handle_batch
+        handle_batch = group.handle_batch
         try:
-            if self._executor is not None:
+            if group.executor is not None:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, handle_batch, name, messages, info, topology.context)
+                    group.executor, handle_batch, name, messages, info, group.context)
             else:
-                result = await maybe_await(handle_batch(name, messages, info, topology.context))
+                result = await maybe_await(handle_batch(name, messages, info, group.context))
             if not isinstance(result, list) or any(
                     not isinstance(message, Message) for message in result):
                 raise CallbackError(f"handle_batch must return a list of messages, got "
@@ -93,7 +115,7 @@ class BatchProcessor:
         stage.successful += len(ok)
         stage.failed += len(failed)
         if failed:
-            failed = await topology.handle_failed(failed)
-        topology.ack(ok, failed)
+            failed = await group.outcomes.handle_failed(failed)
+        group.outcomes.ack(ok, failed)
         if observed:
             telemetry.emit_stop(_BATCH_STOP, started, meta, ok, failed)

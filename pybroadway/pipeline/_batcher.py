@@ -83,16 +83,23 @@ class BatchStage:
         self.closed = True
         self.has_work.set()
 
-    def take_everything(self) -> list[Message]:
-        """Empty the stage (shutdown timed out); return every message it held."""
+    def take_batched(self) -> list[Message]:
+        """Empty the stage of what waits in it (the batcher crashed): pending and ready
+        batches, not those the batch processors are handling; return those messages."""
         leftovers = [m for batch in self.pending.values() for m in batch]
         leftovers += [m for batch, _ in self.ready for m in batch]
-        leftovers += [m for batch in self.current.values() for m in batch]
         for timer in self.timers.values():
             timer.cancel()
         self.pending.clear()
         self.timers.clear()
         self.ready.clear()
+        self.room.set()
+        return leftovers
+
+    def take_everything(self) -> list[Message]:
+        """Empty the stage (shutdown timed out); return every message it held."""
+        leftovers = self.take_batched()
+        leftovers += [m for batch in self.current.values() for m in batch]
         self.current.clear()
         return leftovers
 
@@ -111,18 +118,34 @@ class Batcher:
         else:
             self.stages = [BatchStage(name, i, options, 1) for i in range(concurrency)]
 
-    def add(self, messages: list[Message]) -> None:
+    def __repr__(self) -> str:
+        return f"batcher {self.name!r}"
+
+    def add(self, messages: list[Message]) -> list[Message]:
+        """Put ``messages`` into their batches; return those ``partition_by`` could not place
+        (their status says why)."""
         stages = self.stages
         if len(stages) == 1:
             stages[0].add(messages)
-            return
+            return []
         routed: list[list[Message]] = [[] for _ in stages]
+        unroutable: list[Message] = []
         partition_by = cast(Callable[[Message], int], self.partition_by)
         for message in messages:
-            routed[partition_by(message) % len(stages)].append(message)
+            try:
+                routed[partition_by(message) % len(stages)].append(message)
+            except Exception as error:
+                message.status = ("error", error)
+                unroutable.append(message)
         for stage, part in zip(stages, routed, strict=True):
             if part:
                 stage.add(part)
+        return unroutable
+
+    def take_everything(self) -> list[Message]:
+        """Empty the batcher (it crashed): return what waits in its batches (the batches
+        its batch processors are handling are theirs)."""
+        return [message for stage in self.stages for message in stage.take_batched()]
 
     async def wait_room(self) -> None:
         """Return once every stage has room for more batches."""

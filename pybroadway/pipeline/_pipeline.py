@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Callable, Iterable
@@ -12,8 +11,9 @@ from pybroadway.errors import CallbackError, StateError
 
 from . import telemetry
 from ._message import BatchInfo, Message
+from ._offload import Offload
 from ._producer import Producer
-from ._topology import Topology
+from ._topology import Callbacks, Topology, build
 from .options import SCHEMA, Option, OptionsError, docs, validate
 
 
@@ -56,6 +56,9 @@ class Pipeline:
     shutdown: int | None = None
     partition_by: Callable[[Message], int] | None = None
     name: str | None = None
+    max_restarts: int | None = None
+    max_seconds: float | None = None
+    offload: Any = None
 
     prepare_messages: Callable[..., Any] | None = None
     handle_failed: Callable[..., Any] | None = None
@@ -81,13 +84,19 @@ class Pipeline:
         merged.update(options)
         merged.setdefault("name", type(self).__name__)
         self.options: dict[str, Any] = validate(merged)
+        offload = self.options["offload"]
+        if offload is not None:  # its options by its own schema
+            offload_class, offload_options = offload if isinstance(offload, tuple) \
+                else (offload, {})
+            self.options["offload"] = (offload_class,
+                                       offload_class.validate_options(offload_options))
         if type(self).handle_message is Pipeline.handle_message and handle_message is None:
             raise CallbackError("a pipeline needs a handle_message callback")
         if (self.options["batchers"] and type(self).handle_batch is Pipeline.handle_batch
                 and handle_batch is None):
             raise CallbackError("a pipeline with batchers needs a handle_batch callback")
         self._check_executors()
-        self._core: Topology | None = None
+        self._topology: Topology | None = None
         self._stopped = False
 
     def _check_executors(self) -> None:
@@ -122,20 +131,22 @@ class Pipeline:
 
     async def start(self) -> None:
         """Start the producers, processors and batchers."""
-        if self._core is not None:
+        if self._topology is not None:
             raise StateError(f"pipeline {self.options['name']} was already started")
-        self._core = Topology(self)
-        await self._core.start()
+        self._topology = build(self.options, Callbacks(
+            self.handle_message, self.prepare_messages, self.handle_batch, self.handle_failed),
+            type(self))
+        await self._topology.start()
         telemetry.emit(("broadway", "topology", "init"), {"system_time": time.time_ns()},
                        {"name": self.options["name"], "config": self.options})
 
     async def stop(self) -> None:
         """Stop gracefully (see the class docstring); returns when everything was acked."""
-        core = self._require_core()
+        topology = self._running()
         if self._stopped:
             return
         self._stopped = True
-        await core.stop(self.options["shutdown"] / 1000)
+        await topology.stop()
 
     async def __aenter__(self) -> Pipeline:
         await self.start()
@@ -144,34 +155,35 @@ class Pipeline:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def _require_core(self) -> Topology:
-        if self._core is None:
+    def _running(self) -> Topology:
+        if self._topology is None:
             raise StateError(f"pipeline {self.options['name']} is not running")
-        return self._core
+        return self._topology
 
     async def wait_failure(self) -> str:
-        """Wait until a part of the pipeline gave up and return why: its workers
-        (``workers={...}``) were restarted more often than allowed. Stop the pipeline then.
-        Without workers, never returns."""
-        remote = self._require_core().remote
-        if remote is None:
-            await asyncio.Future()
-        assert remote is not None
-        return await remote.offload.failed()
+        """Wait until a part of the pipeline gave up and return why: its stages crashed more
+        than ``max_restarts`` times within ``max_seconds``, or its offload could not be kept
+        running. Stop the pipeline then (what it holds is failed)."""
+        return await self._running().failed()
+
+    def offloaded(self) -> Offload | None:
+        """The running offload (built from the ``offload`` option), or None."""
+        offloaded = self._running().offloaded
+        return None if offloaded is None else offloaded.offload
 
     def push_messages(self, messages: Iterable[Any]) -> bool:
         """Push messages into one of the producers (round robin), like Broadway.push_messages.
 
         Returns what :meth:`Producer.push_messages` returns: whether that buffer has room.
         """
-        return next(self._require_core().push_turn).push_messages(messages)
+        return next(self._running().push_turn).push_messages(messages)
 
     # -- introspection ---------------------------------------------------------------------
 
     @property
     def producers(self) -> list[Producer]:
         """The running producer instances."""
-        return list(self._require_core().producers)
+        return list(self._running().producers)
 
     def producer_names(self) -> list[str]:
         """Names of the producer instances, ``"<name>.Broadway.Producer_<i>"``."""
@@ -196,7 +208,7 @@ class Pipeline:
 
     def get_rate_limiting(self) -> dict[str, int] | None:
         """The current rate limit ``{"allowed_messages", "interval"}``, or None if unlimited."""
-        limiter = self._require_core().rate_limiter
+        limiter = self._running().rate_limiter
         if limiter is None:
             return None
         return {"allowed_messages": limiter.allowed_messages, "interval": limiter.interval}
@@ -204,7 +216,7 @@ class Pipeline:
     def update_rate_limiting(self, *, allowed_messages: int | None = None,
                              interval: int | None = None) -> None:
         """Change the rate limit; takes effect from the next interval."""
-        limiter = self._require_core().rate_limiter
+        limiter = self._running().rate_limiter
         if limiter is None:
             raise StateError("rate limiting is not enabled for this pipeline")
         schema = cast(dict[str, Option],
@@ -225,15 +237,16 @@ class Pipeline:
         taken from the producers and not yet acknowledged; ``buffered``: in the producers'
         buffers; ``rate``: messages acknowledged per second over the last one to two seconds
         (since the start, at first); ``demand_exceeded``: times a producer delivered more
-        than asked. With ``workers={...}``, ``workers`` lists ``{"node", "handled", "failed",
+        than asked; ``restarts``: stages restarted after a crash. With an ``offload``,
+        ``workers`` lists ``{"node", "handled", "failed",
         "in_flight", "rate"}`` per worker. Reading it changes nothing, so any number of readers
         may poll it.
         """
-        core = self._core
-        if core is None:
+        topology = self._topology
+        if topology is None:
             return {"handled": 0, "failed": 0, "in_flight": 0, "buffered": 0, "rate": 0.0,
-                    "demand_exceeded": 0}
-        return core.stats()
+                    "demand_exceeded": 0, "restarts": 0}
+        return topology.stats()
 
     def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
         """Counters of each stage group since the start, and what waits in it now.
@@ -248,10 +261,10 @@ class Pipeline:
         (in batches not yet taken by a batch processor). Counters are kept per chunk or batch,
         not per message; reading them changes nothing.
         """
-        core = self._core
-        if core is None:
+        topology = self._topology
+        if topology is None:
             return {"producers": [], "processors": [], "batchers": []}
-        return core.stage_stats()
+        return topology.stage_stats()
 
 
 Pipeline.__doc__ = (Pipeline.__doc__ or "") + docs()

@@ -11,6 +11,8 @@ import reprlib
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
@@ -18,11 +20,11 @@ from pybroadway.errors import CallbackError
 
 from . import telemetry
 from ._message import Message, fail_all
+from ._outcomes import Outcomes
 
 if TYPE_CHECKING:
     from ._batcher import Batcher
     from ._producer import Producer
-    from ._topology import Topology
 
 logger = logging.getLogger("pybroadway.pipeline")
 
@@ -128,6 +130,48 @@ def _check_prepared(prepared: Any, messages: list[Message]) -> list[Message]:
     return prepared
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessorGroup:
+    """What the processors of one processor key share: their pipeline's ``name``, the
+    ``producers`` they ask, their demand bounds, the ``handler`` of their callbacks (run in
+    ``executor`` if one is given), the ``batchers`` they hand successful messages to (none:
+    they acknowledge them) and the pipeline's ``outcomes``."""
+
+    name: str
+    producers: list[Producer]
+    max_demand: int
+    min_demand: int
+    handler: MessageHandler
+    executor: Executor | None
+    batchers: dict[Any, Batcher]
+    outcomes: Outcomes
+    unbatched: UnbatchedWatch
+
+
+class UnbatchedWatch:
+    """Warns once when a pipeline without batchers is given a message put to a batcher:
+    such messages are acknowledged after handle_message and handle_batch never runs."""
+
+    __slots__ = ("name", "watching")
+
+    def __init__(self, name: str, watching: bool) -> None:
+        self.name = name
+        self.watching = watching
+
+    def look(self, messages: list[Message]) -> None:
+        """The first and the last of each chunk are looked at (a handler that does it does
+        it often)."""
+        for message in (messages[0], messages[-1]) if messages else ():
+            if message.batcher != "default":
+                self.watching = False
+                logger.warning(
+                    "%s: a message was put to batcher %r, but the pipeline has no batchers: "
+                    "such messages are acknowledged after handle_message and handle_batch "
+                    "never runs; give the pipeline batchers={%r: {...}} (logged once)",
+                    self.name, message.batcher, message.batcher)
+                return
+
+
 class Processor:
     """One processor (a ProcessorStage in Broadway).
 
@@ -137,10 +181,11 @@ class Processor:
     acknowledged (``successful``) and the ones that failed in it (``failed``): per chunk.
     """
 
-    __slots__ = ("_topology", "current", "failed", "inbox", "index", "outstanding", "partition",
+    __slots__ = ("current", "failed", "group", "inbox", "index", "outstanding", "partition",
                  "received", "successful", "waiter")
 
-    def __init__(self, topology: Topology, index: int, partition: int) -> None:
+    def __init__(self, group: ProcessorGroup, index: int, partition: int) -> None:
+        self.group = group
         self.index = index
         self.partition = partition
         self.inbox: deque[tuple[Producer, list[Message]]] = deque()
@@ -148,7 +193,9 @@ class Processor:
         self.waiter: asyncio.Future[None] | None = None
         self.current: list[Message] | None = None
         self.received = self.successful = self.failed = 0
-        self._topology = topology
+
+    def __repr__(self) -> str:
+        return f"processor {self.index} of {self.group.name}"
 
     def deliver(self, producer: Producer, messages: list[Message]) -> None:
         """Take a chunk ``producer`` hands over (see :class:`~._producer.Consumer`)."""
@@ -162,20 +209,24 @@ class Processor:
             waiter.set_result(None)
 
     def take_everything(self) -> list[Message]:
-        """Empty the inbox (shutdown timed out); return it and the chunk being handled."""
+        """Empty the processor (it crashed, or shutdown timed out): the producers forget
+        what it asked; return its inbox and the chunk being handled."""
         taken: list[Message] = list(self.current) if self.current is not None else []
         for _, chunk in self.inbox:
             taken += chunk
         self.inbox.clear()
+        self.current = self.waiter = None
+        for producer in self.outstanding:
+            producer._forget(self)
+        self.outstanding.clear()
         return taken
 
     async def run(self) -> None:
         """Ask every producer for ``max_demand``, handle what arrives, ask again at
         ``min_demand``; return once every producer is drained for this processor."""
-        topology = self._topology
-        options = topology.processor_options
-        max_demand, min_demand = options["max_demand"], options["min_demand"]
-        producers = topology.producers
+        group = self.group
+        max_demand, min_demand = group.max_demand, group.min_demand
+        producers = group.producers
         loop = asyncio.get_running_loop()
         for producer in producers:
             self.outstanding[producer] = max_demand
@@ -205,19 +256,19 @@ class Processor:
                 await asyncio.sleep(0)
 
     async def _handle_chunk(self, messages: list[Message]) -> None:
-        topology = self._topology
+        group = self.group
         self.received += len(messages)
         observed = telemetry.observed(_PROCESSOR_START, _PROCESSOR_STOP, _MESSAGE_EXCEPTION)
         if observed:
             started = time.monotonic_ns()
-            meta = {"name": topology.name, "processor_key": "default", "index": self.index,
+            meta = {"name": group.name, "processor_key": "default", "index": self.index,
                     "messages": messages}
             telemetry.emit(_PROCESSOR_START,
                            {"system_time": time.time_ns(), "monotonic_time": started}, meta)
-        handler = topology.message_handler
-        if topology.processor_executor is not None:
+        handler = group.handler
+        if group.executor is not None:
             ok, failed = await asyncio.get_running_loop().run_in_executor(
-                topology.processor_executor, handler.run, messages)
+                group.executor, handler.run, messages)
         elif handler.is_async:
             ok, failed = await handler.run_async(messages)
         else:
@@ -228,21 +279,27 @@ class Processor:
                 if status.__class__ is tuple and status[0] == "error":
                     telemetry.emit(_MESSAGE_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
                                    {**meta, "message": message, "error": status[1]})
-        routed = _route(topology.batchers, ok, failed) if topology.batchers else None
+        outcomes = group.outcomes
+        routed = _route(group.batchers, ok, failed) if group.batchers else None
         self.successful += len(messages) - len(failed)
         self.failed += len(failed)
         if failed:
-            failed = await topology.handle_failed(failed)
+            failed = await outcomes.handle_failed(failed)
+        self.current = None
         if routed is None:
-            if topology.watch_batchers:
-                topology.warn_unbatched(ok)
-            topology.ack(ok, failed)
+            if group.unbatched.watching:
+                group.unbatched.look(ok)
+            outcomes.ack(ok, failed)
         else:
             for batcher, batch in routed:
-                batcher.add(batch)
+                # partition_by that raises fails its message (handle_failed has run by now)
+                unplaced = batcher.add(batch)
+                if unplaced:
+                    self.successful -= len(unplaced)
+                    self.failed += len(unplaced)
+                    failed = [*failed, *unplaced]
             if failed:
-                topology.ack([], failed)
-        self.current = None
+                outcomes.ack([], failed)
         if observed:
             telemetry.emit_stop(_PROCESSOR_STOP, started, meta, ok, failed)
         if routed is not None:

@@ -115,8 +115,8 @@ class Producer:
     reason ``"shutdown"``.
 
     The topology drives a producer through its protected methods ``_attach``, ``_ask``,
-    ``_serve_all``, ``_drained_for``, ``_start_draining`` and ``_take_everything``; subclasses
-    neither call nor override them.
+    ``_forget``, ``_serve_all``, ``_drained_for``, ``_start_draining`` and
+    ``_take_everything``; subclasses neither call nor override them.
     """
 
     mode: Mode = "push"
@@ -158,7 +158,7 @@ class Producer:
         ``RuntimeError`` if the pipeline was not started. Call it from the pipeline's event
         loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``).
         """
-        if getattr(self, "_core", None) is None:
+        if getattr(self, "_host", None) is None:
             raise StateError(f"producer {self!r} is not part of a running pipeline")
         batch = list(messages)
         if self._owed:
@@ -224,14 +224,14 @@ class Producer:
 
     # -- the topology's side ---------------------------------------------------------------
 
-    def _attach(self, core: ProducerHost, name: str) -> None:
-        """Join the topology ``core`` as ``name``; reads ``mode`` and the host's settings."""
-        self._core = core
+    def _attach(self, host: ProducerHost, name: str) -> None:
+        """Join a pipeline as ``name``; reads ``mode`` and the ``host``'s settings."""
+        self._host = host
         self.name = name
-        self._parts = [_Partition() for _ in range(core.partitions)]
-        self._partition_by = core.partition_by
-        self._transformer = core.transformer
-        self._rate_limiter = core.rate_limiter
+        self._parts = [_Partition() for _ in range(host.partitions)]
+        self._partition_by = host.partition_by
+        self._transformer = host.transformer
+        self._rate_limiter = host.rate_limiter
         self._buffered = 0
         self._received = 0
         self._taken = 0
@@ -262,7 +262,7 @@ class Producer:
                 f"Message(data, acknowledger=...) or give the producer a transformer")
         self._received += len(batch)
         if self._draining:
-            self._core.fail_untaken(batch, "shutdown")
+            self._host.fail_untaken(batch, "shutdown")
             return
         parts = self._parts
         if len(parts) == 1:
@@ -281,7 +281,7 @@ class Producer:
                     message.status = ("error", error)
                     unroutable.append(message)
             if unroutable:
-                self._core.fail_untaken(unroutable, None)
+                self._host.fail_untaken(unroutable, None)
             self._buffered += len(batch) - len(unroutable)
             for part, messages in zip(parts, routed, strict=True):
                 if messages:
@@ -331,7 +331,8 @@ class Producer:
                     continue
                 self._take_pulled(result)
         finally:
-            self._demand_task = None
+            if self._demand_task is asyncio.current_task():  # not replaced by a restart
+                self._demand_task = None
 
     def _take_pulled(self, result: Iterable[Any] | None) -> None:
         if result is None:
@@ -383,6 +384,14 @@ class Producer:
             if not entry[1]:
                 waiters.popleft()
 
+    def _forget(self, consumer: Consumer) -> None:
+        """``consumer`` is gone (it crashed): drop what it asked. What the source owes for it
+        (pull mode) still comes, for the consumers that ask next."""
+        waiters = self._parts[consumer.partition].waiters
+        kept = [entry for entry in waiters if entry[0] is not consumer]
+        waiters.clear()
+        waiters.extend(kept)
+
     def _serve_all(self) -> None:
         """Hand buffered messages to the consumers waiting (the rate limit was refilled)."""
         for part in self._parts:
@@ -399,6 +408,27 @@ class Producer:
         for part in self._parts:
             for consumer, _ in part.waiters:
                 consumer.wake()
+
+    def _restart(self) -> list[Message]:
+        """Start afresh after a crash: empty the buffer and return what it held; then, in
+        pull mode, ask ``handle_demand`` again for what the consumers still wait for (what
+        the crashed incarnation was asked is not owed any more)."""
+        leftovers = self._take_everything()
+        if self._demand_task is not None:
+            self._demand_task.cancel()
+            self._demand_task = None
+        self._owed = self._new_demand = 0
+        if self._full:
+            self._full = False
+            self._room.set()
+            self.on_buffer_available()
+        waiting = [entry for part in self._parts for entry in part.waiters]
+        if self._pulls and not self._draining:
+            for part in self._parts:
+                part.waiters.clear()
+            for consumer, demand in waiting:
+                self._ask(consumer, demand)
+        return leftovers
 
     def _take_everything(self) -> list[Message]:
         """Empty the buffer (shutdown timed out) and return what it held."""

@@ -1,5 +1,7 @@
-"""The topology of a running pipeline: builds and starts its stages, acknowledges what leaves
-them, drains them when the pipeline stops."""
+"""The topology of a running pipeline: :func:`build` wires its stages once from the options
+and the callbacks; :class:`Topology` holds them, starts them under the stage supervisor,
+drains them when the pipeline stops and reads their counters. No stage refers back to it:
+each is given its inputs (its group's settings, the producers, the :class:`Outcomes`)."""
 
 from __future__ import annotations
 
@@ -7,23 +9,22 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from pybroadway._aio import maybe_await
-from pybroadway.errors import ArgumentError
 
-from ._batch_processor import BatchProcessor
+from ._batch_processor import BatchProcessor, BatchProcessorGroup
 from ._batcher import Batcher
-from ._message import Message, ack_messages, fail_all
-from ._processor import MessageHandler, Processor
+from ._message import Message, fail_all
+from ._offload import Offload, OffloadedProcessors, OffloadSetup
+from ._outcomes import Outcomes
+from ._processor import MessageHandler, Processor, ProcessorGroup, UnbatchedWatch
 from ._producer import Producer
 from ._rate_limiter import RateLimiter
-from ._remote import RemoteFront
-
-if TYPE_CHECKING:
-    from ._pipeline import Pipeline
+from ._supervisor import Stage, StageSupervisor
 
 logger = logging.getLogger("pybroadway.pipeline")
 
@@ -33,88 +34,70 @@ RATE_WINDOW = 1.0
 _SHUTDOWN = ("failed", "shutdown")
 
 
+@dataclass(frozen=True)
+class Callbacks:
+    """The pipeline's callbacks (``prepare_messages`` and ``handle_failed`` are optional)."""
+
+    handle_message: Callable[..., Any]
+    prepare_messages: Callable[..., Any] | None
+    handle_batch: Callable[..., Any]
+    handle_failed: Callable[..., Any] | None
+
+
+@dataclass(frozen=True)
+class _ProducerSettings:
+    """The :class:`~._producer.ProducerHost` the producers of one pipeline share."""
+
+    partitions: int
+    partition_by: Callable[..., int] | None
+    transformer: Any
+    rate_limiter: RateLimiter | None
+    outcomes: Outcomes
+
+    def fail_untaken(self, messages: list[Any], reason: Any) -> None:
+        self.outcomes.fail_untaken(messages, reason)
+
+
+class _ProducerStage:
+    """A producer as the supervisor sees it: a crash restarts it in place."""
+
+    def __init__(self, producer: Producer, outcomes: Outcomes) -> None:
+        self.producer = producer
+        self.outcomes = outcomes
+
+    def __repr__(self) -> str:
+        return f"producer {self.producer.name}"
+
+    def take_everything(self) -> list[Message]:
+        leftovers = self.producer._restart()
+        self.outcomes.untaken += len(leftovers)  # failed without being taken
+        return leftovers
+
+
 class Topology:
-    """The stages of one running pipeline, their tasks and counters.
+    """The stages of one running pipeline (made by :func:`build`)."""
 
-    Producers feed processors, which hand successful messages to batchers (or acknowledge
-    them), whose batch processors acknowledge the batches. The topology is the
-    :class:`~._producer.ProducerHost` of its producers.
-    """
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        options = pipeline.options
-        self.name: str = options["name"]
-        self.context = options["context"]
-        producer_options = options["producer"]
-        processor_options = options["processors"]["default"]
-        self.processor_options = processor_options
-        self.transformer = producer_options["transformer"]
-        self.partition_by = processor_options["partition_by"] or options["partition_by"]
-        concurrency = processor_options["concurrency"]
-        self.partitions = concurrency if self.partition_by is not None else 1
-        self.handled = self.failed = 0
-        self._untaken = 0
-        self._owned_executors: list[Executor] = []
-        self.message_handler = MessageHandler(pipeline.handle_message,
-                                              pipeline.prepare_messages, self.context)
-        self.handle_batch = pipeline.handle_batch
-        self._handle_failed = pipeline.handle_failed
-
-        limit = producer_options["rate_limiting"]
-        self.rate_limiter = (
-            RateLimiter(limit["allowed_messages"], limit["interval"], self._serve_producers)
-            if limit is not None else None
-        )
-        module = producer_options["module"]
-        cls, kwargs = module if isinstance(module, tuple) else (module, {})
-        self.producers: list[Producer] = []
-        for index in range(producer_options["concurrency"]):
-            producer = cls(**kwargs)
-            producer._attach(self, f"{self.name}.Broadway.Producer_{index}")
-            self.producers.append(producer)
-        self.push_turn = itertools.cycle(self.producers)
-
-        # With workers, the processors and batchers run in them; a RemoteFront stands here.
-        workers = options["workers"]
-        self.remote = (RemoteFront(self, _front_options(pipeline, workers, self.producers))
-                       if workers is not None else None)
-        self.processors = [
-            Processor(self, index, index if self.partition_by is not None else 0)
-            for index in range(concurrency)
-        ] if workers is None else []
-        self.processor_executor = (self._executor(processor_options, "processor")
-                                   if workers is None else None)
-        self.batchers = {
-            name: Batcher(name, batcher_options,
-                          batcher_options["partition_by"] or options["partition_by"])
-            for name, batcher_options in options["batchers"].items()
-        } if workers is None else {}
-        # A pipeline without batchers acknowledges right after handle_message; a message put
-        # to a batcher there is a mistake worth one warning (watched until it is given).
-        self.watch_batchers = not self.batchers
-        self._batch_executors = {
-            name: self._executor(batcher.options, f"batch_processor_{name}")
-            for name, batcher in self.batchers.items()
-        }
-        self._processor_tasks: list[asyncio.Task[None]] = []
-        self._batch_tasks: list[asyncio.Task[None]] = []
+    def __init__(self, name: str, outcomes: Outcomes, producers: list[Producer],
+                 rate_limiter: RateLimiter | None, restarts: tuple[int, float],
+                 shutdown: float) -> None:
+        self.name = name
+        self.shutdown = shutdown
+        self.outcomes = outcomes
+        self.producers = producers
+        self.push_turn: Iterator[Producer] = itertools.cycle(producers)
+        self.rate_limiter = rate_limiter
+        self.supervisor = StageSupervisor(name, outcomes, *restarts)
+        self.processors: list[Processor] = []
+        self.batchers: dict[Any, Batcher] = {}
+        self.batch_processors: list[BatchProcessor] = []
+        self.offloaded: OffloadedProcessors | None = None
+        self.owned_executors: list[Executor] = []
+        self._stopped: asyncio.Future[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         # Two marks (time, messages done), the newer at most RATE_WINDOW old, so that the rate
         # covers the last one to two windows whoever reads it and however often.
         started = (time.monotonic(), 0)
         self._rate_marks = (started, started)
-
-    def _executor(self, options: dict[str, Any], label: str) -> Executor | None:
-        executor = options["executor"]
-        if executor == "thread":
-            owned = ThreadPoolExecutor(options["concurrency"],
-                                       thread_name_prefix=f"{self.name}.{label}")
-            self._owned_executors.append(owned)
-            return owned
-        return cast("Executor | None", executor)
-
-    def _serve_producers(self) -> None:
-        for producer in self.producers:
-            producer._serve_all()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,29 +107,47 @@ class Topology:
             await maybe_await(producer.on_start())
         if self.rate_limiter is not None:
             self.rate_limiter.start()
-        if self.remote is not None:
-            await self.remote.start()
-        for batcher in self.batchers.values():
-            executor = self._batch_executors[batcher.name]
-            for stage in batcher.stages:
-                workers = batcher.options["concurrency"] if stage.partition is None else 1
-                for index in range(workers):
-                    worker_index = index if stage.partition is None else stage.partition
-                    worker = BatchProcessor(self, batcher.name, stage, worker_index, executor)
-                    self._batch_tasks.append(self._spawn(worker.run()))
-        self._processor_tasks = [self._spawn(p.run()) for p in self.processors]
+        if self.offloaded is not None:
+            await self.offloaded.start()
+        for batch_processor in self.batch_processors:
+            self.supervisor.start(batch_processor)
+        for processor in self.processors:
+            self.supervisor.start(processor)
+        self._watch = asyncio.create_task(self._stop_on_failure())
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coroutine)
-        task.add_done_callback(self._check_task)
-        return task
+    async def _stop_on_failure(self) -> None:
+        why = await self.failed()
+        logger.error("%s: stopping: %s", self.name, why)
+        await self.stop()
 
-    def _check_task(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s: a stage crashed", self.name, exc_info=task.exception())
+    async def failed(self) -> str:
+        """Wait until a part of the pipeline gave up (the stages crashed too often, or the
+        offload could not be kept running); return why."""
+        waits = [asyncio.ensure_future(self.supervisor.failed())]
+        if self.offloaded is not None:
+            waits.append(asyncio.ensure_future(self.offloaded.offload.failed()))
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return done.pop().result()
 
-    async def stop(self, timeout: float) -> None:
-        """Drain within ``timeout`` seconds, then fail what is left; stop the producers."""
+    async def stop(self) -> None:
+        """Drain within ``shutdown`` seconds, then fail what is left; stop the producers.
+        Once: a second call waits for the first."""
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
+            return
+        self._stopped = asyncio.get_running_loop().create_future()
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
+        try:
+            await self._stop(self.shutdown)
+        finally:
+            self._stopped.set_result(None)
+
+    async def _stop(self, timeout: float) -> None:
         for producer in self.producers:
             await maybe_await(producer.prepare_for_draining())
             producer._start_draining()
@@ -155,110 +156,72 @@ class Topology:
         except TimeoutError:
             logger.warning("%s: shutdown timed out; acknowledging what is left as failed",
                            self.name)
-            await self._abandon()
-        if self.remote is not None:
-            await self.remote.offload.stop()
+        await self._abandon()
+        if self.offloaded is not None:
+            await self.offloaded.offload.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.stop()
-        for executor in self._owned_executors:
+        for executor in self.owned_executors:
             executor.shutdown(wait=False)
         for producer in self.producers:
             await maybe_await(producer.on_stop())
 
     async def _drain(self) -> None:
-        if self.remote is not None:
-            await self.remote.drain()
-        await asyncio.gather(*self._processor_tasks)
+        if self.offloaded is not None:
+            await self.offloaded.drain()
+        await self.supervisor.finished(list(self.processors))
         for batcher in self.batchers.values():
             for stage in batcher.stages:
                 stage.close()
-        await asyncio.gather(*self._batch_tasks)
+        await self.supervisor.finished(list(self.batch_processors))
 
     async def _abandon(self) -> None:
-        tasks = self._processor_tasks + self._batch_tasks
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        taken: list[Message] = []
-        for processor in self.processors:
-            taken += processor.take_everything()
+        """Fail whatever is still held (nothing, after a drain that completed)."""
+        await self.supervisor.stop()
+        taken = [message for processor in self.processors
+                 for message in processor.take_everything()]
         for batcher in self.batchers.values():
             for stage in batcher.stages:
                 taken += stage.take_everything()
-        self.ack([], fail_all(taken, _SHUTDOWN))
-        if self.remote is not None:
-            self.remote.abandon(_SHUTDOWN[1])
+        if taken:
+            self.outcomes.ack([], fail_all(taken, _SHUTDOWN))
+        if self.offloaded is not None:
+            self.offloaded.abandon(_SHUTDOWN[1])
         for producer in self.producers:
-            self.fail_untaken(producer._take_everything(), "shutdown")
+            leftovers = producer._take_everything()
+            if leftovers:
+                self.outcomes.fail_untaken(leftovers, "shutdown")
 
-    # -- acknowledgement -------------------------------------------------------------------
-
-    def warn_unbatched(self, messages: list[Message]) -> None:
-        """Warn (once) if ``messages`` were put to a batcher: this pipeline has none. The first
-        and the last of each chunk are looked at (a handler that does it does it often)."""
-        for message in (messages[0], messages[-1]) if messages else ():
-            if message.batcher != "default":
-                self.watch_batchers = False
-                logger.warning(
-                    "%s: a message was put to batcher %r, but the pipeline has no batchers: "
-                    "such messages are acknowledged after handle_message and handle_batch "
-                    "never runs; give the pipeline batchers={%r: {...}} (logged once)",
-                    self.name, message.batcher, message.batcher)
-                return
-
-    def ack(self, successful: list[Message], failed: list[Message]) -> None:
-        """Acknowledge messages that left the pipeline, and count them."""
-        self.handled += len(successful)
-        self.failed += len(failed)
-        ack_messages(successful, failed)
-
-    def fail_untaken(self, messages: list[Message], reason: Any) -> None:
-        """Acknowledge as failed messages a producer got but no processor took.
-
-        With a ``reason`` their status becomes ``("failed", reason)``; without, it is kept.
-        """
-        self._untaken += len(messages)
-        self.ack([], messages if reason is None else fail_all(messages, ("failed", reason)))
-
-    async def handle_failed(self, failed: list[Message]) -> list[Message]:
-        """Run the pipeline's ``handle_failed`` (if any) on ``failed``; return what to ack."""
-        callback = self._handle_failed
-        if callback is None:
-            return failed
-        try:
-            result = await maybe_await(callback(failed, self.context))
-        except Exception:
-            logger.exception("%s: handle_failed raised", self.name)
-            return failed
-        if not isinstance(result, list) or len(result) != len(failed):
-            logger.error("%s: handle_failed must return the list of messages it was given, "
-                         "got: %r", self.name, result)
-            return failed
-        return result
+    def stages(self) -> dict[str, list[Stage]]:
+        """The stages by kind, as :meth:`StageSupervisor.kill` takes them."""
+        return {"producer": [_ProducerStage(producer, self.outcomes)
+                             for producer in self.producers],
+                "processor": list(self.processors),
+                "batcher": list(self.batchers.values()),
+                "batch_processor": list(self.batch_processors)}
 
     # -- counters --------------------------------------------------------------------------
 
-    @property
-    def taken(self) -> int:
-        """Messages taken from the producers: by the processors, or failed untaken."""
-        return self._untaken + sum(producer.taken for producer in self.producers)
-
     def stats(self) -> dict[str, Any]:
         """The counters :meth:`Pipeline.stats` reports (reading them changes nothing)."""
-        done = self.handled + self.failed
+        outcomes = self.outcomes
+        done = outcomes.handled + outcomes.failed
         now = time.monotonic()
         older, newer = self._rate_marks
         if now - newer[0] >= RATE_WINDOW:
             older, newer = self._rate_marks = (newer, (now, done))
         then, done_then = older
+        taken = outcomes.untaken + sum(producer.taken for producer in self.producers)
         return {
-            "handled": self.handled,
-            "failed": self.failed,
-            "in_flight": self.taken - done,
+            "handled": outcomes.handled,
+            "failed": outcomes.failed,
+            "in_flight": taken - done,
             "buffered": sum(producer.buffered for producer in self.producers),
             "rate": (done - done_then) / (now - then) if now > then else 0.0,
             "demand_exceeded": sum(producer.demand_exceeded for producer in self.producers),
-            **({"workers": self.remote.offload.stats()} if self.remote is not None else {}),
+            "restarts": self.supervisor.restarts,
+            **({"workers": self.offloaded.offload.stats()}
+               if self.offloaded is not None else {}),
         }
 
     def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
@@ -292,28 +255,81 @@ class Topology:
         return {"producers": producers, "processors": processors, "batchers": batchers}
 
 
-def _front_options(pipeline: Pipeline, workers: dict[str, Any], producers: list[Producer]
-                   ) -> dict[str, Any]:
-    """The workers options completed: the front's node (the producer's, unless given), the
-    ``module:Class`` the workers import (the pipeline's class, unless given) and the front
-    pipeline's options (``pipeline_options``: the workers run its processors and batchers)."""
-    resolved = dict(workers)
-    resolved["concurrency"] = pipeline.options["processors"]["default"]["concurrency"]
-    resolved["pipeline_options"] = pipeline.options  # what the workers are told to run
-    if resolved["node"] is None:
-        resolved["node"] = next((getattr(producer, "node", None) for producer in producers
-                                 if getattr(producer, "node", None) is not None), None)
-        if resolved["node"] is None:
-            raise ArgumentError("workers={...} needs the front's node: give workers={'node': node} "
-                                "(the producer has none)")
-    if resolved["pipeline"] is None:
-        cls = type(pipeline)
-        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ \
-                or (cls.__name__ == "Pipeline" and cls.__module__.startswith("pybroadway.")):
-            raise ArgumentError(
-                f"workers import the pipeline class by module path, and {cls.__qualname__} "
-                f"(in {cls.__module__}) cannot be imported so: define the Pipeline subclass in a "
-                f"module of its own (not __main__, not inside a function), or name it with "
-                f"workers={{'pipeline': 'module:Class'}}")
-        resolved["pipeline"] = f"{cls.__module__}:{cls.__qualname__}"
-    return resolved
+# -- the builder ------------------------------------------------------------------------------
+
+def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -> Topology:
+    """Wire the stages of a pipeline of ``pipeline_class`` from its validated ``options``
+    (in the running event loop; nothing starts yet)."""
+    name: str = options["name"]
+    outcomes = Outcomes(name, options["context"], callbacks.handle_failed)
+    producer_options = options["producer"]
+    processor_options = options["processors"]["default"]
+    partition_by = processor_options["partition_by"] or options["partition_by"]
+    concurrency = processor_options["concurrency"]
+    partitions = concurrency if partition_by is not None else 1
+
+    producers: list[Producer] = []
+
+    def serve_producers() -> None:  # the rate limit was refilled
+        for producer in producers:
+            producer._serve_all()
+
+    limit = producer_options["rate_limiting"]
+    rate_limiter = None if limit is None else RateLimiter(
+        limit["allowed_messages"], limit["interval"], serve_producers)
+    settings = _ProducerSettings(partitions, partition_by, producer_options["transformer"],
+                                 rate_limiter, outcomes)
+    cls, kwargs = _module(producer_options["module"])
+    for index in range(producer_options["concurrency"]):
+        producer = cls(**kwargs)
+        producer._attach(settings, f"{name}.Broadway.Producer_{index}")
+        producers.append(producer)
+    topology = Topology(name, outcomes, producers, rate_limiter,
+                        (options["max_restarts"], options["max_seconds"]),
+                        options["shutdown"] / 1000)
+
+    if options["offload"] is not None:
+        offload_class, offload_options = _module(options["offload"])
+        offload = cast(type[Offload], offload_class)(offload_options, OffloadSetup(
+            name, pipeline_class, options, partitions, concurrency, producers))
+        topology.offloaded = OffloadedProcessors(offload, producers, partitions, outcomes)
+        return topology
+
+    topology.batchers = {
+        key: Batcher(key, batcher, batcher["partition_by"] or options["partition_by"])
+        for key, batcher in options["batchers"].items()}
+    group = ProcessorGroup(
+        name, producers, processor_options["max_demand"], processor_options["min_demand"],
+        MessageHandler(callbacks.handle_message, callbacks.prepare_messages,
+                       options["context"]),
+        _executor(processor_options, f"{name}.processor", topology.owned_executors),
+        topology.batchers, outcomes, UnbatchedWatch(name, not topology.batchers))
+    topology.processors = [Processor(group, index, index if partition_by is not None else 0)
+                           for index in range(concurrency)]
+    for key, batcher in topology.batchers.items():
+        batch_group = BatchProcessorGroup(
+            name, key, callbacks.handle_batch, options["context"],
+            _executor(batcher.options, f"{name}.batch_processor_{key}",
+                      topology.owned_executors), outcomes)
+        for stage in batcher.stages:
+            # one batch processor per stage of a partitioned batcher, else `concurrency`
+            count = batcher.options["concurrency"] if stage.partition is None else 1
+            topology.batch_processors += [
+                BatchProcessor(batch_group, stage,
+                               index if stage.partition is None else stage.partition)
+                for index in range(count)]
+    return topology
+
+
+def _module(declared: Any) -> tuple[Any, dict[str, Any]]:
+    """``Module`` or ``(Module, options)`` as ``(Module, options)``."""
+    return declared if isinstance(declared, tuple) else (declared, {})
+
+
+def _executor(options: dict[str, Any], label: str, owned: list[Executor]) -> Executor | None:
+    executor = options["executor"]
+    if executor == "thread":
+        pool = ThreadPoolExecutor(options["concurrency"], thread_name_prefix=label)
+        owned.append(pool)
+        return pool
+    return cast("Executor | None", executor)

@@ -73,6 +73,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_offload_module(value: Any) -> bool:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
+        value = value[0]
+    return isinstance(value, type) and callable(getattr(value, "validate_options", None))
+
+
 def _is_producer_module(value: Any) -> bool:
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
         value = value[0]
@@ -100,6 +106,11 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "executor": (
         lambda v: v == "thread" or isinstance(v, Executor),
         "expected None, 'thread' or a concurrent.futures.Executor",
+    ),
+    "offload_module": (
+        _is_offload_module,
+        "expected an offload class (with validate_options) or a tuple (class, dict of its "
+        "options)",
     ),
     "keyword": (lambda v: isinstance(v, Mapping), "expected a dict of options"),
     "any": (lambda v: True, ""),
@@ -213,35 +224,18 @@ SCHEMA: dict[str, Option] = {
         "Milliseconds a graceful stop may take; what is left then is acknowledged as failed.",
         default=30000,
     ),
-    "workers": Option(
-        "keyword",
-        "Run the processors and batchers in worker nodes (pybroadway.workers; import it): "
-        "the producers and the acknowledgements stay here.",
-        keys={
-            "count": Option("non_neg_integer",
-                            "Worker processes this node starts and supervises (on loopback); "
-                            "0: only workers that join from other hosts.", default=1),
-            "node": Option("any", "The front's Node.", default_doc="the producer's node"),
-            "redeliver": Option("boolean",
-                                "Hand the messages of a worker that went away to another one "
-                                "(at least once) instead of failing them.", default=False),
-            "max_demand": Option("pos_integer", "Events each worker asks for at a time.",
-                                 default=500),
-            "max_in_flight": Option("pos_integer",
-                                    "Messages given to the workers and not yet back, per "
-                                    "producer and partition.", default=2000),
-            "max_restarts": Option("non_neg_integer",
-                                   "Worker restarts allowed within max_seconds before the "
-                                   "pipeline stops.", default=3),
-            "max_seconds": Option("pos_number", "See max_restarts.", default=5),
-            "python": Option("string", "The interpreter running the workers.",
-                             default_doc="sys.executable"),
-            "pipeline": Option("string",
-                               "module:Class of the pipeline the workers import.",
-                               default_doc="the pipeline's own class"),
-            "extra_args": Option("any", "More arguments for `pybroadway worker`.",
-                                 default_factory=list, default_doc="[]"),
-        },
+    "max_restarts": Option(
+        "non_neg_integer",
+        "Stage crashes allowed within max_seconds (each is restarted, what it held fails); "
+        "one more and the pipeline stops (wait_failure() says why).",
+        default=3,
+    ),
+    "max_seconds": Option("pos_number", "See max_restarts.", default=5),
+    "offload": Option(
+        "offload_module",
+        "Run the processing (processors and batchers) elsewhere, through an offload declared "
+        "as (Module, {its options}) (see pipeline.Offload); the producers and the "
+        "acknowledgements stay here. Module validates its own options.",
     ),
 }
 

@@ -4,6 +4,8 @@ They push data through the real topology of a running pipeline and return a futu
 resolves to ``(successful, failed)`` once every message they pushed was acknowledged::
 
     successful, failed = await test_message(pipeline, b"hello")
+
+:func:`kill_stage` crashes a stage, to see what the pipeline does when one fails.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ._message import BatchMode, Message
 from ._pipeline import Pipeline
 
-__all__ = ["test_batch", "test_message"]
+__all__ = ["StageKind", "kill_stage", "test_batch", "test_message"]
 
 
 class _TestAcknowledger:
@@ -84,3 +86,18 @@ def test_message(
 # pytest must not collect these helpers when a test module imports them.
 test_batch.__test__ = False  # type: ignore[attr-defined]
 test_message.__test__ = False  # type: ignore[attr-defined]
+
+
+StageKind = Literal["producer", "processor", "batcher", "batch_processor"]
+
+
+def kill_stage(pipeline: Pipeline, kind: StageKind, index: int = 0) -> None:
+    """Crash one stage of a running pipeline, as ``Process.exit(pid, :kill)`` does to a
+    Broadway stage: what it held is acknowledged as failed with ``("error",
+    StageCrashed(...))`` and the stage is restarted (within ``max_restarts``).
+
+    ``kind`` and ``index`` name it: the ``index``-th producer, processor, batcher (in the order
+    of the ``batchers`` option) or batch processor.
+    """
+    topology = pipeline._running()
+    topology.supervisor.kill(topology.stages()[kind][index])

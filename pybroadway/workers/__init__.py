@@ -1,9 +1,9 @@
 """Many cores, many hosts: a pipeline's processors and batchers in worker nodes.
 
-    import pybroadway.workers  # the transport of workers={...}
+    from pybroadway.workers import WorkerFront
 
     pipeline = Orders(producer={"module": (OtpDistributionProducer, {"node": node})},
-                      workers={"count": 2, "redeliver": True})
+                      offload=(WorkerFront, {"count": 2, "redeliver": True}))
 
 The front (this node) keeps the producers and the acknowledgers; the workers — ``count``
 processes it starts and supervises, and any ``pybroadway worker --join front@host`` from other
@@ -12,18 +12,16 @@ report each message's outcome by id. Workers announce themselves in the ``pg`` s
 ``pybroadway``, group = the pipeline's name. Logging goes to the ``pybroadway.workers`` logger.
 """
 
-from pybroadway.pipeline import register_offload
-
 from ._front import FrontStage, Worker, WorkerFront
 from ._ports import COOKIE_ENV, WorkerPort, WorkerPorts, worker_argv
 from ._protocol import OUTCOMES, SCOPE, WorkerError, group, stage_name
+from ._schema import SCHEMA
 from ._worker import load_pipeline_class, read_cookie, run_worker, worker_pipeline
-
-register_offload(WorkerFront)
 
 __all__ = [
     "COOKIE_ENV",
     "OUTCOMES",
+    "SCHEMA",
     "SCOPE",
     "FrontStage",
     "Worker",

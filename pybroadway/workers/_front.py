@@ -1,6 +1,6 @@
 """The front: the transport from a pipeline's producers to its workers.
 
-The pipeline's :class:`~pybroadway.pipeline.RemoteFront` hands it ``(id, message)`` pairs; it
+The pipeline's :class:`~pybroadway.pipeline.OffloadedProcessors` hand it ``(id, message)`` pairs; it
 emits them as events to a GenStage producer stage the workers subscribe to, so GenStage's
 demand decides who gets what (the worker with the most demand; a slow worker asks for less).
 It remembers which worker holds which ids, turns the outcomes the workers report into
@@ -32,13 +32,14 @@ from pybroadway.erldist.pg import Scope
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.errors import ArgumentError
-from pybroadway.pipeline import Entry, RemoteFront
+from pybroadway.pipeline import Entry, OffloadedProcessors, OffloadSetup
 from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import DOWN, GEN_CALL
 
 from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
 from ._protocol import OUTCOMES, SAME, SCOPE, group, stage_name, status_of
+from ._schema import completed, validate_options
 
 log = logging.getLogger("pybroadway.workers")
 
@@ -135,27 +136,35 @@ class FrontStage(ProducerStage):
 
 
 class WorkerFront:
-    """The :class:`~pybroadway.pipeline.Offload` of ``pybroadway.workers``."""
+    """The :class:`~pybroadway.pipeline.Offload` of ``pybroadway.workers``: declared
+    ``offload=(WorkerFront, {options})``, see :data:`~._schema.SCHEMA`."""
 
-    def __init__(self, options: dict[str, Any], name: str, partitions: int) -> None:
+    validate_options = staticmethod(validate_options)
+
+    def __init__(self, options: dict[str, Any], setup: OffloadSetup) -> None:
+        options = completed(options, setup)
+        options["concurrency"] = setup.concurrency
         self.options = options
-        self.name = name
+        self.name = setup.name
+        partitions = setup.partitions
+        self.window: int = options["max_in_flight"]
         self.node: Node = options["node"]
         self.count: int = options["count"]
         self.redeliver: bool = options["redeliver"]
         self.partitioned = partitions > 1
         if self.partitioned and self.count < 1:
-            raise ArgumentError("a partitioned pipeline needs workers={'count': N} with N >= 1: "
+            raise ArgumentError("a partitioned pipeline needs offload=(WorkerFront, {'count': N}) "
+                                "with N >= 1: "
                                 "each partition belongs to one of them")
         # What the workers run (asked by each when it joins); ValueError if they cannot
-        self.topology, self.notes = front_topology(options["pipeline_options"])
+        self.topology, self.notes = front_topology(dict(setup.options))
         self.workers: dict[Atom, Worker] = {}
         # counters of workers that left, the earliest first (at most DEPARTED_LIMIT)
         self.gone: dict[Atom, dict[str, Any]] = {}
         self._ignored = Throttle(log, logging.WARNING, "ignored outcomes")
         self.lost = self.redelivered = 0
         self._route = 0
-        self.front: RemoteFront | None = None
+        self.front: OffloadedProcessors | None = None
         self.stage: FrontStage | None = None
         self.scope: Scope | None = None
         self.ports: WorkerPorts | None = None
@@ -163,7 +172,7 @@ class WorkerFront:
 
     # -- the Offload interface ---------------------------------------------------------------
 
-    async def start(self, front: RemoteFront) -> None:
+    async def start(self, front: OffloadedProcessors) -> None:
         self.front = front
         self.failure = asyncio.get_running_loop().create_future()
         try:
@@ -230,13 +239,7 @@ class WorkerFront:
         for worker in list(self.workers.values()):
             self._settle(worker, reason)
         assert self.front is not None
-        in_flight = self.front.in_flight
-        waiting = sorted(key for key in in_flight if key not in held)
-        by_partition: dict[int, list[Entry]] = {}
-        for key in waiting:
-            message, (consumer, _) = in_flight[key]
-            by_partition.setdefault(consumer.partition, []).append((key, message))
-        for partition, entries in by_partition.items():
+        for partition, entries in self.front.waiting(held).items():
             self.send(partition, entries)
 
     def gave_up(self, reason: str) -> None:
@@ -266,8 +269,8 @@ class WorkerFront:
     def metadata_of(self, key: int) -> Any:
         """What an in-flight message's event carries as its metadata."""
         assert self.front is not None
-        entry = self.front.in_flight.get(key)  # settled meanwhile: its outcome will not count
-        return NO_METADATA if entry is None else _plain(entry[0]._metadata, {})
+        # None also when settled meanwhile: its outcome will not count
+        return _plain(self.front.metadata_of(key), {})
 
     def _outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
         """``{pybroadway_outcomes, _, Ok, Failed}`` as it came from ``node``, the node of its

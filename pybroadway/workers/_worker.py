@@ -168,7 +168,7 @@ def worker_pipeline(cls: type[Pipeline], node: Node, *, join: str, name: str,
                                  "resubscribe_interval": 0.2, "max_backoff": 2.0,
                                  "messages": unwrapper(replier or Replier(
                                      node, node.spawn(Process()).pid))})
-    return cls(**options, name=name, workers=None, processors=processors,
+    return cls(**options, name=name, offload=None, processors=processors,
                producer={"module": module, "concurrency": 1})
 
 

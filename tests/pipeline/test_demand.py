@@ -39,7 +39,7 @@ async def test_demand_is_asked_in_max_demand_chunks_and_never_exceeded() -> None
 
     class Watching(Passthrough):
         def handle_message(self, processor: str, message: Message, context: Any) -> Message:
-            inboxes.append(sum(len(chunk) for _, chunk in self._core.processors[0].inbox))
+            inboxes.append(sum(len(chunk) for _, chunk in self._running().processors[0].inbox))
             if message.data >= 500:
                 handled.set()
             return message

@@ -58,7 +58,8 @@ def test_unknown_option_lists_the_valid_ones() -> None:
         "unknown options [:fast], valid options are: [:default] (in options [:processors])")
     assert str(error(publishers={})) == (
         "unknown options [:publishers], valid options are: [:name, :producer, :processors, "
-        ":batchers, :partition_by, :context, :shutdown, :workers]")
+        ":batchers, :partition_by, :context, :shutdown, :max_restarts, :max_seconds, "
+            ":offload]")
 
 
 def test_required_options() -> None:

@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import pybroadway.workers  # noqa: F401  (the transport of workers={...})
 from pybroadway.erldist import Node
 from pybroadway.pipeline import Message, Pipeline
+from pybroadway.workers import WorkerFront
 from testkit.doubles import Front
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
@@ -58,7 +58,7 @@ async def front(cls: type[Pipeline], *, ready: bool = True, **workers: Any
                     epmd_port=free_port()) as node:
         pipeline = cls(producer={"module": (Front, {"node": node})},
                        processors={"default": {"concurrency": 2}},
-                       workers={"count": 2, **workers})
+                       offload=(WorkerFront, {"count": 2, **workers}))
         await pipeline.start()
         try:
             if ready:
@@ -79,9 +79,9 @@ async def push(pipeline: Pipeline, messages: list[Message], chunk: int = 200) ->
 
 def front_of(pipeline: Pipeline) -> Any:
     """The pipeline's WorkerFront."""
-    remote = pipeline._require_core().remote
-    assert remote is not None
-    return remote.offload
+    offload = pipeline.offloaded()
+    assert offload is not None
+    return offload
 
 
 async def worker_command(node: Node, pipeline: str, name: str, *options: str,

@@ -20,6 +20,7 @@ import pytest
 from pybroadway.erldist import Node
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, decode, encode
+from pybroadway.workers import WorkerFront
 from pybroadway.workers._options import (
     front_topology,
     function_path,
@@ -40,7 +41,8 @@ async def started(cls: type[Pipeline], workers: dict[str, Any], **options: Any
     async with Node(f"{unique_name('topo')}@localhost", cookie="workers-test",
                     epmd_port=free_port()) as node:
         pipeline = cls(producer={"module": (Front, {"node": node})},
-                       processors={"default": {"concurrency": 2}}, workers=workers, **options)
+                       processors={"default": {"concurrency": 2}},
+                       offload=(WorkerFront, workers), **options)
         await pipeline.start()
         try:
             yield node, pipeline

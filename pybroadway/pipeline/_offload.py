@@ -1,17 +1,16 @@
-"""The front of a pipeline whose processors run elsewhere (``workers={...}``).
+"""Offloaded processing: a pipeline whose processors (and batchers) run elsewhere.
 
-The producers stay here; in the processors' place stands one :class:`RemoteConsumer` per
-partition. It takes messages from the producers with the same demand protocol, gives each an
-id, keeps it in the in-flight table (id → message) and hands ``(id, message)`` pairs to the
-:class:`Offload`, the transport to the workers (``pybroadway.workers`` implements it). The
+An offload is declared the way a producer is, ``offload=(Module, {options})``: ``Module``
+validates its own options (:meth:`Offload.validate_options`) and is built at start from them
+and the :class:`OffloadSetup` of the pipeline. The producers stay here; in the processors'
+place stand :class:`OffloadedProcessors`, one :class:`OffloadedPartition` per partition. Each
+takes messages from the producers with the same demand protocol, gives each an id, keeps it in
+the in-flight table (id -> message) and hands ``(id, message)`` pairs to the offload. The
 outcomes come back by id; the messages are acknowledged here, where they came from, and the
 demand they held is asked of the producers again. So what is in flight is bounded by the
-window each consumer asks (``workers["max_in_flight"]``), a slow worker is given less (the
-transport's business), and an outcome for an id no longer in flight is ignored: a message is
+window each partition asks (:attr:`Offload.window`), a slow worker is given less (the
+offload's business), and an outcome for an id no longer in flight is ignored: a message is
 acknowledged once.
-
-The pipeline layer knows nothing of the transport: :func:`register_offload` is how one makes
-itself known (``import pybroadway.workers`` does it).
 """
 
 from __future__ import annotations
@@ -19,75 +18,81 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pybroadway.errors import StateError
-
 from ._message import Message
+from ._outcomes import Outcomes
 
 if TYPE_CHECKING:
     from ._producer import Producer
-    from ._topology import Topology
 
 logger = logging.getLogger("pybroadway.pipeline")
 
 Entry = tuple[int, Message]
-"""An in-flight message and the id the front gave it."""
+"""An in-flight message and the id it was given."""
 
-Slot = tuple["RemoteConsumer", "Producer"]
+Slot = tuple["OffloadedPartition", "Producer"]
 """Where an in-flight message came from and is credited back to."""
 
 _message = itemgetter(0)
 _slot = itemgetter(1)
 
 
-class Offload(Protocol):
-    """A transport to workers, as the front needs it."""
+@dataclass(frozen=True)
+class OffloadSetup:
+    """What an offload is told of the pipeline it serves: its ``name``, its class
+    (``pipeline_class``) and validated ``options``, its ``partitions`` (processors with
+    ``partition_by``, else 1), ``concurrency`` (its processors') and its ``producers``."""
 
-    async def start(self, front: RemoteFront) -> None:
-        """Start the workers (or wait for them to join)."""
+    name: str
+    pipeline_class: type
+    options: Mapping[str, Any]
+    partitions: int
+    concurrency: int
+    producers: list[Producer]
+
+
+class Offload(Protocol):
+    """Where a pipeline's processing is offloaded to (worker processes, say). The class
+    validates its options and is built from them and the pipeline's :class:`OffloadSetup`."""
+
+    window: int
+    """Messages handed over and not yet back, at most, per producer and partition."""
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` checked and completed with defaults; raises an ``OptionsError``."""
+
+    def __init__(self, options: dict[str, Any], setup: OffloadSetup) -> None:
+        """Built when the pipeline starts, from options :meth:`validate_options` returned."""
+
+    async def start(self, processors: OffloadedProcessors) -> None:
+        """Start (or wait for) whatever runs the processing."""
 
     def send(self, partition: int, entries: list[Entry]) -> None:
-        """Hand messages to the workers; ``front.complete`` / ``front.lost`` come later."""
+        """Hand messages over; ``processors.complete`` / ``processors.lost`` come later."""
 
     async def stop(self) -> None:
-        """Stop the workers (everything in flight came back, or was given up)."""
+        """Stop (everything in flight came back, or was given up)."""
 
     def stats(self) -> list[dict[str, Any]]:
         """One entry per worker: node, handled, failed, in_flight, rate."""
 
     async def failed(self) -> str:
-        """Return (why) once the workers cannot be kept running: the pipeline must stop."""
+        """Return (why) once the processing cannot be kept running: the pipeline must stop."""
 
 
-OffloadFactory = Callable[[dict[str, Any], str, int], Offload]
-"""``factory(workers options, pipeline name, partitions)`` → a new :class:`Offload`."""
-
-_factories: list[OffloadFactory] = []
-
-
-def register_offload(factory: OffloadFactory) -> None:
-    """Make ``factory`` the transport of pipelines given ``workers={...}``."""
-    _factories[:] = [factory]
-
-
-def make_offload(options: dict[str, Any], name: str, partitions: int) -> Offload:
-    if not _factories:
-        raise StateError("workers={...} needs the workers connector: import pybroadway.workers "
-                         "before starting the pipeline")
-    return _factories[0](options, name, partitions)
-
-
-class RemoteConsumer:
+class OffloadedPartition:
     """Stands for the processors of one partition: asks each producer for ``window``
     messages, and again for as many as came back once half the window is free."""
 
     __slots__ = ("_front", "completed", "partition", "slots")
 
-    def __init__(self, front: RemoteFront, partition: int) -> None:
+    def __init__(self, front: OffloadedProcessors, partition: int) -> None:
         self._front = front
         self.partition = partition
         self.completed: dict[Producer, int] = {}
@@ -100,29 +105,45 @@ class RemoteConsumer:
         self._front._check_drained()
 
 
-class RemoteFront:
-    """The in-flight table and the consumers standing for the processors."""
+class OffloadedProcessors:
+    """The in-flight table and the partitions standing for the processors."""
 
-    def __init__(self, topology: Topology, options: dict[str, Any]) -> None:
-        self._topology = topology
-        self.options = options
-        self.window: int = options["max_in_flight"]
-        self.consumers = [RemoteConsumer(self, index) for index in range(topology.partitions)]
+    def __init__(self, offload: Offload, producers: list[Producer], partitions: int,
+                 outcomes: Outcomes) -> None:
+        self.offload = offload
+        self.producers = producers
+        self._outcomes = outcomes
+        self.window = offload.window
+        self.consumers = [OffloadedPartition(self, index) for index in range(partitions)]
         self.in_flight: dict[int, tuple[Message, Slot]] = {}
         self._next_id = 1
-        self.offload = make_offload(options, topology.name, topology.partitions)
         self._drained: asyncio.Event | None = None
         self.redelivered = 0
 
     async def start(self) -> None:
         await self.offload.start(self)
         for consumer in self.consumers:
-            for producer in self._topology.producers:
+            for producer in self.producers:
                 consumer.completed[producer] = 0
                 consumer.slots[producer] = (consumer, producer)
                 producer._ask(consumer, self.window)
 
-    def _take(self, consumer: RemoteConsumer, producer: Producer, messages: list[Message]
+    def metadata_of(self, key: int) -> Mapping[str, Any] | None:
+        """The metadata of the message in flight as ``key`` as it was given (None: none, or
+        no such message any more)."""
+        entry = self.in_flight.get(key)
+        return None if entry is None else entry[0]._metadata
+
+    def waiting(self, handed: set[int]) -> dict[int, list[Entry]]:
+        """The messages in flight but not in ``handed`` (what the offload handed on), by
+        partition, in the order they were taken."""
+        by_partition: dict[int, list[Entry]] = {}
+        for key, (message, (consumer, _)) in sorted(self.in_flight.items()):
+            if key not in handed:
+                by_partition.setdefault(consumer.partition, []).append((key, message))
+        return by_partition
+
+    def _take(self, consumer: OffloadedPartition, producer: Producer, messages: list[Message]
               ) -> None:
         # Per chunk, not per message: ids are a range, the table is filled in C.
         start = self._next_id
@@ -148,7 +169,7 @@ class RemoteFront:
                 failures.append(entry[0])
                 done.append(entry[1])
         if successful or failures:
-            self._topology.ack(successful, failures)
+            self._outcomes.ack(successful, failures)
         self._credit(done)
 
     def lost(self, ids: Iterable[int], reason: Any) -> None:
@@ -180,7 +201,7 @@ class RemoteFront:
         if self._drained is None or self.in_flight:
             return
         if all(producer._drained_for(consumer) for consumer in self.consumers
-               for producer in self._topology.producers):
+               for producer in self.producers):
             self._drained.set()
 
     async def drain(self) -> None:

@@ -29,7 +29,7 @@ from e2e import CLIENT_ERL, Sink
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import ProducerStage
+from pybroadway.erldist.stages import ProducerStage
 from pybroadway.gen_stage import GenStageProducer
 from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline, Producer

@@ -14,7 +14,7 @@ on purpose, and code written against the stdlib bases keeps working:
   is missing or returned what its contract does not allow.
 - :class:`StateError` (a ``RuntimeError``): the call does not fit the state things are in — a
   node, pipeline or server not started, started already or stopped, or a part the call needs
-  not there (rate limiting off, the native codec not built). ``genstage.StageStopped`` and
+  not there (rate limiting off, the native codec not built). ``stages.StageStopped`` and
   ``pg.ScopeNotRunning`` are ones.
 - :class:`NotFound` (a ``KeyError``, so a ``LookupError``): a name or id that names nothing.
 - :class:`TimedOut` (a ``TimeoutError``): a wait the library bounds ran out.

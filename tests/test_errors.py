@@ -19,8 +19,8 @@ from pybroadway import (
     TimedOut,
 )
 from pybroadway.erldist import CallError, ChildSpec, Exit, Node, Supervisor
-from pybroadway.erldist.genstage import StageStopped, SubscribeOptions
 from pybroadway.erldist.pg import ScopeNotRunning
+from pybroadway.erldist.stages import StageStopped, SubscribeOptions
 from pybroadway.gen_stage import GenStageProducer
 from pybroadway.metrics import HttpLimits
 from pybroadway.otp_distribution import ConnectError, OtpDistributionProducer
@@ -41,7 +41,7 @@ from testkit.peers import SystemEpmd, unique_name
 
 PUBLIC_PACKAGES = [
     "pybroadway", "pybroadway.errors", "pybroadway.pipeline", "pybroadway.erldist",
-    "pybroadway.erldist.genstage", "pybroadway.erldist.pg", "pybroadway.erldist.global_names",
+    "pybroadway.erldist.stages", "pybroadway.erldist.pg", "pybroadway.erldist.global_names",
     "pybroadway.erldist.epmd", "pybroadway.term", "pybroadway.otp_distribution",
     "pybroadway.gen_stage", "pybroadway.workers", "pybroadway.metrics",
 ]

@@ -15,7 +15,7 @@ and Python events for Elixir consumers::
 Logging goes to the ``pybroadway.gen_stage`` logger.
 """
 
-from pybroadway.erldist.genstage import (
+from pybroadway.erldist.stages import (
     BroadcastDispatcher,
     DemandDispatcher,
     PartitionDispatcher,

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from pybroadway.erldist import Node, Process
-from pybroadway.erldist.genstage import Dispatcher, ProducerStage, StageStopped
-from pybroadway.erldist.genstage.producer import (
+from pybroadway.erldist.stages import Dispatcher, ProducerStage, StageStopped
+from pybroadway.erldist.stages.producer import (
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE,
     BufferKeep,

@@ -14,7 +14,7 @@ from typing import Any
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import ConsumerStage, SubscribeOptions, Subscription
+from pybroadway.erldist.stages import ConsumerStage, SubscribeOptions, Subscription
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.errors import ArgumentError, StateError
 from pybroadway.pipeline import Message, Producer

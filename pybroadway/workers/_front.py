@@ -21,15 +21,15 @@ from typing import Any
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import Node, Process
-from pybroadway.erldist.genstage import (
+from pybroadway.erldist.pg import Scope
+from pybroadway.erldist.pg import api as pg
+from pybroadway.erldist.stages import (
     DemandDispatcher,
     Dispatcher,
     PartitionDispatcher,
     ProducerStage,
 )
-from pybroadway.erldist.genstage.dispatchers import Subscriber
-from pybroadway.erldist.pg import Scope
-from pybroadway.erldist.pg import api as pg
+from pybroadway.erldist.stages.dispatchers import Subscriber
 from pybroadway.erldist.supervisor import ChildSpec
 from pybroadway.errors import ArgumentError
 from pybroadway.pipeline import Entry, OffloadedProcessors, OffloadSetup

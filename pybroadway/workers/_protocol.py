@@ -1,6 +1,6 @@
 """What goes between the front and its workers, besides GenStage's own messages.
 
-- The front's :class:`~pybroadway.erldist.genstage.ProducerStage` is registered as
+- The front's :class:`~pybroadway.erldist.stages.ProducerStage` is registered as
   ``pybroadway_workers.<pipeline name>``; a worker subscribes to it (``partition: i`` when the
   pipeline is partitioned) and receives events ``{Id, Data, Metadata}``: the id the front gave
   the message, its data, and its metadata as a map, or ``same`` when it is the metadata of

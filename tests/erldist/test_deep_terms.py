@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pybroadway.erldist.genstage import ProducerStage
+from pybroadway.erldist.stages import ProducerStage
 from pybroadway.term import Atom
 from testkit.codec import same_term
 from testkit.peers import BeamPeer, SystemEpmd, unique_name
@@ -79,7 +79,7 @@ async def test_deep_terms_from_python_arrive_whole_on_the_beam(
 
 async def test_a_deep_cancel_reason_is_logged_bounded_and_answered_whole(
         epmd: SystemEpmd, erl_node: BeamPeer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="pybroadway.erldist.genstage")
+    caplog.set_level(logging.DEBUG, logger="pybroadway.erldist.stages")
     async with python_node(epmd.port) as node:
         name = unique_name("events")
         producer = node.spawn(ProducerStage(), name=name)

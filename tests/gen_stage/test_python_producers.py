@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from pybroadway.erldist.genstage import ProducerStage, StageStopped
+from pybroadway.erldist.stages import ProducerStage, StageStopped
 from pybroadway.gen_stage import GenStageProducer, expose, parse_source
 from pybroadway.term import Atom
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import Recorder, nodes
+from tests.erldist.stages_kit import Recorder, nodes
 from tests.gen_stage.helpers import WAIT, pipeline
 
 

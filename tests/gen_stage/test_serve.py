@@ -13,7 +13,7 @@ import pytest
 from pybroadway._config import ConfigError, load_config
 from pybroadway.cli import add_serve_arguments, serve, subscriptions
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import ProducerStage
+from pybroadway.erldist.stages import ProducerStage
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
 

@@ -7,11 +7,11 @@ import os
 import signal
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import protocol as gs
+from pybroadway.erldist.stages import protocol as gs
 from testkit.doubles import Slow
 from testkit.peers import unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import Probe
+from tests.erldist.stages_kit import Probe
 from tests.workers.kit import WAIT, front, front_of
 
 STAGE = "pybroadway_workers.Slow"

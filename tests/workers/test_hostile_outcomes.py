@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import ConsumerStage
-from pybroadway.erldist.genstage.consumer import Subscription
-from pybroadway.erldist.genstage.dispatchers import Subscriber
+from pybroadway.erldist.stages import ConsumerStage
+from pybroadway.erldist.stages.consumer import Subscription
+from pybroadway.erldist.stages.dispatchers import Subscriber
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom, Pid
 from pybroadway.term.atoms import GEN_CALL

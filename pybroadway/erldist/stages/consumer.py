@@ -24,7 +24,7 @@ from pybroadway.term.atoms import DOWN, NORMAL
 from . import protocol as gs
 from .protocol import CancelMode, SubscribeOptions
 
-log = logging.getLogger("pybroadway.erldist.genstage")
+log = logging.getLogger("pybroadway.erldist.stages")
 
 
 class Subscription:

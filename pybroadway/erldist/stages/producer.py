@@ -34,7 +34,7 @@ class StageStopped(StateError):
         super().__init__(message)
         self.unsent: list[Any] = unsent if unsent is not None else []
 
-log = logging.getLogger("pybroadway.erldist.genstage")
+log = logging.getLogger("pybroadway.erldist.stages")
 
 BufferKeep = Literal["first", "last"]
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import ProducerStage
-from pybroadway.erldist.genstage import protocol as gs
+from pybroadway.erldist.stages import ProducerStage
+from pybroadway.erldist.stages import protocol as gs
 from pybroadway.term import Atom
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import Probe, Recorder, nodes
+from tests.erldist.stages_kit import Probe, Recorder, nodes
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,7 @@ def test_the_bound_per_node_is_at_least_one() -> None:
 
 async def test_refused_subscriptions_are_logged_through_the_throttle(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.stages")
     async with nodes(free_port()) as (a, b):
         _, address = spawn_producer(a, max_subscriptions=1)
         probe = b.spawn(Probe())
@@ -122,7 +122,7 @@ async def test_a_consumer_takes_events_and_cancels_only_from_its_producer() -> N
 
 async def test_malformed_protocol_messages_are_ignored_with_a_throttled_warning(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.stages")
     async with nodes(free_port()) as (a, b):
         producer, address = spawn_producer(a)
         consumer = b.spawn(Recorder())
@@ -147,7 +147,7 @@ async def test_malformed_protocol_messages_are_ignored_with_a_throttled_warning(
 @pytest.mark.parametrize("drop_excess", [False, True])
 async def test_events_beyond_demand_are_counted_logged_once_and_never_asked_again(
         drop_excess: bool, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.stages")
     async with nodes(free_port()) as (a, b):
         producer = a.spawn(Probe())
         consumer = b.spawn(Recorder(drop_excess=drop_excess))
@@ -177,7 +177,7 @@ async def test_requests_naming_a_process_of_another_node_are_ignored(
         caplog: pytest.LogCaptureFixture) -> None:
     """Who subscribes is the sending node's process: a node that names one of another node
     (a worker's, to take its one place at the workers' front) is ignored."""
-    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.genstage")
+    caplog.set_level(logging.WARNING, logger="pybroadway.erldist.stages")
     async with nodes(free_port(), 3) as (a, forger, victim):
         producer, address = spawn_producer(a, max_subscriptions_per_node=1)
         target = victim.spawn(Probe())  # a live process of the victim's node

@@ -8,7 +8,7 @@ consumers, for BEAM stages and for other Python ones.
     consumer.subscribe(("events", "app@host"), max_demand=1000)
 
 Knows nothing of the pipeline (:mod:`pybroadway.gen_stage` joins the two). Logging goes to the
-``pybroadway.erldist.genstage`` logger.
+``pybroadway.erldist.stages`` logger.
 """
 
 from .consumer import ConsumerStage, Subscription

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import BroadcastDispatcher, PartitionDispatcher, ProducerStage
+from pybroadway.erldist.stages import BroadcastDispatcher, PartitionDispatcher, ProducerStage
 from pybroadway.term import Atom, Charlist
 from testkit.peers import BeamPeer, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import Recorder
 from tests.erldist.nodekit import atom, ev
+from tests.erldist.stages_kit import Recorder
 
 
 def stats(value: dict[Any, Any]) -> dict[str, Any]:

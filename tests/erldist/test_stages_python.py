@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.genstage import (
+from pybroadway.erldist.stages import (
     BroadcastDispatcher,
     PartitionDispatcher,
     ProducerStage,
     StageStopped,
     Subscriber,
 )
-from pybroadway.erldist.genstage import protocol as gs
+from pybroadway.erldist.stages import protocol as gs
 from pybroadway.term import Atom
 from pybroadway.term.atoms import NORMAL, SHUTDOWN
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
-from tests.erldist.genstage_kit import WAIT, Probe, Recorder, nodes
+from tests.erldist.stages_kit import WAIT, Probe, Recorder, nodes
 
 
 @pytest.fixture(autouse=True)

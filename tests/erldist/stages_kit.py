@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pybroadway.erldist import Node, Process
-from pybroadway.erldist.genstage import ConsumerStage, Subscription
+from pybroadway.erldist.stages import ConsumerStage, Subscription
 from testkit.peers import unique_name
 
 WAIT = 10.0

@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from pybroadway.errors import ArgumentError
+
 from ._message import BatchMode, Message
 from ._pipeline import Pipeline
 
@@ -100,4 +102,9 @@ def kill_stage(pipeline: Pipeline, kind: StageKind, index: int = 0) -> None:
     of the ``batchers`` option) or batch processor.
     """
     topology = pipeline._running()
-    topology.supervisor.kill(topology.stages()[kind][index])
+    stages = topology.stages()
+    if kind not in stages or not -len(stages[kind]) <= index < len(stages[kind]):
+        raise ArgumentError(f"no {kind} {index} in pipeline {pipeline.options['name']}: it "
+                            f"has " + ", ".join(f"{len(found)} {name}" for name, found in
+                                                stages.items()))
+    topology.supervisor.kill(stages[kind][index])

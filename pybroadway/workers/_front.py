@@ -164,7 +164,7 @@ class WorkerFront:
         self._ignored = Throttle(log, logging.WARNING, "ignored outcomes")
         self.lost = self.redelivered = 0
         self._route = 0
-        self.front: OffloadedProcessors | None = None
+        self.offloaded: OffloadedProcessors | None = None
         self.stage: FrontStage | None = None
         self.scope: Scope | None = None
         self.ports: WorkerPorts | None = None
@@ -172,8 +172,8 @@ class WorkerFront:
 
     # -- the Offload interface ---------------------------------------------------------------
 
-    async def start(self, front: OffloadedProcessors) -> None:
-        self.front = front
+    async def start(self, offloaded: OffloadedProcessors) -> None:
+        self.offloaded = offloaded
         self.failure = asyncio.get_running_loop().create_future()
         try:
             self.scope = await pg.start(self.node, SCOPE)
@@ -238,8 +238,8 @@ class WorkerFront:
         log.error("%s: %s; restarted", self.name, reason)
         for worker in list(self.workers.values()):
             self._settle(worker, reason)
-        assert self.front is not None
-        for partition, entries in self.front.waiting(held).items():
+        assert self.offloaded is not None
+        for partition, entries in self.offloaded.waiting(held).items():
             self.send(partition, entries)
 
     def gave_up(self, reason: str) -> None:
@@ -268,9 +268,9 @@ class WorkerFront:
 
     def metadata_of(self, key: int) -> Any:
         """What an in-flight message's event carries as its metadata."""
-        assert self.front is not None
+        assert self.offloaded is not None
         # None also when settled meanwhile: its outcome will not count
-        return _plain(self.front.metadata_of(key), {})
+        return _plain(self.offloaded.metadata_of(key), {})
 
     def _outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
         """``{pybroadway_outcomes, _, Ok, Failed}`` as it came from ``node``, the node of its
@@ -324,8 +324,8 @@ class WorkerFront:
                               ignored, worker.node.name, malformed)
         worker.handled += len(done)
         worker.failed += len(failures)
-        assert self.front is not None
-        self.front.complete(done, failures)
+        assert self.offloaded is not None
+        self.offloaded.complete(done, failures)
 
     def _left(self, subscriber: Subscriber, reason: Any) -> None:
         worker = self.workers.get(subscriber.pid.node)
@@ -344,9 +344,9 @@ class WorkerFront:
         if not held:
             log.info("%s: worker %s left (%s)", self.name, worker.node.name, reason)
             return
-        assert self.front is not None and self.stage is not None
+        assert self.offloaded is not None and self.stage is not None
         if self.redeliver:
-            entries = self.front.entries(sorted(held))
+            entries = self.offloaded.entries(sorted(held))
             self.redelivered += len(entries)
             log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
                         self.name, worker.node.name, reason, len(entries))
@@ -357,7 +357,7 @@ class WorkerFront:
             self.lost += len(held)
             log.warning("%s: worker %s left (%s) holding %d messages; they fail", self.name,
                         worker.node.name, reason, len(held))
-            self.front.lost(sorted(held), why)
+            self.offloaded.lost(sorted(held), why)
 
 
 def _take(held: set[Any], ids: list[Any]) -> list[Any]:

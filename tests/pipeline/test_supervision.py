@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from pybroadway.pipeline import BatchInfo, Message, Pipeline, Producer, StageCrashed, kill_stage
+from pybroadway.errors import ArgumentError, StateError
+from pybroadway.pipeline import (
+    BatchInfo,
+    Message,
+    OptionsError,
+    Pipeline,
+    Producer,
+    StageCrashed,
+    kill_stage,
+)
 from testkit.wait import eventually_async
 
 from .helpers import Recorder, messages, push_options
@@ -140,3 +149,26 @@ async def test_a_batcher_partition_by_that_raises_fails_its_message_not_the_proc
         await recorder.wait_for(20, WAIT)
     assert [(m.data, str(m.status[1])) for m in recorder.failed] == [(3, "no partition for 3")]
     assert pipeline.stats()["restarts"] == 0
+
+
+async def test_kill_stage_names_what_the_pipeline_has() -> None:
+    pipeline = Gated("", **push_options(concurrency=2))
+    with pytest.raises(StateError, match="not running"):
+        kill_stage(pipeline, "processor")
+    async with pipeline:
+        with pytest.raises(ArgumentError, match=r"no batcher 0 .* 2 processor, 0 batcher"):
+            kill_stage(pipeline, "batcher")
+        with pytest.raises(ArgumentError, match="no processor 2"):
+            kill_stage(pipeline, "processor", 2)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_restarts": -1}, "invalid value for :max_restarts option: expected non negative"),
+    ({"max_seconds": 0}, "invalid value for :max_seconds option: expected positive number"),
+    ({"offload": "workers"}, "invalid value for :offload option: expected an offload class"),
+    ({"offload": (dict, {})}, "invalid value for :offload option: expected an offload class"),
+])
+def test_supervision_and_offload_options_are_checked(options: dict[str, Any],
+                                                     message: str) -> None:
+    with pytest.raises(OptionsError, match=message):
+        Gated("", **push_options(), **options)

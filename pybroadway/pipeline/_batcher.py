@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ._message import BatchInfo, Message
+from ._partition import partition
 
 
 class BatchStage:
@@ -128,15 +129,8 @@ class Batcher:
         if len(stages) == 1:
             stages[0].add(messages)
             return []
-        routed: list[list[Message]] = [[] for _ in stages]
-        unroutable: list[Message] = []
-        partition_by = cast(Callable[[Message], int], self.partition_by)
-        for message in messages:
-            try:
-                routed[partition_by(message) % len(stages)].append(message)
-            except Exception as error:
-                message.status = ("error", error)
-                unroutable.append(message)
+        routed, unroutable = partition(
+            messages, cast(Callable[[Message], int], self.partition_by), len(stages))
         for stage, part in zip(stages, routed, strict=True):
             if part:
                 stage.add(part)

@@ -20,6 +20,7 @@ from pybroadway._fifo import ChunkedFifo
 from pybroadway.errors import CallbackError, StateError
 
 from ._message import Message
+from ._partition import partition
 
 if TYPE_CHECKING:
     from ._rate_limiter import RateLimiter
@@ -270,16 +271,8 @@ class Producer:
             parts[0].buffer.put(batch)
             self._serve(parts[0])
         else:
-            routed: list[list[Message]] = [[] for _ in parts]
-            unroutable: list[Message] = []
-            partition_by = cast(Callable[[Message], int], self._partition_by)
-            count = len(parts)
-            for message in batch:
-                try:
-                    routed[partition_by(message) % count].append(message)
-                except Exception as error:
-                    message.status = ("error", error)
-                    unroutable.append(message)
+            routed, unroutable = partition(
+                batch, cast(Callable[[Message], int], self._partition_by), len(parts))
             if unroutable:
                 self._host.fail_untaken(unroutable, None)
             self._buffered += len(batch) - len(unroutable)

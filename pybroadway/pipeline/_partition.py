@@ -1,0 +1,23 @@
+"""Spreading messages over partitions with a user's ``partition_by``, as the producers (over
+processor partitions) and the batchers (over batch processor partitions) both do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._message import Message
+
+
+def partition(messages: list[Message], partition_by: Callable[[Message], int], count: int
+              ) -> tuple[list[list[Message]], list[Message]]:
+    """``messages`` in ``count`` partitions, in order; and those ``partition_by`` raised on,
+    their status ``("error", exception)``."""
+    routed: list[list[Message]] = [[] for _ in range(count)]
+    unroutable: list[Message] = []
+    for message in messages:
+        try:
+            routed[partition_by(message) % count].append(message)
+        except Exception as error:
+            message.status = ("error", error)
+            unroutable.append(message)
+    return routed, unroutable

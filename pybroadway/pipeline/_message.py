@@ -97,9 +97,16 @@ class Message:
     def metadata(self, value: Mapping[str, Any]) -> None:
         self._metadata = value
 
+    @property
+    def raw_metadata(self) -> Mapping[str, Any] | None:
+        """The metadata as given or set, or None if there is none: unlike :attr:`metadata`,
+        reading it creates no empty dict (None stays None until :attr:`metadata` is read)."""
+        return self._metadata
+
     def __repr__(self) -> str:
+        metadata = {} if self._metadata is None else self._metadata  # shown, not created
         return (
-            f"Message(data={self.data!r}, metadata={self.metadata!r}, "
+            f"Message(data={self.data!r}, metadata={metadata!r}, "
             f"acknowledger={_show_acknowledger(self.acknowledger)}, batcher={self.batcher!r}, "
             f"batch_key={self.batch_key!r}, batch_mode={self.batch_mode!r}, "
             f"status={self.status!r})"

@@ -61,6 +61,13 @@ class Message:
     ``("failed", reason)`` (set by :meth:`failed`) or ``("error", exception)`` (set by the
     pipeline when a callback raised). The ``put_*``/``update_*`` operations change the
     message in place and return it, so they chain.
+
+    Its fields are its ``__slots__``, each set by ``__init__`` and none inherited: code that
+    builds many messages may make one without ``__init__`` (``Message.__new__(Message)``) and
+    set every field through its slot descriptor (as ``pybroadway.workers._cunwrap`` does, to
+    the values of a template message but its ``data``, ``acknowledger`` and ``_metadata``,
+    which holds the metadata as given: a mapping, or None for none). A new field must be
+    such a slot too.
     """
 
     __slots__ = (

@@ -37,9 +37,12 @@ static void release(layout *fields) {
 
 /* The place of the field `name`, or -1. */
 static Py_ssize_t place(PyObject *names, const char *name) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++)
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(names, i), name) == 0)
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *candidate = PyTuple_GET_ITEM(names, i);
+        /* __slots__ is a class attribute: it may have been replaced by anything since */
+        if (PyUnicode_Check(candidate) && PyUnicode_CompareWithASCIIString(candidate, name) == 0)
             return i;
+    }
     return -1;
 }
 

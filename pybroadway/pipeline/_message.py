@@ -61,6 +61,13 @@ class Message:
     ``("failed", reason)`` (set by :meth:`failed`) or ``("error", exception)`` (set by the
     pipeline when a callback raised). The ``put_*``/``update_*`` operations change the
     message in place and return it, so they chain.
+
+    Its fields are its ``__slots__``, each set by ``__init__`` and none inherited: code that
+    builds many messages may make one without ``__init__`` (``Message.__new__(Message)``) and
+    set every field through its slot descriptor (as ``pybroadway.workers._cunwrap`` does, to
+    the values of a template message but its ``data``, ``acknowledger`` and ``_metadata``,
+    which holds the metadata as given: a mapping, or None for none). A new field must be
+    such a slot too.
     """
 
     __slots__ = (
@@ -97,9 +104,16 @@ class Message:
     def metadata(self, value: Mapping[str, Any]) -> None:
         self._metadata = value
 
+    @property
+    def raw_metadata(self) -> Mapping[str, Any] | None:
+        """The metadata as given or set, or None if there is none: unlike :attr:`metadata`,
+        reading it creates no empty dict (None stays None until :attr:`metadata` is read)."""
+        return self._metadata
+
     def __repr__(self) -> str:
+        metadata = {} if self._metadata is None else self._metadata  # shown, not created
         return (
-            f"Message(data={self.data!r}, metadata={self.metadata!r}, "
+            f"Message(data={self.data!r}, metadata={metadata!r}, "
             f"acknowledger={_show_acknowledger(self.acknowledger)}, batcher={self.batcher!r}, "
             f"batch_key={self.batch_key!r}, batch_mode={self.batch_mode!r}, "
             f"status={self.status!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -21,6 +22,19 @@ def test_defaults_inspect_like_broadway() -> None:
         "Message(data=b'x', metadata={}, acknowledger=(NoopAcknowledger, None, None), "
         "batcher='default', batch_key='default', batch_mode='bulk', status='ok')")
     assert not hasattr(message, "__dict__")
+
+
+def test_raw_metadata_is_the_metadata_as_given_and_creates_none() -> None:
+    given = MappingProxyType({"source": 1})
+    assert Message(b"x", given).raw_metadata is given
+    message = Message(b"x")
+    assert repr(message).startswith("Message(data=b'x', metadata={},")
+    assert message.raw_metadata is None  # neither reading it nor repr created a dict
+    assert message.metadata == {} and message.raw_metadata == {}  # metadata creates one
+    message.metadata = given
+    assert message.raw_metadata is given
+    with pytest.raises(AttributeError):
+        message.raw_metadata = {}  # type: ignore[misc]
 
 
 def test_operations_chain_and_change_the_message() -> None:

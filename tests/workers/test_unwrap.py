@@ -1,5 +1,6 @@
 """A worker's events as messages: the compiled builder (``_cunwrap``) and the Python one, its
-reference, build the same messages; the compiled one refuses a class it cannot copy."""
+reference, build the same messages; the compiled one sets a class's fields through its slot
+descriptors and refuses a class whose fields are not all its own slots."""
 
 from __future__ import annotations
 
@@ -76,6 +77,34 @@ def test_the_compiled_builder_refuses_a_class_it_cannot_copy() -> None:
 
     with pytest.raises(TypeError, match="__slots__"):
         _worker.built_unwrap(events(), WithDict(None), None, STAGE, SAME, dict)
+
+
+class Slots:
+    __slots__ = ("_metadata", "acknowledger", "data", "extra")
+
+
+class Borrowed:
+    __slots__ = ("_metadata", "acknowledger", "data")
+
+
+Borrowed.data = Slots.data  # type: ignore[assignment]  # another class's slot, not its own
+
+
+def test_the_compiled_builder_sets_fields_through_the_slot_descriptors() -> None:
+    # Another class of plain __slots__ is built like Message: the template's other fields
+    # are read, and every field set, through the class's descriptors, which check the types.
+    require_built(_worker.built_unwrap, "pybroadway.workers._cunwrap")
+    assert _worker.built_unwrap is not None
+    template = Slots()
+    with pytest.raises(AttributeError, match="extra"):  # a template without that field
+        _worker.built_unwrap(events(), template, None, STAGE, SAME, dict)
+    template.extra = "kept"
+    built = _worker.built_unwrap(events()[:2], template, None, STAGE, SAME, dict)
+    assert [(m.data, m._metadata, m.acknowledger, m.extra) for m in built] == [
+        (b"a", {b"source": 1}, (None, STAGE, 1), "kept"),
+        (b"b", {b"source": 1}, (None, STAGE, 2), "kept")]
+    with pytest.raises(TypeError, match="'data'"):
+        _worker.built_unwrap(events(), Borrowed(), None, STAGE, SAME, dict)
 
 
 metadata_maps = st.dictionaries(st.binary(max_size=4), st.integers() | st.binary(max_size=4),

@@ -19,7 +19,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from pybroadway.erldist import control as op
 from pybroadway.erldist import epmd as epmd_client
@@ -36,7 +36,7 @@ from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
 from pybroadway.erldist.kernel import Kernel
-from pybroadway.erldist.process import Process
+from pybroadway.erldist.process import P, Process
 from pybroadway.erldist.rpc import SpawnRequests
 from pybroadway.erldist.settings import DistSettings
 from pybroadway.erldist.signals import Signals, node_of, target_name
@@ -49,9 +49,8 @@ __all__ = ["CallError", "Node", "NodeWatcher"]
 
 log = logging.getLogger("pybroadway.erldist.node")
 
-P = TypeVar("P", bound=Process)
-
 EMPTY_ATOM = Atom("")
+
 
 class Node:
     """One distribution node. Options: ``cookie`` (default: ``~/.erlang.cookie``, created

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.epmd import EpmdError, EpmdRegistration
 from pybroadway.erldist.global_names import GlobalNameServer
-from pybroadway.erldist.process import Process
+from pybroadway.erldist.process import Process, ProcessHost
 from pybroadway.erldist.rpc import NetKernel, Rex
 from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.errors import PyBroadwayError, StateError
 from pybroadway.term import Atom, loggable
 from pybroadway.term import _impl as term_impl
-
-if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
 
 __all__ = ["SYSTEM_INTENSITY", "SYSTEM_PROCESSES", "Kernel", "NodeDown", "kernel_sup"]
 
@@ -80,11 +77,23 @@ class NodeDown(PyBroadwayError):
         self.reason = reason
 
 
+class KernelHost(ProcessHost, Protocol):
+    """What the kernel needs of its node beyond what a process sees (the
+    :class:`~pybroadway.erldist.node.Node` implements it)."""
+
+    @property
+    def running(self) -> bool:
+        """True while the node runs."""
+
+    async def stop(self) -> None:
+        """Stop the node."""
+
+
 class Kernel:
     """A node's ``kernel_sup`` and what its end means: a node whose supervisor ended while it
     runs cannot serve, so it stops, loudly, and says why."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: KernelHost) -> None:
         self.node = node
         self.supervisor: Supervisor | None = None
         self._down: asyncio.Future[Any] | None = None

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from pybroadway.erldist import control as op
 from pybroadway.erldist import epmd as epmd_client
@@ -37,8 +36,8 @@ from pybroadway.erldist.connections import Connections, NodeWatcher, split_node_
 from pybroadway.erldist.cookie import default_cookie
 from pybroadway.erldist.genserver import alias_of
 from pybroadway.erldist.kernel import Kernel
-from pybroadway.erldist.process import Process
-from pybroadway.erldist.rpc import serve_spawn_request
+from pybroadway.erldist.process import P, Process
+from pybroadway.erldist.rpc import SpawnRequests
 from pybroadway.erldist.settings import DistSettings
 from pybroadway.erldist.signals import Signals, node_of, target_name
 from pybroadway.erldist.supervisor import Supervisor
@@ -50,9 +49,8 @@ __all__ = ["CallError", "Node", "NodeWatcher"]
 
 log = logging.getLogger("pybroadway.erldist.node")
 
-P = TypeVar("P", bound=Process)
-
 EMPTY_ATOM = Atom("")
+
 
 class Node:
     """One distribution node. Options: ``cookie`` (default: ``~/.erlang.cookie``, created
@@ -108,6 +106,7 @@ class Node:
         self._net = net = Connections(self.start_task)
         self.signals = signals = Signals(self.name, self.make_ref, net, self._processes,
                                          self._names, self._calls)
+        rpc = SpawnRequests(self.rpc_functions, self.new_pid, self.start_task)
         net.deliver_to({
             op.SEND: self._on_send, op.SEND_SENDER: self._on_send,
             op.REG_SEND: self._on_reg_send, op.ALIAS_SEND: self._on_alias_send,
@@ -118,7 +117,7 @@ class Node:
             op.MONITOR_P: signals.on_monitor, op.DEMONITOR_P: signals.on_demonitor,
             op.MONITOR_P_EXIT: signals.on_monitor_exit,
             op.PAYLOAD_MONITOR_P_EXIT: signals.on_monitor_exit,
-            op.SPAWN_REQUEST: functools.partial(serve_spawn_request, self),
+            op.SPAWN_REQUEST: rpc.serve,
             op.GROUP_LEADER: self._ignore, op.SPAWN_REPLY: self._ignore,
         }, lost=signals.peer_lost, unreachable=signals.peer_unreachable)
         # The connections' entry points the node uses, bound once: no extra hop per send.

@@ -5,14 +5,18 @@ to its mailbox by the node in the order they arrive; :meth:`Process.receive` tak
 that matches. When ``run`` ends the process exits (``normal`` on return, ``Exit.reason`` when
 it raises :class:`Exit`, ``{exception, "Type: message"}`` for any other exception), and the
 node sends exit signals to its links and ``DOWN`` messages to its monitors, local or remote.
+
+A process sees its node through :class:`ProcessHost`, declared here so that this module needs
+nothing of :mod:`~pybroadway.erldist.node`, which implements it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pybroadway._aio import maybe_await
 from pybroadway.errors import PyBroadwayError
@@ -20,10 +24,12 @@ from pybroadway.term import Atom, Pid, Reference
 from pybroadway.term.atoms import KILL, KILLED, NORMAL
 
 if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.connection import Connection
+    from pybroadway.erldist.connections import NodeWatcher
 
 
 Match = Callable[[Any], bool]
+P = TypeVar("P", bound="Process")
 
 
 class Exit(PyBroadwayError):
@@ -41,6 +47,90 @@ def exception_reason(exc: BaseException) -> Any:
     return (Atom("exception"), f"{type(exc).__name__}: {exc}")
 
 
+class ProcessSignals(Protocol):
+    """The links, monitors and exits a process signals through (the node's
+    :class:`~pybroadway.erldist.signals.Signals`)."""
+
+    def link(self, process: Process, pid: Pid) -> None:
+        """Link ``process`` to ``pid``."""
+
+    def unlink(self, process: Process, pid: Pid) -> None:
+        """Remove the link between ``process`` and ``pid``."""
+
+    def monitor(self, process: Process, target: Any) -> Reference:
+        """``process`` monitors ``target``; returns the monitor's reference."""
+
+    def demonitor(self, process: Process, ref: Reference) -> None:
+        """``process`` drops its monitor ``ref``."""
+
+    def process_exited(self, process: Process, reason: Any) -> None:
+        """``process`` has ended with ``reason``."""
+
+
+class ProcessHost(Protocol):
+    """What a process sees of the node it runs on, as ``self.node`` (the
+    :class:`~pybroadway.erldist.node.Node` it was spawned on, which documents each member)."""
+
+    @property
+    def name(self) -> Atom:
+        """The node's name."""
+
+    @property
+    def creation(self) -> int:
+        """The node's creation, which its pids and references carry."""
+
+    @property
+    def log(self) -> logging.Logger:
+        """Where a crashing process is logged."""
+
+    @property
+    def signals(self) -> ProcessSignals:
+        """The node's links, monitors and exit signals."""
+
+    def spawn(self, process: P, *, name: str | Atom | None = None,
+              link: Pid | None = None) -> P:
+        """Start ``process`` on the node."""
+
+    def register(self, name: str | Atom, process: Process) -> None:
+        """Register a local name."""
+
+    def whereis(self, name: str | Atom) -> Pid | None:
+        """The pid registered as ``name``, or None."""
+
+    def process(self, pid: Pid) -> Process | None:
+        """The local process of ``pid``, or None."""
+
+    def send(self, to: Any, message: Any, *, sender: Pid | None = None) -> None:
+        """Send ``message`` to a pid, a local name, or ``(name, node)``."""
+
+    def gen_reply(self, sender: Pid, to: Pid, tag: Any, reply: Any) -> None:
+        """Answer a gen call."""
+
+    def exit(self, pid: Pid, reason: Any, *, sender: Pid | None = None) -> None:
+        """Send an exit signal to ``pid``."""
+
+    def make_ref(self) -> Reference:
+        """A new reference of the node."""
+
+    def start_task(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task the node keeps until it ends."""
+
+    def nodes(self) -> list[Atom]:
+        """The nodes connected to this one."""
+
+    def connection(self, node: str | Atom) -> Connection | None:
+        """The connection to ``node``, or None."""
+
+    async def connect(self, node: str | Atom, *, check: bool = False) -> bool:
+        """Connect to ``node``; True once connected."""
+
+    def disconnect(self, node: str | Atom) -> bool:
+        """Drop the connection to ``node``; True if there was one."""
+
+    def monitor_nodes(self, watcher: NodeWatcher) -> Callable[[], None]:
+        """Call ``watcher(node, up)`` on every nodeup/nodedown; returns an unsubscribe."""
+
+
 class Process:
     """Subclass and override :meth:`run`, then ``node.spawn(MyProcess())``.
 
@@ -49,7 +139,7 @@ class Process:
     ``(Atom("EXIT"), from_pid, reason)`` messages instead of dying from them.
     """
 
-    node: Node
+    node: ProcessHost
     pid: Pid
 
     def __init__(self) -> None:
@@ -92,7 +182,7 @@ class Process:
         await self._exited.wait()
         return self.exit_reason
 
-    def _start(self, node: Node, pid: Pid) -> None:
+    def _start(self, node: ProcessHost, pid: Pid) -> None:
         self.node = node
         self.pid = pid
         self._exited = asyncio.Event()

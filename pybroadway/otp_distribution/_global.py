@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pybroadway.erldist import Node, global_names
+from pybroadway.erldist import global_names
+from pybroadway.erldist.process import ProcessHost
 from pybroadway.term import Atom, Pid
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
 
-async def register_name(node: Node, name: Atom, pid: Pid, timeout: float = 10.0) -> bool:
+async def register_name(node: ProcessHost, name: Atom, pid: Pid, timeout: float = 10.0) -> bool:
     """Register ``name`` for ``pid`` in ``:global``; False (with a log line) when impossible
     or when it took longer than ``timeout`` seconds."""
     try:
@@ -26,16 +27,16 @@ async def register_name(node: Node, name: Atom, pid: Pid, timeout: float = 10.0)
     return registered
 
 
-async def unregister_name(node: Node, name: Atom) -> None:
+async def unregister_name(node: ProcessHost, name: Atom) -> None:
     """Remove ``name`` from ``:global``."""
     await global_names.unregister_name(node, name)
 
 
-async def sync(node: Node) -> None:
+async def sync(node: ProcessHost) -> None:
     """``:global.sync()``."""
     await global_names.sync(node)
 
 
-async def whereis_name(node: Node, name: Atom) -> Pid | None:
+async def whereis_name(node: ProcessHost, name: Atom) -> Pid | None:
     """``:global.whereis_name(name)``; None if the name is unknown."""
     return global_names.whereis_name(node, name)

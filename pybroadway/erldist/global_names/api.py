@@ -11,10 +11,10 @@ from pybroadway.errors import NotFound, StateError
 from pybroadway.term import Atom, Pid
 
 if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.process import ProcessHost
 
 
-def server(node: Node) -> GlobalNameServer:
+def server(node: ProcessHost) -> GlobalNameServer:
     """The node's ``global_name_server`` (raises RuntimeError if it is not running)."""
     pid = node.whereis(GNS)
     process = node.process(pid) if pid is not None else None
@@ -23,18 +23,18 @@ def server(node: Node) -> GlobalNameServer:
     return process
 
 
-def whereis_name(node: Node, name: Any) -> Pid | None:
+def whereis_name(node: ProcessHost, name: Any) -> Pid | None:
     """The pid registered globally as ``name`` (a ``str`` is taken as an atom), or None."""
     entry = server(node).table.get(as_name(name))
     return entry[0] if entry is not None else None
 
 
-def registered_names(node: Node) -> list[Any]:
+def registered_names(node: ProcessHost) -> list[Any]:
     """Every global name this node knows."""
     return list(server(node).table)
 
 
-def send(node: Node, name: Any, message: Any) -> Pid:
+def send(node: ProcessHost, name: Any, message: Any) -> Pid:
     """Send ``message`` to the process registered as ``{:global, name}``; return its pid.
 
     Raises :class:`~pybroadway.errors.NotFound` (a LookupError) when no process has that
@@ -47,12 +47,12 @@ def send(node: Node, name: Any, message: Any) -> Pid:
     return pid
 
 
-async def sync(node: Node, timeout: float = 10.0) -> None:
+async def sync(node: ProcessHost, timeout: float = 10.0) -> None:
     """Wait until the connect protocol has completed with every visible connected node."""
     await server(node).wait_synced(timeout)
 
 
-async def register_name(node: Node, name: Any, pid: Pid, *, method: Any = RANDOM_EXIT_NAME,
+async def register_name(node: ProcessHost, name: Any, pid: Pid, *, method: Any = RANDOM_EXIT_NAME,
                         timeout: float = 30.0) -> bool:
     """Register ``pid`` as the global ``name`` on every node of the cluster.
 
@@ -75,7 +75,7 @@ async def register_name(node: Node, name: Any, pid: Pid, *, method: Any = RANDOM
     return await transaction(gns, body, timeout)
 
 
-async def unregister_name(node: Node, name: Any, *, timeout: float = 30.0) -> None:
+async def unregister_name(node: ProcessHost, name: Any, *, timeout: float = 30.0) -> None:
     """Remove the global ``name`` on every node of the cluster."""
     name = as_name(name)
     gns = server(node)

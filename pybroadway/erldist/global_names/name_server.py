@@ -29,7 +29,7 @@ from pybroadway.term import Atom, Pid, loggable
 from pybroadway.term.atoms import DOWN, ERROR, OK
 
 if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.process import ProcessHost
 
 log = logging.getLogger("pybroadway.erldist.global")
 
@@ -50,7 +50,7 @@ class GlobalNameServer(ConnectProtocol):
 
     # -- start -------------------------------------------------------------------------------
 
-    def _start(self, node: Node, pid: Pid) -> None:
+    def _start(self, node: ProcessHost, pid: Pid) -> None:
         super()._start(node, pid)
         # The helpers exist as soon as the node has started, so register_name works from the
         # very first moment, before this server's task has run.

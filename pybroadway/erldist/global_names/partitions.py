@@ -25,7 +25,7 @@ from pybroadway.erldist.global_names.protocol import GNS
 from pybroadway.term import Atom, loggable
 
 if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.process import ProcessHost
 
 log = logging.getLogger("pybroadway.erldist.global")
 
@@ -46,7 +46,7 @@ class PartitionGuard:
     global's state about a node (as a nodedown does).
     """
 
-    def __init__(self, node: Node, known: Callable[[], list[Atom]],
+    def __init__(self, node: ProcessHost, known: Callable[[], list[Atom]],
                  forget: Callable[[Atom], None]) -> None:
         self.node = node
         self._known = known

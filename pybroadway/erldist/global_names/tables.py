@@ -14,7 +14,7 @@ from pybroadway.term import Atom, ExportFun, Pid, Reference, loggable
 from pybroadway.term.atoms import KILL
 
 if TYPE_CHECKING:
-    from pybroadway.erldist.node import Node
+    from pybroadway.erldist.process import ProcessHost
 
 log = logging.getLogger("pybroadway.erldist.global")
 
@@ -28,10 +28,10 @@ class LocalNames:
         self.servers = 0
 
 
-_local_names: weakref.WeakKeyDictionary[Node, LocalNames] = weakref.WeakKeyDictionary()
+_local_names: weakref.WeakKeyDictionary[ProcessHost, LocalNames] = weakref.WeakKeyDictionary()
 
 
-def local_names(node: Node) -> LocalNames:
+def local_names(node: ProcessHost) -> LocalNames:
     """The :class:`LocalNames` of ``node``, made on first use."""
     names = _local_names.get(node)
     if names is None:

@@ -64,7 +64,7 @@ class Message:
 
     Its fields are its ``__slots__``, each set by ``__init__`` and none inherited: code that
     builds many messages may make one without ``__init__`` (``Message.__new__(Message)``) and
-    set every field through its slot descriptor (as ``pybroadway.workers._cunwrap`` does, to
+    set every field through its slot descriptor (as a compiled builder of messages may, to
     the values of a template message but its ``data``, ``acknowledger`` and ``_metadata``,
     which holds the metadata as given: a mapping, or None for none). A new field must be
     such a slot too.

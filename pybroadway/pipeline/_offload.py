@@ -132,7 +132,7 @@ class OffloadedProcessors:
         """The metadata of the message in flight as ``key`` as it was given (None: none, or
         no such message any more)."""
         entry = self.in_flight.get(key)
-        return None if entry is None else entry[0]._metadata
+        return None if entry is None else entry[0].raw_metadata
 
     def waiting(self, handed: set[int]) -> dict[int, list[Entry]]:
         """The messages in flight but not in ``handed`` (what the offload handed on), by

@@ -380,7 +380,7 @@ def _events(entries: list[Entry]) -> list[Any]:
     last: Any = events  # no message's metadata
     append = events.append
     for key, message in entries:
-        metadata = message._metadata
+        metadata = message.raw_metadata
         if metadata is last:
             append((key, message.data, SAME))
         else:

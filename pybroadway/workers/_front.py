@@ -81,7 +81,11 @@ class Worker:
 
 class FrontStage(ProducerStage):
     """The producer stage workers subscribe to; also where their outcomes arrive (one
-    mailbox, so an outcome sent before a worker went down is seen before its DOWN)."""
+    mailbox, so an outcome sent before a worker went down is seen before its DOWN).
+
+    It reports to its ``front`` through the front's ``worker_*`` methods (a worker joined,
+    was sent events, reported outcomes, left) and asks it for an event's ``metadata_of``,
+    its ``name`` and the ``topology`` workers run."""
 
     def __init__(self, front: WorkerFront, dispatcher: Dispatcher) -> None:
         super().__init__(dispatcher=dispatcher, buffer_size=None, max_subscriptions_per_node=1)
@@ -93,14 +97,14 @@ class FrontStage(ProducerStage):
             # The dispatcher cut a run: this subscriber's batch must begin with a map.
             key, data, _ = batch[0]
             batch = [(key, data, self.front.metadata_of(key)), *batch[1:]]
-        self.front._sent(subscriber, batch)
+        self.front.worker_sent(subscriber, batch)
         super()._send_events(subscriber, batch)
 
     def on_subscribe(self, subscriber: Subscriber) -> None:
-        self.front._joined(subscriber)
+        self.front.worker_joined(subscriber)
 
     def on_cancel(self, subscriber: Subscriber, reason: Any) -> None:
-        self.front._left(subscriber, reason)
+        self.front.worker_left(subscriber, reason)
 
     def deliver_from(self, sender: Pid | None, message: Any) -> None:
         # Outcomes count for the node of the connection they came on (the node passes a
@@ -112,7 +116,7 @@ class FrontStage(ProducerStage):
 
     def handle_info(self, message: Any) -> None:
         if type(message) is tuple and len(message) == 3 and message[0] is RECEIVED:
-            self.front._outcomes(message[1], message[2])
+            self.front.worker_outcomes(message[1], message[2])
         elif (type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL
               and type(message[1]) is tuple and len(message[1]) == 2):
             self._call(message[1][0], message[1][1], message[2])
@@ -248,9 +252,9 @@ class WorkerFront:
         if self.failure is not None and not self.failure.done():
             self.failure.set_result(reason)
 
-    # -- the stage's side --------------------------------------------------------------------
+    # -- what the stage reports -------------------------------------------------------------
 
-    def _joined(self, subscriber: Subscriber) -> None:
+    def worker_joined(self, subscriber: Subscriber) -> None:
         """A worker subscribed. A node is one worker (its outcomes are known by its node):
         the stage takes one subscription per node (``max_subscriptions_per_node=1``)."""
         worker = Worker(subscriber)
@@ -261,7 +265,7 @@ class WorkerFront:
         log.info("%s: worker %s joined%s", self.name, worker.node.name,
                  "" if worker.partition is None else f" (partition {worker.partition})")
 
-    def _sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
+    def worker_sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)
         if worker is not None:
             worker.held.update(map(_first, batch))
@@ -272,7 +276,7 @@ class WorkerFront:
         # None also when settled meanwhile: its outcome will not count
         return _plain(self.offloaded.metadata_of(key), {})
 
-    def _outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
+    def worker_outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
         """``{pybroadway_outcomes, _, Ok, Failed}`` as it came from ``node``, the node of its
         connection (None: no process of a peer's node sent it). Only the ids the worker of
         that node holds count, each once: nothing is acknowledged twice, and no one else's."""
@@ -327,7 +331,7 @@ class WorkerFront:
         assert self.offloaded is not None
         self.offloaded.complete(done, failures)
 
-    def _left(self, subscriber: Subscriber, reason: Any) -> None:
+    def worker_left(self, subscriber: Subscriber, reason: Any) -> None:
         worker = self.workers.get(subscriber.pid.node)
         if worker is not None and worker.subscriber is subscriber:
             self._settle(worker, loggable(reason))

@@ -112,6 +112,18 @@ async def test_the_python_client_block_pushes_to_serve(tmp_path: Path, epmd_port
     assert server.stdout[-1] == "handled 1, failed 0, dropped 0"
 
 
+def test_the_python_stages_block_prints_the_batches_its_comment_shows(
+        tmp_path: Path, epmd_port: int) -> None:
+    [block] = [block for block in blocks("python") if "(ConsumerStage)" in block]
+    shown = re.findall(r"\.emit\(.*\)  # (.*)\n", block)[0]
+    (tmp_path / "stages.py").write_text(block)
+    stages = subprocess.run([sys.executable, "stages.py"], cwd=tmp_path,
+                            env=python_env(ERL_EPMD_PORT=str(epmd_port)),
+                            capture_output=True, text=True, timeout=60)
+    assert stages.returncode == 0, stages.stderr
+    assert " ".join(stages.stdout.splitlines()) == shown
+
+
 async def test_serve_with_the_config_file_prints_what_the_readme_shows(
         project: Path, epmd_port: int) -> None:
     command = next(line for line in README.splitlines()

@@ -16,6 +16,7 @@ from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, ERROR, GEN_CAST, OK
 
 from . import _global
+from ._version_mismatch import advice, misunderstood
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
@@ -72,7 +73,9 @@ class Receiver(GenServer):
     ``{'$gen_cast', request_atom}`` (default ``:request_message``; ``:pull_message`` for
     clients of the library's last version, which answer ``{:send_message, data}``). With
     ``pull`` set, ``{:send_message, data}`` answers a request, as in the library's last
-    version; otherwise it is a push. A client that goes down leaves the ring.
+    version; otherwise it is a push. A client that goes down leaves the ring; the first
+    that went down on a pull request it had no clause for (a client of the library's other
+    version) is named at WARNING with the ``request_atom`` it needs.
 
     :meth:`received_by_node` counts the data messages taken per sending node (one increment
     per message of a registered client; at most :data:`COUNTED_NODES` nodes apart, the rest
@@ -118,6 +121,7 @@ class Receiver(GenServer):
         # Any process can send anything: what is not the protocol is logged, but a flood of
         # it only a few lines a second.
         self._unknown = Throttle(logger, logging.WARNING, "unknown requests")
+        self._mismatch_told = False  # a client of the other version was recognised
 
     # -- registration ------------------------------------------------------------------------
 
@@ -270,6 +274,12 @@ class Receiver(GenServer):
             pid = message[3]
             if self.clients.get(pid) == message[1]:
                 logger.info("client %s down: %s", loggable(pid), loggable(message[4]))
+                if not self._mismatch_told and misunderstood(message[4], self.request_atom):
+                    # Every client of that version crashes on every request: once is enough.
+                    self._mismatch_told = True
+                    logger.warning("client %s of %s crashed on :%s: %s", loggable(pid),
+                                   pid.node.name, self.request_atom.name,
+                                   advice(self.request_atom))
                 self._remove(pid, demonitor=False)
                 return
         self._unknown.log("unexpected message: %s", loggable(message))

@@ -35,6 +35,10 @@ async def test_a_killed_receiver_comes_back_and_clients_register_again(
                                    .whereis_name(node, DEFAULT_NAME) == producer.receiver.pid)
             second = producer.receiver
             assert node.whereis(DEFAULT_NAME) == second.pid
+            # A new process that knows no clients: the old ones must register again (the
+            # library's Elixir clients do not by themselves).
+            assert second.pid != first.pid
+            assert second.clients == {}
             found = decode(await peer.aeval(
                 f":global.sync(); :global.whereis_name(:{DEFAULT_NAME})"))
             assert found == second.pid

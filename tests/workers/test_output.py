@@ -20,7 +20,7 @@ from testkit.peers import free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
 from testkit.wait import eventually_async
 
-from .kit import WAIT, Tally, front, push
+from .kit import WAIT, Tally, front, front_of, push, worker_command
 from .pipelines import FLOOD, Talker
 
 pytestmark = pytest.mark.timeout(90)
@@ -94,6 +94,22 @@ async def test_a_worker_killed_mid_line_leaves_all_it_wrote(
     mark = lines[0].partition(": ")[0]
     assert lines[:2] == [f"{mark}: last words", f"{mark}: unfinished"]
     assert (logging.WARNING, f"{mark}: dying") in relayed(caplog, "dying")
+
+
+async def test_a_worker_started_by_hand_writes_to_its_own_stdout_and_stderr() -> None:
+    tally = Tally(3)
+    async with front(Talker, ready=False, count=0) as (node, pipeline):
+        worker = await worker_command(node, "tests.workers.pipelines:Talker", "Talker")
+        try:
+            await eventually_async(lambda: len(front_of(pipeline).workers) == 1, timeout=WAIT)
+            await push(pipeline, tally.messages([b"0", b"1", b"2"]))
+            await asyncio.wait_for(tally.all_done.wait(), WAIT)
+        finally:
+            worker.terminate()
+            out, err = await asyncio.wait_for(worker.communicate(), WAIT)
+    assert out.decode().splitlines() == [
+        "printed 0", "printed 1", "printed 2", "handled 3, failed 0"]
+    assert re.search(r"(?m)^\d\d:\d\d:\d\d\.\d{3} \[INFO\] logged 2$", err.decode()), err
 
 
 async def test_relay_joins_pieces_cuts_long_lines_and_ends_the_last_one() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
-from pybroadway.workers._output import LINE_LIMIT, relay
+from pybroadway.workers._output import LINE_LIMIT, RecordLines, logged, relay
 from testkit.peers import free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
 from testkit.wait import eventually_async
@@ -122,6 +122,22 @@ async def test_relay_joins_pieces_cuts_long_lines_and_ends_the_last_one() -> Non
     reader.feed_eof()
     await relay(reader, got.extend)
     assert got == ["ab", "c", "y" * LINE_LIMIT + " [… 6 more bytes cut]", "", "partial"]
+
+
+def test_a_record_crosses_as_one_line_and_is_logged_whole_at_its_level(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="pybroadway.workers.output")
+    try:
+        raise ValueError("two\nlines")
+    except ValueError:
+        record = logging.LogRecord("mine", logging.ERROR, __file__, 1, "failed on %r",
+                                   ("back\\slash",), sys.exc_info())
+    line = RecordLines().format(record)
+    assert "\n" not in line
+    logged("w0")([line, "a stray line", "\x1fno level\x1fx"])
+    assert [(got.levelno, got.getMessage()) for got in caplog.records] == [
+        (logging.ERROR, "w0: " + logging.Formatter().format(record)),
+        (logging.WARNING, "w0: a stray line"), (logging.WARNING, "w0: \x1fno level\x1fx")]
 
 
 async def test_serve_with_workers_prints_their_lines_and_logs_their_records() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 
 from pybroadway.otp_distribution import DEFAULT_NAME
-from pybroadway.workers import load_pipeline_class, read_cookie, run_worker
+from pybroadway.workers import load_pipeline_class, log_for_front, read_cookie, run_worker
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,8 +100,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="the least level logged (default INFO; a front's own workers: "
-                             "WARNING, the front speaks for them)")
+                        help="the least level logged (default INFO)")
+    parser.add_argument("--output-to-front", action="store_true",
+                        help="for a worker its front starts: stdout and stderr are pipes the "
+                             "front relays (log records as lines it logs again; pybroadway's "
+                             "own from WARNING unless DEBUG: the front speaks for them)")
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
@@ -109,6 +113,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         load_pipeline_class(args.pipeline)  # a bad one is one line, before the node starts
     except ValueError as exc:
         raise SystemExit(f"--pipeline {exc}") from None
+    if args.output_to_front:
+        log_for_front(getattr(logging, args.log_level))
     host = args.join.partition("@")[2]
     stats = asyncio.run(run_worker(
         join=args.join, pipeline=args.pipeline, name=args.name or "PyBroadway",
@@ -116,5 +122,6 @@ def run_worker_command(args: argparse.Namespace) -> int:
         listen=args.listen, epmd_port=args.epmd_port, max_demand=args.max_demand,
         partition=args.partition, concurrency=args.concurrency,
         exit_with_front=args.exit_with_front, hidden=args.hidden, ticktime=args.ticktime))
-    print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
+    if not args.output_to_front:  # the front's stats have it
+        print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
     return 0

@@ -9,10 +9,13 @@ The front (this node) keeps the producers and the acknowledgers; the workers —
 processes it starts and supervises, and any ``pybroadway worker --join front@host`` from other
 hosts — subscribe to its GenStage producer stage, run ``handle_message`` / ``handle_batch`` and
 report each message's outcome by id. Workers announce themselves in the ``pg`` scope
-``pybroadway``, group = the pipeline's name. Logging goes to the ``pybroadway.workers`` logger.
+``pybroadway``, group = the pipeline's name. Logging goes to the ``pybroadway.workers`` logger;
+the output of the workers the front starts, to its stdout and ``pybroadway.workers.output``
+(:mod:`._output`).
 """
 
 from ._front import FrontStage, Worker, WorkerFront
+from ._output import log_for_front
 from ._ports import COOKIE_ENV, WorkerPort, WorkerPorts, worker_argv
 from ._protocol import OUTCOMES, SCOPE, WorkerError, group, stage_name
 from ._schema import SCHEMA
@@ -31,6 +34,7 @@ __all__ = [
     "WorkerPorts",
     "group",
     "load_pipeline_class",
+    "log_for_front",
     "read_cookie",
     "run_worker",
     "stage_name",

@@ -21,6 +21,8 @@ from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.errors import StateError
 from pybroadway.term import Atom
 
+from ._output import READ_SIZE, drained, logged, output_log, printed, relay
+
 log = logging.getLogger("pybroadway.workers")
 
 COOKIE_ENV = "PYBROADWAY_COOKIE"
@@ -29,6 +31,10 @@ COOKIE_ENV = "PYBROADWAY_COOKIE"
 WORKER_EXITED = Atom("worker_exited")
 STOP_GRACE = 10.0
 """Seconds a worker gets to drain after SIGTERM before it is killed."""
+RELAY_GRACE = 2.0
+"""Seconds the front reads a worker's pipes after it ended (a process it started may hold
+them)."""
+LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 
 
 def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
@@ -42,8 +48,8 @@ def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
             # workers too (global's connect_all)
             "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
             "--exit-with-front",  # the processors and batchers: asked of the front
-            # the front logs its workers' comings, goings and counts: theirs would repeat it
-            "--log-level", "DEBUG" if log.isEnabledFor(logging.DEBUG) else "WARNING"]
+            # its output relayed by the front (._output), from the level the front logs
+            "--output-to-front", "--log-level", logging.getLevelName(_relayed_level())]
     epmd_port = getattr(node, "epmd_port", None)
     if epmd_port is not None:
         argv += ["--epmd-port", str(epmd_port)]
@@ -52,9 +58,17 @@ def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
     return argv + [str(arg) for arg in options["extra_args"]]
 
 
+def _relayed_level() -> int:
+    """The least level of ``worker --log-level`` the front logs its workers' records at."""
+    level = output_log.getEffectiveLevel()
+    return max((known for known in LOG_LEVELS if known <= level), default=logging.DEBUG)
+
+
 class WorkerPort(Process):
     """Runs one worker process and ends (``{worker_exited, Code}``) when it does; killed, it
-    stops the worker: SIGTERM (the worker drains), SIGKILL after :data:`STOP_GRACE`."""
+    stops the worker: SIGTERM (the worker drains), SIGKILL after :data:`STOP_GRACE`. It
+    relays the worker's stdout and stderr (:mod:`._output`), marked with its node's short
+    name, until their end."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         super().__init__()
@@ -64,16 +78,24 @@ class WorkerPort(Process):
         self.os_pid: int | None = None
 
     async def run(self) -> None:
+        pipe = asyncio.subprocess.PIPE
         worker = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,  # its summary: the front's stats have it
+            *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=pipe,
+            stderr=pipe, limit=READ_SIZE,
             start_new_session=True)  # Ctrl-C on the terminal reaches the front only
         self.os_pid = worker.pid
+        assert worker.stdout is not None and worker.stderr is not None
+        mark = self.node_name.partition("@")[0]
+        loop = asyncio.get_running_loop()
+        relays = [loop.create_task(relay(worker.stdout, printed(mark))),
+                  loop.create_task(relay(worker.stderr, logged(mark)))]
         try:
             code = await worker.wait()
         except asyncio.CancelledError:
             await _stop(worker)
             raise
+        finally:
+            await drained(relays, RELAY_GRACE)
         raise Exit((WORKER_EXITED, code))
 
 
@@ -106,7 +128,7 @@ class WorkerPorts:
         path = [entry for entry in sys.path if entry]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *path])
         self.specs = [
-            ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + 1.0,
+            ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + RELAY_GRACE + 1.0,
                       start=_starter(worker_argv(node, name, options, index,
                                                          partitioned=partitioned), env))
             for index in range(options["count"])]
@@ -116,7 +138,7 @@ class WorkerPorts:
         # past its intensity the pipeline stops (a temporary child).
         self._spec = ChildSpec(id=f"workers of {name}", start=self._supervisor,
                                restart="temporary",
-                               shutdown=(STOP_GRACE + 2.0) * (len(self.specs) + 1))
+                               shutdown=(STOP_GRACE + RELAY_GRACE + 2.0) * (len(self.specs) + 1))
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from typing import Any
 
 from pybroadway.pipeline import Message, Pipeline
+
+FLOOD = 1_000_000
 
 
 class Echo(Pipeline):
@@ -61,3 +65,27 @@ class Batched(Pipeline):
     def handle_batch(self, batcher: Any, messages: list[Message], batch_info: Any,
                      context: Any) -> list[Message]:
         return [m.failed("bad") if m.data == b"bad" else m for m in messages]
+
+
+talk_log = logging.getLogger("tests.workers.talker")
+
+
+class Talker(Pipeline):
+    """Prints and logs each message (``printed N``, ``logged N``); ``b"flood"`` prints a line
+    of :data:`FLOOD` bytes, ``b"die"`` prints a line and half of another, then kills its
+    worker process."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        data = message.data
+        if data == b"flood":
+            print("x" * FLOOD)
+        elif data == b"die":
+            talk_log.warning("dying")
+            print("last words")
+            print("unfinished", end="", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            print("printed", data.decode(), end="", flush=True)  # a line in two writes
+            print()
+            talk_log.info("logged %s", data.decode())
+        return message

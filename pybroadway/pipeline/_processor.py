@@ -42,10 +42,9 @@ _MESSAGE_EXCEPTION = ("broadway", "processor", "message", "exception")
 class MessageHandler:
     """The pipeline's ``prepare_messages`` and ``handle_message``, applied to one chunk.
 
-    Both split the chunk into ``(successful, failed)``: :meth:`run` for plain callbacks in an
-    executor, :meth:`run_in_loop` for plain callbacks in the event loop (it warns about those
-    that hold it), :meth:`run_async` when one of them is a coroutine function
-    (:attr:`is_async`). What the callbacks do wrong goes to ``log``.
+    Both split the chunk into ``(successful, failed)``: :meth:`run` for plain callbacks (in
+    the event loop or an executor), :meth:`run_async` when one of them is a coroutine
+    function (:attr:`is_async`). What the callbacks do wrong goes to ``log``.
     """
 
     def __init__(self, handle_message: Callable[..., Any],
@@ -87,38 +86,28 @@ class MessageHandler:
         self.log.raised("prepare_messages", error, f"on a chunk of {len(messages)}")
         return [], fail_all(messages, ("error", error))
 
-    def run(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
-        """Handle ``messages`` with plain callbacks."""
-        if self.prepare_messages is not None:
-            try:
-                prepared = self.prepare_messages(messages, self.context)
-            except Exception as error:
-                return self._prepare_raised(messages, error)
-            refused = self._prepared(prepared, messages)
-            if refused is not None:
-                return refused
-            messages = prepared
-        return self._handle_all(messages)
-
-    def run_in_loop(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
-        """:meth:`run`, in the event loop: a callback that holds it too long is warned about
-        (measured per chunk, never per message)."""
-        log = self.log
+    def run(self, messages: list[Message], in_loop: bool = False
+            ) -> tuple[list[Message], list[Message]]:
+        """Handle ``messages`` with plain callbacks; ``in_loop``: in the event loop, where a
+        callback that holds it too long is warned about (measured per chunk, never per
+        message)."""
         if self.prepare_messages is not None:
             started = time.monotonic()
             try:
                 prepared = self.prepare_messages(messages, self.context)
             except Exception as error:
                 return self._prepare_raised(messages, error)
-            finally:
-                log.held("prepare_messages", started, "a chunk", len(messages))
+            if in_loop:
+                self.log.held("prepare_messages", started, "a chunk", len(messages))
             refused = self._prepared(prepared, messages)
             if refused is not None:
                 return refused
             messages = prepared
+        if not in_loop:
+            return self._handle_all(messages)
         started = time.monotonic()
         handled = self._handle_all(messages)
-        log.held("handle_message", started, "a chunk", len(messages))
+        self.log.held("handle_message", started, "a chunk", len(messages))
         return handled
 
     def _handle_all(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
@@ -315,7 +304,7 @@ class Processor:
         elif handler.is_async:
             ok, failed = await handler.run_async(messages)
         else:
-            ok, failed = handler.run_in_loop(messages)
+            ok, failed = handler.run(messages, in_loop=True)
         if observed:
             for message in failed:
                 status = message.status

@@ -26,7 +26,7 @@ HOLD_LIMIT = 0.1
 _FIRST = 3  # failures of a kind logged in full before only their count is
 _INTERVAL = 5.0  # seconds between two count lines of a kind
 _KINDS = 64  # kinds tracked one by one; beyond, a callback's other failures share one kind
-_MORE = "{what}: and {count:,} more like it in {interval:g}s"
+_MORE = "{what}: and {count:,} more like it"
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
 
 

@@ -19,7 +19,7 @@ from pybroadway._aio import maybe_await
 from pybroadway.errors import CallbackError
 
 from . import telemetry
-from ._callback_log import CallbackLog
+from ._callback_log import HOLD_LIMIT, CallbackLog
 from ._message import Message, fail_all
 from ._outcomes import Outcomes
 
@@ -97,25 +97,18 @@ class MessageHandler:
                 prepared = self.prepare_messages(messages, self.context)
             except Exception as error:
                 return self._prepare_raised(messages, error)
-            if in_loop:
+            if in_loop and time.monotonic() - started > HOLD_LIMIT:
                 self.log.held("prepare_messages", started, "a chunk", len(messages))
             refused = self._prepared(prepared, messages)
             if refused is not None:
                 return refused
             messages = prepared
-        if not in_loop:
-            return self._handle_all(messages)
-        started = time.monotonic()
-        handled = self._handle_all(messages)
-        self.log.held("handle_message", started, "a chunk", len(messages))
-        return handled
-
-    def _handle_all(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
         handle = self.handle_message
         context = self.context
         ok: list[Message] = []
         failed: list[Message] = []
         keep, drop = ok.append, failed.append
+        started = time.monotonic()
         for message in messages:
             try:
                 result = handle("default", message, context)
@@ -128,6 +121,8 @@ class MessageHandler:
                 keep(result)
             else:
                 drop(result)
+        if in_loop and time.monotonic() - started > HOLD_LIMIT:
+            self.log.held("handle_message", started, "a chunk", len(messages))
         return ok, failed
 
     async def run_async(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import reprlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -17,8 +15,6 @@ from pybroadway.errors import CallbackError
 from . import telemetry
 from ._message import BatchInfo, Message, fail_all
 from ._outcomes import Outcomes
-
-logger = logging.getLogger("pybroadway.pipeline")
 
 if TYPE_CHECKING:
     from ._batcher import BatchStage
@@ -89,21 +85,24 @@ class BatchProcessor:
             telemetry.emit(_BATCH_START,
                            {"system_time": time.time_ns(), "monotonic_time": started}, meta)
         handle_batch = group.handle_batch
+        log = group.outcomes.callback_log
         try:
             if group.executor is not None:
                 result = await asyncio.get_running_loop().run_in_executor(
                     group.executor, handle_batch, name, messages, info, group.context)
             else:
-                result = await maybe_await(handle_batch(name, messages, info, group.context))
-            if not isinstance(result, list) or any(
-                    not isinstance(message, Message) for message in result):
-                raise CallbackError(f"handle_batch must return a list of messages, got "
-                                    f"{reprlib.repr(result)}"
-                                    + (" (a missing return?)" if result is None else ""))
-        except Exception as error:
-            # As Broadway logs a crash in a callback: the exception and its traceback.
-            logger.error("handle_batch of %s raised %s on a batch of %d", name,
-                         type(error).__name__, len(messages), exc_info=error)
+                called = time.monotonic()
+                returned = handle_batch(name, messages, info, group.context)
+                log.held("handle_batch", called, "a batch", len(messages))
+                result = await maybe_await(returned)
+        except Exception as raised:
+            log.raised("handle_batch", raised, f"on a batch of {len(messages)}", f" of {name}")
+            error: Exception | None = raised
+        else:
+            error = None if isinstance(result, list) and all(
+                isinstance(message, Message) for message in result) else CallbackError(
+                log.returned("handle_batch", result, "a list of messages"))
+        if error is not None:
             if observed:
                 telemetry.emit(_BATCH_EXCEPTION, {"monotonic_time": time.monotonic_ns()},
                                {**meta, "error": error})

@@ -7,28 +7,30 @@ processor took, the supervisor fails through it what a crashed stage held.
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pybroadway._aio import maybe_await
 
+from ._callback_log import CallbackLog
 from ._message import Message, ack_messages, fail_all
-
-logger = logging.getLogger("pybroadway.pipeline")
 
 
 class Outcomes:
     """The acknowledger side of one pipeline and its counters: ``handled`` and ``failed``
-    (acknowledged so), ``untaken`` (of those failed, the ones no processor took)."""
+    (acknowledged so), ``untaken`` (of those failed, the ones no processor took); and the
+    ``callback_log`` every stage logs its callbacks' failures to."""
 
-    __slots__ = ("_handle_failed", "context", "failed", "handled", "name", "untaken")
+    __slots__ = ("_handle_failed", "callback_log", "context", "failed", "handled", "name",
+                 "untaken")
 
     def __init__(self, name: str, context: Any,
                  handle_failed: Callable[..., Any] | None) -> None:
         self.name = name
         self.context = context
         self._handle_failed = handle_failed
+        self.callback_log = CallbackLog(name)
         self.handled = self.failed = self.untaken = 0
 
     def ack(self, successful: list[Message], failed: list[Message]) -> None:
@@ -50,13 +52,17 @@ class Outcomes:
         callback = self._handle_failed
         if callback is None:
             return failed
+        log = self.callback_log
         try:
-            result = await maybe_await(callback(failed, self.context))
-        except Exception:
-            logger.exception("%s: handle_failed raised", self.name)
+            started = time.monotonic()
+            returned = callback(failed, self.context)
+            log.held("handle_failed", started, "a list", len(failed))
+            result = await maybe_await(returned)
+        except Exception as error:
+            log.raised("handle_failed", error, f"on {len(failed)} messages")
             return failed
         if not isinstance(result, list) or len(result) != len(failed):
-            logger.error("%s: handle_failed must return the list of messages it was given, "
-                         "got: %r", self.name, result)
+            log.returned("handle_failed", result,
+                         f"the list of messages it was given ({len(failed)})")
             return failed
         return result

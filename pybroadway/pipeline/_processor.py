@@ -13,12 +13,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from time import monotonic  # a name, not an attribute: read per chunk
 from typing import TYPE_CHECKING, Any
 
 from pybroadway._aio import maybe_await
 from pybroadway.errors import CallbackError
 
 from . import telemetry
+from ._callback_log import HOLD_LIMIT, CallbackLog
 from ._message import Message, fail_all
 from ._outcomes import Outcomes
 
@@ -28,7 +30,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pybroadway.pipeline")
 
-_YIELD_EVERY = 1024  # messages a processor handles back to back before letting others run
+# A processor lets the other tasks run after this many messages or seconds back to back (the
+# time for a slow plain handle_message, which holds the loop while it runs).
+_YIELD_EVERY = 1024
+_YIELD_AFTER = 0.02
 
 _PROCESSOR_START = ("broadway", "processor", "start")
 _PROCESSOR_STOP = ("broadway", "processor", "stop")
@@ -40,50 +45,71 @@ class MessageHandler:
 
     Both split the chunk into ``(successful, failed)``: :meth:`run` for plain callbacks (in
     the event loop or an executor), :meth:`run_async` when one of them is a coroutine
-    function (:attr:`is_async`).
+    function (:attr:`is_async`). What the callbacks do wrong goes to ``log``.
     """
 
     def __init__(self, handle_message: Callable[..., Any],
-                 prepare_messages: Callable[..., Any] | None, context: Any) -> None:
+                 prepare_messages: Callable[..., Any] | None, context: Any,
+                 log: CallbackLog) -> None:
         self.handle_message = handle_message
         self.prepare_messages = prepare_messages
         self.context = context
+        self.log = log
         self.is_async = (inspect.iscoroutinefunction(handle_message)
                          or inspect.iscoroutinefunction(prepare_messages))
-        self._reported: set[str] = set()  # kinds of wrong return value already logged
 
     def _raised(self, message: Message, error: Exception) -> Message:
-        """``handle_message`` raised: the message fails with the error, logged as Broadway
-        logs a crash in a callback (the exception and its traceback)."""
-        logger.error("handle_message raised %s on %s", type(error).__name__,
-                     reprlib.repr(message.data), exc_info=error)
+        """``handle_message`` raised: the message fails with the error."""
+        self.log.raised("handle_message", error, f"on {reprlib.repr(message.data)}")
         message.status = ("error", error)
         return message
 
     def _not_a_message(self, message: Message, result: Any) -> Message:
         """``handle_message`` returned something else: the message fails with a reason that
-        says so, logged once for each kind of value."""
-        kind = type(result).__name__
-        reason = (f"handle_message must return a Message, got: {reprlib.repr(result)}"
-                  + (" (a missing return?)" if result is None else ""))
-        if kind not in self._reported:
-            self._reported.add(kind)
-            logger.error("%s; such messages fail (logged once)", reason)
-        message.status = ("error", TypeError(reason))
+        says so."""
+        message.status = ("error", CallbackError(
+            self.log.returned("handle_message", result, "a Message")))
         return message
 
-    def run(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
-        """Handle ``messages`` with plain callbacks."""
-        context = self.context
+    def _prepared(self, prepared: Any, messages: list[Message]
+                  ) -> tuple[list[Message], list[Message]] | None:
+        """None if ``prepared`` is what ``prepare_messages`` must return, else the chunk
+        failed."""
+        if isinstance(prepared, list) and len(prepared) == len(messages):
+            return None
+        reason = self.log.returned("prepare_messages", prepared,
+                                   f"a list of as many messages as it was given "
+                                   f"({len(messages)})")
+        return [], fail_all(messages, ("error", CallbackError(reason)))
+
+    def _prepare_raised(self, messages: list[Message], error: Exception
+                        ) -> tuple[list[Message], list[Message]]:
+        self.log.raised("prepare_messages", error, f"on a chunk of {len(messages)}")
+        return [], fail_all(messages, ("error", error))
+
+    def run(self, messages: list[Message], in_loop: bool = False
+            ) -> tuple[list[Message], list[Message]]:
+        """Handle ``messages`` with plain callbacks; ``in_loop``: in the event loop, where a
+        callback that holds it too long is warned about (measured per chunk, never per
+        message)."""
         if self.prepare_messages is not None:
+            started = monotonic()
             try:
-                messages = _check_prepared(self.prepare_messages(messages, context), messages)
+                prepared = self.prepare_messages(messages, self.context)
             except Exception as error:
-                return [], fail_all(messages, ("error", error))
+                return self._prepare_raised(messages, error)
+            if in_loop and monotonic() - started > HOLD_LIMIT:
+                self.log.held("prepare_messages", started, "a chunk", len(messages))
+            refused = self._prepared(prepared, messages)
+            if refused is not None:
+                return refused
+            messages = prepared
         handle = self.handle_message
+        context = self.context
         ok: list[Message] = []
         failed: list[Message] = []
         keep, drop = ok.append, failed.append
+        started = monotonic()
         for message in messages:
             try:
                 result = handle("default", message, context)
@@ -96,6 +122,8 @@ class MessageHandler:
                 keep(result)
             else:
                 drop(result)
+        if in_loop and monotonic() - started > HOLD_LIMIT:
+            self.log.held("handle_message", started, "a chunk", len(messages))
         return ok, failed
 
     async def run_async(self, messages: list[Message]) -> tuple[list[Message], list[Message]]:
@@ -104,9 +132,12 @@ class MessageHandler:
         if self.prepare_messages is not None:
             try:
                 prepared = await maybe_await(self.prepare_messages(messages, context))
-                messages = _check_prepared(prepared, messages)
             except Exception as error:
-                return [], fail_all(messages, ("error", error))
+                return self._prepare_raised(messages, error)
+            refused = self._prepared(prepared, messages)
+            if refused is not None:
+                return refused
+            messages = prepared
         handle = self.handle_message
         ok: list[Message] = []
         failed: list[Message] = []
@@ -121,13 +152,6 @@ class MessageHandler:
             else:
                 (ok if result.status == "ok" else failed).append(result)
         return ok, failed
-
-
-def _check_prepared(prepared: Any, messages: list[Message]) -> list[Message]:
-    if not isinstance(prepared, list) or len(prepared) != len(messages):
-        raise CallbackError("prepare_messages must return a list of as many messages as it "
-                            f"was given ({len(messages)}), got: {prepared!r}")
-    return prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +257,7 @@ class Processor:
             producer._ask(self, max_demand)
         inbox = self.inbox
         since_yield = 0
+        yielded_at = monotonic()
         while True:
             if not inbox:
                 if all(producer._drained_for(self) for producer in producers):
@@ -241,6 +266,7 @@ class Processor:
                 await self.waiter
                 self.waiter = None
                 since_yield = 0
+                yielded_at = monotonic()
                 continue
             producer, messages = inbox.popleft()
             self.current = messages
@@ -251,9 +277,11 @@ class Processor:
                 left = max_demand
             self.outstanding[producer] = left
             since_yield += len(messages)
-            if since_yield >= _YIELD_EVERY:
-                since_yield = 0
+            now = monotonic()
+            if since_yield >= _YIELD_EVERY or now - yielded_at >= _YIELD_AFTER:
                 await asyncio.sleep(0)
+                since_yield = 0
+                yielded_at = monotonic()
 
     async def _handle_chunk(self, messages: list[Message]) -> None:
         group = self.group
@@ -272,7 +300,7 @@ class Processor:
         elif handler.is_async:
             ok, failed = await handler.run_async(messages)
         else:
-            ok, failed = handler.run(messages)
+            ok, failed = handler.run(messages, True)
         if observed:
             for message in failed:
                 status = message.status

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import reprlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -23,6 +24,7 @@ from ._message import Message
 from ._partition import partition
 
 if TYPE_CHECKING:
+    from ._callback_log import CallbackLog
     from ._rate_limiter import RateLimiter
 
 logger = logging.getLogger("pybroadway.pipeline")
@@ -62,6 +64,10 @@ class ProducerHost(Protocol):
     @property
     def rate_limiter(self) -> RateLimiter | None:
         """The limiter every producer takes from before delivering, or None."""
+
+    @property
+    def callback_log(self) -> CallbackLog:
+        """Where ``handle_demand``'s failures are logged."""
 
     def fail_untaken(self, messages: list[Message], reason: Any) -> None:
         """Acknowledge as failed messages no processor took (``reason`` None: keep status)."""
@@ -307,11 +313,14 @@ class Producer:
                 self._take_pulled(self._call_handle_demand(demand))
 
     def _call_handle_demand(self, demand: int) -> Any:
+        started = time.monotonic()
         try:
             return self.handle_demand(demand)
-        except Exception:
-            logger.exception("%s: handle_demand(%d) raised", self.name, demand)
+        except Exception as error:
+            self._demand_raised(error, demand)
             return None
+        finally:
+            self._host.callback_log.held("handle_demand", started, "a demand", demand)
 
     async def _pull(self) -> None:
         try:
@@ -319,18 +328,28 @@ class Producer:
                 demand, self._new_demand = self._new_demand, 0
                 try:
                     result = await cast(Awaitable[Any], self.handle_demand(demand))
-                except Exception:
-                    logger.exception("%s: handle_demand(%d) raised", self.name, demand)
+                except Exception as error:
+                    self._demand_raised(error, demand)
                     continue
                 self._take_pulled(result)
         finally:
             if self._demand_task is asyncio.current_task():  # not replaced by a restart
                 self._demand_task = None
 
+    def _demand_raised(self, error: Exception, demand: int) -> None:
+        self._host.callback_log.raised("handle_demand", error, f"on a demand of {demand}",
+                                       f" of {self.name}")
+
     def _take_pulled(self, result: Iterable[Any] | None) -> None:
         if result is None:
             return
-        batch = list(result)
+        log = self._host.callback_log
+        batch = list(result) if isinstance(result, Iterable) else None
+        if batch is None or (batch and self._transformer is None
+                             and not isinstance(batch[0], Message)):
+            log.returned("handle_demand", result, "an iterable of Message objects (of events, "
+                         "with a transformer) or None")
+            return
         if len(batch) > self._owed:
             logger.error(
                 "%s: handle_demand delivered %d messages but only %d were asked for",
@@ -342,9 +361,8 @@ class Producer:
             self._owed -= len(batch)
         try:
             self._receive(batch)
-        except Exception:
-            logger.exception("%s: could not take the messages handle_demand delivered",
-                             self.name)
+        except Exception as error:  # the transformer's
+            log.raised("transformer", error, "on what handle_demand returned", f" of {self.name}")
 
     def _give(self, consumer: Consumer, part: _Partition, demand: int) -> int:
         available = part.buffer.size

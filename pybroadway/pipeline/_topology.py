@@ -18,6 +18,7 @@ from pybroadway._aio import maybe_await
 
 from ._batch_processor import BatchProcessor, BatchProcessorGroup
 from ._batcher import Batcher
+from ._callback_log import CallbackLog
 from ._message import Message, fail_all
 from ._offload import Offload, OffloadedProcessors, OffloadSetup
 from ._outcomes import Outcomes
@@ -53,6 +54,10 @@ class _ProducerSettings:
     transformer: Any
     rate_limiter: RateLimiter | None
     outcomes: Outcomes
+
+    @property
+    def callback_log(self) -> CallbackLog:
+        return self.outcomes.callback_log
 
     def fail_untaken(self, messages: list[Any], reason: Any) -> None:
         self.outcomes.fail_untaken(messages, reason)
@@ -145,6 +150,7 @@ class Topology:
         try:
             await self._stop(self.shutdown)
         finally:
+            self.outcomes.callback_log.flush()  # its counts would be lost with the loop
             self._stopped.set_result(None)
 
     async def _stop(self, timeout: float) -> None:
@@ -301,7 +307,7 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -
     group = ProcessorGroup(
         name, producers, processor_options["max_demand"], processor_options["min_demand"],
         MessageHandler(callbacks.handle_message, callbacks.prepare_messages,
-                       options["context"]),
+                       options["context"], outcomes.callback_log),
         _executor(processor_options, f"{name}.processor", topology.owned_executors),
         topology.batchers, outcomes, UnbatchedWatch(name, not topology.batchers))
     topology.processors = [Processor(group, index, index if partition_by is not None else 0)

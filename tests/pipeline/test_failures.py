@@ -154,9 +154,9 @@ async def test_failures_in_handle_failed_and_acknowledgers_are_contained(caplog:
 
 
 async def test_failures_speak(caplog: Any) -> None:
-    """A raising handle_message is logged with its traceback, per message, as Broadway does; a
-    forgotten return is logged once, however many messages it fails; a raising handle_batch is
-    logged with its traceback."""
+    """A raising handle_message is logged with its traceback, as Broadway does (the first few
+    of a kind: see test_callback_log); a forgotten return is logged once, however many
+    messages it fails; a raising handle_batch is logged with its traceback."""
     caplog.set_level(logging.ERROR, logger="pybroadway.pipeline")
     recorder = Recorder()
     pipeline = Failing(**push_options(concurrency=1, max_demand=10))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pybroadway.erldist.cookie import CookieFileError
 from pybroadway.erldist.epmd import EpmdError, EpmdUnreachable, NameTaken, NotRegistered
 from pybroadway.erldist.handshake import HandshakeError, WrongCookie
 
@@ -16,6 +17,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, NameTaken):
         return (f"the name {exc.name} is taken: another node registered it with epmd at "
                 f"{exc.host}:{exc.port}; choose another with --sname")
+    if isinstance(exc, CookieFileError):
+        return f"{exc}: give the cookie with --cookie, or set HOME to a writable directory"
     if isinstance(exc, EpmdUnreachable):
         return f"{exc}: {EPMD_HINT}"
     return str(exc) or type(exc).__name__

@@ -8,6 +8,10 @@
                       [--listen ADDRESS] [--hidden]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
+    pybroadway --version                     the version, and which codec runs
+
+Every command takes ``--log-level DEBUG|INFO|WARNING|ERROR``. ``pybroadway`` with no command
+prints this help on stderr and exits 2, as a usage error.
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
@@ -32,7 +36,7 @@ Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill`
 a TOML file (:mod:`pybroadway._config`); a flag given wins over the file.
 
 Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
-answers pang; 2 for a bad command line or configuration file.
+answers pang; 2 for a bad command line, configuration file or ``--pipeline``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybroadway import __version__
 from pybroadway import _imports as imports
 from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
@@ -60,7 +65,7 @@ from pybroadway.gen_stage import GenStageProducer, parse_source
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import tune_gc
-from pybroadway.term import loggable
+from pybroadway.term import IMPLEMENTATION, loggable
 from pybroadway.workers import WorkerFront
 
 log = logging.getLogger("pybroadway.serve")
@@ -312,7 +317,9 @@ def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
                             help="address to listen on / epmd host to ask (default 127.0.0.1)")
         action.add_argument("--port", type=int, default=None,
                             help="EPMD port (default $ERL_EPMD_PORT or 4369)")
-        action.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        action.add_argument("-v", "--verbose", action="store_true",
+                            help="debug logging (--log-level DEBUG)")
+        add_log_level(action, None)
         if name == "port-please":
             action.add_argument("name", help="node name (short, or name@host)")
         if name == "serve":
@@ -323,7 +330,8 @@ def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_epmd(args: argparse.Namespace) -> int:
     """Run ``pybroadway epmd …``; returns the exit code. EPMD errors propagate."""
-    setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
+    setup_logging(level=getattr(logging, level))
     port = args.port if args.port is not None else epmd.default_epmd_port()
     if args.epmd_command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
@@ -370,10 +378,36 @@ def _stop_on_signal(server: EmbeddedEpmd, sig: signal.Signals) -> None:
     asyncio.get_running_loop().create_task(server.close())
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """The ``--log-level`` option: the least level logged."""
+    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS,
+                        help=f"the least level logged (default {default or 'INFO'})")
+
+
+def add_ping_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``ping``."""
+    parser.add_argument("node", help="the node to ping, as name@host")
+    parser.add_argument("--sname", default="pybroadway_ping@localhost",
+                        help="this (hidden) node's name (default pybroadway_ping@localhost)")
+    parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
+    parser.add_argument("--epmd-port", type=int, default=None,
+                        help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
+    add_log_level(parser, "ERROR")
+
+
+def version() -> str:
+    """``pybroadway --version``: the version, and which codec runs (see README, Two commands)."""
+    return f"pybroadway {__version__} ({IMPLEMENTATION} codec)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pybroadway`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=version())
+    commands = parser.add_subparsers(dest="command")
     serve_parser = commands.add_parser(
         "serve", help="serve a pipeline to BEAM clients", epilog=CONFIG_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,17 +416,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--config", metavar="FILE.toml",
                               help="pipeline, connector and node options in a TOML file")
     add_serve_arguments(serve_parser)
+    add_log_level(serve_parser, "INFO")
     add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
                                            description="run or query an EPMD"))
     add_worker_arguments(commands.add_parser(
         "worker", help="run a pipeline's processors for a serving node",
         description="run a pipeline's processors and batchers for the node that serves it"))
-    ping_parser = commands.add_parser("ping", help="ping a node: pong or pang")
-    ping_parser.add_argument("node")
-    ping_parser.add_argument("--sname", default="pybroadway_ping@localhost")
-    ping_parser.add_argument("--cookie", default=None)
-    ping_parser.add_argument("--epmd-port", type=int, default=None)
+    add_ping_arguments(commands.add_parser(
+        "ping", help="ping a node: pong or pang",
+        description="ping a node as net_adm:ping/1 does, from a hidden node: prints pong, or "
+                    "pang and why (exit code 1)"))
     args = parser.parse_args(argv)
+    if args.command is None:  # a usage error, as argparse's: the help, on stderr, exit code 2
+        parser.print_help(sys.stderr)
+        return 2
     try:
         if getattr(args, "config", None):
             load_config(args.config).apply(args)
@@ -411,7 +448,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "epmd":
         return run_epmd(args)
     if args.command == "ping":
-        setup_logging(level=logging.ERROR)
+        setup_logging(level=getattr(logging, args.log_level))
         answer = asyncio.run(ping(args))
         print(answer)
         return 0 if answer == "pong" else 1
@@ -419,7 +456,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "worker":
         setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, level=getattr(logging, args.log_level))
     pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)
     return 0

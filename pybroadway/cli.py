@@ -36,18 +36,16 @@ Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill`
 a TOML file (:mod:`pybroadway._config`); a flag given wins over the file.
 
 Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
-answers pang; 2 for a bad command line, configuration file or ``--pipeline``.
+answers pang; 130 for a Ctrl-C before ``serve`` is ready (one line); 2 for a bad command
+line, configuration file or ``--pipeline``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
-import os
-import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -58,13 +56,15 @@ from pybroadway import __version__
 from pybroadway import _imports as imports
 from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
-from pybroadway._hints import explain, why_not_connected
-from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
+from pybroadway._epmd_command import add_epmd_arguments, run_epmd
+from pybroadway._hints import explain, install_command, why_not_connected
+from pybroadway._terminal import StatusLine, add_log_level, setup_logging
+from pybroadway.erldist import HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer, parse_source
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
-from pybroadway.runtime import tune_gc
+from pybroadway.runtime import raise_fd_limit, tune_gc
 from pybroadway.term import IMPLEMENTATION, loggable
 from pybroadway.workers import WorkerFront
 
@@ -97,22 +97,12 @@ class Summary:
 
 
 def load_pipeline(spec: str) -> type[Pipeline]:
-    """``--pipeline module:Class``: the class (see :func:`pybroadway._imports.load_pipeline`),
-    or the command ends with one line saying why."""
+    """``--pipeline module:Class``: the class (see :func:`pybroadway._imports.load_pipeline`);
+    a ConfigError (a bad command line) saying why it is not one."""
     try:
         return imports.load_pipeline(spec)
     except ValueError as exc:
-        raise SystemExit(f"--pipeline {spec}: {exc}") from None
-
-
-def raise_fd_limit() -> None:
-    """Raise this process's soft limit on open files to its hard limit: every connection and
-    registration is a file, and the default soft limit (often 1,024) is soon reached."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):  # not allowed here: keep what we have
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+        raise ConfigError(f"--pipeline {spec}: {exc}") from None
 
 
 def serve_workers(args: argparse.Namespace, table: dict[str, Any] | None
@@ -174,18 +164,17 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         else:
             log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name,
                      args.receiver_name, args.mode)
-        status = (loop.create_task(_status_line(pipeline, producer))
+        status = (loop.create_task(StatusLine(pipeline, producer, stop).run())
                   if sys.stderr.isatty() else None)
         stopped = loop.create_task(stop.wait())
         down = loop.create_task(node.wait_down())
         failure = loop.create_task(pipeline.wait_failure())
         await asyncio.wait((stopped, down, failure), return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        await _drain(pipeline, loop)
         if status is not None:
             status.cancel()
-            if in_foreground(sys.stderr):
-                sys.stderr.write("\r\x1b[K")  # the summary takes the status line's place
-        await pipeline.stop()
+            await asyncio.wait((status,))  # the summary takes the status line's place
         if metrics_server is not None:
             await metrics_server.stop()
         stats = pipeline.stats()
@@ -205,14 +194,23 @@ class WorkersFailed(PyBroadwayError):
     """The pipeline's workers were restarted more often than allowed: serve stopped."""
 
 
-def in_foreground(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal whose foreground process group is this process's
-    (not so after ``serve &`` or Ctrl-Z then ``bg``: then the status line stays off the
-    terminal the user is typing in)."""
-    try:
-        return bool(stream.isatty()) and os.tcgetpgrp(stream.fileno()) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
+async def _drain(pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop the pipeline gracefully; a second SIGINT or SIGTERM stops it at once, and says how
+    many messages that failed."""
+    cut: list[int] = []  # the failed count when the drain was cut
+
+    def stop_now() -> None:
+        if not cut:
+            cut.append(pipeline.stats()["failed"])
+            loop.create_task(pipeline.stop_now())
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_now)
+    await pipeline.stop()
+    if cut:
+        left = pipeline.stats()["failed"] - cut[0]
+        log.warning("stopped at once: %d message%s left acknowledged as failed", left,
+                    "" if left == 1 else "s")
 
 
 def _metrics_module() -> Any:
@@ -221,27 +219,7 @@ def _metrics_module() -> Any:
         return importlib.import_module("pybroadway.metrics")
     except ImportError:
         raise SystemExit("pybroadway serve: --metrics-port needs prometheus_client: "
-                         "pip install 'pybroadway[metrics]'") from None
-
-
-async def _status_line(pipeline: Pipeline, producer: Any) -> None:
-    """Redraw, each second, one line of rates and counts on the terminal (only while the
-    process is in the foreground: it may be sent to the background and back)."""
-    while True:
-        await asyncio.sleep(1.0)
-        if not in_foreground(sys.stderr):
-            continue
-        stats = pipeline.stats()
-        receiver = getattr(producer, "receiver", None)
-        clients = len(receiver.clients if receiver is not None
-                      else producer.subscriber.subscriptions)
-        workers = stats.get("workers")
-        shown = "" if workers is None else \
-            f"{len(workers)} worker{'' if len(workers) == 1 else 's'}  "
-        sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
-                         f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
-                         f"{clients} client{'' if clients == 1 else 's'}  {shown}")
-        sys.stderr.flush()
+                         + install_command("metrics", "prometheus_client")) from None
 
 
 async def ping(args: argparse.Namespace) -> str:
@@ -282,109 +260,6 @@ def _message_log_level(args: argparse.Namespace) -> int:
     if args.message_log_level is not None:
         return int(getattr(logging, args.message_log_level))
     return logging.DEBUG if args.quiet else logging.INFO
-
-
-LOG_FORMAT = "%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s"
-"""The one shape of pybroadway's log lines (``05:19:07.271 [INFO] node … connected``): the
-server's, the EPMD's, the example client's."""
-
-
-def setup_logging(quiet: bool = False, level: int = logging.INFO) -> None:
-    """Log to stderr from ``level`` on, in :data:`LOG_FORMAT`; ``quiet`` leaves out the
-    per-message lines only."""
-    if quiet:
-        message_log.setLevel(logging.WARNING)
-    # On a terminal each log line first clears the status line, which is redrawn after it.
-    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
-    logging.basicConfig(level=level, format=clear + LOG_FORMAT, datefmt="%H:%M:%S")
-
-
-EPMD_COMMANDS = {
-    "serve": "run the embedded EPMD in the foreground (until Ctrl-C, SIGTERM or `kill`)",
-    "names": "list the nodes registered with an EPMD (pybroadway's or Erlang's)",
-    "port-please": "look one node up",
-    "kill": "ask an EPMD to stop (like `epmd -kill`)",
-}
-
-
-def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``epmd`` command: one subcommand per entry of :data:`EPMD_COMMANDS`."""
-    actions = parser.add_subparsers(dest="epmd_command", required=True,
-                                    metavar="{" + ",".join(EPMD_COMMANDS) + "}")
-    for name, text in EPMD_COMMANDS.items():
-        action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("--host", default="127.0.0.1",
-                            help="address to listen on / epmd host to ask (default 127.0.0.1)")
-        action.add_argument("--port", type=int, default=None,
-                            help="EPMD port (default $ERL_EPMD_PORT or 4369)")
-        action.add_argument("-v", "--verbose", action="store_true",
-                            help="debug logging (--log-level DEBUG)")
-        add_log_level(action, None)
-        if name == "port-please":
-            action.add_argument("name", help="node name (short, or name@host)")
-        if name == "serve":
-            action.add_argument("--relaxed-command-check", action="store_true",
-                                help="obey kill while nodes are registered, and stop NAME "
-                                     "(like epmd -relaxed_command_check)")
-
-
-def run_epmd(args: argparse.Namespace) -> int:
-    """Run ``pybroadway epmd …``; returns the exit code. EPMD errors propagate."""
-    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
-    setup_logging(level=getattr(logging, level))
-    port = args.port if args.port is not None else epmd.default_epmd_port()
-    if args.epmd_command == "serve":
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_epmd(args.host, port, args.relaxed_command_check))
-        return 0
-    if args.epmd_command == "names":
-        listed = asyncio.run(epmd.names(args.host, port))
-        print(f"epmd: up and running on port {port} with data:")
-        for name, node_port in listed:
-            print(f"name {name} at port {node_port}")
-        return 0
-    if args.epmd_command == "kill":
-        if not asyncio.run(epmd.kill(args.host, port)):
-            raise epmd.EpmdError(f"epmd at {args.host}:{port} refused to stop: nodes are "
-                                 f"registered (it must run with -relaxed_command_check)")
-        print("Killed")
-        return 0
-    address = asyncio.run(epmd.port_please(args.name, args.host, port))
-    if address is None:
-        print(f"{args.name}: not registered", file=sys.stderr)
-        return 1
-    print(f"{address.name} port {address.port} type {chr(address.node_type)} "
-          f"versions {address.lowest}-{address.highest}")
-    return 0
-
-
-async def _serve_epmd(host: str, port: int, relaxed_command_check: bool) -> None:
-    raise_fd_limit()
-    server = EmbeddedEpmd(relaxed_command_check=relaxed_command_check)
-    await server.start(host, port)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Also when started in the background, where SIGINT is ignored by default.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, _stop_on_signal, server, sig)
-    try:
-        await server.wait_closed()
-    finally:
-        await server.close()
-
-
-def _stop_on_signal(server: EmbeddedEpmd, sig: signal.Signals) -> None:
-    epmd_log.info("%s received, stopping", sig.name)
-    asyncio.get_running_loop().create_task(server.close())
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """The ``--log-level`` option: the least level logged."""
-    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS,
-                        help=f"the least level logged (default {default or 'INFO'})")
 
 
 def add_ping_arguments(parser: argparse.ArgumentParser) -> None:
@@ -432,19 +307,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if getattr(args, "config", None):
+            imports.look_beside(args.config)
             load_config(args.config).apply(args)
+        pipeline_class = load_pipeline(args.pipeline) if (
+            args.command == "serve" and args.pipeline) else LoggingPipeline
     except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's
         print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(args)
+        return _run(args, pipeline_class)
     except (PyBroadwayError, OSError) as exc:
         # Expected failures (no EPMD, port taken, name in use, ...): one line, no traceback.
         print(f"pybroadway {args.command}: {explain(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before serve's own handler is in place (or in ping)
+        print(f"pybroadway {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, pipeline_class: type[Pipeline]) -> int:
     if args.command == "epmd":
         return run_epmd(args)
     if args.command == "ping":
@@ -457,7 +338,6 @@ def _run(args: argparse.Namespace) -> int:
         setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)
     setup_logging(args.quiet, level=getattr(logging, args.log_level))
-    pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
     print(asyncio.run(serve(args, pipeline_class)), flush=True)
     return 0
 

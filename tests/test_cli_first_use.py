@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,92 @@ def test_log_level_debug_shows_debug_lines(command: list[str]) -> None:
         process.wait_line("[DEBUG]")
     finally:
         process.kill()
+
+
+# -- the user's module ------------------------------------------------------------------------
+
+def test_a_syntax_error_in_the_pipeline_module_is_its_file_line_and_message(
+        tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("from pybroadway.pipeline import Pipeline\n\n"
+                                        "class Broken(Pipeline:\n    pass\n")
+    out = pybroadway("serve", "--pipeline", "broken:Broken", "--epmd-port", str(free_port()),
+                     cwd=tmp_path, env=env_with())
+    line = only_line(out, code=2)
+    assert line.startswith(f"pybroadway serve: --pipeline broken:Broken: cannot import it: "
+                           f"{tmp_path / 'broken.py'}, line 3: "), line
+
+
+CONFIG = 'pipeline = "beside_config:Beside"\n'
+BESIDE = """
+from pybroadway.pipeline import Pipeline
+
+class Beside(Pipeline):
+    def handle_message(self, processor, message, context):
+        return message
+"""
+
+
+def test_config_from_another_directory_finds_the_modules_beside_it(tmp_path: Path) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "pipeline.toml").write_text(CONFIG)
+    (project / "beside_config.py").write_text(BESIDE)
+    sname = f"{unique_name('beside')}@localhost"
+    process = WatchedProcess([sys.executable, "-m", "pybroadway", "serve", "--config",
+                              str(project / "pipeline.toml"), "--cookie", "c", "--sname", sname,
+                              "--epmd-port", str(free_port())], cwd=elsewhere, env=env_with())
+    try:
+        process.wait_line(" serves off_broadway_otp_distribution_receiver")
+    finally:
+        process.kill()
+
+
+def test_a_module_not_found_says_where_modules_are_looked_for(tmp_path: Path) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "pipeline.toml").write_text(CONFIG)  # and no beside_config.py
+    out = pybroadway("serve", "--config", str(project / "pipeline.toml"),
+                     "--epmd-port", str(free_port()), cwd=elsewhere, env=env_with())
+    line = only_line(out, code=2)
+    assert line.endswith(f"cannot import it (No module named 'beside_config'; modules are "
+                         f"looked for in the current directory ({elsewhere}), beside the "
+                         f"configuration file ({project}) and on PYTHONPATH)"), line
+
+
+# -- one line, as serve's ---------------------------------------------------------------------
+
+def test_the_walkthrough_server_with_a_name_taken_is_one_line() -> None:
+    epmd_port = free_port()
+    sname = f"{unique_name('taken')}@localhost"
+    first = WatchedProcess([sys.executable, "-m", "pybroadway", "serve", "--cookie", "c",
+                            "--sname", sname, "--epmd-port", str(epmd_port)], cwd=ROOT)
+    try:
+        first.wait_line(" serves off_broadway_otp_distribution_receiver")
+        out = subprocess.run([sys.executable, "examples/broadway.py", "--cookie", "c", "--sname",
+                              sname, "--epmd-port", str(epmd_port)], cwd=ROOT, text=True,
+                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        first.kill()
+    lines = [line for line in out.stderr.splitlines() if "[INFO]" not in line]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines == [f"broadway.py: the name {sname.split('@')[0]} is taken: another node "
+                     f"registered it with epmd at 127.0.0.1:{epmd_port}; choose another with "
+                     f"--sname"], out.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--cookie", "c"], ["ping", "a@localhost"]],
+                         ids=lambda command: command[0])
+def test_a_port_held_by_something_else_than_an_epmd_says_so(command: list[str]) -> None:
+    """After 2 s of silence (an EPMD answers at once), not the 5 s of a connection's wait."""
+    with socket.socket() as other:  # it accepts connections, and never says a word
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        out = pybroadway(*command, "--sname", f"{unique_name('other')}@localhost",
+                         "--epmd-port", str(port))
+    assert only_line(out) == (
+        f"pybroadway {command[0]}: what listens at 127.0.0.1:{port} is not an EPMD (it did "
+        f"not answer the registration within 2s): start one with `pybroadway epmd serve`, or "
+        f"check ERL_EPMD_PORT (or --epmd-port)")

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pybroadway.erldist.cookie import CookieFileError
 from pybroadway.erldist.epmd import EpmdError, EpmdUnreachable, NameTaken, NotRegistered
 from pybroadway.erldist.handshake import HandshakeError, WrongCookie
@@ -36,3 +39,14 @@ def why_not_connected(node: str, exc: BaseException) -> str:
     if isinstance(exc, EpmdError | HandshakeError):
         return explain(exc)
     return f"cannot connect to {node}: {exc}"
+
+
+def install_command(extra: str, requirement: str) -> str:
+    """The pip command that installs pybroadway's ``extra`` from where the user is: the clone
+    this package runs from (``.`` in its root, else its path; the package is on no registry),
+    or, installed from elsewhere, ``requirement`` itself."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return f"pip install {requirement}"
+    where = "." if Path(os.getcwd()).resolve() == root else str(root)
+    return f"pip install '{where}[{extra}]'"

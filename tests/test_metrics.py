@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -221,18 +222,24 @@ async def test_stalled_connections_with_big_headers_hold_at_most_the_cap() -> No
         assert code == 200 and "pybroadway_messages_handled_total" in body
 
 
-def test_serve_metrics_port_without_prometheus_client_is_one_line() -> None:
+@pytest.mark.parametrize("where", ["the clone", "elsewhere"])
+def test_serve_metrics_port_without_prometheus_client_is_one_line(where: str,
+                                                                  tmp_path: Path) -> None:
+    """It says the pip command that works from there (the package is on no registry)."""
     # prometheus_client cannot be imported; pybroadway and serve without the flag do not need it
     code = ("import sys; sys.modules['prometheus_client'] = None\n"
             "import pybroadway, pybroadway.cli, pybroadway.otp_distribution\n"
             "assert 'pybroadway.metrics' not in sys.modules\n"
             "sys.exit(pybroadway.cli.main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "serve", "--metrics-port", "9999"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+                         cwd=ROOT if where == "the clone" else tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 1, out.stderr
     assert out.stderr.splitlines() == [
         "pybroadway serve: --metrics-port needs prometheus_client: "
-        "pip install 'pybroadway[metrics]'"]
+        + ("pip install '.[metrics]'" if where == "the clone"
+           else f"pip install '{ROOT}[metrics]'")]
 
 
 # -- a real Prometheus ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -275,15 +276,22 @@ def scalar(prometheus_port: int, expression: str) -> float | None:
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
+def readme_scrape_config() -> str:
+    """The README's ``prometheus.yml`` snippet."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [block for block in blocks if "scrape_configs:" in block]
+    assert len(found) == 1, "the README shows one scrape_configs"
+    return found[0]
+
+
 async def test_prometheus_scrapes_serve(tmp_path: Path) -> None:
     prometheus = require("Prometheus (Debian package prometheus)", "prometheus")
     epmd_port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
     sname = f"{unique_name('metrics')}@localhost"
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: pybroadway\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+    # The README's scrape_configs, as written, with this test's port and a faster scrape.
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                      + readme_scrape_config().replace("9568", str(metrics_port)))
     serve_argv = [sys.executable, "-m", "pybroadway", "serve", "--sname", sname,
                   "--cookie", COOKIE, "--epmd-port", str(epmd_port), "--quiet",
                   "--metrics-port", str(metrics_port)]

@@ -67,7 +67,10 @@ defmodule DemoConsumer do
 
   def handle_info({:"$gen_consumer", {producer, tag}, events}, %{tag: tag} = state)
       when is_list(events) do
-    if state.report, do: send(state.report, {:events, events}), else: IO.inspect(events)
+    # (as_lists: [81, 100] is a list of numbers here, not the charlist 'Qd')
+    if state.report,
+      do: send(state.report, {:events, events}),
+      else: IO.inspect(events, charlists: :as_lists)
     pending = state.pending - length(events)
     if pending <= state.min do
       send(producer, {:"$gen_producer", {self(), tag}, {:ask, state.max - pending}})

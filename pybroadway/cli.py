@@ -305,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # a usage error, as argparse's: the help, on stderr, exit code 2
         parser.print_help(sys.stderr)
         return 2
+    if args.command in ("serve", "worker"):
+        tune_gc()  # they run streams (before the user's modules are imported)
     try:
         if getattr(args, "config", None):
             imports.look_beside(args.config)
@@ -333,7 +335,6 @@ def _run(args: argparse.Namespace, pipeline_class: type[Pipeline]) -> int:
         answer = asyncio.run(ping(args))
         print(answer)
         return 0 if answer == "pong" else 1
-    tune_gc()  # serve and worker run streams
     if args.command == "worker":
         setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)

@@ -20,11 +20,16 @@ try:
 except ImportError:  # run from a clone without installing: use the clone's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pybroadway._hints import explain
 from pybroadway.cli import add_serve_arguments, serve, setup_logging
+from pybroadway.errors import PyBroadwayError
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_serve_arguments(parser)
     arguments = parser.parse_args()
     setup_logging(arguments.quiet)
-    print(asyncio.run(serve(arguments)), flush=True)
+    try:
+        print(asyncio.run(serve(arguments)), flush=True)
+    except (PyBroadwayError, OSError) as exc:  # as `pybroadway serve`: one line, exit code 1
+        sys.exit(f"broadway.py: {explain(exc)}")

@@ -2,15 +2,19 @@
 # protocol, for machines where the gen_stage package cannot be installed. They speak to
 # pybroadway exactly as `use GenStage` stages do (see the README's GenStage walkthrough).
 #
-#   DemoProducer.start_link(:events)   # a producer registered as :events, counting 1, 2, 3...
+#   DemoProducer.start_link(:events, 16)   # a producer registered as :events: 1, 2, ... 16
+#   DemoProducer.start_link(:events)       # counting without end (as fast as it is asked)
 #   DemoConsumer.start_link({:results, :"py@localhost"}, max_demand: 100)   # prints batches
 
 defmodule DemoProducer do
   use GenServer
 
-  def start_link(name), do: GenServer.start_link(__MODULE__, :ok, name: name)
+  # `count`: the events it produces in all (the demand beyond them waits forever, as a
+  # finished GenStage producer's does), so that a consumer printing them in iex stops printing.
+  def start_link(name, count \\ :infinity),
+    do: GenServer.start_link(__MODULE__, count, name: name)
 
-  def init(:ok), do: {:ok, %{consumers: %{}, next: 1}}
+  def init(count), do: {:ok, %{consumers: %{}, next: 1, last: count}}
 
   def handle_info({:"$gen_producer", {pid, tag} = from, {:subscribe, _current, _opts}}, state) do
     if Map.has_key?(state.consumers, from) do
@@ -23,9 +27,10 @@ defmodule DemoProducer do
 
   def handle_info({:"$gen_producer", {pid, tag} = from, {:ask, demand}}, state) do
     if Map.has_key?(state.consumers, from) do
-      events = Enum.to_list(state.next..(state.next + demand - 1))
-      send(pid, {:"$gen_consumer", {self(), tag}, events})
-      {:noreply, %{state | next: state.next + demand}}
+      last = min(state.next + demand - 1, state.last)
+      events = if last >= state.next, do: Enum.to_list(state.next..last), else: []
+      if events != [], do: send(pid, {:"$gen_consumer", {self(), tag}, events})
+      {:noreply, %{state | next: state.next + length(events)}}
     else
       send(pid, {:"$gen_consumer", {self(), tag}, {:cancel, :unknown_subscription}})
       {:noreply, state}
@@ -62,7 +67,10 @@ defmodule DemoConsumer do
 
   def handle_info({:"$gen_consumer", {producer, tag}, events}, %{tag: tag} = state)
       when is_list(events) do
-    if state.report, do: send(state.report, {:events, events}), else: IO.inspect(events)
+    # (as_lists: [81, 100] is a list of numbers here, not the charlist 'Qd')
+    if state.report,
+      do: send(state.report, {:events, events}),
+      else: IO.inspect(events, charlists: :as_lists)
     pending = state.pending - length(events)
     if pending <= state.min do
       send(producer, {:"$gen_producer", {self(), tag}, {:ask, state.max - pending}})

@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from pybroadway.erldist.cookie import CookieFileError
 from pybroadway.erldist.epmd import EpmdError, EpmdUnreachable, NameTaken, NotRegistered
 from pybroadway.erldist.handshake import HandshakeError, WrongCookie
 
@@ -16,6 +20,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, NameTaken):
         return (f"the name {exc.name} is taken: another node registered it with epmd at "
                 f"{exc.host}:{exc.port}; choose another with --sname")
+    if isinstance(exc, CookieFileError):
+        return f"{exc}: give the cookie with --cookie, or set HOME to a writable directory"
     if isinstance(exc, EpmdUnreachable):
         return f"{exc}: {EPMD_HINT}"
     return str(exc) or type(exc).__name__
@@ -33,3 +39,14 @@ def why_not_connected(node: str, exc: BaseException) -> str:
     if isinstance(exc, EpmdError | HandshakeError):
         return explain(exc)
     return f"cannot connect to {node}: {exc}"
+
+
+def install_command(extra: str, requirement: str) -> str:
+    """The pip command that installs pybroadway's ``extra`` from where the user is: the clone
+    this package runs from (``.`` in its root, else its path; the package is on no registry),
+    or, installed from elsewhere, ``requirement`` itself."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return f"pip install {requirement}"
+    where = "." if Path(os.getcwd()).resolve() == root else str(root)
+    return f"pip install '{where}[{extra}]'"

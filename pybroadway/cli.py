@@ -8,6 +8,10 @@
                       [--listen ADDRESS] [--hidden]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
+    pybroadway --version                     the version, and which codec runs
+
+Every command takes ``--log-level DEBUG|INFO|WARNING|ERROR``. ``pybroadway`` with no command
+prints this help on stderr and exits 2, as a usage error.
 
 ``serve`` starts a node (and an embedded EPMD when none runs), registers the receiver in
 ``:global`` as ``off_broadway_otp_distribution_receiver``, and runs the pipeline until SIGINT or
@@ -32,35 +36,36 @@ Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill`
 a TOML file (:mod:`pybroadway._config`); a flag given wins over the file.
 
 Exit codes: 0 on success; 1 (after one line on stderr) if something fails, or if ``ping``
-answers pang; 2 for a bad command line or configuration file.
+answers pang; 130 for a Ctrl-C before ``serve`` is ready (one line); 2 for a bad command
+line, configuration file or ``--pipeline``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
-import os
-import resource
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybroadway import __version__
 from pybroadway import _imports as imports
 from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
-from pybroadway._hints import explain, why_not_connected
-from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
+from pybroadway._epmd_command import add_epmd_arguments, run_epmd
+from pybroadway._hints import explain, install_command, why_not_connected
+from pybroadway._terminal import StatusLine, add_log_level, setup_logging
+from pybroadway.erldist import HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer, parse_source
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
-from pybroadway.runtime import tune_gc
-from pybroadway.term import loggable
+from pybroadway.runtime import raise_fd_limit, tune_gc
+from pybroadway.term import IMPLEMENTATION, loggable
 from pybroadway.workers import WorkerFront
 
 log = logging.getLogger("pybroadway.serve")
@@ -92,22 +97,12 @@ class Summary:
 
 
 def load_pipeline(spec: str) -> type[Pipeline]:
-    """``--pipeline module:Class``: the class (see :func:`pybroadway._imports.load_pipeline`),
-    or the command ends with one line saying why."""
+    """``--pipeline module:Class``: the class (see :func:`pybroadway._imports.load_pipeline`);
+    a ConfigError (a bad command line) saying why it is not one."""
     try:
         return imports.load_pipeline(spec)
     except ValueError as exc:
-        raise SystemExit(f"--pipeline {spec}: {exc}") from None
-
-
-def raise_fd_limit() -> None:
-    """Raise this process's soft limit on open files to its hard limit: every connection and
-    registration is a file, and the default soft limit (often 1,024) is soon reached."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):  # not allowed here: keep what we have
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+        raise ConfigError(f"--pipeline {spec}: {exc}") from None
 
 
 def serve_workers(args: argparse.Namespace, table: dict[str, Any] | None
@@ -169,18 +164,17 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         else:
             log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name,
                      args.receiver_name, args.mode)
-        status = (loop.create_task(_status_line(pipeline, producer))
+        status = (loop.create_task(StatusLine(pipeline, producer, stop).run())
                   if sys.stderr.isatty() else None)
         stopped = loop.create_task(stop.wait())
         down = loop.create_task(node.wait_down())
         failure = loop.create_task(pipeline.wait_failure())
         await asyncio.wait((stopped, down, failure), return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        await _drain(pipeline, loop)
         if status is not None:
             status.cancel()
-            if in_foreground(sys.stderr):
-                sys.stderr.write("\r\x1b[K")  # the summary takes the status line's place
-        await pipeline.stop()
+            await asyncio.wait((status,))  # the summary takes the status line's place
         if metrics_server is not None:
             await metrics_server.stop()
         stats = pipeline.stats()
@@ -200,14 +194,23 @@ class WorkersFailed(PyBroadwayError):
     """The pipeline's workers were restarted more often than allowed: serve stopped."""
 
 
-def in_foreground(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal whose foreground process group is this process's
-    (not so after ``serve &`` or Ctrl-Z then ``bg``: then the status line stays off the
-    terminal the user is typing in)."""
-    try:
-        return bool(stream.isatty()) and os.tcgetpgrp(stream.fileno()) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
+async def _drain(pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop the pipeline gracefully; a second SIGINT or SIGTERM stops it at once, and says how
+    many messages that failed."""
+    cut: list[int] = []  # the failed count when the drain was cut
+
+    def stop_now() -> None:
+        if not cut:
+            cut.append(pipeline.stats()["failed"])
+            loop.create_task(pipeline.stop_now())
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_now)
+    await pipeline.stop()
+    if cut:
+        left = pipeline.stats()["failed"] - cut[0]
+        log.warning("stopped at once: %d message%s left acknowledged as failed", left,
+                    "" if left == 1 else "s")
 
 
 def _metrics_module() -> Any:
@@ -216,27 +219,7 @@ def _metrics_module() -> Any:
         return importlib.import_module("pybroadway.metrics")
     except ImportError:
         raise SystemExit("pybroadway serve: --metrics-port needs prometheus_client: "
-                         "pip install 'pybroadway[metrics]'") from None
-
-
-async def _status_line(pipeline: Pipeline, producer: Any) -> None:
-    """Redraw, each second, one line of rates and counts on the terminal (only while the
-    process is in the foreground: it may be sent to the background and back)."""
-    while True:
-        await asyncio.sleep(1.0)
-        if not in_foreground(sys.stderr):
-            continue
-        stats = pipeline.stats()
-        receiver = getattr(producer, "receiver", None)
-        clients = len(receiver.clients if receiver is not None
-                      else producer.subscriber.subscriptions)
-        workers = stats.get("workers")
-        shown = "" if workers is None else \
-            f"{len(workers)} worker{'' if len(workers) == 1 else 's'}  "
-        sys.stderr.write(f"\r\x1b[K{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
-                         f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
-                         f"{clients} client{'' if clients == 1 else 's'}  {shown}")
-        sys.stderr.flush()
+                         + install_command("metrics", "prometheus_client")) from None
 
 
 async def ping(args: argparse.Namespace) -> str:
@@ -279,101 +262,27 @@ def _message_log_level(args: argparse.Namespace) -> int:
     return logging.DEBUG if args.quiet else logging.INFO
 
 
-LOG_FORMAT = "%(asctime)s.%(msecs)03d [%(levelname)s] %(message)s"
-"""The one shape of pybroadway's log lines (``05:19:07.271 [INFO] node … connected``): the
-server's, the EPMD's, the example client's."""
+def add_ping_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``ping``."""
+    parser.add_argument("node", help="the node to ping, as name@host")
+    parser.add_argument("--sname", default="pybroadway_ping@localhost",
+                        help="this (hidden) node's name (default pybroadway_ping@localhost)")
+    parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
+    parser.add_argument("--epmd-port", type=int, default=None,
+                        help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
+    add_log_level(parser, "ERROR")
 
 
-def setup_logging(quiet: bool = False, level: int = logging.INFO) -> None:
-    """Log to stderr from ``level`` on, in :data:`LOG_FORMAT`; ``quiet`` leaves out the
-    per-message lines only."""
-    if quiet:
-        message_log.setLevel(logging.WARNING)
-    # On a terminal each log line first clears the status line, which is redrawn after it.
-    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
-    logging.basicConfig(level=level, format=clear + LOG_FORMAT, datefmt="%H:%M:%S")
-
-
-EPMD_COMMANDS = {
-    "serve": "run the embedded EPMD in the foreground (until Ctrl-C, SIGTERM or `kill`)",
-    "names": "list the nodes registered with an EPMD (pybroadway's or Erlang's)",
-    "port-please": "look one node up",
-    "kill": "ask an EPMD to stop (like `epmd -kill`)",
-}
-
-
-def add_epmd_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``epmd`` command: one subcommand per entry of :data:`EPMD_COMMANDS`."""
-    actions = parser.add_subparsers(dest="epmd_command", required=True,
-                                    metavar="{" + ",".join(EPMD_COMMANDS) + "}")
-    for name, text in EPMD_COMMANDS.items():
-        action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("--host", default="127.0.0.1",
-                            help="address to listen on / epmd host to ask (default 127.0.0.1)")
-        action.add_argument("--port", type=int, default=None,
-                            help="EPMD port (default $ERL_EPMD_PORT or 4369)")
-        action.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-        if name == "port-please":
-            action.add_argument("name", help="node name (short, or name@host)")
-        if name == "serve":
-            action.add_argument("--relaxed-command-check", action="store_true",
-                                help="obey kill while nodes are registered, and stop NAME "
-                                     "(like epmd -relaxed_command_check)")
-
-
-def run_epmd(args: argparse.Namespace) -> int:
-    """Run ``pybroadway epmd …``; returns the exit code. EPMD errors propagate."""
-    setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
-    port = args.port if args.port is not None else epmd.default_epmd_port()
-    if args.epmd_command == "serve":
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_epmd(args.host, port, args.relaxed_command_check))
-        return 0
-    if args.epmd_command == "names":
-        listed = asyncio.run(epmd.names(args.host, port))
-        print(f"epmd: up and running on port {port} with data:")
-        for name, node_port in listed:
-            print(f"name {name} at port {node_port}")
-        return 0
-    if args.epmd_command == "kill":
-        if not asyncio.run(epmd.kill(args.host, port)):
-            raise epmd.EpmdError(f"epmd at {args.host}:{port} refused to stop: nodes are "
-                                 f"registered (it must run with -relaxed_command_check)")
-        print("Killed")
-        return 0
-    address = asyncio.run(epmd.port_please(args.name, args.host, port))
-    if address is None:
-        print(f"{args.name}: not registered", file=sys.stderr)
-        return 1
-    print(f"{address.name} port {address.port} type {chr(address.node_type)} "
-          f"versions {address.lowest}-{address.highest}")
-    return 0
-
-
-async def _serve_epmd(host: str, port: int, relaxed_command_check: bool) -> None:
-    raise_fd_limit()
-    server = EmbeddedEpmd(relaxed_command_check=relaxed_command_check)
-    await server.start(host, port)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Also when started in the background, where SIGINT is ignored by default.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, _stop_on_signal, server, sig)
-    try:
-        await server.wait_closed()
-    finally:
-        await server.close()
-
-
-def _stop_on_signal(server: EmbeddedEpmd, sig: signal.Signals) -> None:
-    epmd_log.info("%s received, stopping", sig.name)
-    asyncio.get_running_loop().create_task(server.close())
+def version() -> str:
+    """``pybroadway --version``: the version, and which codec runs (see README, Two commands)."""
+    return f"pybroadway {__version__} ({IMPLEMENTATION} codec)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pybroadway`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=version())
+    commands = parser.add_subparsers(dest="command")
     serve_parser = commands.add_parser(
         "serve", help="serve a pipeline to BEAM clients", epilog=CONFIG_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,45 +291,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--config", metavar="FILE.toml",
                               help="pipeline, connector and node options in a TOML file")
     add_serve_arguments(serve_parser)
+    add_log_level(serve_parser, "INFO")
     add_epmd_arguments(commands.add_parser("epmd", help="run or query an EPMD",
                                            description="run or query an EPMD"))
     add_worker_arguments(commands.add_parser(
         "worker", help="run a pipeline's processors for a serving node",
         description="run a pipeline's processors and batchers for the node that serves it"))
-    ping_parser = commands.add_parser("ping", help="ping a node: pong or pang")
-    ping_parser.add_argument("node")
-    ping_parser.add_argument("--sname", default="pybroadway_ping@localhost")
-    ping_parser.add_argument("--cookie", default=None)
-    ping_parser.add_argument("--epmd-port", type=int, default=None)
+    add_ping_arguments(commands.add_parser(
+        "ping", help="ping a node: pong or pang",
+        description="ping a node as net_adm:ping/1 does, from a hidden node: prints pong, or "
+                    "pang and why (exit code 1)"))
     args = parser.parse_args(argv)
+    if args.command is None:  # a usage error, as argparse's: the help, on stderr, exit code 2
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command in ("serve", "worker"):
+        tune_gc()  # they run streams (before the user's modules are imported)
     try:
         if getattr(args, "config", None):
+            imports.look_beside(args.config)
             load_config(args.config).apply(args)
+        pipeline_class = load_pipeline(args.pipeline) if (
+            args.command == "serve" and args.pipeline) else LoggingPipeline
     except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's
         print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(args)
+        return _run(args, pipeline_class)
     except (PyBroadwayError, OSError) as exc:
         # Expected failures (no EPMD, port taken, name in use, ...): one line, no traceback.
         print(f"pybroadway {args.command}: {explain(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before serve's own handler is in place (or in ping)
+        print(f"pybroadway {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, pipeline_class: type[Pipeline]) -> int:
     if args.command == "epmd":
         return run_epmd(args)
     if args.command == "ping":
-        setup_logging(level=logging.ERROR)
+        setup_logging(level=getattr(logging, args.log_level))
         answer = asyncio.run(ping(args))
         print(answer)
         return 0 if answer == "pong" else 1
-    tune_gc()  # serve and worker run streams
     if args.command == "worker":
         setup_logging(args.quiet, level=getattr(logging, args.log_level))
         return run_worker_command(args)
-    setup_logging(args.quiet)
-    pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
+    setup_logging(args.quiet, level=getattr(logging, args.log_level))
     print(asyncio.run(serve(args, pipeline_class)), flush=True)
     return 0
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of a running pipeline, its connector and its node.
 
-Needs the optional ``prometheus_client`` (``pip install 'pybroadway[metrics]'``); the rest of
+Needs the optional ``prometheus_client`` (``pip install '.[metrics]'`` in a clone); the rest of
 pybroadway does not import this module. ``pybroadway serve --metrics-port N`` uses it::
 
     from pybroadway.metrics import start_metrics_server
@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pybroadway._hints import install_command
 from pybroadway._http import HttpLimits, HttpServer, Request, Response
 from pybroadway.erldist import Node
 from pybroadway.errors import ArgumentError
@@ -52,13 +53,11 @@ try:
     from prometheus_client.exposition import choose_encoder
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"pybroadway.metrics needs prometheus_client: {exc}; "
-                      f"pip install 'pybroadway[metrics]'") from exc
+                      f"{install_command('metrics', 'prometheus_client')}") from exc
 
 __all__ = ["METRICS", "HttpLimits", "Metrics", "MetricsServer", "start_metrics_server"]
 
 logger = logging.getLogger("pybroadway.metrics")
-
-INSTALL_HINT = "pip install 'pybroadway[metrics]'"
 
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (type, labels, help)

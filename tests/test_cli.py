@@ -57,10 +57,13 @@ def test_epmd_serve_on_a_taken_port_is_one_line() -> None:
 
 
 @pytest.mark.parametrize(("spec", "why"), [
-    ("nosuch_module_here:X", "cannot import it (No module named 'nosuch_module_here')"),
+    ("nosuch_module_here:X", "cannot import it (No module named 'nosuch_module_here'; modules "
+                             f"are looked for in the current directory ({ROOT}) and on "
+                             "PYTHONPATH)"),
     ("os:path", "it is not a subclass of pybroadway.pipeline.Pipeline"),
     ("nocolon", "expected an import path module:Class"),
 ])
-def test_a_pipeline_that_does_not_load_is_one_line(spec: str, why: str) -> None:
+def test_a_pipeline_that_does_not_load_is_a_usage_error(spec: str, why: str) -> None:
+    """As a bad flag or configuration file: one line, with the command's prefix, exit code 2."""
     out = pybroadway("serve", "--pipeline", spec, "--epmd-port", str(free_port()))
-    assert (out.returncode, out.stderr) == (1, f"--pipeline {spec}: {why}\n")
+    assert (out.returncode, out.stderr) == (2, f"pybroadway serve: --pipeline {spec}: {why}\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -221,18 +223,24 @@ async def test_stalled_connections_with_big_headers_hold_at_most_the_cap() -> No
         assert code == 200 and "pybroadway_messages_handled_total" in body
 
 
-def test_serve_metrics_port_without_prometheus_client_is_one_line() -> None:
+@pytest.mark.parametrize("where", ["the clone", "elsewhere"])
+def test_serve_metrics_port_without_prometheus_client_is_one_line(where: str,
+                                                                  tmp_path: Path) -> None:
+    """It says the pip command that works from there (the package is on no registry)."""
     # prometheus_client cannot be imported; pybroadway and serve without the flag do not need it
     code = ("import sys; sys.modules['prometheus_client'] = None\n"
             "import pybroadway, pybroadway.cli, pybroadway.otp_distribution\n"
             "assert 'pybroadway.metrics' not in sys.modules\n"
             "sys.exit(pybroadway.cli.main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "serve", "--metrics-port", "9999"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+                         cwd=ROOT if where == "the clone" else tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 1, out.stderr
     assert out.stderr.splitlines() == [
         "pybroadway serve: --metrics-port needs prometheus_client: "
-        "pip install 'pybroadway[metrics]'"]
+        + ("pip install '.[metrics]'" if where == "the clone"
+           else f"pip install '{ROOT}[metrics]'")]
 
 
 # -- a real Prometheus ---------------------------------------------------------------------
@@ -268,15 +276,22 @@ def scalar(prometheus_port: int, expression: str) -> float | None:
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
+def readme_scrape_config() -> str:
+    """The README's ``prometheus.yml`` snippet."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [block for block in blocks if "scrape_configs:" in block]
+    assert len(found) == 1, "the README shows one scrape_configs"
+    return found[0]
+
+
 async def test_prometheus_scrapes_serve(tmp_path: Path) -> None:
     prometheus = require("Prometheus (Debian package prometheus)", "prometheus")
     epmd_port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
     sname = f"{unique_name('metrics')}@localhost"
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: pybroadway\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+    # The README's scrape_configs, as written, with this test's port and a faster scrape.
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                      + readme_scrape_config().replace("9568", str(metrics_port)))
     serve_argv = [sys.executable, "-m", "pybroadway", "serve", "--sname", sname,
                   "--cookie", COOKIE, "--epmd-port", str(epmd_port), "--quiet",
                   "--metrics-port", str(metrics_port)]

@@ -1,6 +1,7 @@
-"""The README's two commands, as written: the server runs from a fresh clone with nothing
-installed and no Erlang (embedded EPMD, a cookie file created like erl does), and the test
-command is what CI runs."""
+"""The README's first commands, as written: the install builds the compiled codec, the server
+runs from a fresh clone even with nothing installed and no Erlang (embedded EPMD, a cookie file
+created like erl does; it says then what builds the codec), and the test command is what CI
+runs."""
 
 from __future__ import annotations
 
@@ -28,14 +29,22 @@ def readme_commands() -> list[str]:
     return [block.strip() for block in re.findall(r"```\n(.*?)```", section, re.S)]
 
 
+def test_the_first_command_installs_pybroadway_with_its_compiled_codec() -> None:
+    """An editable install builds the compiled codec in the clone (setup.py), so the server
+    command after it, and every other command run in the clone, use it."""
+    install = readme_commands()[0]
+    assert "python3 -m venv .venv" in install and "pip install -e '.[metrics]'" in install
+    assert "ext_modules" in (ROOT / "setup.py").read_text()
+
+
 def test_ci_runs_the_readme_test_command() -> None:
-    _server, tests = readme_commands()
+    _install, _server, tests = readme_commands()
     assert tests == "bash scripts/test.sh"
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
 
 
 async def test_the_server_command_works_from_a_fresh_clone(tmp_path: Path) -> None:
-    command = shlex.split(readme_commands()[0])
+    command = shlex.split(readme_commands()[1])
     assert command[:3] == ["python3", "-m", "pybroadway"]
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -46,7 +55,7 @@ async def test_the_server_command_works_from_a_fresh_clone(tmp_path: Path) -> No
            "PATH": "/nonexistent"}  # no Erlang program is needed
     env.pop("PYTHONPATH", None)
     server = subprocess.Popen([sys.executable, *command[1:]], cwd=clone, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(epmd_port)
         cookie = default_cookie(home / ".erlang.cookie")  # the one the server created
@@ -60,10 +69,14 @@ async def test_the_server_command_works_from_a_fresh_clone(tmp_path: Path) -> No
             # a call after the casts: its reply means the receiver has taken them
             assert await node.call(client.receiver, Atom("unregister")) == Atom("ok")
         server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=30)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
     assert server.returncode == 0
     assert out.strip().splitlines()[-1] == "handled 3, failed 0, dropped 0"
+    # Not installed, the clone has no compiled codec: the log says what builds it, once.
+    assert err.count("term codec: pure Python") == 1
+    assert (f"the compiled codec is not built in {clone.resolve()}: `pip install -e .` there "
+            f"builds it") in err

@@ -92,8 +92,9 @@ def controlling_terminal() -> None:
 
 
 @contextmanager
-def session(terminal: Terminal, argv: list[str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    leader = subprocess.Popen(argv, cwd=cwd, env=python_env(), stdin=terminal.slave,
+def session(terminal: Terminal, argv: list[str], cwd: Path, env: dict[str, str] | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    leader = subprocess.Popen(argv, cwd=cwd, env=env or python_env(), stdin=terminal.slave,
                               stdout=terminal.slave, stderr=terminal.slave,
                               preexec_fn=controlling_terminal)
     try:

@@ -11,11 +11,19 @@ from pathlib import Path
 
 from pybroadway.errors import ArgumentError
 
-__all__ = ["cookie_path", "default_cookie"]
+__all__ = ["CookieFileError", "cookie_path", "default_cookie"]
 
 log = logging.getLogger("pybroadway.erldist.cookie")
 
 _COOKIE_LENGTH = 20
+
+
+class CookieFileError(ArgumentError):
+    """The cookie file could not be read or created (no home directory, not writable, ...)."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"cannot create the cookie file {path} ({exc.strerror or exc})")
+        self.path = path
 
 
 def cookie_path() -> Path:
@@ -31,12 +39,16 @@ def _create(path: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     except FileExistsError:
         return _read(path)
+    except OSError as exc:  # no home directory, or not ours to write in
+        raise CookieFileError(path, exc) from None
     try:
         os.write(fd, cookie.encode("ascii"))
     finally:
         os.close(fd)
     os.chmod(path, 0o400)
-    log.info("created cookie file %s", path)
+    # Said once, loudly: a node of this cookie reaches only nodes given the same one.
+    log.warning("created the cookie file %s (a new random cookie: other nodes need the same "
+                "one, in their ~/.erlang.cookie or their --cookie)", path)
     return cookie
 
 

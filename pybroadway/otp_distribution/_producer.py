@@ -46,7 +46,8 @@ class OtpDistributionProducer(Producer):
     seconds are asked again. ``request_atom`` is what the requests are
     (``"request_message"``, or ``"pull_message"`` for clients of the library's later versions).
 
-    ``message_log_level``: level of the per-message log lines (``push_message: ...``).
+    ``message_log_level``: level of the per-message log lines (``push_message: ...``); pull
+    requests are logged at DEBUG.
     ``register_global``: whether to register the receiver in ``:global``.
     """
 
@@ -201,8 +202,7 @@ class OtpDistributionProducer(Producer):
 
     def handle_demand(self, demand: int) -> None:
         """Keep as many pull requests in flight as the demand is unmet (pull mode only)."""
-        if logger.isEnabledFor(self.receiver.message_log_level):
-            logger.log(self.receiver.message_log_level, "pull_messages: %d", demand)
+        logger.debug("pull_messages: %d", demand)  # like the requests: not the data
         self.receiver.want(self.pending_demand)
 
     def answered(self, data: list[Any], metadata: list[Metadata]) -> None:

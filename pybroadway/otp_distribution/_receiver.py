@@ -315,7 +315,9 @@ class Receiver(GenServer):
             return
         now = time.monotonic()
         message = (GEN_CAST, self.request_atom)
-        log_it = logger.isEnabledFor(self.message_log_level)
+        # The requests are the protocol's chatter, not the data: DEBUG, whatever the level of
+        # the data's lines (else pull mode says three lines per message where push says two).
+        log_it = logger.isEnabledFor(logging.DEBUG)
         for _ in range(missing):
             if self._next >= len(ring):
                 self._next = 0
@@ -324,8 +326,7 @@ class Receiver(GenServer):
             self.send(client, message)
             self.outstanding.append([now, client])
             if log_it:
-                logger.log(self.message_log_level, "%s: %s", self.request_atom.name,
-                           loggable(client))
+                logger.debug("%s: %s", self.request_atom.name, loggable(client))
 
     def _tick(self) -> None:
         # Requests unanswered for a whole interval are asked again (of the next clients).

@@ -148,6 +148,15 @@ class Pipeline:
         self._stopped = True
         await topology.stop()
 
+    async def stop_now(self) -> None:
+        """Stop without draining, also when a graceful :meth:`stop` is draining (a second
+        Ctrl-C): what is still held is acknowledged as failed with ``("failed",
+        "shutdown")``, as when ``shutdown`` runs out."""
+        topology = self._running()
+        topology.cut_drain()
+        self._stopped = True
+        await topology.stop()  # a stop under way is waited for
+
     async def __aenter__(self) -> Pipeline:
         await self.start()
         return self

@@ -98,6 +98,7 @@ class Topology:
         self.offloaded: OffloadedProcessors | None = None
         self.owned_executors: list[Executor] = []
         self._stopped: asyncio.Future[None] | None = None
+        self._cut = asyncio.Event()  # set by cut_drain: a drain under way ends where it is
         self._watch: asyncio.Task[None] | None = None
         # Two marks (time, messages done), the newer at most RATE_WINDOW old, so that the rate
         # covers the last one to two windows whoever reads it and however often.
@@ -157,11 +158,21 @@ class Topology:
         for producer in self.producers:
             await maybe_await(producer.prepare_for_draining())
             producer._start_draining()
+        drain = asyncio.ensure_future(self._drain())
+        cut = asyncio.ensure_future(self._cut.wait())
         try:
-            await asyncio.wait_for(self._drain(), timeout)
-        except TimeoutError:
+            await asyncio.wait((drain, cut), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            if not drain.done():
+                drain.cancel()
+                await asyncio.wait((drain,))  # its cancellation is ours, not its failure
+        if drain.cancelled() and not self._cut.is_set():  # who cut the drain says so
             logger.warning("%s: shutdown timed out; acknowledging what is left as failed",
                            self.name)
+        elif not drain.cancelled():
+            drain.result()
         await self._abandon()
         if self.offloaded is not None:
             await self.offloaded.offload.stop()
@@ -171,6 +182,10 @@ class Topology:
             executor.shutdown(wait=False)
         for producer in self.producers:
             await maybe_await(producer.on_stop())
+
+    def cut_drain(self) -> None:
+        """Stop draining: the stop under way (or the next) fails what is left at once."""
+        self._cut.set()
 
     async def _drain(self) -> None:
         if self.offloaded is not None:

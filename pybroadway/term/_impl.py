@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from pathlib import Path
 from types import ModuleType
 
 from pybroadway.errors import ArgumentError, StateError
@@ -33,13 +34,21 @@ def pure_forced() -> bool:
     return os.environ.get(FORCE_PURE, "") not in ("", "0")
 
 
+def _not_built() -> str:
+    """Why the accelerator is missing, and what builds it."""
+    source = Path(__file__).resolve().parents[2]
+    if (source / "setup.py").is_file():  # running from a source tree, never built there
+        return (f"the compiled codec is not built in {source}: `pip install -e .` there builds "
+                f"it (with a C compiler and Python's headers)")
+    return "the compiled codec is not built (was a C compiler missing at the installation?)"
+
+
 def _load() -> tuple[ModuleType | None, ModuleType | None, str]:
     """(the built accelerator, the one to use, why the pure codec runs)."""
     try:
         _ccodec = importlib.import_module("pybroadway.term._ccodec")
     except ModuleNotFoundError:
-        return None, None, ("the native accelerator is not built (was a C compiler missing "
-                            "when pybroadway was installed?)")
+        return None, None, _not_built()
     except ImportError as exc:
         return None, None, f"the native accelerator does not load: {exc}"
     _ccodec.setup(Atom, Pid, Reference, Charlist, ImproperList, DecodeError, EncodeError,

@@ -81,3 +81,13 @@ def test_erl_accepts_the_cookie_we_create(home: Path, epmd: SystemEpmd) -> None:
          "false", "-eval", 'io:format("~s", [erlang:get_cookie()]), halt().'],
         capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout == cookie, out.stderr
+
+
+def test_creating_the_file_is_said_once_at_warning_with_its_path(
+        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="pybroadway.erldist.cookie"):
+        default_cookie()
+        default_cookie()
+    said = [record for record in caplog.records if "created" in record.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert str(home / ".erlang.cookie") in said[0].getMessage()

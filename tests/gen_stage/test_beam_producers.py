@@ -119,3 +119,27 @@ async def test_nothing_arrives_beyond_demand(standin_pair: tuple[Node, BeamPeer]
         assert stats[Atom("sent")] <= stats[Atom("asked")]
         assert stats[Atom("asked")] - running.stats()["handled"] <= 30 + 10
         slow.set()
+
+
+async def test_the_demo_producer_with_a_count_stops_producing(epmd: SystemEpmd) -> None:
+    """The README's walkthrough prints four lines in iex, not a flood."""
+    peer = BeamPeer.elixir(epmd_port=epmd.port)
+    async with started(peer):
+        got = await ev(peer, f"""
+            Code.require_file("{DEMO}")
+            {{:ok, producer}} = DemoProducer.start_link(:counted, 16)
+            {{:ok, consumer}} = DemoConsumer.start_link(:counted, max_demand: 4, report: self())
+            batches = Enum.map(1..4, fn _ ->
+              receive do {{:events, e}} -> e after 10_000 -> :timeout end
+            end)
+            # The consumer has asked again, the producer has seen it, the consumer has passed on
+            # whatever came of it: nothing more may be waiting.
+            :sys.get_state(consumer)
+            :sys.get_state(producer)
+            :sys.get_state(consumer)
+            more = receive do {{:events, e}} -> e after 0 -> :none end
+            {{batches, more}}""")
+    batches, more = got
+    assert [list(batch) for batch in batches] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12],
+                                                  [13, 14, 15, 16]]  # (small ints: charlists)
+    assert more == Atom("none")

@@ -43,6 +43,25 @@ async def test_python_client_answers_pulls(epmd: SystemEpmd) -> None:
         assert collector.data[:300] == list(range(1, 301))
 
 
+async def test_pull_mode_logs_the_data_not_each_request_at_info(
+        epmd: SystemEpmd, caplog: pytest.LogCaptureFixture) -> None:
+    """``serve --mode pull`` logs its messages at INFO: one line per answer (as per push),
+    while the requests, which say nothing about the data, are DEBUG lines."""
+    counter = itertools.count(1)
+    with caplog.at_level(logging.INFO, logger="pybroadway.otp_distribution"):
+        async with server(epmd.port, mode="pull", message_log_level=logging.INFO) as (
+                node, _pipeline, collector, _producer), _client_node(epmd) as client_node:
+            await Client.start(client_node, receiver=(DEFAULT_NAME, node.name.name),
+                               on_request=lambda: next(counter))
+            await collector.wait_for(50, timeout=20)
+    info = [record.getMessage() for record in caplog.records
+            if record.levelno == logging.INFO and record.name.startswith(
+                "pybroadway.otp_distribution")]
+    answers = [line for line in info if line.startswith("respond_to_pull_request: ")]
+    assert len(answers) >= 50
+    assert not [line for line in info if line.startswith(("request_message:", "pull_messages:"))]
+
+
 async def test_python_client_reconnects_after_receiver_restart(epmd: SystemEpmd) -> None:
     async with server(epmd.port) as (node, _pipeline, collector, producer), \
             _client_node(epmd) as client_node:

@@ -129,3 +129,29 @@ async def test_producer_lifecycle_hooks() -> None:
                            processors={"default": {}}):
         assert calls == ["start", "start"]
     assert calls == ["start", "start", "drain", "drain", "stop", "stop"]
+
+
+async def test_stop_now_ends_a_drain_under_way_and_fails_what_is_left() -> None:
+    """A second Ctrl-C: the graceful stop that waits for stuck handlers ends at once."""
+    recorder = Recorder()
+    started = asyncio.Event()
+
+    class Stuck(Passthrough):
+        async def handle_message(self, processor: str, message: Message,
+                                 context: Any) -> Message:
+            started.set()
+            await asyncio.sleep(3600)
+            return message
+
+    pipeline = Stuck(**push_options(concurrency=1), shutdown=3_600_000)
+    await pipeline.start()
+    pipeline.push_messages(messages(recorder, range(5)))
+    await asyncio.wait_for(started.wait(), 5)
+    draining = asyncio.ensure_future(pipeline.stop())
+    await asyncio.sleep(0)
+    assert not draining.done()
+    await asyncio.wait_for(pipeline.stop_now(), 5)
+    await asyncio.wait_for(draining, 5)
+    assert sorted(m.data for m in recorder.failed) == list(range(5))
+    assert {m.status for m in recorder.failed} == {("failed", "shutdown")}
+    assert pipeline.stats()["failed"] == 5

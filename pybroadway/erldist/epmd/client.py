@@ -37,6 +37,7 @@ __all__ = [
     "EpmdRegistration",
     "EpmdUnreachable",
     "NameTaken",
+    "NotAnEpmd",
     "NotRegistered",
     "accepts_connections",
     "kill",
@@ -48,6 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
+REPLY_TIMEOUT = 2.0
+"""An EPMD answers a registration at once: silence this long is another program's."""
 
 
 class EpmdError(PyBroadwayError):
@@ -61,6 +64,14 @@ class EpmdUnreachable(EpmdError):
         super().__init__(message)
         self.host = host
         self.port = port
+
+
+class NotAnEpmd(EpmdUnreachable):
+    """What listens at ``host``:``port`` does not answer as an EPMD (another program holds
+    the port)."""
+
+    def __init__(self, host: str, port: int, why: str) -> None:
+        super().__init__(f"what listens at {host}:{port} is not an EPMD ({why})", host, port)
 
 
 class NotRegistered(EpmdError):
@@ -245,6 +256,18 @@ async def register(name: str, port: int, *, hidden: bool = False, epmd_host: str
                             reader=reader, writer=writer)
 
 
+async def _first_byte(reader: asyncio.StreamReader, host: str, port: int, wait: float) -> int:
+    """The first byte of a registration's reply; NotAnEpmd if none comes."""
+    try:
+        first = await asyncio.wait_for(reader.read(1), wait)
+    except TimeoutError:
+        raise NotAnEpmd(host, port, f"it did not answer the registration within {wait:g}s"
+                        ) from None
+    if not first:
+        raise NotAnEpmd(host, port, "it closed the connection at the registration")
+    return first[0]
+
+
 async def _alive2(node: NodeAddress, epmd_host: str, eport: int, timeout: float
                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     """ALIVE2_REQ for ``node``: the registration's open connection and its creation."""
@@ -253,14 +276,13 @@ async def _alive2(node: NodeAddress, epmd_host: str, eport: int, timeout: float
     try:
         writer.write(frame(bytes([ALIVE2_REQ]) + pack_node(node)))
         await asyncio.wait_for(writer.drain(), timeout)
-        tag = (await asyncio.wait_for(reader.readexactly(1), timeout))[0]
+        tag = await _first_byte(reader, epmd_host, eport, min(timeout, REPLY_TIMEOUT))
         if tag == ALIVE2_X_RESP:
             reply = ALIVE2_X_RESULT
         elif tag == ALIVE2_RESP:
             reply = ALIVE2_RESULT
         else:
-            raise EpmdError(f"epmd at {epmd_host}:{eport} sent an unexpected reply "
-                            f"(tag {tag}) to the registration of {short}")
+            raise NotAnEpmd(epmd_host, eport, f"it answered the registration with byte {tag}")
         result, creation = reply.unpack(
             await asyncio.wait_for(reader.readexactly(reply.size), timeout))
     except TimeoutError:

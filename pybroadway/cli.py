@@ -51,8 +51,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybroadway import _imports as imports
-from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
-from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
+from pybroadway._arguments import (
+    add_serve_arguments,
+    add_worker_arguments,
+    check_command_line,
+    run_worker_command,
+)
+from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults
 from pybroadway._hints import explain, why_not_connected
 from pybroadway.erldist import EmbeddedEpmd, HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
@@ -394,8 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ping_parser.add_argument("--epmd-port", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "config", None):
-            load_config(args.config).apply(args)
+        check_command_line(args)
     except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's
         print(f"pybroadway {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -129,13 +129,15 @@ def test_a_flag_is_refused_as_the_same_key_in_the_file(
 
 def test_the_bounds_themselves_are_allowed_and_a_flag_can_mend_the_file(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.toml"
-    path.write_text("[producer]\nresume_at = 20000\n[node]\nticktime = 7\n")
+    path.write_text("[producer]\nresume_at = 20000\n[node]\nticktime = 7\n"
+                    "[metrics]\nport = 9568\n")
     args = serve_args("--workers", str(MAX_WORKERS), "--concurrency", "10000", "--buffer-size",
                       "1000000", "--max-demand", "100000", "--epmd-port", "65535",
                       "--sname", "server")
     args.command, args.config = "serve", str(path)
     check_command_line(args)  # the file's resume_at is below the flag's buffer size
-    assert (args.workers, args.resume_at, args.ticktime) == (MAX_WORKERS, 20000, 7)
+    assert (args.workers, args.resume_at, args.ticktime, args.metrics_port) == (
+        MAX_WORKERS, 20000, 7, 9568)
 
 
 @pytest.mark.parametrize("argv", [["--epmd-port", "99999"], ["--workers", "100000"]],

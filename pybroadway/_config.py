@@ -93,7 +93,7 @@ NODE: dict[str, Option] = {
     "epmd_port": Option("pos_integer", "The EPMD port, as --epmd-port.",
                         default_doc="$ERL_EPMD_PORT or 4369", maximum=MAX_PORT),
     "ticktime": Option("pos_number", "Seconds after which a silent peer is down, as "
-                       "--ticktime.", default=60),
+                       "--ticktime.", default_doc="60"),
 }
 
 #: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
@@ -118,7 +118,7 @@ METRICS: dict[str, Option] = {
     "port": Option("pos_integer", "The port of http://HOST:PORT/metrics, as --metrics-port.",
                    maximum=MAX_PORT),
     "host": Option("string", "The address it listens on, as --metrics-host.",
-                   default="127.0.0.1"),
+                   default_doc="127.0.0.1"),
 }
 
 _PRODUCER = SCHEMA["producer"].keys or {}

@@ -20,6 +20,8 @@ try:
 except ImportError:  # run from a clone without installing: use the clone's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pybroadway._arguments import check_command_line
+from pybroadway._config import ConfigError
 from pybroadway._hints import explain
 from pybroadway.cli import add_serve_arguments, serve, setup_logging
 from pybroadway.errors import PyBroadwayError
@@ -28,6 +30,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_serve_arguments(parser)
     arguments = parser.parse_args()
+    arguments.command = "serve"
+    try:  # checked as `pybroadway serve` checks its flags
+        check_command_line(arguments)
+    except ConfigError as exc:
+        parser.exit(2, f"broadway.py: {exc}\n")
     setup_logging(arguments.quiet)
     try:
         print(asyncio.run(serve(arguments)), flush=True)

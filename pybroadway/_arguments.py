@@ -1,5 +1,6 @@
 """The command line's options (``serve``'s, shared with examples/broadway.py, and
-``worker``'s) and the run of ``pybroadway worker``; :mod:`pybroadway.cli` dispatches."""
+``worker``'s), their check by the configuration file's schema (:func:`check_command_line`),
+and the run of ``pybroadway worker``; :mod:`pybroadway.cli` dispatches."""
 
 from __future__ import annotations
 
@@ -8,8 +9,62 @@ import asyncio
 import logging
 import os
 
+from pybroadway._config import (
+    MAX_BUFFER,
+    NODE,
+    SERVE_DEFAULTS,
+    SERVE_FLAG_OPTIONS,
+    SUBSCRIBE_DEMAND,
+    WORKERS,
+    ConfigError,
+    check_value,
+    load_config,
+)
+from pybroadway._hints import install_command
 from pybroadway.otp_distribution import DEFAULT_NAME
+from pybroadway.pipeline.options import MAX_CONCURRENCY, MAX_DEMAND, Option, OptionsError
 from pybroadway.workers import load_pipeline_class, log_for_front, read_cookie, run_worker
+
+#: Each command's flags, by their ``args`` attribute: the option of the file that checks them.
+COMMAND_FLAGS: dict[str, dict[str, Option]] = {
+    "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND},
+    "worker": {**{key: NODE[key] for key in ("sname", "cookie", "listen", "epmd_port",
+                                             "ticktime")},
+               "max_demand": WORKERS["max_demand"],
+               "concurrency": SERVE_FLAG_OPTIONS["concurrency"],
+               "partition": Option("non_neg_integer", "The partition this worker takes.")},
+    "ping": {key: NODE[key] for key in ("sname", "cookie", "epmd_port")},
+    "epmd": {"port": NODE["epmd_port"]},
+}
+
+
+def check_command_line(args: argparse.Namespace) -> None:
+    """Check the flags of ``args.command`` as the file's keys are checked, then read
+    ``--config``'s file into ``args`` (flags given win). Raises :class:`ConfigError` naming
+    the flag, or the file and its key."""
+    given = set()
+    for dest, option in COMMAND_FLAGS.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        try:
+            check_value(dest, option, value, ())
+        except OptionsError as exc:
+            raise ConfigError(f"invalid value for --{dest.replace('_', '-')}: {exc.reason}, "
+                              f"got: {value!r}") from None
+        given.add(dest)
+    path = getattr(args, "config", None)
+    if path:
+        load_config(path).apply(args)
+    resume_at = getattr(args, "resume_at", None)
+    buffer_size = getattr(args, "buffer_size", None) or SERVE_DEFAULTS["buffer_size"]
+    if resume_at is not None and resume_at >= buffer_size:
+        reason = f"expected an integer less than the buffer size ({buffer_size:,})"
+        if "resume_at" in given:
+            raise ConfigError(f"invalid value for --resume-at: {reason}, got: {resume_at!r}")
+        raise ConfigError(f"{path}: " + str(OptionsError(
+            f"invalid value for :resume_at option: {reason}, got: {resume_at!r}",
+            "resume_at", ("producer",), resume_at)))
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +87,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "pull_message (its last version)")
     parser.add_argument("--buffer-size", type=int,
                         help="messages the producer holds before it counts as full "
-                             "(default 10000)")
+                             f"(default 10000, at most {MAX_BUFFER:,})")
     parser.add_argument("--resume-at", type=int, default=None,
                         help="buffered messages at which a full buffer has room again "
-                             "(default: half the buffer)")
+                             "(less than the buffer; default: half the buffer)")
     parser.add_argument("--pull-interval", type=float,
                         help="seconds before unanswered pull requests are asked again "
                              "(default 5)")
@@ -45,21 +100,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--message-log-level", default=None,
                         choices=("DEBUG", "INFO", "WARNING"),
                         help="level of the per-message lines (default INFO; DEBUG with --quiet)")
-    parser.add_argument("--concurrency", type=int, help="processors (default 2)")
+    parser.add_argument("--concurrency", type=int,
+                        help=f"processors (default 2, at most {MAX_CONCURRENCY:,})")
     parser.add_argument("--subscribe", action="append", metavar="NAME@NODE[:OPTIONS]",
                         help="feed the pipeline from the GenStage producer registered as NAME "
                              "on NODE instead of the receiver (repeatable; OPTIONS: "
                              "max_demand=N,min_demand=M)")
     parser.add_argument("--max-demand", type=int,
-                        help="max_demand of each --subscribe without one (default 1000)")
+                        help="max_demand of each --subscribe without one (default 1000, "
+                             f"at most {MAX_DEMAND:,})")
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
-                             "(needs pip install 'pybroadway[metrics]')")
-    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs "
+                             f"{install_command('metrics', 'prometheus_client')})")
+    parser.add_argument("--metrics-host", metavar="HOST",
                         help="address of the metrics endpoint (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="run the processors and batchers in N worker processes "
-                             "(0: only workers that join with `pybroadway worker`)")
+                             "(0: only workers that join with `pybroadway worker`; at most "
+                             f"{WORKERS['count'].maximum}, 4 per CPU)")
     parser.add_argument("--redeliver", action=argparse.BooleanOptionalAction, default=None,
                         help="with --workers: hand the messages of a worker that went away to "
                              "another (at least once) instead of failing them")
@@ -86,9 +144,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                              "the address the cluster reaches it at)")
     parser.add_argument("--epmd-port", type=int, default=None)
     parser.add_argument("--max-demand", type=int, default=500,
-                        help="messages asked of the front at a time (default 500)")
+                        help="messages asked of the front at a time (default 500, at "
+                             f"most {MAX_DEMAND:,})")
     parser.add_argument("--concurrency", type=int, default=None,
-                        help="processors (default: the front's)")
+                        help=f"processors (default: the front's; at most "
+                             f"{MAX_CONCURRENCY:,})")
     parser.add_argument("--partition", type=int, default=None,
                         help="the partition this worker takes (partitioned pipelines)")
     parser.add_argument("--exit-with-front", action="store_true",

@@ -31,6 +31,9 @@ file, for what flags express badly (batchers, partitioning, rate limiting, conte
     [context]
     table = "orders"
 
+    [metrics]                             # as --metrics-port and --metrics-host
+    port = 9568
+
     [workers]                             # the processors and batchers in worker processes
     count = 2                             # as --workers (a [workers] table alone: 1)
     redeliver = true                      # as --redeliver
@@ -44,6 +47,10 @@ key or value is named with its path, the value and what is allowed; so are ``[[s
 tables, a ``pipeline`` that does not import, and nesting deeper than :data:`MAX_DEPTH`. Every
 error is one line of bounded length (:class:`ConfigError`). A flag given on the command
 line wins over the file; the file wins over the flags' defaults (:data:`SERVE_DEFAULTS`).
+
+Every command's flags are checked by the same schema (:mod:`pybroadway._arguments`): a flag's
+value is refused as the same key in the file would be (``invalid value for --workers:
+expected at most 8, got: 100000``), with the bounds where a value costs processes or memory.
 """
 
 from __future__ import annotations
@@ -58,19 +65,25 @@ from pybroadway._imports import import_path, load_pipeline
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME
-from pybroadway.pipeline.options import SCHEMA, Option, OptionsError, validate
+from pybroadway.pipeline.options import MAX_DEMAND, SCHEMA, Option, OptionsError, validate
 from pybroadway.workers import SCHEMA as WORKERS_SCHEMA
 
 __all__ = [
-    "CONFIG_HELP", "SERVE_DEFAULTS", "Config", "ConfigError", "apply_defaults", "load_config",
+    "CONFIG_HELP", "MAX_BUFFER", "NODE", "SERVE_DEFAULTS", "SERVE_FLAG_OPTIONS",
+    "SUBSCRIBE_DEMAND", "WORKERS", "Config", "ConfigError", "apply_defaults", "check_value",
+    "load_config",
 ]
+
+#: The most messages a producer may hold: a client can fill what it allows.
+MAX_BUFFER = 1_000_000
+MAX_PORT = 65_535
 
 #: The defaults of ``serve``'s flags, applied to those neither given nor in the file.
 SERVE_DEFAULTS: dict[str, Any] = {
     "mode": "push", "sname": "server@localhost", "listen": "127.0.0.1",
     "receiver_name": DEFAULT_NAME, "overflow": "block", "request_atom": "request_message",
     "buffer_size": 10_000, "pull_interval": 5.0, "register_global": True, "concurrency": 2,
-    "max_demand": 1000,
+    "max_demand": 1000, "metrics_host": "127.0.0.1",
 }
 
 NODE: dict[str, Option] = {
@@ -78,7 +91,9 @@ NODE: dict[str, Option] = {
     "cookie": Option("string", "The cookie, as --cookie.", default_doc="~/.erlang.cookie"),
     "listen": Option("string", "The address the node listens on, as --listen."),
     "epmd_port": Option("pos_integer", "The EPMD port, as --epmd-port.",
-                        default_doc="$ERL_EPMD_PORT or 4369"),
+                        default_doc="$ERL_EPMD_PORT or 4369", maximum=MAX_PORT),
+    "ticktime": Option("pos_number", "Seconds after which a silent peer is down, as "
+                       "--ticktime.", default_doc="60"),
 }
 
 #: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
@@ -89,12 +104,21 @@ CONNECTOR: dict[str, Option] = {
                        choices=("block", "drop_oldest", "drop_newest")),
     "request_atom": Option("string", "The pull request cast to clients.",
                            choices=("request_message", "pull_message")),
-    "buffer_size": Option("pos_integer", "Messages held before the buffer is full."),
-    "resume_at": Option("non_neg_integer", "Buffered messages at which reading resumes."),
+    "buffer_size": Option("pos_integer", "Messages held before the buffer is full.",
+                          maximum=MAX_BUFFER),
+    "resume_at": Option("non_neg_integer", "Buffered messages at which reading resumes; "
+                        "less than buffer_size."),
     "pull_interval": Option("pos_number", "Seconds before a pull request is asked again."),
     "register_global": Option("boolean", "Register the receiver in :global."),
     "message_log_level": Option("string", "Level of the per-message log lines.",
                                 choices=("DEBUG", "INFO", "WARNING")),
+}
+
+METRICS: dict[str, Option] = {
+    "port": Option("pos_integer", "The port of http://HOST:PORT/metrics, as --metrics-port.",
+                   maximum=MAX_PORT),
+    "host": Option("string", "The address it listens on, as --metrics-host.",
+                   default_doc="127.0.0.1"),
 }
 
 _PRODUCER = SCHEMA["producer"].keys or {}
@@ -115,12 +139,33 @@ FILE_SCHEMA: dict[str, Option] = {
     "workers": Option("keyword", "Run the processors and batchers in worker processes, as "
                       "--workers (count) and --redeliver; a [workers] table turns them on.",
                       keys=WORKERS),
+    "metrics": Option("keyword", "The Prometheus endpoint, as --metrics-port.",
+                      keys=METRICS),
 }
 
 #: Flags of serve, by where they are in the file.
 _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key in CONNECTOR} \
     | {("processors", "default", "concurrency"): "concurrency"} \
-    | {("workers", "count"): "workers", ("workers", "redeliver"): "redeliver"}
+    | {("workers", "count"): "workers", ("workers", "redeliver"): "redeliver"} \
+    | {("metrics", key): f"metrics_{key}" for key in METRICS}
+
+
+def _option_at(place: tuple[str, ...]) -> Option:
+    """The option at ``place`` (table names, then the key) in :data:`FILE_SCHEMA`."""
+    schema = FILE_SCHEMA
+    *tables, key = place
+    for table in tables:
+        schema = schema[table].keys or {}
+    return schema[key]
+
+
+#: The option of the file that checks each flag of serve, by its ``args`` attribute.
+SERVE_FLAG_OPTIONS: dict[str, Option] = {dest: _option_at(place)
+                                         for place, dest in _FLAGS.items()}
+
+#: max_demand of a GenStage subscription (--max-demand, a ``[[subscribe]]`` table's).
+SUBSCRIBE_DEMAND = Option("pos_integer", "Events asked of a producer at a time.",
+                          default=SERVE_DEFAULTS["max_demand"], maximum=MAX_DEMAND)
 
 
 #: The keys of one ``[[subscribe]]`` table.
@@ -131,7 +176,7 @@ CONFIG_HELP = """\
 --config FILE.toml holds what flags express badly; a flag given wins over the file:
   pipeline = "mymodule:Orders"            # as --pipeline
   partition_by = "mymodule:by_customer"   # an import path module:function
-  [node]                                  # sname, cookie, listen, epmd_port
+  [node]                                  # sname, cookie, listen, epmd_port, ticktime
   [producer]                              # mode, buffer_size, request_atom, ... as the flags
   [producer.rate_limiting]                # allowed_messages, interval (ms)
   [processors.default]                    # concurrency, min_demand, max_demand, ...
@@ -139,6 +184,7 @@ CONFIG_HELP = """\
   [[subscribe]]                           # name, node, max_demand, min_demand (GenStage)
   [context]                               # passed to every callback
   [workers]                               # count (as --workers), redeliver, max_demand, ...
+  [metrics]                               # port, host (as --metrics-port, --metrics-host)
 """
 
 
@@ -207,6 +253,9 @@ def load_config(path: str) -> Config:
     try:
         _resolve_functions(raw)
         validate(raw, FILE_SCHEMA)
+        node = _table(raw, ["node"]) or {}
+        for key in _VALUE_CHECKS.keys() & node.keys():
+            check_value(key, NODE[key], node[key], ("node",))
     except OptionsError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     workers_pipeline = (_table(raw, ["workers"]) or {}).get("pipeline")
@@ -243,8 +292,12 @@ def _subscriptions(path: str, tables: Any) -> list[str] | None:
             if kind is None:
                 raise ConfigError(f"{where}: unknown key {key!r}, valid keys are: "
                                   f"{', '.join(SUBSCRIBE_KEYS)}")
-            if type(value) is not kind or (kind is int and value < (key == "max_demand")):
+            if type(value) is not kind:
                 raise ConfigError(f"{where}.{key}: invalid value {value!r}")
+            low = int(key == "max_demand")
+            if isinstance(value, int) and not low <= value <= MAX_DEMAND:
+                raise ConfigError(f"{where}.{key}: invalid value {value!r}: expected an "
+                                  f"integer from {low} to {MAX_DEMAND:,}")
         if "name" not in table or "node" not in table:
             raise ConfigError(f"{where}: name and node are required")
         name, node = table["name"], table["node"]
@@ -263,6 +316,35 @@ def _subscriptions(path: str, tables: Any) -> list[str] | None:
         options = ",".join(f"{key}={value}" for key, value in demands.items())
         specs.append(f"{name}@{node}" + (f":{options}" if options else ""))
     return specs
+
+
+def _node_name(value: str) -> str | None:
+    alive, at, host = value.partition("@")
+    if not alive or (at and not host) or "@" in host or len(value) > MAX_ATOM:
+        return f"expected a node name, name@host (one '@', at most {MAX_ATOM} characters)"
+    return None
+
+
+def _cookie(value: str) -> str | None:
+    if not value or len(value) > MAX_ATOM or max(map(ord, value)) > 0xFF:
+        return f"expected a cookie of 1 to {MAX_ATOM} Latin-1 characters"
+    return None
+
+
+#: What the schema's types do not say of a node's name and its cookie (atoms, the
+#: cookie hashed as Latin-1 in the handshake).
+_VALUE_CHECKS: dict[str, Callable[[str], str | None]] = {"sname": _node_name,
+                                                          "cookie": _cookie}
+
+
+def check_value(key: str, option: Option, value: Any, path: tuple[str, ...]) -> None:
+    """``value`` checked as the option ``key`` at ``path``; raises :class:`OptionsError`."""
+    validate({key: value}, {key: option}, path)
+    check = _VALUE_CHECKS.get(key)
+    reason = None if check is None else check(value)
+    if reason is not None:
+        raise OptionsError(f"invalid value for :{key} option: {reason}, got: {value!r}",
+                           key, path, value, reason=reason)
 
 
 def _check_pipeline(path: str, key: str, spec: str) -> None:

@@ -54,8 +54,13 @@ from typing import Any
 
 from pybroadway import __version__
 from pybroadway import _imports as imports
-from pybroadway._arguments import add_serve_arguments, add_worker_arguments, run_worker_command
-from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults, load_config
+from pybroadway._arguments import (
+    add_serve_arguments,
+    add_worker_arguments,
+    check_command_line,
+    run_worker_command,
+)
+from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults
 from pybroadway._epmd_command import add_epmd_arguments, run_epmd
 from pybroadway._hints import explain, install_command, why_not_connected
 from pybroadway._terminal import StatusLine, add_log_level, setup_logging
@@ -310,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "config", None):
             imports.look_beside(args.config)
-            load_config(args.config).apply(args)
+        check_command_line(args)
         pipeline_class = load_pipeline(args.pipeline) if (
             args.command == "serve" and args.pipeline) else LoggingPipeline
     except ConfigError as exc:  # a bad file is a bad command line: exit code 2, as argparse's

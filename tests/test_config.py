@@ -119,7 +119,7 @@ def test_a_full_file(pipeline_module: Path) -> None:
 @pytest.mark.parametrize(("text", "error"), [
     ("colour = 1", "unknown options [:colour], valid options are: [:pipeline, :node, "),
     ("[node]\nsnam = 'x'", "unknown options [:snam], valid options are: [:sname, :cookie, "
-                           ":listen, :epmd_port] (in options [:node])"),
+                           ":listen, :epmd_port, :ticktime] (in options [:node])"),
     ("[producer]\nmode = 'pul'", "invalid value for :mode option: expected one of ['push', "
                                  "'pull'], got: 'pul' (in options [:producer])"),
     ("[producer]\npull_interval = 0", "invalid value for :pull_interval option: expected "
@@ -248,7 +248,7 @@ def test_a_long_error_keeps_its_start_and_its_end(tmp_path: Path) -> None:
     assert text.startswith(f"{path}: unknown options [:k0, :k1, ")
     assert " characters left out) … " in text
     assert text.endswith(", :k99999], valid options are: [:sname, :cookie, :listen, "
-                         ":epmd_port] (in options [:node])")
+                         ":epmd_port, :ticktime] (in options [:node])")
     assert len(text) < 1100
     assert str(ConfigError("a\nb\x1b")) == "a\\nb\\x1b"
 

@@ -12,6 +12,7 @@ docstring of :class:`~pybroadway.pipeline.Pipeline`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -22,18 +23,29 @@ from pybroadway.errors import ArgumentError
 
 from ._producer import Producer
 
-__all__ = ["SCHEMA", "Option", "OptionsError", "docs", "validate"]
+__all__ = ["MAX_CONCURRENCY", "MAX_DEMAND", "SCHEMA", "Option", "OptionsError", "docs",
+           "validate"]
+
+#: The most instances a stage may run: each is a task with its own queue, and a careless
+#: ``concurrency=10**8`` would take all the memory before the pipeline starts.
+MAX_CONCURRENCY = 10_000
+#: The most messages a stage may ask for at a time: what it asks for, it holds.
+MAX_DEMAND = 100_000
 
 
 class OptionsError(ArgumentError):
-    """A pipeline option is invalid. ``key``, ``keys_path`` and ``value`` say which and why."""
+    """A pipeline option is invalid. ``key``, ``keys_path`` and ``value`` say which and why;
+    ``reason`` is what a bad value was expected to be (``expected positive integer``), empty
+    when the key itself is wrong."""
 
-    def __init__(self, message: str, key: str, keys_path: tuple[str, ...], value: Any) -> None:
+    def __init__(self, message: str, key: str, keys_path: tuple[str, ...], value: Any, *,
+                 reason: str = "") -> None:
         suffix = f" (in options {_show_path(keys_path)})" if keys_path else ""
         super().__init__(message + suffix)
         self.key = key
         self.keys_path = keys_path
         self.value = value
+        self.reason = reason
 
 
 def _atom(name: Any) -> str:
@@ -52,6 +64,7 @@ class Option:
     """One option of the schema.
 
     ``type`` names a check in ``_TYPES``; ``choices``, if given, are the only values allowed;
+    ``maximum`` bounds a number (a value that costs processes or memory);
     ``keys`` is the schema of a nested dict of options; with ``named`` each key of the dict is
     a user-chosen name whose value follows ``keys``.
     ``default`` may be a zero-argument callable (``default_factory``) described by
@@ -67,6 +80,7 @@ class Option:
     default_factory: Callable[[], Any] | None = None
     default_doc: str | None = field(default=None)
     choices: tuple[Any, ...] | None = None
+    maximum: int | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -91,7 +105,8 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "string": (lambda v: isinstance(v, str), "expected string"),
     "boolean": (lambda v: isinstance(v, bool), "expected boolean"),
     "pos_number": (
-        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        and v > 0,
         "expected positive number",
     ),
     "function": (callable, "expected a function"),
@@ -127,6 +142,7 @@ _DEMAND = {
         "pos_integer",
         "Most messages a processor asks a producer for at a time.",
         default=10,
+        maximum=MAX_DEMAND,
     ),
 }
 
@@ -155,7 +171,8 @@ SCHEMA: dict[str, Option] = {
                 "The Producer subclass, or (subclass, dict of keyword arguments for it).",
                 required=True,
             ),
-            "concurrency": Option("pos_integer", "Number of producer instances.", default=1),
+            "concurrency": Option("pos_integer", "Number of producer instances.", default=1,
+                                  maximum=MAX_CONCURRENCY),
             "transformer": Option(
                 "transformer",
                 "(function, options): turns each event the producer emits into a Message.",
@@ -189,6 +206,7 @@ SCHEMA: dict[str, Option] = {
                         "Number of processors.",
                         default_factory=lambda: 2 * (os.cpu_count() or 1),
                         default_doc="2 * the number of CPUs",
+                        maximum=MAX_CONCURRENCY,
                     ),
                     **_DEMAND,
                     "partition_by": _PARTITION_BY,
@@ -204,7 +222,8 @@ SCHEMA: dict[str, Option] = {
         default_doc="{} (no batchers)",
         named=True,
         keys={
-            "concurrency": Option("pos_integer", "Number of batch processors.", default=1),
+            "concurrency": Option("pos_integer", "Number of batch processors.", default=1,
+                                  maximum=MAX_CONCURRENCY),
             "batch_size": Option("pos_integer", "Most messages in a batch.", default=100),
             "batch_timeout": Option(
                 "pos_integer",
@@ -277,25 +296,22 @@ def _check_demand(result: dict[str, Any], path: tuple[str, ...]) -> None:
     if min_demand is None:
         result["min_demand"] = max_demand // 2
     elif min_demand >= max_demand:
+        reason = f"expected an integer less than :max_demand ({max_demand})"
         raise OptionsError(
-            f"invalid value for :min_demand option: expected an integer less than "
-            f":max_demand ({max_demand}), got: {min_demand!r}",
-            "min_demand", path, min_demand,
+            f"invalid value for :min_demand option: {reason}, got: {min_demand!r}",
+            "min_demand", path, min_demand, reason=reason,
         )
 
 
 def _validate_value(key: str, value: Any, option: Option, path: tuple[str, ...]) -> Any:
     check, expected = _TYPES[option.type]
     if not check(value):
-        raise OptionsError(
-            f"invalid value for {_atom(key)} option: {expected}, got: {value!r}", key, path, value
-        )
+        raise _invalid(key, value, expected, path)
     if option.choices is not None and value not in option.choices:
         shown = ", ".join(repr(choice) for choice in option.choices)
-        raise OptionsError(
-            f"invalid value for {_atom(key)} option: expected one of [{shown}], got: {value!r}",
-            key, path, value,
-        )
+        raise _invalid(key, value, f"expected one of [{shown}]", path)
+    if option.maximum is not None and value > option.maximum:
+        raise _invalid(key, value, f"expected at most {option.maximum:,}", path)
     if option.keys is None:
         return value
     inner = (*path, key)
@@ -303,6 +319,11 @@ def _validate_value(key: str, value: Any, option: Option, path: tuple[str, ...])
         return {name: validate(sub, option.keys, (*inner, name))
                 for name, sub in _named_entries(key, value, path)}
     return validate(value, option.keys, inner)
+
+
+def _invalid(key: str, value: Any, reason: str, path: tuple[str, ...]) -> OptionsError:
+    return OptionsError(f"invalid value for {_atom(key)} option: {reason}, got: {value!r}",
+                        key, path, value, reason=reason)
 
 
 def _named_entries(key: str, value: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -327,6 +348,8 @@ def docs(schema: dict[str, Option] = SCHEMA, indent: int = 0) -> str:
             note = f"Default: {option.default_doc}."
         else:
             note = f"Default: {option.default!r}."
+        if option.maximum is not None:
+            note += f" At most {option.maximum:,}."
         if option.choices is not None:
             note += " One of " + ", ".join(repr(choice) for choice in option.choices) + "."
         lines.append(f"{pad}* ``{key}`` — {option.doc} {note}")

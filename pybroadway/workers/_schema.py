@@ -4,25 +4,32 @@ pipeline starts: the front's node and the ``module:Class`` the workers import.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from pybroadway.erldist import Node
 from pybroadway.errors import ArgumentError
 from pybroadway.pipeline import OffloadSetup
-from pybroadway.pipeline.options import Option, OptionsError, validate
+from pybroadway.pipeline.options import MAX_DEMAND, Option, OptionsError, validate
+
+#: The most worker processes a front starts: each is a Python process (tens of MB), and more
+#: than a few per CPU only compete for the CPUs (a pipeline waiting on I/O wants concurrency,
+#: not processes).
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 SCHEMA: dict[str, Option] = {
     "count": Option("non_neg_integer",
                     "Worker processes this node starts and supervises (on loopback); "
-                    "0: only workers that join from other hosts.", default=1),
+                    "0: only workers that join from other hosts.", default=1,
+                    maximum=MAX_WORKERS),
     "node": Option("any", "The front's Node.",
                    default_doc="the node of the producer (one with a `node` attribute)"),
     "redeliver": Option("boolean",
                         "Hand the messages of a worker that went away to another one "
                         "(at least once) instead of failing them.", default=False),
     "max_demand": Option("pos_integer", "Events each worker asks for at a time.",
-                         default=500),
+                         default=500, maximum=MAX_DEMAND),
     "max_in_flight": Option("pos_integer",
                             "Messages given to the workers and not yet back, per producer "
                             "and partition.", default=2000),

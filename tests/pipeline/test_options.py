@@ -41,6 +41,34 @@ def test_invalid_value_names_the_path_and_value() -> None:
     assert (err.key, err.keys_path, err.value) == ("concurrency", ("processors", "default"), 0)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"processors": {"default": {"concurrency": 10**8}}},
+     "invalid value for :concurrency option: expected at most 10,000, got: 100000000 "
+     "(in options [:processors, :default])"),
+    ({"processors": {"default": {"max_demand": 10**6}}},
+     "invalid value for :max_demand option: expected at most 100,000, got: 1000000 "
+     "(in options [:processors, :default])"),
+    ({"batchers": {"s3": {"concurrency": 10_001}}},
+     "invalid value for :concurrency option: expected at most 10,000, got: 10001 "
+     "(in options [:batchers, :s3])"),
+    ({"producer": {"module": (Producer, {}), "concurrency": 10**5}},
+     "invalid value for :concurrency option: expected at most 10,000, got: 100000 "
+     "(in options [:producer])"),
+    ({"max_seconds": float("inf")},
+     "invalid value for :max_seconds option: expected positive number, got: inf"),
+    ({"max_seconds": float("nan")},
+     "invalid value for :max_seconds option: expected positive number, got: nan"),
+], ids=["concurrency", "max_demand", "batchers", "producers", "inf", "nan"])
+def test_what_costs_tasks_or_memory_is_bounded(overrides: dict[str, object],
+                                               message: str) -> None:
+    """A careless ``concurrency=10**8`` is refused, not a pipeline that takes all the memory
+    before it starts; the bound is in the message and in the docs."""
+    assert str(error(**overrides)) == message
+    assert Passthrough(**{**GOOD, "processors": {"default": {"concurrency": 10_000}}})
+    assert "Number of processors. Default: 2 * the number of CPUs. At most 10,000." in \
+        options.docs()
+
+
 def test_batcher_option_error() -> None:
     err = error(batchers={"s3": {"batch_size": -1}})
     assert str(err) == ("invalid value for :batch_size option: expected positive integer, "

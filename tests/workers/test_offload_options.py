@@ -11,6 +11,7 @@ import pytest
 from pybroadway.errors import ArgumentError
 from pybroadway.pipeline import OffloadSetup, OptionsError, Producer
 from pybroadway.workers import WorkerFront
+from pybroadway.workers._schema import MAX_WORKERS
 from testkit.doubles import Passthrough
 
 
@@ -21,6 +22,9 @@ from testkit.doubles import Passthrough
     ({"node": "front@localhost"}, r"invalid value for :node option: expected a Node, got: "
                                   r"'front@localhost' \(in options \[:offload\]\)"),
     ({"max_in_flight": 0}, r"invalid value for :max_in_flight option: expected positive"),
+    ({"count": 100_000}, rf"invalid value for :count option: expected at most {MAX_WORKERS}, "
+                         r"got: 100000 \(in options \[:offload\]\)"),
+    ({"max_demand": 10**6}, r"invalid value for :max_demand option: expected at most 100,000"),
 ])
 def test_bad_workers_options_are_refused_when_the_pipeline_is_made(
         options: dict[str, Any], message: str) -> None:

@@ -6,8 +6,12 @@ behind and no traceback. No Erlang is needed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from testkit.peers import free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
 from testkit.recorded import PIPELINE, recorded
-from testkit.wait import eventually_async
+from testkit.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,6 +43,20 @@ def children(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             found.add(int(stat.parent.name))
     return found
+
+
+def workers_of(front: str) -> set[int]:
+    """The pids of the live ``pybroadway worker`` processes that join ``front`` (from /proc:
+    a worker whose front is gone is no longer its child)."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if b"worker" in argv and front.encode() in argv:
+            found.add(int(cmdline.parent.name))
+    return {pid for pid in found if alive(pid)}
 
 
 def alive(pid: int) -> bool:
@@ -100,3 +118,30 @@ async def test_sigterm_while_workers_hold_messages_drains_them(tmp_path: Path) -
         assert not noise, "\n".join(noise)
     finally:
         serve.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)
+def test_a_signal_while_the_workers_start_stops_them_at_once(sig: signal.Signals) -> None:
+    """SIGTERM (or Ctrl-C's SIGINT) as the first worker process appears: serve stops what it
+    started, its workers included, exits promptly, and no worker outlives it."""
+    sname = f"{unique_name('early')}@localhost"
+    serve = WatchedProcess(
+        [sys.executable, "-m", "pybroadway", "serve", "--workers", "2", "--cookie", COOKIE,
+         "--sname", sname, "--epmd-port", str(free_port())], cwd=ROOT,
+        env=python_env(PYTHONPATH=str(ROOT)))
+    try:
+        spawned = eventually(lambda: children(serve.proc.pid), timeout=30, interval=0.005,
+                             what="a worker process")
+        signalled = time.monotonic()
+        code = serve.terminate(sig, timeout=30)
+        took = time.monotonic() - signalled
+        stderr = "\n".join(serve.stderr)
+        assert code == 0 and "Traceback" not in stderr, stderr[-3000:]
+        assert took < 10, f"serve took {took:.1f}s to stop"
+        assert not [pid for pid in spawned if alive(pid)], "a worker outlived serve"
+        assert not workers_of(sname), "a worker started after the signal outlived serve"
+    finally:
+        serve.kill()
+        for pid in workers_of(sname):  # a failed test leaves none behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

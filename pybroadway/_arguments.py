@@ -53,6 +53,11 @@ def check_command_line(args: argparse.Namespace) -> None:
             raise ConfigError(f"invalid value for --{dest.replace('_', '-')}: {exc.reason}, "
                               f"got: {value!r}") from None
         given.add(dest)
+    if args.command == "worker":  # a bad --pipeline is a bad command line, before any node
+        try:
+            load_pipeline_class(args.pipeline)
+        except ValueError as exc:
+            raise ConfigError(f"--pipeline {exc}") from None
     path = getattr(args, "config", None)
     if path:
         load_config(path).apply(args)
@@ -169,10 +174,6 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """Run ``pybroadway worker`` until SIGTERM/SIGINT; print what it did."""
-    try:
-        load_pipeline_class(args.pipeline)  # a bad one is one line, before the node starts
-    except ValueError as exc:
-        raise SystemExit(f"--pipeline {exc}") from None
     if args.output_to_front:
         log_for_front(getattr(logging, args.log_level))
     host = args.join.partition("@")[2]

@@ -157,3 +157,15 @@ def test_the_example_server_checks_its_flags_as_serve_does() -> None:
     assert out.returncode == 2, out.stderr
     assert out.stderr == ("broadway.py: invalid value for --buffer-size: expected positive "
                           "integer, got: -5\n")
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("nope", "expected an import path module:Class"),
+    ("__main__:P", "workers import the pipeline by module path"),
+])
+def test_a_worker_with_a_bad_pipeline_is_one_line_exit_2_as_serve(
+        spec: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--join", "f@localhost", "--pipeline", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pybroadway worker: --pipeline ") and why in err, err
+    assert err.count("\n") == 1

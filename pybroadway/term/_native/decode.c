@@ -39,8 +39,9 @@ typedef struct {
 /* A big term is decoded in a thread of its own (pybroadway.erldist.connection) so that the
  * event loop goes on meanwhile; code that only ever holds the GIL would stop it all the same.
  * So, in a big input, every YIELD_EVERY containers the GIL is let go for a moment: a thread
- * that waits for it (the loop's) takes it. The input is an immutable bytes object the caller
- * holds, so nothing it points to changes meanwhile. */
+ * that waits for it (the loop's) takes it. The input is a bytes object, or a buffer the
+ * caller holds still (pybroadway.erldist.framing reads nothing into it meanwhile; our view of
+ * it keeps it from being resized), so nothing it points to changes meanwhile. */
 #define YIELD_ABOVE (256 * 1024)
 #define YIELD_EVERY 4096
 
@@ -540,21 +541,50 @@ static PyObject *Decoder_decode_from(Decoder *self, PyObject *const *args, Py_ss
         if (offset == -1 && PyErr_Occurred())
             PyErr_Clear();
     }
-    if (!REFS.ready || !PyBytes_CheckExact(data) || offset < 0)
+    if (!REFS.ready || offset < 0)
         return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), pos = offset + 1;
+    /* Bytes are read as they are; a flat buffer of bytes (a bytearray frame buffer) through a
+     * view of it, which the Python readers of rare and deep terms are given too: no copy. */
+    PyObject *view = NULL;
+    const unsigned char *p;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(data)) {
+        p = (const unsigned char *)PyBytes_AS_STRING(data);
+        n = PyBytes_GET_SIZE(data);
+    } else {
+        view = PyMemoryView_FromObject(data);
+        if (view == NULL) {
+            PyErr_Clear();
+            return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
+        }
+        Py_buffer *b = PyMemoryView_GET_BUFFER(view);
+        if (b->ndim != 1 || b->itemsize != 1 || !PyBuffer_IsContiguous(b, 'C')
+            || (b->format != NULL && strcmp(b->format, "B") != 0)) {
+            Py_DECREF(view);
+            return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
+        }
+        p = b->buf;
+        n = b->len;
+        data = view;
+    }
+    Py_ssize_t pos = offset + 1;
+    PyObject *value;
     if (offset >= n)
-        return fail(offset, "expected a term, found the end of the input");
-    if (p[offset] != 131)
-        return fail(offset, "expected the version byte 131, found %d", (int)p[offset]);
-    if (pos < n && p[pos] == 80)
-        return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-    source s = {p, n, data, self};
-    PyObject *value = term(&s, &pos, 0);
-    if (value == NULL)
-        return nested_too_deeply(offset + 1);
-    return Py_BuildValue("(Nn)", value, pos);
+        value = fail(offset, "expected a term, found the end of the input");
+    else if (p[offset] != 131)
+        value = fail(offset, "expected the version byte 131, found %d", (int)p[offset]);
+    else if (pos < n && p[pos] == 80)
+        value = PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
+    else {
+        source s = {p, n, data, self};
+        value = term(&s, &pos, 0);
+        if (value == NULL)
+            value = nested_too_deeply(offset + 1);
+        else
+            value = Py_BuildValue("(Nn)", value, pos);
+    }
+    Py_XDECREF(view);
+    return value;
 }
 
 /* term(data, pos, depth) -> (value, end): what the Python code calls the decoder's ``_term``

@@ -378,8 +378,9 @@ async def client_push(node: Node, elixir: BeamPeer, count: int, size: int
 async def stage_emit(node: Node, elixir: BeamPeer, count: int, size: int, demand: int
                      ) -> tuple[float, int]:
     """A Python ProducerStage emits ``count`` binaries to a GenStage consumer on ``elixir``."""
-    stage = node.spawn(ProducerStage(), name="py_bulk")
-    await elixir.aeval(f"""c = :pb_gen_stage.consumer({{:py_bulk, :'{node.name.name}'}},
+    # A name per run: the last run's stage may still be stopping.
+    stage = node.spawn(ProducerStage(), name=f"py_bulk_{size}")
+    await elixir.aeval(f"""c = :pb_gen_stage.consumer({{:py_bulk_{size}, :'{node.name.name}'}},
         %{{max_demand: {demand}, keep: false, expect: {count}, report: self()}})""")
     payload = b"x" * size
     started = time.perf_counter()
@@ -398,10 +399,10 @@ async def beam_stages(producer: BeamPeer, consumer: BeamPeer, count: int, size: 
     """Events/s from a GenStage producer stand-in on ``producer`` (an Elixir node) to a
     consumer on ``consumer``."""
     micros = decode(await producer.aeval(f"""
-        :pb_gen_stage.producer(:beam_bulk, %{{events: {{:binary, :binary.copy("x", {size})}},
-                                               limit: {count}}})
+        :pb_gen_stage.producer(:beam_bulk_{size}, %{{
+            events: {{:binary, :binary.copy("x", {size})}}, limit: {count}}})
         c = :erpc.call(:'{consumer.node}', :pb_gen_stage, :consumer, [
-            {{:beam_bulk, node()}}, %{{max_demand: {demand}, keep: false, expect: {count},
+            {{:beam_bulk_{size}, node()}}, %{{max_demand: {demand}, keep: false, expect: {count},
                                         report: self()}}])
         receive do {{:pb_done, ^c, _, micros}} -> micros after 300_000 -> 0 end"""))
     return count / (micros / 1e6) if micros else 0.0

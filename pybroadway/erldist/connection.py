@@ -20,7 +20,7 @@ from typing import Any
 
 from pybroadway import term as _term
 from pybroadway.erldist.framing import FrameReader, Handover
-from pybroadway.erldist.framing import ProtocolError as ProtocolError  # its home before
+from pybroadway.erldist.framing import ProtocolError as ProtocolError  # named from here too
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, Pid, loggable
 
 log = logging.getLogger("pybroadway.erldist.connection")

@@ -117,8 +117,10 @@ async def test_frames_split_at_every_offset_arrive_whole_and_in_order() -> None:
 
 async def test_several_frames_per_read_and_reads_of_every_size(reading: Reading) -> None:
     rng = random.Random(7)
-    bodies = [body(rng.choice([1, 40, 3000, 100_000, 200_000, REUSED_SIZE - 4, 3 << 20]), i)
-              for i in range(60)]
+    # Long frames of sizes up and down: each takes the last one's buffer when it fits.
+    sizes = [1, 40, 3000, 100_000, 200_000, REUSED_SIZE - 4, 300_000, 1 << 20, 700_000,
+             EAGER_SIZE - 10, EAGER_SIZE + 10, 3 << 20]
+    bodies = [body(rng.choice(sizes), i) for i in range(80)]
     reads = [rng.choice([1, 3, 4, 5, 100, 4096, 65536, 1 << 20]) for _ in range(100_000)]
     reading.feed(b"".join(map(frame, bodies)), reads)
     assert reading.frames == bodies

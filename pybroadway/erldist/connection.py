@@ -115,7 +115,7 @@ class Connection:
         self._flush_scheduled = False
         self._wrote = False
         self._paused = False
-        self._last_control_raw: bytes | None = None
+        self._last_control_raw: bytearray | None = None
         self._last_control: Any = None
         self._last_handler: Handler | None = None
         self.route: tuple[Any, Any] = (None, None)  # the node's: last SEND control, its process
@@ -269,7 +269,7 @@ class Connection:
             if handler is None:
                 raise ProtocolError(
                     f"unknown control operation {control[0]} in {loggable(control)}")
-            self._last_control_raw = bytes(data[pos:end])
+            self._last_control_raw = data[pos:end]  # a copy (and only compared)
             self._last_control = control
             self._last_handler = handler
             pos = end

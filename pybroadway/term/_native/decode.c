@@ -30,11 +30,19 @@ typedef struct {
 typedef struct {
     const unsigned char *p;
     Py_ssize_t end;
-    PyObject *obj; /* the input as Python sees it, for the rare reader */
+    PyObject *obj; /* the input as Python sees it, for the rare reader (see python_input) */
     Decoder *dec;
     unsigned int containers; /* decoded so far, to let other threads run now and then */
     Py_ssize_t handoffs;     /* containers handed to ``deep`` so far */
+    PyObject *view_of;       /* a bytearray: obj is a view of it, made when first needed */
 } source;
+
+/* The input for the Python readers: a view of a bytearray is made only if one is called. */
+static PyObject *python_input(source *s) {
+    if (s->obj == NULL)
+        s->obj = PyMemoryView_FromObject(s->view_of);
+    return s->obj;
+}
 
 /* A big term is decoded in a thread of its own (pybroadway.erldist.connection) so that the
  * event loop goes on meanwhile; code that only ever holds the GIL would stop it all the same.
@@ -164,16 +172,20 @@ static PyObject *read_back(PyObject *result, Py_ssize_t *at) {
 
 /* A term the Python decoder reads (its tag byte is just before ``*at``). */
 static PyObject *rare(source *s, Py_ssize_t *at, int tag, long long depth) {
-    return read_back(
-        PyObject_CallFunction(s->dec->rare, "OniL", s->obj, *at, tag, depth), at);
+    PyObject *input = python_input(s);
+    if (input == NULL)
+        return NULL;
+    return read_back(PyObject_CallFunction(s->dec->rare, "OniL", input, *at, tag, depth), at);
 }
 
 /* A container nested too deeply to recurse on, read by the Python iterative reader (its tag
  * byte is just before ``*at``). */
 static PyObject *deep(source *s, Py_ssize_t *at, long long depth) {
     s->handoffs++;
-    return read_back(
-        PyObject_CallFunction(s->dec->deep, "OnL", s->obj, *at - 1, depth), at);
+    PyObject *input = python_input(s);
+    if (input == NULL)
+        return NULL;
+    return read_back(PyObject_CallFunction(s->dec->deep, "OnL", input, *at - 1, depth), at);
 }
 
 static PyObject *pid(source *s, Py_ssize_t *at) {
@@ -543,30 +555,23 @@ static PyObject *Decoder_decode_from(Decoder *self, PyObject *const *args, Py_ss
     }
     if (!REFS.ready || offset < 0)
         return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-    /* Bytes are read as they are; a flat buffer of bytes (a bytearray frame buffer) through a
-     * view of it, which the Python readers of rare and deep terms are given too: no copy. */
-    PyObject *view = NULL;
+    /* Bytes are read as they are; a bytearray (a connection's frame buffer) in place, held
+     * (not resizable) meanwhile, no copy. Other buffers go the Python way. */
+    Py_buffer buffer;
+    PyObject *array = NULL;
     const unsigned char *p;
     Py_ssize_t n;
     if (PyBytes_CheckExact(data)) {
         p = (const unsigned char *)PyBytes_AS_STRING(data);
         n = PyBytes_GET_SIZE(data);
-    } else {
-        view = PyMemoryView_FromObject(data);
-        if (view == NULL) {
-            PyErr_Clear();
-            return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-        }
-        Py_buffer *b = PyMemoryView_GET_BUFFER(view);
-        if (b->ndim != 1 || b->itemsize != 1 || !PyBuffer_IsContiguous(b, 'C')
-            || (b->format != NULL && strcmp(b->format, "B") != 0)) {
-            Py_DECREF(view);
-            return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-        }
-        p = b->buf;
-        n = b->len;
-        data = view;
-    }
+    } else if (PyByteArray_CheckExact(data)) {
+        if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0)
+            return NULL;
+        array = data;
+        p = buffer.buf;
+        n = buffer.len;
+    } else
+        return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
     Py_ssize_t pos = offset + 1;
     PyObject *value;
     if (offset >= n)
@@ -576,14 +581,17 @@ static PyObject *Decoder_decode_from(Decoder *self, PyObject *const *args, Py_ss
     else if (pos < n && p[pos] == 80)
         value = PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
     else {
-        source s = {p, n, data, self};
+        source s = {p, n, array != NULL ? NULL : data, self, 0, 0, array};
         value = term(&s, &pos, 0);
         if (value == NULL)
             value = nested_too_deeply(offset + 1);
         else
             value = Py_BuildValue("(Nn)", value, pos);
+        if (array != NULL)
+            Py_XDECREF(s.obj);
     }
-    Py_XDECREF(view);
+    if (array != NULL)
+        PyBuffer_Release(&buffer);
     return value;
 }
 

@@ -11,6 +11,12 @@
 - push of structured events (a map of 5 keys whose values change with every message), 4
   senders, beside the same events sent by 4 processes to a counter on another BEAM node.
 - BEAM -> BEAM: the raw rate of the same messages between two BEAM nodes, for the ratio.
+- bulk, 64 KiB and 1 MiB binaries, ``--bulk-bytes`` (1 GiB) per run, each beside the same
+  between two BEAM nodes: one Elixir client pushing to the pipeline; a Python ``Client``
+  pushing to a counting receiver on the Elixir node (paced by the connection's
+  ``write_buffer_size``: a Python sender is never suspended as a BEAM one is); a Python
+  ``ProducerStage`` emitting to a GenStage consumer (testkit/pb_gen_stage.erl) on the Elixir
+  node. ``--bulk-bytes 0`` leaves them out.
 
 ``--metrics`` serves the pipeline's Prometheus metrics (``pybroadway.metrics``) and scrapes
 them every second while it runs, to show what they cost.
@@ -33,10 +39,16 @@ from typing import Any
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
 from pybroadway.erldist import Node
-from pybroadway.otp_distribution import OtpDistributionProducer
+from pybroadway.erldist.stages import ProducerStage
+from pybroadway.otp_distribution import Client, OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
-from pybroadway.term import IMPLEMENTATION, decode
+from pybroadway.term import IMPLEMENTATION, Atom, decode
+from testkit.genstage import standin_dir
 from testkit.peers import BeamPeer, free_port
+
+BULK_SIZES = (64 * 1024, 1024 * 1024)
+PACE = 8 * 1024 * 1024
+"""A Python Client pushing bulk stops while more than this waits to be written."""
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).
@@ -111,7 +123,11 @@ answer_loop(R, Request, Answer) ->
 
 counter(N, Waiter) -> count(N, N, Waiter).
 count(N, 0, Waiter) -> Waiter ! {done, N};
-count(N, K, Waiter) -> receive {'$gen_cast', _} -> count(N, K - 1, Waiter) end.
+count(N, K, Waiter) ->
+    receive
+        {'$gen_cast', _} -> count(N, K - 1, Waiter);
+        {'$gen_call', From, register} -> gen:reply(From, ok), count(N, K, Waiter)
+    end.
 
 %% The BEAM baseline: the same messages to a counter on another BEAM node.
 blast(Target, N, Size) ->
@@ -220,9 +236,10 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
     sink = Sink()
     async with Node("pye2e@localhost", cookie="bench", epmd_port=epmd_port) as node:
         client = BeamPeer.elixir(epmd_port=epmd_port, cookie="bench", name="e2eclient",
-                                 extra_erl=" ".join(["-pa", build, *BEAM_FLAGS]))
+                                 extra_erl=" ".join(["-pa", build, "-pa", standin_dir(),
+                                                     *BEAM_FLAGS]))
         other = BeamPeer.erlang("25", epmd_port=epmd_port, cookie="bench", name="e2eother",
-                                extra=["-pa", build, *BEAM_FLAGS])
+                                extra=["-pa", build, "-pa", standin_dir(), *BEAM_FLAGS])
         try:
             await client.aeval("Process.register(self(), :bench)")
             await other.aeval("1")
@@ -266,9 +283,26 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
             say(f"push structured events, 4 senders: {rate:,.0f} msg/s, lost {lost}")
             rows.append(("push structured event (119 B), 4 senders", f"{rate:,.0f} msg/s",
                          f"lost {lost}", f"{rate / raw[0]:.2f}x BEAM raw"))
+            for size in BULK_SIZES if args.bulk_bytes else ():
+                count = max(16, args.bulk_bytes // size)
+                rate, lost = await timed(
+                    sink, count, args.timeout, client,
+                    f":pybroadway_e2e_bench.push({count}, {size}, 1, self())")
+                rows += bulk_row(f"push {size // 1024} KiB, 1 Elixir client", size, rate,
+                                 lost, await beam_rate(client, other, count, size))
             if scraper is not None:
                 await scraper.stop()
             await pipeline.stop()
+            for size in BULK_SIZES if args.bulk_bytes else ():
+                count = max(16, args.bulk_bytes // size)
+                rate, lost = await client_push(node, client, count, size)
+                rows += bulk_row(f"Python Client push {size // 1024} KiB -> Elixir", size,
+                                 rate, lost, await beam_rate(other, client, count, size))
+                demand = max(4, PACE // size)
+                rate, lost = await stage_emit(node, client, count, size, demand)
+                rows += bulk_row(f"Python ProducerStage {size // 1024} KiB -> Elixir consumer",
+                                 size, rate, lost,
+                                 await beam_stages(client, other, count, size, demand))
 
             m = args.pull_messages
             for version, request_atom in (("first", "request_message"),
@@ -293,11 +327,94 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
     return rows
 
 
+def bulk_row(label: str, size: int, rate: float, lost: int, beam: float
+             ) -> list[tuple[str, ...]]:
+    say(f"{label}: {rate:,.0f} msg/s ({rate * size / 1e6:,.0f} MB/s), lost {lost}; "
+        f"BEAM -> BEAM {beam:,.0f} msg/s")
+    return [(f"BEAM -> BEAM raw, {label.split(' ', 1)[1]}", f"{beam:,.0f} msg/s",
+             f"{beam * size / 1e6:,.0f} MB/s", ""),
+            (label, f"{rate:,.0f} msg/s", f"{rate * size / 1e6:,.0f} MB/s, lost {lost}",
+             f"{rate / beam:.2f}x BEAM raw")]
+
+
+async def beam_rate(sender: BeamPeer, receiver: BeamPeer, count: int, size: int) -> float:
+    """Messages/s from ``sender`` to a counter on ``receiver`` (both BEAM nodes; either may be
+    the Elixir one, whose evaluating process is registered as ``bench``)."""
+    blast = f":pybroadway_e2e_bench.blast({{:bulk_sink, :'{receiver.node}'}}, {count}, {size})"
+    if sender.node.startswith("e2eother"):  # an Erlang shell's words
+        await sender.aeval("catch register(bench, self()), ok")
+        blast = blast.replace(":pybroadway_e2e_bench.", "pybroadway_e2e_bench:")
+        blast = blast.replace("{:bulk_sink, :", "{bulk_sink, ")
+    await receiver.aeval(f":erlang.register(:bulk_sink, :erlang.spawn(:pybroadway_e2e_bench, "
+                         f":counter, [{count}, {{:bench, :'{sender.node}'}}]))"
+                         if receiver.node.startswith("e2eclient") else
+                         f"register(bulk_sink, spawn(pybroadway_e2e_bench, counter, "
+                         f"[{count}, {{bench, '{sender.node}'}}])), ok")
+    return count / (decode(await sender.aeval(blast)) / 1e6)
+
+
+async def client_push(node: Node, elixir: BeamPeer, count: int, size: int
+                      ) -> tuple[float, int]:
+    """A Python Client pushes ``count`` binaries of ``size`` to a counter on ``elixir``."""
+    await elixir.aeval(f":erlang.register(:bulk_sink, :erlang.spawn(:pybroadway_e2e_bench, "
+                       f":counter, [{count}, {{:bench, node()}}]))")
+    pusher = await Client.start(node, receiver=("bulk_sink", elixir.node))
+    connection = node.connection(Atom(elixir.node))
+    assert connection is not None
+    payload = b"x" * size
+    started = time.perf_counter()
+    done = asyncio.ensure_future(elixir.aeval(
+        "receive do {:done, n} -> n after 300_000 -> 0 end"))
+    for _ in range(count):
+        pusher.push_message(payload)
+        while connection.write_buffer_size > PACE:
+            await asyncio.sleep(0.0002)
+    received = decode(await done)
+    elapsed = time.perf_counter() - started
+    pusher.exit()
+    return received / elapsed, count - received
+
+
+async def stage_emit(node: Node, elixir: BeamPeer, count: int, size: int, demand: int
+                     ) -> tuple[float, int]:
+    """A Python ProducerStage emits ``count`` binaries to a GenStage consumer on ``elixir``."""
+    # A name per run: the last run's stage may still be stopping.
+    stage = node.spawn(ProducerStage(), name=f"py_bulk_{size}")
+    await elixir.aeval(f"""c = :pb_gen_stage.consumer({{:py_bulk_{size}, :'{node.name.name}'}},
+        %{{max_demand: {demand}, keep: false, expect: {count}, report: self()}})""")
+    payload = b"x" * size
+    started = time.perf_counter()
+    done = asyncio.ensure_future(elixir.aeval(
+        "receive do {:pb_done, ^c, n, _} -> n after 300_000 -> 0 end"))
+    for _ in range(count // demand):
+        await stage.emit([payload] * demand)
+    received = decode(await done)
+    elapsed = time.perf_counter() - started
+    stage.exit()
+    return received / elapsed, count - received
+
+
+async def beam_stages(producer: BeamPeer, consumer: BeamPeer, count: int, size: int,
+                      demand: int) -> float:
+    """Events/s from a GenStage producer stand-in on ``producer`` (an Elixir node) to a
+    consumer on ``consumer``."""
+    micros = decode(await producer.aeval(f"""
+        :pb_gen_stage.producer(:beam_bulk_{size}, %{{
+            events: {{:binary, :binary.copy("x", {size})}}, limit: {count}}})
+        c = :erpc.call(:'{consumer.node}', :pb_gen_stage, :consumer, [
+            {{:beam_bulk_{size}, node()}}, %{{max_demand: {demand}, keep: false, expect: {count},
+                                        report: self()}}])
+        receive do {{:pb_done, ^c, _, micros}} -> micros after 300_000 -> 0 end"""))
+    return count / (micros / 1e6) if micros else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000, help="per push run")
     parser.add_argument("--pull-messages", type=int, default=50_000)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    parser.add_argument("--bulk-bytes", type=int, default=1 << 30,
+                        help="bytes per bulk run (0: no bulk runs)")
     parser.add_argument("--metrics", action="store_true",
                         help="serve Prometheus metrics and scrape them every second")
     args = parser.parse_args()

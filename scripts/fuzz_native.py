@@ -86,8 +86,12 @@ def make_input(rng: random.Random, i: int) -> bytes:
     return bytes(data)
 
 
-def outcome(decoder: Decoder, data: bytes) -> tuple[Any, ...]:
+def outcome(decoder: Decoder, data: bytes, framed: bool = False) -> tuple[Any, ...]:
+    """What decoding ``data`` gives; ``framed``: read from a bytearray at an offset, as the
+    connection reads a frame from its buffer."""
     try:
+        if framed:
+            return ("value", repr(decoder.decode_from(bytearray(b"\x70" + data), 1)))
         return ("value", repr(decoder.decode(data)))
     except DecodeError as exc:
         return ("DecodeError", str(exc))
@@ -120,11 +124,13 @@ def main() -> None:
     for i in range(args.inputs):
         data = make_input(rng, i)
         which = i % len(options)
-        got = outcome(native[which], data)
+        framed = i % 7 == 0
+        got = outcome(native[which], data, framed)
         counts[got[0]] = counts.get(got[0], 0) + 1
-        if i % 10 == 0 and outcome(pure[which], data) != got:
+        if i % 10 == 0 and outcome(pure[which], data, framed) != got:
             mismatches += 1
-            print(f"MISMATCH on {data!r}: native {got}, pure {outcome(pure[which], data)}")
+            print(f"MISMATCH on {data!r}: native {got}, "
+                  f"pure {outcome(pure[which], data, framed)}")
         if i and i % (args.inputs // 10) == 0:
             # New decoders, as a new connection has: what the old ones cached (random atoms
             # and pids, each cache bounded at 65,536) goes, and RSS must stay level.

@@ -1,9 +1,11 @@
-"""One distribution connection after the handshake: framing, ticks, coalesced writes.
+"""One distribution connection after the handshake: frames, ticks, coalesced writes.
 
 Every frame is ``Len:32, 112, 131 Control, [131 Message]`` (the pass-through form: we never
-negotiate the atom cache or fragments); a length of 0 is a tick. A read is split into all its
-complete frames in one pass and each is handed to the node in order, in the reading task: no
-task per frame, so order between two processes is kept by construction.
+negotiate the atom cache or fragments); a length of 0 is a tick. The transport reads into the
+buffers of a :class:`~pybroadway.erldist.framing.FrameReader`, which hands every complete
+frame of a read, where it lies, to the connection, in order: no task per frame, so order
+between two processes is kept by construction. A binary reaches its receiver copied once, out
+of the frame into the ``bytes`` the receiver gets; a large one is sent without being copied.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pybroadway import term as _term
-from pybroadway.errors import PyBroadwayError
+from pybroadway.erldist.framing import FrameReader, Handover
+from pybroadway.erldist.framing import ProtocolError as ProtocolError  # named from here too
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, Pid, loggable
 
 log = logging.getLogger("pybroadway.erldist.connection")
@@ -27,7 +30,6 @@ NO_MESSAGE: Any = object()
 
 PASS_THROUGH = 112
 TICK = b"\0\0\0\0"
-READ_SIZE = 256 * 1024
 DEFAULT_MAX_FRAME = 128 * 1024 * 1024
 DEFAULT_MAX_INFLATED = 1024 * 1024
 """The largest a compressed term in a frame may inflate to. A BEAM never compresses what it
@@ -46,7 +48,10 @@ decoding a frame costs in proportion to the frame."""
 OFF_LOOP_SIZE = 256 * 1024
 """Frames larger than this are decoded in a thread of their own, so that a big term does not
 hold up the other connections (their ticks included); the connection waits for it, keeping
-its order."""
+its order. Not those whose message ends in one binary holding all but :data:`BINARY_HEAD`
+bytes of the frame: decoding those is one copy (milliseconds for 64 MiB), cheaper in the loop
+than a thread's start and hand-back."""
+BINARY_HEAD = 4096
 
 _u32 = struct.Struct(">I").unpack_from
 _pack_u32_into = struct.Struct(">I").pack_into
@@ -71,10 +76,6 @@ def _rebuilder(heads: tuple[tuple[Any, ...], ...]) -> Callable[[bytes], Any]:
     return rebuild
 
 
-class ProtocolError(PyBroadwayError):
-    """The peer sent something the distribution protocol does not allow."""
-
-
 class Connection:
     """A live connection to ``peer`` (an Atom), owned by a node.
 
@@ -84,11 +85,11 @@ class Connection:
     ``on_closed(connection, reason)`` is called once when the connection ends, whatever ended
     it; ``on_backlog(connection)``, if given, after a write that left bytes the peer has not
     taken yet (the node weighs them against all its peers'). ``flags`` are the capabilities
-    both sides advertised.
+    both sides advertised. ``handover`` (the transport, and what was read from it already)
+    comes from :func:`~pybroadway.erldist.framing.take_over`.
     """
 
-    def __init__(self, peer: Atom, flags: int, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, *, encoder: Encoder,
+    def __init__(self, peer: Atom, flags: int, handover: Handover, *, encoder: Encoder,
                  handlers: Mapping[int, Handler],
                  on_closed: Callable[[Connection, str], None], ticktime: float,
                  max_frame_size: int = DEFAULT_MAX_FRAME,
@@ -100,8 +101,7 @@ class Connection:
         self.max_frame_size = max_frame_size
         self.max_pending_output = max_pending_output
         self.ticktime = ticktime
-        self._reader = reader
-        self._writer = writer
+        self._transport = handover.transport
         self._encoder = encoder
         self._decoder = Decoder(max_inflated=max_inflated, max_inflate_ratio=INFLATE_RATIO)
         self._handlers = handlers
@@ -109,12 +109,13 @@ class Connection:
         self._on_backlog = on_backlog
         self._loop = asyncio.get_running_loop()
         self._out = bytearray()
+        # The large binaries of the frames in _out, left out of it: (where each goes, it).
+        self._apart: list[tuple[int, bytes]] = []
+        self._apart_size = 0
         self._flush_scheduled = False
         self._wrote = False
-        self._read = False
-        self._reading = asyncio.Event()
-        self._reading.set()
-        self._last_control_raw: bytes | None = None
+        self._paused = False
+        self._last_control_raw: bytearray | None = None
         self._last_control: Any = None
         self._last_handler: Handler | None = None
         self.route: tuple[Any, Any] = (None, None)  # the node's: last SEND control, its process
@@ -124,10 +125,10 @@ class Connection:
         # decoder, not the compiled one (bench/term_codec.py, bench/e2e.py).
         self._learn_shapes = _term.IMPLEMENTATION == "python"
         self.closed = False
-        self._tasks = [
-            self._loop.create_task(self._read_loop(), name=f"dist-read-{peer.name}"),
-            self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}"),
-        ]
+        self._frames = FrameReader(handover, max_frame_size=max_frame_size,
+                                   on_frame=self._on_frame, on_error=self._read_failed,
+                                   on_lost=self._lost)
+        self._tasks = [self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}")]
 
     def __repr__(self) -> str:
         return f"<Connection to {self.peer.name}{' closed' if self.closed else ''}>"
@@ -141,31 +142,55 @@ class Connection:
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, control: Any, message: Any = NO_MESSAGE) -> None:
-        """Queue one frame; frames queued in the same loop iteration go out in one write."""
+        """Queue one frame; frames queued in the same loop iteration go out in one write
+        (a large ``bytes`` in ``message`` as a piece of its own, not copied)."""
         if self.closed:
             return
         out = self._out
         start = len(out)
+        apart = self._apart
+        held = len(apart)
         out += b"\0\0\0\0\x70"
         try:
             self._encoder.encode_into(out, control)
             if message is not NO_MESSAGE:
-                self._encoder.encode_into(out, message)
+                self._encoder.encode_into(out, message, apart)
         except BaseException:
             del out[start:]
+            del apart[held:]
             raise
-        _pack_u32_into(out, start, len(out) - start - 4)
+        size = len(out) - start - 4
+        if len(apart) != held:
+            left_out = sum(len(binary) for _, binary in apart[held:])
+            self._apart_size += left_out
+            size += left_out
+        _pack_u32_into(out, start, size)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._out and not self.closed:
-            self._writer.write(self._out)
+        out = self._out
+        if out and not self.closed:
+            transport = self._transport
+            if self._apart:
+                # In order: the bytes before each large binary, the binary (as a view, so
+                # that what the socket does not take now is copied once, by the transport).
+                view = memoryview(out)
+                at = 0
+                for position, binary in self._apart:
+                    transport.write(view[at:position])
+                    transport.write(memoryview(binary))
+                    at = position
+                transport.write(view[at:])
+                self._apart = []
+                self._apart_size = 0
+            else:
+                transport.write(out)
             self._out = bytearray()
             self._wrote = True
-            pending = self._writer.transport.get_write_buffer_size()
+            pending = transport.get_write_buffer_size()
             if pending > self.max_pending_output:
                 log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
                           "closing the connection", self.peer.name, pending)
@@ -176,86 +201,53 @@ class Connection:
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet taken by the kernel (a slow peer makes this grow)."""
-        return len(self._out) + self._writer.transport.get_write_buffer_size()
+        return len(self._out) + self._apart_size + self._transport.get_write_buffer_size()
 
     # -- backpressure -----------------------------------------------------------------------
 
     def pause_reading(self) -> None:
-        """Stop reading from the peer: its sends back up into its own distribution buffer."""
-        self._reading.clear()
+        """Stop reading from the peer: its sends back up into its own distribution buffer
+        (frames that arrived already wait too)."""
+        if not self._paused:
+            self._paused = True
+            self._frames.hold("paused")
 
     def resume_reading(self) -> None:
-        self._reading.set()
+        if self._paused:
+            self._paused = False
+            self._frames.release("paused")
 
     @property
     def reading(self) -> bool:
-        return self._reading.is_set()
+        return not self._paused
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        reason = "connection closed by the peer"
-        try:
-            await self._read_frames()
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
-            pass
-        except DecodeError as exc:
+    def _on_frame(self, data: bytearray, start: int, stop: int) -> None:
+        if stop - start > OFF_LOOP_SIZE and not _ends_in_one_binary(data, start, stop):
+            self._off_loop(data, start, stop)
+            return
+        handler, control, message = self._frame(data, start, stop)
+        handler(self, control, message)
+
+    def _read_failed(self, exc: BaseException) -> None:
+        """A frame broke the protocol, did not decode, or its handler raised: the
+        connection ends."""
+        if isinstance(exc, DecodeError):
             reason = f"undecodable term from {self.peer.name}: {exc}"
             log.error("%s; closing the connection", reason)
-        except ProtocolError as exc:
+        elif isinstance(exc, ProtocolError):
             reason = f"protocol error from {self.peer.name}: {exc}"
             log.error("%s; closing the connection", reason)
-        except asyncio.CancelledError:
-            return
-        except Exception:
+        else:
             reason = f"internal error while handling a frame from {self.peer.name}"
-            log.exception("%s; closing the connection", reason)
+            log.error("%s; closing the connection", reason, exc_info=exc)
         self._close(reason)
 
-    async def _read_frames(self) -> None:
-        reader = self._reader
-        reading = self._reading
-        max_frame = self.max_frame_size
-        leftover = b""
-        while True:
-            if not reading.is_set():
-                await reading.wait()
-            chunk = await reader.read(READ_SIZE)
-            if not chunk:
-                return
-            self._read = True
-            if not reading.is_set():
-                # Paused while this read was pending: nothing in it is taken until resumed
-                # (likewise below, after reading the rest of a large frame).
-                await reading.wait()
-            data = leftover + chunk if leftover else chunk
-            end = len(data)
-            pos = 0
-            while end - pos >= 4:
-                (size,) = _u32(data, pos)
-                if size == 0:
-                    pos += 4
-                    continue
-                if size > max_frame:
-                    raise ProtocolError(
-                        f"a frame of {size} bytes is larger than max_frame_size={max_frame}")
-                stop = pos + 4 + size
-                if stop > end:
-                    # Read the rest of a large frame in one go rather than chunk by chunk.
-                    data = data[pos:] + await reader.readexactly(stop - end)
-                    end = len(data)
-                    pos, stop = 0, end
-                    if not reading.is_set():
-                        await reading.wait()
-                if size > OFF_LOOP_SIZE:
-                    handler, control, message = await self._off_loop(data, pos + 4, stop)
-                else:
-                    handler, control, message = self._frame(data, pos + 4, stop)
-                handler(self, control, message)
-                pos = stop
-            leftover = data[pos:] if pos < end else b""
+    def _lost(self) -> None:
+        self._close("connection closed by the peer")
 
-    def _frame(self, data: bytes, start: int, stop: int) -> tuple[Handler, Any, Any]:
+    def _frame(self, data: bytearray, start: int, stop: int) -> tuple[Handler, Any, Any]:
         """Decode the frame in ``data[start:stop]``: its handler, control and message."""
         if data[start] != PASS_THROUGH:
             raise ProtocolError(f"expected a pass-through frame (112), got type {data[start]}")
@@ -277,7 +269,7 @@ class Connection:
             if handler is None:
                 raise ProtocolError(
                     f"unknown control operation {control[0]} in {loggable(control)}")
-            self._last_control_raw = data[pos:end]
+            self._last_control_raw = data[pos:end]  # a copy (and only compared)
             self._last_control = control
             self._last_handler = handler
             pos = end
@@ -290,7 +282,7 @@ class Connection:
             at = pos + len(prefix) if prefix is not None else 0
             if prefix is not None and data.startswith(prefix, pos) and at + 4 <= stop \
                     and at + 4 + _u32(data, at)[0] == stop:
-                message = self._rebuild(data[at + 4:stop])  # type: ignore[misc]
+                message = self._rebuild(bytes(memoryview(data)[at + 4:stop]))  # type: ignore[misc]
                 pos = stop
             else:
                 message, end = self._decoder.decode_from(data, pos)
@@ -303,26 +295,41 @@ class Connection:
             raise ProtocolError(f"frame holds {stop - start} bytes but its terms {pos - start}")
         return handler, control, message  # type: ignore[return-value]
 
-    async def _off_loop(self, data: bytes, start: int, stop: int) -> tuple[Handler, Any, Any]:
+    def _off_loop(self, data: bytearray, start: int, stop: int) -> None:
         """:meth:`_frame` in a daemon thread (the loop goes on meanwhile; nothing waits for the
-        thread at exit). Only this connection's decoder is used there, and this connection
-        reads nothing else until the frame is decoded."""
+        thread at exit), then the handler in the loop. Only this connection's decoder is used
+        there, and this connection handles nothing else, and reads nothing into ``data``,
+        until the frame is handled."""
+        self._frames.hold("decoding")
         loop = self._loop
-        done: asyncio.Future[tuple[Handler, Any, Any]] = loop.create_future()
 
         def decode() -> None:
             try:
                 result = self._frame(data, start, stop)
-            except BaseException as exc:  # handed to the reading task, which decides
-                loop.call_soon_threadsafe(_settle, done, None, exc)
+            except BaseException as exc:  # handed to the loop, which decides
+                loop.call_soon_threadsafe(self._decoded, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, done, result, None)
+                loop.call_soon_threadsafe(self._decoded, result, None)
 
         threading.Thread(target=decode, name=f"dist-decode-{self.peer.name}",
                          daemon=True).start()
-        return await done
 
-    def _learn_message(self, message: Any, data: bytes, start: int, end: int) -> None:
+    def _decoded(self, result: tuple[Handler, Any, Any] | None,
+                 error: BaseException | None) -> None:
+        if self.closed:
+            return
+        try:
+            if error is not None:
+                raise error
+            assert result is not None
+            handler, control, message = result
+            handler(self, control, message)
+        except Exception as exc:
+            self._read_failed(exc)
+            return
+        self._frames.release("decoding")
+
+    def _learn_message(self, message: Any, data: bytearray, start: int, end: int) -> None:
         """Remember the prefix of ``message`` if it is nested tuples whose last leaf is a
         binary, and how to rebuild such a message around another binary."""
         self._message_prefix = None
@@ -336,7 +343,7 @@ class Connection:
         tag_at = end - len(term) - 5
         if tag_at <= start or data[tag_at] != 109:  # BINARY_EXT
             return
-        self._message_prefix = data[start:tag_at + 1]
+        self._message_prefix = bytes(data[start:tag_at + 1])
         self._rebuild = _rebuilder(tuple(heads))
 
     # -- ticks ------------------------------------------------------------------------------
@@ -347,12 +354,12 @@ class Connection:
         while True:
             await asyncio.sleep(interval)
             if not self._wrote and not self._out:
-                self._writer.write(TICK)
+                self._transport.write(TICK)
             self._wrote = False
-            if self._read or not self._reading.is_set():
-                # While we hold reading back (backpressure) the peer's ticks wait unread in
-                # the socket: that silence is ours, not the peer's.
-                self._read = False
+            if self._frames.received or self._frames.held:
+                # While we hold reading back (backpressure, a frame decoding) the peer's ticks
+                # wait unread in the socket: that silence is ours, not the peer's.
+                self._frames.received = False
                 silent = 0
             else:
                 silent += 1
@@ -371,21 +378,24 @@ class Connection:
             return
         if discard:
             self._out = bytearray()
+            self._apart = []
+            self._apart_size = 0
         else:
             self._on_backlog = None  # its last bytes go out (or not) whatever the others hold
             self._flush()
             if self.closed:  # that flush found the peer reading too little, and closed
                 return
         self.closed = True
+        self._frames.stop()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
         with contextlib.suppress(Exception):
             if discard:
-                self._writer.transport.abort()
+                self._transport.abort()
             else:
-                self._writer.close()
+                self._transport.close()
         self._on_closed(self, reason)
 
     def close(self, reason: str = "closed", *, discard: bool = False) -> None:
@@ -397,21 +407,26 @@ class Connection:
     def abort(self) -> None:
         """Drop the socket now, with whatever is still waiting to be written."""
         self._out = bytearray()
+        self._apart = []
+        self._apart_size = 0
         with contextlib.suppress(Exception):
-            self._writer.transport.abort()
+            self._transport.abort()
 
     async def wait_closed(self) -> None:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        await self._frames.lost
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the connection was closed meanwhile
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _ends_in_one_binary(data: bytearray, start: int, stop: int) -> bool:
+    """Whether the frame in ``data[start:stop]`` ends with a binary (BINARY_EXT) that starts
+    within its first :data:`BINARY_HEAD` bytes. A false match costs only where the frame is
+    decoded, never what it decodes to."""
+    limit = min(stop - 5, start + BINARY_HEAD)
+    at = data.find(109, start, limit)
+    while at != -1:
+        if _u32(data, at + 1)[0] == stop - at - 5:
+            return True
+        at = data.find(109, at + 1, limit)
+    return False

@@ -26,6 +26,7 @@ from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import handshake
 from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
+from pybroadway.erldist.framing import Handover, take_over
 from pybroadway.erldist.settings import DistSettings
 from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Encoder
@@ -236,7 +237,7 @@ class Connections:
                         return
                     raise
             if self._owns_pending(node.name):
-                self._connection_up(peer, reader, writer)
+                self._connection_up(peer, await take_over(reader, writer))
             else:  # superseded meanwhile, and the peer let it through: not ours to keep
                 writer.close()
         except BaseException as exc:
@@ -280,12 +281,15 @@ class Connections:
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
                 creation=self._creation, flags=me.flags, on_name=status_for,
                 timeout=me.handshake_timeout)
+            handover = await take_over(reader, writer)
         except BaseException as exc:
             if claimed and self._owns_pending(claimed[0]):
                 self._abandon(claimed[0], exc)
             if isinstance(exc, asyncio.CancelledError):
                 return  # superseded, or the loop's shutdown: end quietly
-            if not isinstance(exc, handshake.HandshakeError):  # those are logged, with the peer
+            if isinstance(exc, ConnectionError):
+                log.info("a node left right after its handshake")
+            elif not isinstance(exc, handshake.HandshakeError):  # logged, with the peer
                 log.exception("unexpected error in an incoming handshake")
             return
         finally:
@@ -293,7 +297,7 @@ class Connections:
         old = self.live.get(Atom(peer.name))
         if old is not None:
             old.close("replaced by a new connection from the same node")
-        self._connection_up(peer, reader, writer)
+        self._connection_up(peer, handover)
 
     def _status_for(self, peer_name: str) -> str:
         """The status an incoming handshake from ``peer_name`` gets (net_kernel's
@@ -321,12 +325,11 @@ class Connections:
 
     # -- up and down -------------------------------------------------------------------------
 
-    def _connection_up(self, peer: handshake.PeerInfo, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> None:
+    def _connection_up(self, peer: handshake.PeerInfo, handover: Handover) -> None:
         me = self._settings
         node = Atom(peer.name)
         connection = Connection(
-            node, peer.flags & me.flags, reader, writer, encoder=self._encoder,
+            node, peer.flags & me.flags, handover, encoder=self._encoder,
             handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,
             max_frame_size=me.max_frame_size, max_inflated=me.max_inflated,
             max_pending_output=me.max_pending_output, on_backlog=self._backlog)

@@ -2,7 +2,7 @@
 
 During the handshake every message is framed with a 2-byte big-endian length. When
 :func:`accept` or :func:`connect` returns, exactly the handshake bytes have been consumed from
-the reader: the caller keeps using the same reader/writer with 4-byte framing.
+the reader: the caller goes on with 4-byte framing (pybroadway.erldist.framing takes over).
 
 Simultaneous connects and the ``alive`` status
 -----------------------------------------------

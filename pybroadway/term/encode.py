@@ -50,6 +50,10 @@ _f64 = struct.Struct(">d").pack
 _pid_tail = struct.Struct(">III").pack
 _setattr = object.__setattr__
 
+LARGE_BINARY = 64 * 1024
+"""A ``bytes`` of at least this size is left out of the output when the caller of
+:meth:`Encoder.encode_into` collects such binaries (``apart``) to write them itself."""
+
 
 class _Remembering(Protocol):
     _ext: bytes  # a slot, empty until the first encoding
@@ -162,8 +166,10 @@ class Encoder:
         if native is not None:  # the compiled twin; what it does not know, it asks _build's
             core = native.Encoder(atom_ext(Atom(none)), atom_ext(Atom("true")),
                                   atom_ext(Atom("false")), self._write, self._deep,
-                                  RECURSION_DEPTH, atom_ext, pid_ext, reference_ext)
+                                  RECURSION_DEPTH, atom_ext, pid_ext, reference_ext,
+                                  LARGE_BINARY)
             self._write = core.write
+            self._write_apart = core.write
             if compressed is False:
                 self.encode = core.encode  # type: ignore[method-assign]
 
@@ -173,17 +179,33 @@ class Encoder:
         self.encode_into(out, term)
         return bytes(out)
 
-    def encode_into(self, out: bytearray, term: Any) -> None:
-        """Append ``term`` in external format (version byte included) to ``out``."""
+    def encode_into(self, out: bytearray, term: Any,
+                    apart: list[tuple[int, bytes]] | None = None) -> None:
+        """Append ``term`` in external format (version byte included) to ``out``.
+
+        With a list ``apart`` (and no compression), each ``bytes`` of at least
+        :data:`LARGE_BINARY` bytes in ``term`` is not copied: its tag and length are written,
+        and ``(len(out) at that point, the bytes)`` appended to ``apart``, for the caller to
+        put there. Mutable buffers (``bytearray``, ``memoryview``) are always copied: they
+        could change before the caller writes them.
+        """
         start = len(out)
+        held = len(apart) if apart is not None else 0
         out.append(T.VERSION)
         try:
-            self._write(term, out)
+            if apart is None or self.compressed is not False:
+                self._write(term, out)
+            else:
+                self._write_apart(term, out, apart)
         except RecursionError:  # from a deep stack already, or a subclass's own methods
             del out[start:]
+            if apart is not None:
+                del apart[held:]
             raise EncodeError("the value nests too deeply for the Python stack") from None
         except EncodeError:
             del out[start:]
+            if apart is not None:
+                del apart[held:]
             raise
         if self.compressed is not False:
             body = bytes(out[start + 1:])
@@ -196,11 +218,22 @@ class Encoder:
 
     def _build(self) -> Callable[[Any, bytearray], None]:
         """Make the recursive writing function; it hands containers nested deeper than
-        RECURSION_DEPTH to the iterative one (``self._deep``)."""
+        RECURSION_DEPTH to the iterative one (``self._deep``). Also makes
+        ``self._write_apart(value, out, apart)``, the same leaving large binaries apart."""
         none_ext = atom_ext(Atom(self.none))
         true_ext = atom_ext(Atom("true"))
         false_ext = atom_ext(Atom("false"))
         u32 = _u32
+        # Where write_apart collects large binaries, while it runs (None otherwise: write
+        # called on its own, or by the compiled encoder with an output of its own, copies).
+        collecting: list[list[tuple[int, bytes]] | None] = [None]
+
+        def write_apart(value: Any, out: bytearray, apart: list[tuple[int, bytes]]) -> None:
+            collecting[0] = apart
+            try:
+                write(value, out)
+            finally:
+                collecting[0] = None
 
         def write(value: Any, out: bytearray, depth: int = 0) -> None:
             kind = type(value)
@@ -227,7 +260,10 @@ class Encoder:
                     value = value.encode("utf-8")
                 out.append(T.BINARY_EXT)
                 out += u32(len(value))
-                out += value
+                if len(value) >= LARGE_BINARY and collecting[0] is not None:
+                    collecting[0].append((len(out), value))
+                else:
+                    out += value
             elif kind is int:
                 _integer(value, out)
             elif kind is Pid:
@@ -325,6 +361,7 @@ class Encoder:
 
         deep = deep_writer(write)
         self._deep = deep
+        self._write_apart = write_apart
         return write
 
 

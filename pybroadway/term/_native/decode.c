@@ -30,17 +30,26 @@ typedef struct {
 typedef struct {
     const unsigned char *p;
     Py_ssize_t end;
-    PyObject *obj; /* the input as Python sees it, for the rare reader */
+    PyObject *obj; /* the input as Python sees it, for the rare reader (see python_input) */
     Decoder *dec;
     unsigned int containers; /* decoded so far, to let other threads run now and then */
     Py_ssize_t handoffs;     /* containers handed to ``deep`` so far */
+    PyObject *view_of;       /* a bytearray: obj is a view of it, made when first needed */
 } source;
+
+/* The input for the Python readers: a view of a bytearray is made only if one is called. */
+static PyObject *python_input(source *s) {
+    if (s->obj == NULL)
+        s->obj = PyMemoryView_FromObject(s->view_of);
+    return s->obj;
+}
 
 /* A big term is decoded in a thread of its own (pybroadway.erldist.connection) so that the
  * event loop goes on meanwhile; code that only ever holds the GIL would stop it all the same.
  * So, in a big input, every YIELD_EVERY containers the GIL is let go for a moment: a thread
- * that waits for it (the loop's) takes it. The input is an immutable bytes object the caller
- * holds, so nothing it points to changes meanwhile. */
+ * that waits for it (the loop's) takes it. The input is a bytes object, or a buffer the
+ * caller holds still (pybroadway.erldist.framing reads nothing into it meanwhile; our view of
+ * it keeps it from being resized), so nothing it points to changes meanwhile. */
 #define YIELD_ABOVE (256 * 1024)
 #define YIELD_EVERY 4096
 
@@ -163,16 +172,20 @@ static PyObject *read_back(PyObject *result, Py_ssize_t *at) {
 
 /* A term the Python decoder reads (its tag byte is just before ``*at``). */
 static PyObject *rare(source *s, Py_ssize_t *at, int tag, long long depth) {
-    return read_back(
-        PyObject_CallFunction(s->dec->rare, "OniL", s->obj, *at, tag, depth), at);
+    PyObject *input = python_input(s);
+    if (input == NULL)
+        return NULL;
+    return read_back(PyObject_CallFunction(s->dec->rare, "OniL", input, *at, tag, depth), at);
 }
 
 /* A container nested too deeply to recurse on, read by the Python iterative reader (its tag
  * byte is just before ``*at``). */
 static PyObject *deep(source *s, Py_ssize_t *at, long long depth) {
     s->handoffs++;
-    return read_back(
-        PyObject_CallFunction(s->dec->deep, "OnL", s->obj, *at - 1, depth), at);
+    PyObject *input = python_input(s);
+    if (input == NULL)
+        return NULL;
+    return read_back(PyObject_CallFunction(s->dec->deep, "OnL", input, *at - 1, depth), at);
 }
 
 static PyObject *pid(source *s, Py_ssize_t *at) {
@@ -540,21 +553,46 @@ static PyObject *Decoder_decode_from(Decoder *self, PyObject *const *args, Py_ss
         if (offset == -1 && PyErr_Occurred())
             PyErr_Clear();
     }
-    if (!REFS.ready || !PyBytes_CheckExact(data) || offset < 0)
+    if (!REFS.ready || offset < 0)
         return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), pos = offset + 1;
+    /* Bytes are read as they are; a bytearray (a connection's frame buffer) in place, held
+     * (not resizable) meanwhile, no copy. Other buffers go the Python way. */
+    Py_buffer buffer;
+    PyObject *array = NULL;
+    const unsigned char *p;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(data)) {
+        p = (const unsigned char *)PyBytes_AS_STRING(data);
+        n = PyBytes_GET_SIZE(data);
+    } else if (PyByteArray_CheckExact(data)) {
+        if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0)
+            return NULL;
+        array = data;
+        p = buffer.buf;
+        n = buffer.len;
+    } else
+        return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
+    Py_ssize_t pos = offset + 1;
+    PyObject *value;
     if (offset >= n)
-        return fail(offset, "expected a term, found the end of the input");
-    if (p[offset] != 131)
-        return fail(offset, "expected the version byte 131, found %d", (int)p[offset]);
-    if (pos < n && p[pos] == 80)
-        return PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
-    source s = {p, n, data, self};
-    PyObject *value = term(&s, &pos, 0);
-    if (value == NULL)
-        return nested_too_deeply(offset + 1);
-    return Py_BuildValue("(Nn)", value, pos);
+        value = fail(offset, "expected a term, found the end of the input");
+    else if (p[offset] != 131)
+        value = fail(offset, "expected the version byte 131, found %d", (int)p[offset]);
+    else if (pos < n && p[pos] == 80)
+        value = PyObject_Vectorcall(self->fallback_from, args, nargs, NULL);
+    else {
+        source s = {p, n, array != NULL ? NULL : data, self, 0, 0, array};
+        value = term(&s, &pos, 0);
+        if (value == NULL)
+            value = nested_too_deeply(offset + 1);
+        else
+            value = Py_BuildValue("(Nn)", value, pos);
+        if (array != NULL)
+            Py_XDECREF(s.obj);
+    }
+    if (array != NULL)
+        PyBuffer_Release(&buffer);
+    return value;
 }
 
 /* term(data, pos, depth) -> (value, end): what the Python code calls the decoder's ``_term``

@@ -16,11 +16,14 @@ typedef struct {
     PyObject *deep;                            /* the Python deep(value, out: bytearray) */
     long long deep_from;                       /* containers nested this deep go to deep */
     PyObject *atom_ext, *pid_ext, *reference_ext; /* the Python builders of _ext */
+    Py_ssize_t large_binary; /* bytes this long are left apart when the caller collects them */
 } Encoder;
 
 typedef struct {
     unsigned char *buf;
     Py_ssize_t len, cap;
+    PyObject *apart;  /* a list collecting (position, bytes) for the large binaries, or NULL */
+    Py_ssize_t start; /* where buf goes in the caller's output, to make those positions */
     unsigned char local[512];
 } output;
 
@@ -28,6 +31,8 @@ static void out_init(output *o) {
     o->buf = o->local;
     o->len = 0;
     o->cap = sizeof(o->local);
+    o->apart = NULL;
+    o->start = 0;
 }
 
 static void out_free(output *o) {
@@ -206,8 +211,17 @@ static int write_term(Encoder *e, output *o, PyObject *value, long long depth) {
     if (type == &PyTuple_Type || type == &PyList_Type || type == &PyDict_Type)
         return container(e, o, value, type, depth);
     if (type == &PyBytes_Type) {
-        if (header(o, 109, PyBytes_GET_SIZE(value)) < 0)
+        Py_ssize_t size = PyBytes_GET_SIZE(value);
+        if (header(o, 109, size) < 0)
             return -1;
+        if (o->apart != NULL && size >= e->large_binary) {
+            PyObject *piece = Py_BuildValue("(nO)", o->start + o->len, value);
+            if (piece == NULL)
+                return -1;
+            int status = PyList_Append(o->apart, piece);
+            Py_DECREF(piece);
+            return status;
+        }
         return put_bytes(o, value);
     }
     if (type == &PyUnicode_Type) {
@@ -283,16 +297,24 @@ static PyObject *Encoder_encode(Encoder *self, PyObject *value) {
 }
 
 static PyObject *Encoder_write(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyByteArray_CheckExact(args[1]))
-        return PyErr_Format(PyExc_TypeError, "write(value, out: bytearray)");
-    output o;
-    out_init(&o);
-    if (encode_to(self, &o, args[0]) < 0) {
-        out_free(&o);
-        return NULL;
-    }
+    if (nargs < 2 || nargs > 3 || !PyByteArray_CheckExact(args[1])
+        || (nargs == 3 && !PyList_CheckExact(args[2])))
+        return PyErr_Format(PyExc_TypeError, "write(value, out: bytearray, apart: list=None)");
     PyObject *out = args[1];
     Py_ssize_t start = PyByteArray_GET_SIZE(out);
+    output o;
+    out_init(&o);
+    if (nargs == 3) {
+        o.apart = args[2];
+        o.start = start;
+    }
+    Py_ssize_t held = o.apart != NULL ? PyList_GET_SIZE(o.apart) : 0;
+    if (encode_to(self, &o, args[0]) < 0) {
+        out_free(&o);
+        if (o.apart != NULL) /* the caller's list as it was */
+            PyList_SetSlice(o.apart, held, PyList_GET_SIZE(o.apart), NULL);
+        return NULL;
+    }
     int status = PyByteArray_Resize(out, start + o.len);
     if (status == 0)
         memcpy(PyByteArray_AS_STRING(out) + start, o.buf, (size_t)o.len);
@@ -306,8 +328,10 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     PyObject *none_ext, *true_ext, *false_ext, *write_fn, *deep_fn, *atom_ext, *pid_ext,
         *ref_ext;
     long long deep_from;
-    if (!PyArg_ParseTuple(args, "SSSOOLOOO:Encoder", &none_ext, &true_ext, &false_ext,
-                          &write_fn, &deep_fn, &deep_from, &atom_ext, &pid_ext, &ref_ext))
+    Py_ssize_t large_binary;
+    if (!PyArg_ParseTuple(args, "SSSOOLOOOn:Encoder", &none_ext, &true_ext, &false_ext,
+                          &write_fn, &deep_fn, &deep_from, &atom_ext, &pid_ext, &ref_ext,
+                          &large_binary))
         return NULL;
     Encoder *self = (Encoder *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -321,6 +345,7 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     self->atom_ext = Py_NewRef(atom_ext);
     self->pid_ext = Py_NewRef(pid_ext);
     self->reference_ext = Py_NewRef(ref_ext);
+    self->large_binary = large_binary;
     return (PyObject *)self;
 }
 
@@ -355,7 +380,9 @@ static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)Encoder_encode, METH_O,
      "encode(value) -> bytes, version byte included (never compressed)."},
     {"write", (PyCFunction)(void (*)(void))Encoder_write, METH_FASTCALL,
-     "write(value, out): append value's encoding (no version byte) to the bytearray out."},
+     "write(value, out, apart=None): append value's encoding (no version byte) to the "
+     "bytearray out; with a list apart, bytes of large_binary bytes or more are not copied: "
+     "(their position in out, them) is appended to apart."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -363,7 +390,7 @@ PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pybroadway.term._ccodec.Encoder",
     .tp_doc = "Encoder(none_ext, true_ext, false_ext, write, deep, deep_from, atom_ext, pid_ext, "
-              "reference_ext)",
+              "reference_ext, large_binary)",
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Encoder_new,

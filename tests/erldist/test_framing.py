@@ -1,0 +1,178 @@
+"""The frame reader: frames split anywhere arrive whole and in order; a frame longer than the
+reusable buffer gets a buffer of its own; a frame only announced costs (almost) nothing; what
+a peer that left had sent is freed.
+
+The reader runs on a real transport (one end of a socket pair, idle); the test plays the
+transport's part of the BufferedProtocol contract itself, so that it decides where each read
+ends: ``get_buffer``, bytes copied in, ``buffer_updated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+import tracemalloc
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import pytest
+
+from pybroadway.erldist.framing import (
+    EAGER_SIZE,
+    REUSED_SIZE,
+    FrameReader,
+    Handover,
+    ProtocolError,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+MAX_FRAME = 128 * 1024 * 1024
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def body(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@dataclass
+class Reading:
+    """A FrameReader and what it handed over."""
+
+    reader: FrameReader
+    frames: list[bytes] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    lost: int = 0
+
+    def feed(self, data: bytes, reads: Iterable[int] = ()) -> None:
+        """Deliver ``data`` as the transport would, each read at most the next of ``reads``
+        bytes (then as much as the reader offers)."""
+        sizes = iter(reads)
+        view = memoryview(data)
+        while view:
+            buffer = self.reader.get_buffer(-1)
+            count = min(len(buffer), len(view), next(sizes, len(view)))
+            buffer[:count] = view[:count]
+            buffer.release()
+            view = view[count:]
+            self.reader.buffer_updated(count)
+
+
+@pytest.fixture
+async def reading() -> AsyncIterator[Reading]:
+    async for made in _readings():
+        yield made
+
+
+async def _readings(leftover: bytes = b"", max_frame: int = MAX_FRAME
+                    ) -> AsyncIterator[Reading]:
+    ours, theirs = socket.socketpair()
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+        asyncio.Protocol, ours)
+    made: Reading
+
+    def on_lost() -> None:
+        made.lost += 1
+
+    handover = Handover(transport, leftover)  # type: ignore[arg-type]
+    reader = FrameReader(handover, max_frame_size=max_frame,
+                         on_frame=lambda data, start, stop: made.frames.append(
+                             bytes(data[start:stop])),
+                         on_error=lambda exc: made.errors.append(exc), on_lost=on_lost)
+    made = Reading(reader)
+    try:
+        yield made
+    finally:
+        transport.close()
+        theirs.close()
+
+
+BIG = REUSED_SIZE + 1000
+BODIES = [b"", b"\x70a", body(300, 1), body(5, 2), body(BIG, 3), body(70, 4), b"z"]
+STREAM = b"".join(frame(b) if b else b"\0\0\0\0" for b in BODIES)
+EXPECTED = [b for b in BODIES if b]
+
+
+def offsets() -> list[int]:
+    """Every offset where a read boundary changes the reader's path, and a sample between."""
+    big_at = STREAM.index(frame(BODIES[4])[:8])
+    edges = [0, big_at, big_at + REUSED_SIZE, big_at + 4 + BIG, len(STREAM)]
+    near = {at + d for at in edges for d in range(-300, 300)}
+    return sorted({at for at in near if 0 < at < len(STREAM)} | set(range(1, len(STREAM), 997)))
+
+
+async def test_frames_split_at_every_offset_arrive_whole_and_in_order() -> None:
+    for at in offsets():
+        async for made in _readings():
+            made.feed(STREAM[:at])
+            made.feed(STREAM[at:])
+            assert made.frames == EXPECTED, f"split at {at}"
+            assert not made.errors
+
+
+async def test_several_frames_per_read_and_reads_of_every_size(reading: Reading) -> None:
+    rng = random.Random(7)
+    # Long frames of sizes up and down: each takes the last one's buffer when it fits.
+    sizes = [1, 40, 3000, 100_000, 200_000, REUSED_SIZE - 4, 300_000, 1 << 20, 700_000,
+             EAGER_SIZE - 10, EAGER_SIZE + 10, 3 << 20]
+    bodies = [body(rng.choice(sizes), i) for i in range(80)]
+    reads = [rng.choice([1, 3, 4, 5, 100, 4096, 65536, 1 << 20]) for _ in range(100_000)]
+    reading.feed(b"".join(map(frame, bodies)), reads)
+    assert reading.frames == bodies
+    assert not reading.errors
+
+
+async def test_a_large_frame_arrives_a_byte_at_a_time(reading: Reading) -> None:
+    big = body(REUSED_SIZE + 10, 9)
+    reading.feed(frame(big) + frame(b"after"), [1] * (len(big) + 13))
+    assert reading.frames == [big, b"after"]
+
+
+async def test_bytes_read_past_the_handshake_come_first() -> None:
+    async for made in _readings(leftover=frame(b"first") + frame(b"second")):
+        await asyncio.sleep(0)  # the leftover is handled in the next turn
+        assert made.frames == [b"first", b"second"]
+    async for made in _readings(leftover=frame(b"first") + frame(b"second")):
+        made.feed(frame(b"third"))  # a read before that turn comes after them
+        assert made.frames == [b"first", b"second", b"third"]
+
+
+async def test_frames_wait_while_the_reader_is_held(reading: Reading) -> None:
+    reading.reader.hold("paused")
+    reading.feed(frame(b"one") + frame(b"two"))
+    assert reading.frames == []
+    reading.reader.release("paused")
+    await asyncio.sleep(0)
+    assert reading.frames == [b"one", b"two"]
+
+
+async def test_a_frame_over_max_frame_size_ends_it_on_its_header() -> None:
+    async for made in _readings(max_frame=1000):
+        made.feed(struct.pack(">I", 1001))
+        assert len(made.errors) == 1 and isinstance(made.errors[0], ProtocolError)
+        assert "max_frame_size=1000" in str(made.errors[0])
+
+
+async def test_an_announced_frame_costs_nothing_until_its_bytes_arrive(
+        reading: Reading) -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reading.feed(struct.pack(">I", 100 << 20) + b"\x70" + bytes(REUSED_SIZE))
+        announced = tracemalloc.get_traced_memory()[0] - before
+        assert announced < EAGER_SIZE + (1 << 20), announced
+        reading.feed(bytes(8 << 20), [1 << 20] * 8)
+        arrived = tracemalloc.get_traced_memory()[0] - before
+        assert arrived < 2 * (9 << 20) + EAGER_SIZE, arrived
+        # The peer leaves mid-frame: what it had sent is freed.
+        reading.reader.connection_lost(None)
+        assert reading.lost == 1
+        assert tracemalloc.get_traced_memory()[0] - before < 1 << 20
+        assert reading.frames == []
+    finally:
+        tracemalloc.stop()

@@ -14,7 +14,7 @@ from ._message import BatchInfo, Message
 from ._offload import Offload
 from ._producer import Producer
 from ._topology import Callbacks, Topology, build
-from .options import SCHEMA, Option, OptionsError, docs, validate
+from .options import SCHEMA, Option, OptionsError, docs, module_and_options, validate
 
 
 class Pipeline:
@@ -86,8 +86,7 @@ class Pipeline:
         self.options: dict[str, Any] = validate(merged)
         offload = self.options["offload"]
         if offload is not None:  # its options by its own schema
-            offload_class, offload_options = offload if isinstance(offload, tuple) \
-                else (offload, {})
+            offload_class, offload_options = module_and_options(offload)
             self.options["offload"] = (offload_class,
                                        offload_class.validate_options(offload_options))
         if type(self).handle_message is Pipeline.handle_message and handle_message is None:

@@ -26,6 +26,7 @@ from ._processor import MessageHandler, Processor, ProcessorGroup, UnbatchedWatc
 from ._producer import Producer
 from ._rate_limiter import RateLimiter
 from ._supervisor import Stage, StageSupervisor
+from .options import module_and_options
 
 logger = logging.getLogger("pybroadway.pipeline")
 
@@ -300,7 +301,7 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -
         limit["allowed_messages"], limit["interval"], serve_producers)
     settings = _ProducerSettings(partitions, partition_by, producer_options["transformer"],
                                  rate_limiter, outcomes)
-    cls, kwargs = _module(producer_options["module"])
+    cls, kwargs = module_and_options(producer_options["module"])
     for index in range(producer_options["concurrency"]):
         producer = cls(**kwargs)
         producer._attach(settings, f"{name}.Broadway.Producer_{index}")
@@ -310,8 +311,8 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -
                         options["shutdown"] / 1000)
 
     if options["offload"] is not None:
-        offload_class, offload_options = _module(options["offload"])
-        offload = cast(type[Offload], offload_class)(offload_options, OffloadSetup(
+        offload_class, offload_options = module_and_options(options["offload"])
+        offload = cast(type[Offload], offload_class)(dict(offload_options), OffloadSetup(
             name, pipeline_class, options, partitions, concurrency, producers))
         topology.offloaded = OffloadedProcessors(offload, producers, partitions, outcomes)
         return topology
@@ -340,11 +341,6 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -
                                index if stage.partition is None else stage.partition)
                 for index in range(count)]
     return topology
-
-
-def _module(declared: Any) -> tuple[Any, dict[str, Any]]:
-    """``Module`` or ``(Module, options)`` as ``(Module, options)``."""
-    return declared if isinstance(declared, tuple) else (declared, {})
 
 
 def _executor(options: dict[str, Any], label: str, owned: list[Executor]) -> Executor | None:

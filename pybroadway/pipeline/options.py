@@ -87,16 +87,22 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def module_and_options(declared: Any) -> tuple[Any, Mapping[str, Any]]:
+    """A module declared as ``Module`` or ``(Module, {options})``, as ``(Module, options)``
+    (a producer, an offload)."""
+    if isinstance(declared, tuple) and len(declared) == 2 and isinstance(declared[1], Mapping):
+        return declared[0], declared[1]
+    return declared, {}
+
+
 def _is_offload_module(value: Any) -> bool:
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
-        value = value[0]
-    return isinstance(value, type) and callable(getattr(value, "validate_options", None))
+    module = module_and_options(value)[0]
+    return isinstance(module, type) and callable(getattr(module, "validate_options", None))
 
 
 def _is_producer_module(value: Any) -> bool:
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
-        value = value[0]
-    return isinstance(value, type) and issubclass(value, Producer)
+    module = module_and_options(value)[0]
+    return isinstance(module, type) and issubclass(module, Producer)
 
 
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {

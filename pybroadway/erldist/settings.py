@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pybroadway.erldist.tls import TlsSettings
 from pybroadway.term import Atom
 
 
@@ -26,3 +27,5 @@ class DistSettings:
     max_pending_output: int
     max_total_pending_output: int
     epmd_port: int | None
+    tls: TlsSettings | None = None  # None: plain TCP (inet_tcp / inet6_tcp)
+    ipv6: bool = False  # listen, dial and reach EPMD over IPv6 (inet6_tcp / inet6_tls)

@@ -41,6 +41,7 @@ from pybroadway.erldist.rpc import SpawnRequests
 from pybroadway.erldist.settings import DistSettings
 from pybroadway.erldist.signals import Signals, node_of, target_name
 from pybroadway.erldist.supervisor import Supervisor
+from pybroadway.erldist.tls import TlsSettings
 from pybroadway.errors import ArgumentError, ArgumentTypeError, StateError
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
@@ -61,7 +62,9 @@ class Node:
     compressed term in a frame may inflate to), ``max_handshakes`` (incoming connections that
     have not shown the cookie yet; more are refused), ``max_pending_output`` (bytes a peer
     may leave unread before its connection is closed) and ``max_total_pending_output`` (all
-    peers together: past it, the connection holding the most is closed). ``signals`` holds
+    peers together: past it, the connection holding the most is closed), ``tls`` (a
+    :class:`~pybroadway.erldist.tls.TlsSettings`: distribution over TLS, as OTP's
+    ``inet_tls``) and ``ipv6`` (as ``inet6_tcp``). ``signals`` holds
     its processes' links, monitors and exits (:class:`~pybroadway.erldist.signals.Signals`).
     """
 
@@ -71,7 +74,8 @@ class Node:
                  connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
                  max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128,
                  max_pending_output: int = DEFAULT_MAX_PENDING_OUTPUT,
-                 max_total_pending_output: int = DEFAULT_MAX_TOTAL_PENDING_OUTPUT) -> None:
+                 max_total_pending_output: int = DEFAULT_MAX_TOTAL_PENDING_OUTPUT,
+                 tls: TlsSettings | None = None, ipv6: bool = False) -> None:
         alive, hostname = split_node_name(name)
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
@@ -87,6 +91,8 @@ class Node:
         self.max_handshakes = max_handshakes
         self.max_pending_output = max_pending_output
         self.max_total_pending_output = max_total_pending_output
+        self.tls = tls
+        self.ipv6 = ipv6
         self.flags = dflags.default_flags(hidden=hidden)
         self.creation = 0
         self.log = log
@@ -144,7 +150,8 @@ class Node:
             handshake_timeout=self.handshake_timeout, connect_timeout=self.connect_timeout,
             max_frame_size=self.max_frame_size, max_inflated=self.max_inflated,
             max_handshakes=self.max_handshakes, max_pending_output=self.max_pending_output,
-            max_total_pending_output=self.max_total_pending_output, epmd_port=self.epmd_port)
+            max_total_pending_output=self.max_total_pending_output, epmd_port=self.epmd_port,
+            tls=self.tls, ipv6=self.ipv6)
         port = await self._net.listen(self.listen_host, self.listen_port, settings)
         self._embedded_epmd = await epmd_client.ensure_epmd(self.epmd_port)
         if self._embedded_epmd is not None:

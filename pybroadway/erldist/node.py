@@ -24,7 +24,7 @@ from typing import Any
 from pybroadway.erldist import control as op
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import flags as dflags
-from pybroadway.erldist.calls import CallError, PendingCall
+from pybroadway.erldist.calls import CallError, Calls, PendingCall
 from pybroadway.erldist.connection import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLATED,
@@ -39,12 +39,12 @@ from pybroadway.erldist.kernel import Kernel
 from pybroadway.erldist.process import P, Process
 from pybroadway.erldist.rpc import SpawnRequests
 from pybroadway.erldist.settings import DistSettings
-from pybroadway.erldist.signals import Signals, node_of, target_name
+from pybroadway.erldist.signals import Signals
 from pybroadway.erldist.supervisor import Supervisor
 from pybroadway.erldist.tls import TlsSettings
 from pybroadway.errors import ArgumentError, ArgumentTypeError, StateError
-from pybroadway.term import Atom, Pid, Reference, loggable
-from pybroadway.term.atoms import GEN_CALL, GEN_CAST, NOPROC, SHUTDOWN, TIMEOUT
+from pybroadway.term import Atom, Pid, Reference
+from pybroadway.term.atoms import SHUTDOWN
 
 __all__ = ["CallError", "Node", "NodeWatcher"]
 
@@ -99,19 +99,20 @@ class Node:
         self._cookie = cookie
         self._processes: dict[Pid, Process] = {}
         self._names: dict[Atom, Process] = {}
-        self._calls: dict[Reference, PendingCall] = {}
+        calls: dict[Reference, PendingCall] = {}
         self._ids = itertools.count(1)
         self._ref_counter = itertools.count(1)
         self._registration: epmd_client.EpmdRegistration | None = None
         self._embedded_epmd: epmd_client.EmbeddedEpmd | None = None
-        self._call_pid: Pid | None = None
         self.rpc_functions: dict[tuple[Atom, Atom], Callable[..., Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._kernel = Kernel(self)
         self._net = net = Connections(self.start_task)
         self.signals = signals = Signals(self.name, self.make_ref, net, self._processes,
-                                         self._names, self._calls)
+                                         self._names, calls)
+        self._calls = Calls(self.name, calls, make_ref=self.make_ref, send=self.send,
+                            route=net.route, local=signals.local)
         rpc = SpawnRequests(self.rpc_functions, self.new_pid, self.start_task)
         net.deliver_to({
             op.SEND: self._on_send, op.SEND_SENDER: self._on_send,
@@ -166,7 +167,7 @@ class Node:
         self.creation = self._registration.creation
         self._net.open_with(self.creation)
         self._started = True
-        self._call_pid = self.new_pid()
+        self._calls.caller = self.new_pid()
         await self._kernel.start(self._registration)
         log.info("node %s started (port %d, creation %d%s)", self.name.name, port,
                  self.creation, ", hidden" if self.hidden else "")
@@ -322,8 +323,8 @@ class Node:
                 process = self._processes.get(to)
                 if process is not None:
                     process.deliver_from(sender, message)
-                elif to == self._call_pid:
-                    self._call_reply(message)
+                elif to == self._calls.caller:
+                    self._calls.reply(message)
                 return
             if sender is not None and self.flags & dflags.SEND_SENDER:
                 self._route(to.node, (op.SEND_SENDER, sender, to), message)
@@ -335,7 +336,7 @@ class Node:
             name = name if isinstance(name, Atom) else Atom(name)
             node = node if isinstance(node, Atom) else Atom(node)
             if node is not self.name:
-                self._route(node, (op.REG_SEND, sender or self._call_pid, EMPTY_ATOM, name),
+                self._route(node, (op.REG_SEND, sender or self._calls.caller, EMPTY_ATOM, name),
                             message)
                 return
             to = name
@@ -363,7 +364,7 @@ class Node:
 
     def exit(self, pid: Pid, reason: Any, *, sender: Pid | None = None) -> None:
         """Send an exit signal to ``pid`` (like ``exit/2``); ``kill`` cannot be trapped."""
-        self.signals.send_exit(sender or self._call_pid or pid, pid, reason, link=False)
+        self.signals.send_exit(sender or self._calls.caller or pid, pid, reason, link=False)
 
     # -- incoming frames --------------------------------------------------------------------
 
@@ -375,8 +376,8 @@ class Node:
         if last is not control or process.exit_reason is not None:
             process = self._processes.get(control[2])
             if process is None:
-                if control[2] == self._call_pid:
-                    self._call_reply(message)
+                if control[2] == self._calls.caller:
+                    self._calls.reply(message)
                 return
             connection.route = (control, process)
         process.deliver_from(connection.sender(control[1]), message)
@@ -393,7 +394,7 @@ class Node:
     def _on_alias_send(self, connection: Connection, control: tuple[Any, ...],
                        message: Any) -> None:
         # We create no aliases of our own, so only replies to our calls can arrive here.
-        self._call_reply(message)
+        self._calls.reply(message)
 
     def _ignore(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
         pass
@@ -407,46 +408,11 @@ class Node:
         reason ``noproc``, ``noconnection``, the target's exit reason, or ``timeout``.
         A reply that arrives after the timeout is dropped.
         """
-        caller = self._call_pid
-        if caller is None:
-            raise StateError(f"start {self} before calling")
-        node = node_of(target, self.name)
-        local: Process | None = None
-        if node is self.name:
-            local = self.signals.local(target)
-            if local is None:
-                raise CallError(NOPROC, target)
-        ref = self.make_ref()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[ref] = PendingCall(future, node)
-        if local is None:
-            self._route(node, (op.MONITOR_P, caller, target_name(target), ref))
-        else:
-            local.watchers[ref] = (caller, target)  # its exit fails the call (send_down)
-        self.send(target, (GEN_CALL, (caller, ref), request), sender=caller)
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise CallError(TIMEOUT, target) from None
-        finally:
-            if self._calls.pop(ref, None) is not None:
-                if local is None:
-                    self._route(node, (op.DEMONITOR_P, caller, target_name(target), ref))
-                else:
-                    local.watchers.pop(ref, None)
+        return await self._calls.call(target, request, timeout)
 
     def cast(self, target: Any, request: Any) -> None:
         """``GenServer.cast``: send ``{'$gen_cast', request}``; never fails."""
-        self.send(target, (GEN_CAST, request), sender=self._call_pid)
-
-    def _call_reply(self, message: Any) -> None:
-        if type(message) is tuple and len(message) == 2:
-            call = self._calls.get(message[0])
-            if call is not None and not call.future.done():
-                call.future.set_result(message[1])
-                return
-        log.debug("late or unexpected reply dropped: %s", loggable(message))
+        self._calls.cast(target, request)
 
     # -- rpc ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pybroadway.erldist import control as op
 from pybroadway.erldist import flags as dflags
 from pybroadway.erldist.connection import ProtocolError
+from pybroadway.erldist.targets import node_of, target_name
 from pybroadway.term import Atom, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, EXIT, KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, PROCESS
 
@@ -22,24 +23,6 @@ if TYPE_CHECKING:
     from pybroadway.erldist.connection import Connection
     from pybroadway.erldist.connections import Connections
     from pybroadway.erldist.process import Process
-
-
-def node_of(target: Any, here: Atom) -> Atom:
-    """The node a target lives on: a pid's, a ``(name, node)`` pair's, else ``here``."""
-    if type(target) is Pid:
-        return target.node
-    if type(target) is tuple and len(target) == 2:
-        node = target[1]
-        return node if isinstance(node, Atom) else Atom(node)
-    return here
-
-
-def target_name(target: Any) -> Any:
-    """What a signal names its target by: a ``(name, node)`` pair's name as an atom, a pid or
-    a local name as given."""
-    if type(target) is tuple:
-        return target[0] if isinstance(target[0], Atom) else Atom(target[0])
-    return target
 
 
 class Signals:

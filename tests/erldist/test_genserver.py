@@ -71,7 +71,7 @@ async def test_python_calls_and_casts_an_elixir_genserver(epmd: SystemEpmd,
         assert info.value.reason == Atom("timeout")
         assert await node.call(target, Atom("after"), timeout=WAIT) == \
             (Atom("echo"), Atom("after"))
-        assert node._calls == {}
+        assert node._calls.pending == {}
         # The server dies during the call: the caller gets its exit reason.
         with pytest.raises(CallError) as info:
             await node.call(target, Atom("crash"), timeout=WAIT)
@@ -198,4 +198,4 @@ async def test_local_call_to_a_server_that_dies(epmd: SystemEpmd) -> None:
             await node.call("crashy", Atom("exit"), timeout=WAIT)
         # the exit reason, not `timeout`: the caller learnt it before its timeout
         assert info.value.reason == (Atom("shutdown"), Atom("asked"))
-        assert crashy.watchers == {} and node._calls == {}
+        assert crashy.watchers == {} and node._calls.pending == {}

@@ -16,7 +16,7 @@ from typing import Any
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist.process import Exit, Process
-from pybroadway.erldist.signals import node_of
+from pybroadway.erldist.targets import node_of
 from pybroadway.errors import StateError
 from pybroadway.term import Atom, Charlist, Pid, Reference, loggable
 from pybroadway.term.atoms import DOWN, NORMAL

@@ -26,9 +26,12 @@ def env() -> dict[str, str]:
 
 
 
-def python_node(host: Host, name: str, peer: str | None = None) -> WatchedProcess:
+def python_node(host: Host, name: str, peer: str | None = None, *,
+                ipv6: bool = False) -> WatchedProcess:
+    """``name@host`` listening on the host's address (``ipv6``: its IPv6 one, an IPv6 node)."""
+    address = host.address6 if ipv6 else host.address
     node = host.run([sys.executable, "-m", "testkit.netns_node", f"{name}@{host.name}",
-                     host.address, *([peer] if peer else [])], env=env(), cwd=ROOT)
+                     address, *([peer] if peer else [])], env=env(), cwd=ROOT)
     node.wait_logged("started")
     return node
 

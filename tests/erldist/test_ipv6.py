@@ -126,26 +126,34 @@ async def test_ipv4_and_ipv6_beams_and_python_nodes_refuse_each_other(
 
 @pytest.mark.beam
 def test_hosts_talk_over_ipv6_only(leaves_nothing: None) -> None:
-    """Simulated hosts whose EPMDs listen on IPv6 only: two IPv6 Python nodes and an inet6_tcp
-    BEAM find and call each other by host name (each name resolves to both families)."""
+    """Simulated hosts whose EPMDs listen on IPv6 only: IPv6 Python nodes and an inet6_tcp BEAM
+    find and call each other by host name (``hosta`` resolves to both families: the IPv6
+    address is taken), and by ``ip6-localhost`` (IPv6 only)."""
     erl = erl_for("25")
     with Hosts(["hosta", "hostb", "hostc"]) as hosts:
         a, b, c = hosts["hosta"], hosts["hostb"], hosts["hostc"]
         for host in hosts:
             host.start_epmd(env=env(), host="::")
         front = netns_python_node(a, "front", ipv6=True)
+        local = netns_python_node(c, "local@ip6-localhost", address="::1")
         worker = netns_python_node(b, "worker", peer="front@hosta", ipv6=True)
-        worker.wait_logged("reply {:echo, :hello}")
+        near = netns_python_node(c, "near", peer="local@ip6-localhost", ipv6=True)
+        for node in (worker, near):
+            node.wait_logged("reply {:echo, :hello}")
         front.wait_logged("nodeup worker@hostb")
+        local.wait_logged("nodeup near@hostc")
         program = (
             "io:format(standard_error, \"ping ~p~n\", [net_adm:ping('front@hosta')]),"
             "{ok, I} = net_kernel:node_info('front@hosta'),"
             "{net_address, {Ip, _}, _, _, Family} = proplists:get_value(address, I),"
             "io:format(standard_error, \"over ~s ~p~n\", [inet:ntoa(Ip), Family]),"
             "io:format(standard_error, \"call ~p~n\","
-            "          [catch gen_server:call({echo, 'front@hosta'}, hi)]).")
+            "          [catch gen_server:call({echo, 'front@hosta'}, hi)]),"
+            "io:format(standard_error, \"local ~p~n\","
+            "          [catch gen_server:call({echo, 'local@ip6-localhost'}, hi)]).")
         beam = c.run([erl, "-sname", "e@hostc", "-setcookie", "netns", "-start_epmd", "false",
                       *INET6, "-noshell", "-noinput", "-eval", program], env=env())
-        beam.wait_logged("call {echo,hi}", timeout=30)
+        beam.wait_logged("local {echo,hi}", timeout=30)
+        assert beam.count("call {echo,hi}") == 1
         assert beam.count(f"over {a.address6} inet6") == 1
         front.wait_logged("nodeup e@hostc")

@@ -49,12 +49,13 @@ CLOSE_GRACE = 2.0
 
 def split_node_name(name: str) -> tuple[str, str]:
     """``name@host`` as ``(name, host)``; a bare name gets this machine's short host name.
-    Split at the first ``@``, as dist_util does (the host may be an address: ``py@::1``)."""
+    One ``@`` only, as dist_util:split_node takes a name to dial (the host may be an IPv6
+    address: ``py@::1``)."""
     if "@" in name:
         alive, host = name.split("@", 1)
     else:
         alive, host = name, socket.gethostname().split(".")[0]
-    if not alive or not host:
+    if not alive or not host or "@" in host:
         raise ArgumentError(f"a node name looks like name@host, not {name!r}")
     return alive, host
 

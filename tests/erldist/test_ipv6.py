@@ -13,6 +13,8 @@ import pytest
 
 from pybroadway.erldist import Node
 from pybroadway.erldist import epmd as epmd_client
+from pybroadway.erldist.connections import split_node_name
+from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom
 from testkit.netns import Hosts
 from testkit.peers import BeamPeer, SystemEpmd, erl_for, free_port, unique_name
@@ -86,6 +88,13 @@ async def test_an_ipv6_node_needs_an_epmd_on_ipv6_loopback() -> None:
                     epmd_port=ipv4_only.port)
         with pytest.raises(epmd_client.EpmdUnreachable, match=r"but not at \[::1\]"):
             await node.start()
+
+
+def test_a_node_name_has_one_at_and_may_have_an_ipv6_host() -> None:
+    assert split_node_name("py@::1") == ("py", "::1")
+    assert split_node_name("py@fd00:200:1::2") == ("py", "fd00:200:1::2")
+    with pytest.raises(ArgumentError, match="name@host"):  # dist_util:split_node refuses it
+        split_node_name("py@host@::1")
 
 
 def refusal(caplog: pytest.LogCaptureFixture, peer: str) -> str:

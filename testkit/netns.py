@@ -9,13 +9,15 @@
 
 What it builds (everything named ``<prefix><pid>x<counter>…``, so parallel runs never meet):
 
-- a namespace per host with ``lo`` up and an ``eth0`` at ``10.200.X.N/24``, and one more
+- a namespace per host with ``lo`` up and an ``eth0`` at ``10.200.X.N/24`` and at
+  ``fd00:200:X::N/64`` (IPv6, usable at once: no duplicate address detection), and one more
   namespace, the switch, holding a bridge with a port per host. The switch lives in no host
   and in no way touches the machine's own network: no address on the bridge, no default route,
   no NAT, nothing leaves the machine. Every host sees every other one directly.
 - ``/etc/netns/<namespace>/hosts``, which ``ip netns exec`` mounts over ``/etc/hosts`` for the
-  commands it runs, mapping every host name to its address (so ``front@hosta`` resolves in
-  every namespace) and ``localhost`` to loopback.
+  commands it runs, mapping every host name to both its addresses (so ``front@hosta`` resolves
+  in every namespace, for IPv4 and IPv6 nodes alike), ``localhost`` to both loopbacks and
+  ``ip6-localhost`` to ``::1``.
 
 ``X`` differs between runs (from the pid and a counter) although it need not: each host's
 addresses exist only inside its namespace. Commands run inside a host with ``host.run``
@@ -73,16 +75,18 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Host:
     """One simulated host: a namespace, its address and name."""
 
-    def __init__(self, hosts: Hosts, name: str, netns: str, address: str, port: str) -> None:
+    def __init__(self, hosts: Hosts, name: str, netns: str, address: str, address6: str,
+                 port: str) -> None:
         self.hosts = hosts
         self.name = name
         self.netns = netns
         self.address = address
+        self.address6 = address6
         self._port = port  # its port on the switch
         self.processes: list[WatchedProcess] = []
 
     def __repr__(self) -> str:
-        return f"<Host {self.name} {self.address} netns={self.netns}>"
+        return f"<Host {self.name} {self.address} {self.address6} netns={self.netns}>"
 
     def run(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
             cwd: Path | str | None = None) -> WatchedProcess:
@@ -96,13 +100,13 @@ class Host:
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], check=True,
                               capture_output=True, text=True, timeout=timeout).stdout
 
-    def start_epmd(self, port: int = EPMD_PORT, *, env: dict[str, str] | None = None
-                   ) -> WatchedProcess:
-        """pybroadway's EPMD on all of this host's addresses (nodes here register over
-        loopback, the other hosts look them up at :attr:`address`); returns once it
-        listens."""
+    def start_epmd(self, port: int = EPMD_PORT, *, env: dict[str, str] | None = None,
+                   host: str = "0.0.0.0") -> WatchedProcess:
+        """pybroadway's EPMD on all of this host's IPv4 addresses, or with ``host="::"`` on
+        all its IPv6 ones (nodes here register over loopback, the other hosts look them up at
+        :attr:`address` or :attr:`address6`); returns once it listens."""
         epmd = self.run([sys.executable, "-m", "pybroadway", "epmd", "serve", "--host",
-                         "0.0.0.0", "--port", str(port)], env=env)
+                         host, "--port", str(port)], env=env)
         epmd.wait_logged("embedded epmd listening on", timeout=20)
         return epmd
 
@@ -133,10 +137,13 @@ class Hosts:
             raise ValueError("between 1 and 249 hosts")
         serial = next(_counter)
         self.tag = f"{prefix}{os.getpid()}x{serial}"
-        self.subnet = f"10.200.{(os.getpid() + serial) % 250 + 1}"
+        x = (os.getpid() + serial) % 250 + 1
+        self.subnet = f"10.200.{x}"
+        self.subnet6 = f"fd00:200:{x}::"
         self.switch = f"{self.tag}sw"
         self.hosts = [Host(self, name, f"{self.tag}{name}", f"{self.subnet}.{i + 1}",
-                           f"port{i + 1}") for i, name in enumerate(names)]
+                           f"{self.subnet6}{i + 1}", f"port{i + 1}")
+                      for i, name in enumerate(names)]
         self._made: list[str] = []  # namespaces created, in order
 
     def __getitem__(self, key: int | str) -> Host:
@@ -151,8 +158,9 @@ class Hosts:
         return iter(self.hosts)
 
     def hosts_file(self) -> str:
-        lines = ["127.0.0.1 localhost", "::1 localhost"]
-        lines += [f"{host.address} {host.name}" for host in self.hosts]
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
+        lines += [f"{address} {host.name}" for host in self.hosts
+                  for address in (host.address, host.address6)]
         return "\n".join(lines) + "\n"
 
     def __enter__(self) -> Hosts:
@@ -180,6 +188,7 @@ class Hosts:
             _ip("-n", self.switch, "link", "set", host._port, "master", "br0")
             _ip("-n", self.switch, "link", "set", host._port, "up")
             _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _ip("-n", host.netns, "addr", "add", f"{host.address6}/64", "dev", "eth0", "nodad")
             _ip("-n", host.netns, "link", "set", "eth0", "up")
 
     def _add_namespace(self, name: str) -> None:

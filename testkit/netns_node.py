@@ -1,7 +1,8 @@
 """A pybroadway node for the simulated-host tests: ``python -m testkit.netns_node NAME ADDRESS
 [PEER]`` starts ``NAME`` listening on ``ADDRESS`` with a short tick time, registers a gen_server
 ``echo`` that answers ``{echo, Request}``, and writes one line to stderr per event:
-``started``, ``nodeup PEER``, ``nodedown PEER``, ``reply TERM``.
+``started``, ``nodeup PEER``, ``nodedown PEER``, ``reply TERM``. An IPv6 ``ADDRESS`` makes it
+an IPv6 node (``Node(ipv6=True)``, as ``-proto_dist inet6_tcp``).
 
 With ``PEER`` it keeps connected to it: while there is no connection it tries every 0.3 s,
 and after each connect it calls ``{echo, PEER}`` with ``hello`` and writes the reply.
@@ -31,7 +32,8 @@ class Echo(GenServer):
 
 async def main(name: str, address: str, peer: str | None) -> None:
     ticktime = float(os.environ.get("NETNS_TICKTIME", "4"))
-    node = Node(name, cookie="netns", host=address, ticktime=ticktime, connect_timeout=2)
+    node = Node(name, cookie="netns", host=address, ticktime=ticktime, connect_timeout=2,
+                ipv6=":" in address)
     node.monitor_nodes(lambda other, up: say(f"{'nodeup' if up else 'nodedown'} {other.name}"))
     async with node:
         node.spawn(Echo(), name="echo")

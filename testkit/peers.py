@@ -133,9 +133,9 @@ class BeamPeer:
     """
 
     def __init__(self, make_argv: Callable[[str], list[str]], name: str,
-                 epmd_port: int | None, cookie: str) -> None:
+                 epmd_port: int | None, cookie: str, host: str = HOST) -> None:
         self.name = name
-        self.node = f"{name}@{HOST}"
+        self.node = f"{name}@{host}"
         self.cookie = cookie
         env = dict(os.environ)
         if epmd_port is not None:
@@ -159,13 +159,15 @@ class BeamPeer:
     @classmethod
     def erlang(cls, otp: str = "25", *, epmd_port: int | None, cookie: str = "pybroadway",
                name: str | None = None, extra: list[str] | None = None,
-               distributed: bool = True) -> BeamPeer:
+               distributed: bool = True, host: str = HOST) -> BeamPeer:
+        """An erl node ``name@host`` (``host``: e.g. ``::1`` for one started with ``extra``
+        ``["-proto_dist", "inet6_tcp"]``)."""
         name = name or unique_name("erl")
         argv = [erl_for(otp), "-noshell", "-noinput", "-pa", driver_dir()]
         if distributed:
-            argv += ["-sname", f"{name}@{HOST}", "-setcookie", cookie, "-start_epmd", "false"]
+            argv += ["-sname", f"{name}@{host}", "-setcookie", cookie, "-start_epmd", "false"]
         argv += [*(extra or []), "-s", "pybroadway_peer", "main"]
-        return cls(lambda fds: [*argv, *fds.split()], name, epmd_port, cookie)
+        return cls(lambda fds: [*argv, *fds.split()], name, epmd_port, cookie, host)
 
     @classmethod
     def elixir(cls, *, epmd_port: int | None, cookie: str = "pybroadway",

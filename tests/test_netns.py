@@ -26,9 +26,14 @@ def env() -> dict[str, str]:
 
 
 
-def python_node(host: Host, name: str, peer: str | None = None) -> WatchedProcess:
-    node = host.run([sys.executable, "-m", "testkit.netns_node", f"{name}@{host.name}",
-                     host.address, *([peer] if peer else [])], env=env(), cwd=ROOT)
+def python_node(host: Host, name: str, peer: str | None = None, *, ipv6: bool = False,
+                address: str | None = None) -> WatchedProcess:
+    """``name@host`` (or ``name`` as it is, if it has a host) listening on ``address``, by
+    default the host's (``ipv6``: its IPv6 one; an IPv6 address makes an IPv6 node)."""
+    address = address or (host.address6 if ipv6 else host.address)
+    node = host.run([sys.executable, "-m", "testkit.netns_node",
+                     name if "@" in name else f"{name}@{host.name}", address,
+                     *([peer] if peer else [])], env=env(), cwd=ROOT)
     node.wait_logged("started")
     return node
 

@@ -48,18 +48,33 @@ CLOSE_GRACE = 2.0
 
 
 def split_node_name(name: str) -> tuple[str, str]:
-    """``name@host`` as ``(name, host)``; a bare name gets this machine's short host name."""
+    """``name@host`` as ``(name, host)``; a bare name gets this machine's short host name.
+    One ``@`` only, as dist_util:split_node takes a name to dial (the host may be an IPv6
+    address: ``py@::1``)."""
     if "@" in name:
         alive, host = name.split("@", 1)
     else:
         alive, host = name, socket.gethostname().split(".")[0]
-    if not alive or not host:
+    if not alive or not host or "@" in host:
         raise ArgumentError(f"a node name looks like name@host, not {name!r}")
     return alive, host
 
 
-def _resolve(host: str) -> str:
-    return "127.0.0.1" if host == "localhost" else host
+async def _resolve(host: str, ipv6: bool) -> str:
+    """The address of ``host`` in the node's family (inet:getaddr(Host, inet | inet6), as
+    inet_tcp_dist and inet6_tcp_dist take it): the peer's EPMD is asked there, and the peer
+    dialled there."""
+    if host == "localhost":
+        return epmd_client.loopback(ipv6)
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, None, family=family,
+                                                             type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        version, proto = ("IPv6", "inet6_tcp") if ipv6 else ("IPv4", "inet_tcp")
+        raise ConnectionError(f"{host} has no {version} address ({exc.strerror}); this node "
+                              f"runs {version} distribution ({proto})") from None
+    return str(found[0][4][0])
 
 
 class Connections:
@@ -108,7 +123,8 @@ class Connections:
         """Start listening on ``host:port`` (returns the port bound), with ``settings`` for
         every connection from now on; handshakes are refused until :meth:`open`."""
         self._settings = settings
-        self._server = await asyncio.start_server(self._on_accept, host, port)
+        self._server = await asyncio.start_server(  # ipv6: on IPv6 addresses only
+            self._on_accept, host, port, family=socket.AF_INET6 if settings.ipv6 else 0)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
@@ -211,8 +227,8 @@ class Connections:
             async with asyncio.timeout(me.connect_timeout):
                 alive, host = split_node_name(node.name)
                 epmd_port = me.epmd_port or epmd_client.default_epmd_port()
-                address = await epmd_client.port_please(alive, _resolve(host),
-                                                        epmd_port=epmd_port)
+                ip = await _resolve(host, me.ipv6)
+                address = await epmd_client.port_please(alive, ip, epmd_port=epmd_port)
                 if address is None:
                     raise epmd_client.NotRegistered(
                         f"{node.name} is not registered with epmd at {host}:{epmd_port}",
@@ -222,7 +238,7 @@ class Connections:
                 # From here on a superseded dial is not cancelled (net_kernel kills it): the
                 # peer refuses it (nok, or alive answered false), where a socket closed
                 # mid-handshake would show in the peer's log as a failed handshake.
-                reader, writer = await asyncio.open_connection(_resolve(host), address.port)
+                reader, writer = await asyncio.open_connection(ip, address.port)
                 try:
                     peer = await handshake.connect(
                         reader, writer, our_name=me.name.name, cookie=me.cookie,

@@ -69,7 +69,7 @@ class Node:
     """
 
     def __init__(self, name: str, *, cookie: str | None = None, hidden: bool = False,
-                 host: str = "127.0.0.1", port: int = 0, epmd_port: int | None = None,
+                 host: str | None = None, port: int = 0, epmd_port: int | None = None,
                  ticktime: float = 60.0, handshake_timeout: float = 10.0,
                  connect_timeout: float = 10.0, max_frame_size: int = DEFAULT_MAX_FRAME,
                  max_inflated: int = DEFAULT_MAX_INFLATED, max_handshakes: int = 128,
@@ -80,7 +80,7 @@ class Node:
         self.name = Atom(f"{alive}@{hostname}")
         self.alive_name = alive
         self.hidden = hidden
-        self.listen_host = host
+        self.listen_host = epmd_client.loopback(ipv6) if host is None else host
         self.listen_port = port
         self.epmd_port = epmd_port
         self.ticktime = ticktime
@@ -154,13 +154,14 @@ class Node:
             max_total_pending_output=self.max_total_pending_output, epmd_port=self.epmd_port,
             tls=self.tls, ipv6=self.ipv6)
         port = await self._net.listen(self.listen_host, self.listen_port, settings)
-        self._embedded_epmd = await epmd_client.ensure_epmd(self.epmd_port)
+        self._embedded_epmd = await epmd_client.ensure_epmd(self.epmd_port, ipv6=self.ipv6)
         if self._embedded_epmd is not None:
             log.info("no epmd was running: started an embedded one on port %d",
                      self._embedded_epmd.port)
         try:
-            self._registration = await epmd_client.register(
-                self.alive_name, port, hidden=self.hidden, epmd_port=self.epmd_port)
+            self._registration = await epmd_client.register(  # over ::1 with ipv6, as OTP
+                self.alive_name, port, hidden=self.hidden, epmd_port=self.epmd_port,
+                epmd_host=epmd_client.loopback(self.ipv6))
         except BaseException:
             await self._close_listeners()
             raise

@@ -23,6 +23,7 @@ from pybroadway.erldist.epmd.protocol import (
     NODE_TYPE_NORMAL,
     NodeAddress,
     default_epmd_port,
+    loopback,
 )
 from pybroadway.erldist.epmd.server import EmbeddedEpmd, ensure_epmd
 
@@ -41,6 +42,7 @@ __all__ = [
     "default_epmd_port",
     "ensure_epmd",
     "kill",
+    "loopback",
     "names",
     "port_please",
     "register",

@@ -31,6 +31,7 @@ __all__ = [
     "NodeAddress",
     "default_epmd_port",
     "frame",
+    "loopback",
     "names_line",
     "pack_node",
     "parse_names",
@@ -85,6 +86,12 @@ class NodeAddress:
     def hidden(self) -> bool:
         """True if the node registered as hidden ('H')."""
         return self.node_type == NODE_TYPE_HIDDEN
+
+
+def loopback(ipv6: bool = False) -> str:
+    """Where a node reaches its own host's EPMD, as erl_epmd registers one: over 127.0.0.1
+    under ``inet_tcp``, over ``::1`` under ``inet6_tcp``."""
+    return "::1" if ipv6 else "127.0.0.1"
 
 
 def default_epmd_port() -> int:

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pybroadway._throttle import Throttle
@@ -29,6 +30,7 @@ from pybroadway.erldist.epmd.protocol import (
     STOP_REQ,
     NodeAddress,
     default_epmd_port,
+    loopback,
     names_line,
     pack_node,
     unpack_node,
@@ -81,12 +83,13 @@ class EmbeddedEpmd:
     def __init__(self, *, request_timeout: float = 10.0, relaxed_command_check: bool = False,
                  max_connections: int = 1000, max_registrations: int = 500) -> None:
         self.host: str = "127.0.0.1"
+        self.hosts: tuple[str, ...] = (self.host,)
         self.port: int = 0
         self.request_timeout = request_timeout
         self.relaxed_command_check = relaxed_command_check
         self.max_connections = max_connections
         self.max_registrations = max_registrations
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._nodes: dict[str, _Registration] = {}
         self._last_creation: OrderedDict[str, int] = OrderedDict()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -98,40 +101,58 @@ class EmbeddedEpmd:
     @property
     def serving(self) -> bool:
         """True while the server accepts connections."""
-        return self._server is not None
+        return bool(self._servers)
 
     def registered(self) -> dict[str, NodeAddress]:
         """A snapshot of the current registrations, by name."""
         return {name: node.address for name, node in self._nodes.items()}
 
-    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    async def start(self, host: str | Sequence[str] = "127.0.0.1",
+                    port: int | None = None) -> None:
         """Listen on ``host``:``port`` (default: :func:`default_epmd_port`; 0 = any free port).
+        ``host`` may be several addresses, all served on one port: ``("127.0.0.1", "::1")``
+        for both loopbacks, as Erlang's epmd adds ``::1`` to its addresses where IPv6 is.
 
-        Raises OSError if the port is taken.
+        Raises OSError if the port is taken on any of them.
         """
-        if self._server is not None:
+        if self._servers:
             raise StateError("EmbeddedEpmd already started")
-        self._stopped = asyncio.Event()
+        hosts = (host,) if isinstance(host, str) else tuple(host)
         p = default_epmd_port() if port is None else port
-        self._server = await asyncio.start_server(self._handle, host, p)
-        self.host = host
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("embedded epmd listening on %s:%d", host, self.port)
+        try:
+            for address in hosts:
+                server = await asyncio.start_server(self._handle, address, p)
+                self._servers.append(server)
+                p = server.sockets[0].getsockname()[1]  # port 0: the others take the first's
+        except BaseException:
+            await self._stop_listening()
+            raise
+        self._stopped = asyncio.Event()
+        self.host, self.hosts, self.port = hosts[0], hosts, p
+        log.info("embedded epmd listening on %s", self._where())
+
+    def _where(self) -> str:
+        return ", ".join(_at(host, self.port) for host in self.hosts)
+
+    async def _stop_listening(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
     async def close(self) -> None:
         """Stop listening and drop every registration. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
+        if not self._servers:
             return
-        server.close()
-        for writer in list(self._writers):
-            writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 5)
+        await self._stop_listening()
         self._nodes.clear()
         if self._stopped is not None:
             self._stopped.set()
-        log.info("embedded epmd on %s:%d stopped", self.host, self.port)
+        log.info("embedded epmd on %s stopped", self._where())
 
     async def wait_closed(self) -> None:
         """Wait until the server stops (by :meth:`close` or a KILL_REQ)."""
@@ -139,7 +160,7 @@ class EmbeddedEpmd:
             await self._stopped.wait()
 
     async def __aenter__(self) -> EmbeddedEpmd:
-        if self._server is None:
+        if not self._servers:
             await self.start(port=0)
         return self
 
@@ -318,6 +339,11 @@ class EmbeddedEpmd:
                            len(self._writers), self.max_connections)
 
 
+def _at(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _is_local(writer: asyncio.StreamWriter) -> bool:
     """A peer on a loopback address or on the address it reached us at (epmd's rule)."""
     peer = writer.get_extra_info("peername")
@@ -331,26 +357,36 @@ def _is_local(writer: asyncio.StreamWriter) -> bool:
     return address.is_loopback or peer[0] == ours[0]
 
 
-async def ensure_epmd(port: int | None = None, host: str = "127.0.0.1") -> EmbeddedEpmd | None:
-    """Make sure an EPMD answers on ``port`` (default :func:`default_epmd_port`).
+async def ensure_epmd(port: int | None = None, *, ipv6: bool = False) -> EmbeddedEpmd | None:
+    """Make sure an EPMD answers on ``port`` (default :func:`default_epmd_port`) at 127.0.0.1,
+    and with ``ipv6`` at ``::1`` too (where a node under ``inet6_tcp`` registers).
 
     Returns None if one already listens there; otherwise starts, and returns, an
-    :class:`EmbeddedEpmd` (the caller closes it). If another process binds the port between
-    our check and our bind, its EPMD is used and None is returned. Raises
+    :class:`EmbeddedEpmd` (the caller closes it) on those loopbacks. If another process binds
+    the port between our check and our bind, its EPMD is used and None is returned. Raises
     :class:`~pybroadway.erldist.epmd.client.EpmdUnreachable` if none answers and none can
-    be started (the port is held by something else, or not ours to bind).
+    be started (the port is held by something else, or not ours to bind), or if one answers
+    at 127.0.0.1 only: a second one at ``::1`` would split the host's nodes in two.
     """
     p = default_epmd_port() if port is None else port
-    if await accepts_connections(host, p):
-        log.debug("an epmd already listens on %s:%d", host, p)
+    ours = loopback(ipv6)
+    if await accepts_connections(ours, p):
+        log.debug("an epmd already listens on port %d", p)
         return None
+    if ipv6 and await accepts_connections(loopback(), p):
+        raise EpmdUnreachable(f"an epmd answers at {_at(loopback(), p)} but not at "
+                              f"{_at(ours, p)}, where an IPv6 node registers (as inet6_tcp "
+                              f"does): run one that listens on both (Erlang's epmd does)",
+                              ours, p)
+    hosts = (loopback(), ours) if ipv6 else (ours,)
     epmd = EmbeddedEpmd()
     try:
-        await epmd.start(host, p)
+        await epmd.start(hosts, p)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE and await accepts_connections(host, p):
-            log.debug("another epmd started on %s:%d meanwhile; using it", host, p)
+        if exc.errno == errno.EADDRINUSE and await accepts_connections(ours, p):
+            log.debug("another epmd started on port %d meanwhile; using it", p)
             return None
-        raise EpmdUnreachable(f"no epmd answers at {host}:{p}, and none can be started there: "
-                              f"{exc.strerror or exc}", host, p) from exc
+        where = " nor ".join(_at(host, p) for host in hosts)
+        raise EpmdUnreachable(f"no epmd answers at {where}, and none can be started there: "
+                              f"{exc.strerror or exc}", ours, p) from exc
     return epmd

@@ -27,10 +27,11 @@ from pybroadway.term.types import Atom, ExportFun, ImproperList
 
 __all__ = ["consult"]
 
-#: Erlang's reserved words: not atoms unless quoted.
+#: Erlang's reserved words: not atoms unless quoted (``maybe`` and ``else`` only where the
+#: maybe_expr feature is on, so atoms here, as in OTP 25 and 26).
 _RESERVED = frozenset(
-    "after and andalso band begin bnot bor bsl bsr bxor case catch cond div else end fun if "
-    "let maybe not of or orelse receive rem try when xor".split())
+    "after and andalso band begin bnot bor bsl bsr bxor case catch cond div end fun if let "
+    "not of or orelse receive rem try when xor".split())
 
 _TOKEN = re.compile(r"""
     (?P<space>[ \t\r\n\f\v]+)

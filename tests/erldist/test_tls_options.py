@@ -13,7 +13,9 @@ import pytest
 
 from pybroadway.erldist.tls import TlsSettings
 from pybroadway.erldist.tls_options import TlsOptionsError, read_optfile
+from pybroadway.term import Atom, decode
 from testkit.certs import CA, NodeCert, make_ca
+from testkit.peers import BeamPeer, SystemEpmd
 
 
 @dataclass(frozen=True)
@@ -271,3 +273,25 @@ def test_a_missing_file_and_a_mismatched_key(pki: Pki, optfile: Callable[[str], 
                               f'{{keyfile, "{pki.stranger.keyfile}"}}]', "[]"))
     with pytest.raises(TlsOptionsError, match="is not the key of the certificate"):
         read_optfile(mismatched)
+
+
+async def test_the_beam_reads_the_same_file(pki: Pki, optfile: Callable[[str], Path],
+                                            epmd: SystemEpmd) -> None:
+    # One file: two BEAM nodes connect over TLS with it (-ssl_dist_optfile), each verifying
+    # the other, and Python makes contexts from it that do the same. Debian's OTP 25 (the
+    # OTP 28 runtime of the tests has no ssl application).
+    shared = optfile(both(
+        opts(pki.node, pki.ca, "{verify, verify_peer}", "{fail_if_no_peer_cert, true}",
+             "{versions, ['tlsv1.2', 'tlsv1.3']}"),
+        opts(pki.node, pki.ca, "{verify, verify_peer}", "{versions, ['tlsv1.2', 'tlsv1.3']}")))
+    tls = ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(shared)]
+    with BeamPeer.erlang("25", epmd_port=epmd.port, extra=tls) as first, \
+            BeamPeer.erlang("25", epmd_port=epmd.port, extra=tls) as second:
+        first.wait_started()
+        second.wait_started()
+        assert decode(second.eval(f"net_adm:ping('{first.node}')")) == Atom("pong")
+        # the connection's #net_address{protocol = tls}
+        assert decode(second.eval(f"element(4, proplists:get_value(address, element(2, "
+                                  f"net_kernel:node_info('{first.node}'))))")) == Atom("tls")
+    settings = read_optfile(shared)
+    assert (await talk(settings, settings)).version == "TLSv1.3"

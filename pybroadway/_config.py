@@ -292,7 +292,7 @@ def load_config(path: str) -> Config:
     optfile = config.flags.get("ssl_dist_optfile")
     if optfile is not None:  # a path in a file is relative to that file
         config.flags["ssl_dist_optfile"] = os.path.join(os.path.dirname(path), optfile)
-    for key in ("node", "tls"):  # all flags
+    for key in ("node", "tls", "metrics"):  # all flags
         raw.pop(key, None)
     for key, table in (("producer", _table(raw, ["producer"])),
                        ("processors", _table(raw, ["processors", "default"]))):

@@ -80,6 +80,8 @@ def check_command_line(args: argparse.Namespace) -> None:
             "resume_at", ("producer",), resume_at)))
     if hasattr(args, "proto_dist"):
         args.tls, args.ipv6 = distribution(args, given)
+        if getattr(args, "listen", "") is None and (args.ipv6 or args.command == "worker"):
+            args.listen = "::1" if args.ipv6 else "127.0.0.1"  # this host only, either way
 
 
 def distribution(args: argparse.Namespace, given: set[str]) -> tuple[TlsSettings | None, bool]:
@@ -137,7 +139,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
     parser.add_argument("--listen", metavar="ADDRESS",
-                        help="address the node listens on (default 127.0.0.1: this host only)")
+                        help="address the node listens on (default 127.0.0.1, ::1 over IPv6: "
+                             "this host only)")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
     parser.add_argument("--receiver-name",
@@ -201,10 +204,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this node's name (default worker_<pid>@<the front's host>)")
     parser.add_argument("--name", default=None,
                         help="the pipeline's name on the front (default PyBroadway, serve's)")
-    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
-                        help="address this node listens on (default 127.0.0.1: this host "
-                             "only; a visible worker on another host than its front needs "
-                             "the address the cluster reaches it at)")
+    parser.add_argument("--listen", default=None, metavar="ADDRESS",
+                        help="address this node listens on (default 127.0.0.1, ::1 over "
+                             "IPv6: this host only; a visible worker on another host than its "
+                             "front needs the address the cluster reaches it at)")
     parser.add_argument("--epmd-port", type=int, default=None)
     parser.add_argument("--max-demand", type=int, default=500,
                         help="messages asked of the front at a time (default 500, at "

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pybroadway import cli
-from pybroadway._arguments import check_command_line
+from pybroadway._arguments import add_worker_arguments, check_command_line
 from pybroadway._config import ConfigError, load_config
 from pybroadway.erldist import Node
 from pybroadway.workers import _worker
@@ -231,3 +231,21 @@ def test_serve_with_a_bad_option_file_exits_2_saying_where(tmp_path: Path) -> No
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == (f"pybroadway serve: {bad}: line 3: expected ',' or '}}' (for the "
                           f"'{{' of line 3), got 'verify_peer'\n")
+
+
+def test_over_ipv6_the_default_address_is_ipv6s_loopback(optfile: Path) -> None:
+    for argv, listen in ((["--proto-dist", "inet6_tcp"], "::1"), ([], None),
+                         (["--proto-dist", "inet6_tls", "--ssl-dist-optfile", str(optfile)],
+                          "::1"),
+                         (["--proto-dist", "inet6_tcp", "--listen", "fd00::1"], "fd00::1")):
+        args = serve_args(*argv)
+        check_command_line(args)
+        assert args.listen == listen  # None: serve's default, 127.0.0.1
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    for argv, listen in (([], "127.0.0.1"), (["--proto-dist", "inet6_tcp"], "::1")):
+        args = parser.parse_args(["--join", "a@localhost", "--pipeline",
+                                  "testkit.doubles:Passthrough", *argv])
+        args.command = "worker"
+        check_command_line(args)
+        assert args.listen == listen

@@ -116,16 +116,30 @@ def _term(tokens: _Tokens) -> Any:
             else:
                 frame.tail = value
             after = tokens.next(f"',' or '{close}'")
-            if after.kind == "punct" and after.value == "," and frame.tail is _NO_TAIL:
+            if _is(after, ",") and frame.tail is _NO_TAIL:
                 break
-            if after.kind == "punct" and after.value == "|" and close == "]" \
-                    and frame.tail is _NO_TAIL:
-                frame.tail = None
-                break
-            if after.kind != "punct" or after.value != close:
-                raise ConsultError(f"expected {frame.expected()} (for the "
-                                   f"'{frame.opening.value}' of line {frame.opening.line}), "
-                                   f"got {_shown(after)}", after.line)
+            if _is(after, "|") and close == "]" and frame.tail is _NO_TAIL:
+                if not _is(tokens.peek(), "["):
+                    frame.tail = None  # the next value is the tail
+                    break
+                # [a | [b | ...]]: the same list goes on (no copy of the tail per level)
+                tokens.next("")
+                frame.closes += 1
+                if not _is(tokens.peek(), "]"):
+                    break
+                after = tokens.next("")
+            # after a tail, or the first of several closing brackets, only one can come
+            only_close = frame.tail is not _NO_TAIL
+            while frame.closes:
+                if not _is(after, close):
+                    expected = f"'{close}'" if only_close else f"',' or '{close}'"
+                    raise ConsultError(f"expected {expected} (for the '{frame.opening.value}' "
+                                       f"of line {frame.opening.line}), got {_shown(after)}",
+                                       after.line)
+                frame.closes -= 1
+                only_close = True
+                if frame.closes:
+                    after = tokens.next(f"'{close}'")
             stack.pop()
             value = frame.value()
         else:
@@ -143,26 +157,20 @@ class _Frame:
         self.opening = opening
         self.elements: list[Any] = []
         self.tail: Any = _NO_TAIL
-
-    def expected(self) -> str:
-        close = _CLOSING[self.opening.value]
-        return f"'{close}' after a list's tail" if self.tail is not _NO_TAIL \
-            else f"',' or '{close}'"
+        self.closes = 1  # the brackets still to close: [a | [b | [c]]] is one frame
 
     def value(self) -> Any:
         if self.opening.value == "{":
             return tuple(self.elements)
         if self.tail is _NO_TAIL:
             return self.elements
-        return _improper(self.elements, self.tail)
+        if isinstance(self.tail, str):  # [$a | "bc"] is "abc": character codes
+            return [*self.elements, *map(ord, self.tail)]
+        return ImproperList(self.elements, self.tail)
 
 
-def _improper(elements: list[Any], tail: Any) -> Any:
-    if isinstance(tail, list):
-        return elements + tail
-    if isinstance(tail, ImproperList):
-        return ImproperList([*elements, *tail.elements], tail.tail)
-    return ImproperList(elements, tail)
+def _is(token: _Token | None, punct: str) -> bool:
+    return token is not None and token.kind == "punct" and token.value == punct
 
 
 def _scalar(token: _Token, tokens: _Tokens) -> Any:

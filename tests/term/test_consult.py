@@ -78,6 +78,9 @@ def test_the_guides_release_file() -> None:
     ("3.25.", 3.25), ("-1.5e3.", -1500.0), ("2.0E-2.", 0.02),
     ("[].", []), ("{}.", ()), ("[a | [b, c]].", [Atom("a"), Atom("b"), Atom("c")]),
     ("[a, b | c].", ImproperList([Atom("a"), Atom("b")], Atom("c"))),
+    ("[a | [b | [c]]].", [Atom("a"), Atom("b"), Atom("c")]), ("[a | []].", [Atom("a")]),
+    ("[a | [b, c | {d}]].", ImproperList([Atom("a"), Atom("b"), Atom("c")], (Atom("d"),))),
+    ('[$a | "bc"].', [97, 98, 99]), ("[[] | []].", [[]]),
     ('<<"bytes", 0, 255>>.', b"bytes\x00\xff"), ('<<"\\x{e9}"/utf8>>.', b"\xc3\xa9"),
     ('<<"\\x{e9}">>.', b"\xe9"), ("<<>>.", b""),
     ("true.", True), ("false.", False), ("nil.", Atom("nil")), ("ok@host.", Atom("ok@host")),
@@ -104,6 +107,12 @@ def test_nesting_costs_no_recursion() -> None:
     assert term == (Atom("x"),)
 
 
+def test_a_chain_of_tails_is_one_list_not_a_copy_per_level() -> None:
+    depth = 100_000  # copied tail by tail, this would be 5e9 copies
+    [term] = consult("[1 | " * depth + "[]" + "]" * depth + ".")
+    assert term == [1] * depth
+
+
 @pytest.mark.parametrize(("text", "line", "says"), [
     ("[{server,\n  [{certfile, \"a.pem\"}\n  {keyfile, \"b\"}]}].", 3,
      "expected ',' or ']' (for the '[' of line 2), got '{'"),
@@ -112,7 +121,9 @@ def test_nesting_costs_no_recursion() -> None:
     ("\n\n\"never closed\n\n", 3, "the string opened here is not closed"),
     ("\n[Path].", 2, "a variable (Path) is not a term"),
     ("{a, b]", 1, "expected ',' or '}'"),
-    ("[a | b, c].", 1, "expected ']' after a list's tail"),
+    ("[a | b, c].", 1, "expected ']' (for the '[' of line 1), got ','"),
+    ("[a | [b], c].", 1, "expected ']' (for the '[' of line 1), got ','"),
+    ("[a | [b].", 1, "expected ']' (for the '[' of line 1), got the dot ending a term"),
     ("\n\n{case, 1}.", 3, "'case' is a reserved word"),
     ("#{a => 1}.", 1, "maps and records are not supported"),
     ("[fun (X) -> X end].", 1, "expected fun Module:Function/Arity"),

@@ -1,6 +1,8 @@
 """The command line's options (``serve``'s, shared with examples/broadway.py, and
 ``worker``'s), their check by the configuration file's schema (:func:`check_command_line`),
-and the run of ``pybroadway worker``; :mod:`pybroadway.cli` dispatches."""
+the distribution they ask for (:func:`distribution`: ``--proto-dist`` and
+``--ssl-dist-optfile``, as the BEAM's ``-proto_dist`` and ``-ssl_dist_optfile``), and the run
+of ``pybroadway worker``; :mod:`pybroadway.cli` dispatches."""
 
 from __future__ import annotations
 
@@ -12,19 +14,24 @@ import os
 from pybroadway._config import (
     MAX_BUFFER,
     NODE,
+    PROTO_DISTS,
     SERVE_DEFAULTS,
     SERVE_FLAG_OPTIONS,
     SUBSCRIBE_DEMAND,
+    TLS,
     WORKERS,
     ConfigError,
     check_value,
     load_config,
 )
 from pybroadway._hints import install_command
+from pybroadway.erldist.tls import TlsSettings
+from pybroadway.erldist.tls_options import TlsOptionsError, read_optfile
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import MAX_CONCURRENCY, MAX_DEMAND, Option, OptionsError
 from pybroadway.workers import load_pipeline_class, log_for_front, read_cookie, run_worker
 
+_DISTRIBUTION = {"ssl_dist_optfile": TLS["optfile"], "proto_dist": TLS["proto_dist"]}
 #: Each command's flags, by their ``args`` attribute: the option of the file that checks them.
 COMMAND_FLAGS: dict[str, dict[str, Option]] = {
     "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND},
@@ -32,8 +39,9 @@ COMMAND_FLAGS: dict[str, dict[str, Option]] = {
                                              "ticktime")},
                "max_demand": WORKERS["max_demand"],
                "concurrency": SERVE_FLAG_OPTIONS["concurrency"],
-               "partition": Option("non_neg_integer", "The partition this worker takes.")},
-    "ping": {key: NODE[key] for key in ("sname", "cookie", "epmd_port")},
+               "partition": Option("non_neg_integer", "The partition this worker takes."),
+               **_DISTRIBUTION},
+    "ping": {**{key: NODE[key] for key in ("sname", "cookie", "epmd_port")}, **_DISTRIBUTION},
     "epmd": {"port": NODE["epmd_port"]},
 }
 
@@ -70,6 +78,57 @@ def check_command_line(args: argparse.Namespace) -> None:
         raise ConfigError(f"{path}: " + str(OptionsError(
             f"invalid value for :resume_at option: {reason}, got: {resume_at!r}",
             "resume_at", ("producer",), resume_at)))
+    if hasattr(args, "proto_dist"):
+        args.tls, args.ipv6 = distribution(args, given)
+        if getattr(args, "listen", "") is None and (args.ipv6 or args.command == "worker"):
+            args.listen = "::1" if args.ipv6 else "127.0.0.1"  # this host only, either way
+
+
+def distribution(args: argparse.Namespace, given: set[str]) -> tuple[TlsSettings | None, bool]:
+    """``args``'s ``--proto-dist`` and ``--ssl-dist-optfile`` (from the flags ``given``, else
+    from ``--config``'s ``[tls]``) as a Node's ``tls`` and ``ipv6``: the option file alone
+    means ``inet_tls``; a TLS carrier without it, or it with a plain one, is a
+    :class:`ConfigError`, as is a file that does not make TLS settings."""
+    optfile = args.ssl_dist_optfile
+    proto = args.proto_dist or ("inet_tls" if optfile is not None else "inet_tcp")
+    over_tls, ipv6 = PROTO_DISTS[proto]
+    names = {dest: (flag if dest in given or not getattr(args, "config", None)
+                    else f"{args.config}: tls.{key}")
+             for dest, flag, key in (("proto_dist", "--proto-dist", "proto_dist"),
+                                     ("ssl_dist_optfile", "--ssl-dist-optfile", "optfile"))}
+    if over_tls and optfile is None:
+        raise ConfigError(f"{names['proto_dist']} {proto} needs the TLS options: "
+                          f"--ssl-dist-optfile FILE (the BEAM's -ssl_dist_optfile)")
+    if not over_tls and optfile is not None:
+        raise ConfigError(f"{names['proto_dist']} {proto} and {names['ssl_dist_optfile']} "
+                          f"{optfile} contradict each other: TLS options for a distribution "
+                          f"without TLS (give inet_tls or inet6_tls, or no option file)")
+    try:
+        return (read_optfile(optfile) if optfile is not None else None), ipv6
+    except TlsOptionsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def distribution_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that give a worker its front's distribution (the option file by its
+    absolute path: the worker reads it too)."""
+    flags = []
+    if getattr(args, "proto_dist", None) is not None:
+        flags += ["--proto-dist", args.proto_dist]
+    if getattr(args, "ssl_dist_optfile", None) is not None:
+        flags += ["--ssl-dist-optfile", os.path.abspath(args.ssl_dist_optfile)]
+    return flags
+
+
+def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--proto-dist`` and ``--ssl-dist-optfile`` (serve, worker, ping)."""
+    parser.add_argument("--proto-dist", choices=tuple(PROTO_DISTS), default=None,
+                        help="the distribution's carrier, as the BEAM's -proto_dist: "
+                             "inet_tcp (the default), inet6_tcp (IPv6), inet_tls or "
+                             "inet6_tls (TLS: needs --ssl-dist-optfile)")
+    parser.add_argument("--ssl-dist-optfile", default=None, metavar="FILE",
+                        help="the TLS options, the file a BEAM takes with -ssl_dist_optfile "
+                             "([{server, [...]}, {client, [...]}].); alone: inet_tls")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +139,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sname", help="node name (name@host; default server@localhost)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
     parser.add_argument("--listen", metavar="ADDRESS",
-                        help="address the node listens on (default 127.0.0.1: this host only)")
+                        help="address the node listens on (default 127.0.0.1, ::1 over IPv6: "
+                             "this host only)")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
     parser.add_argument("--receiver-name",
@@ -128,6 +188,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "another (at least once) instead of failing them")
     parser.add_argument("--ticktime", type=float, default=None, metavar="SECONDS",
                         help="the net ticktime: a silent peer is down after it (default 60)")
+    add_distribution_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
 
 
@@ -143,10 +204,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this node's name (default worker_<pid>@<the front's host>)")
     parser.add_argument("--name", default=None,
                         help="the pipeline's name on the front (default PyBroadway, serve's)")
-    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
-                        help="address this node listens on (default 127.0.0.1: this host "
-                             "only; a visible worker on another host than its front needs "
-                             "the address the cluster reaches it at)")
+    parser.add_argument("--listen", default=None, metavar="ADDRESS",
+                        help="address this node listens on (default 127.0.0.1, ::1 over "
+                             "IPv6: this host only; a visible worker on another host than its "
+                             "front needs the address the cluster reaches it at)")
     parser.add_argument("--epmd-port", type=int, default=None)
     parser.add_argument("--max-demand", type=int, default=500,
                         help="messages asked of the front at a time (default 500, at "
@@ -162,6 +223,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", action="store_true",
                         help="a hidden node, connected to the front only (default: visible, "
                              "meshed with the front's cluster, which must reach it)")
+    add_distribution_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -182,7 +244,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         sname=args.sname or f"worker_{os.getpid()}@{host}", cookie=read_cookie(args.cookie),
         listen=args.listen, epmd_port=args.epmd_port, max_demand=args.max_demand,
         partition=args.partition, concurrency=args.concurrency,
-        exit_with_front=args.exit_with_front, hidden=args.hidden, ticktime=args.ticktime))
+        exit_with_front=args.exit_with_front, hidden=args.hidden, ticktime=args.ticktime,
+        tls=args.tls, ipv6=args.ipv6))
     if not args.output_to_front:  # the front's stats have it
         print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
     return 0

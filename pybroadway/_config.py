@@ -34,6 +34,10 @@ file, for what flags express badly (batchers, partitioning, rate limiting, conte
     [metrics]                             # as --metrics-port and --metrics-host
     port = 9568
 
+    [tls]                                 # distribution over TLS, as the BEAM's
+    optfile = "ssl_dist.conf"             # -ssl_dist_optfile (relative: to this file)
+    proto_dist = "inet6_tls"              # as -proto_dist (default inet_tls with optfile)
+
     [workers]                             # the processors and batchers in worker processes
     count = 2                             # as --workers (a [workers] table alone: 1)
     redeliver = true                      # as --redeliver
@@ -56,6 +60,7 @@ expected at most 8, got: 100000``), with the bounds where a value costs processe
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,9 +74,9 @@ from pybroadway.pipeline.options import MAX_DEMAND, SCHEMA, Option, OptionsError
 from pybroadway.workers import SCHEMA as WORKERS_SCHEMA
 
 __all__ = [
-    "CONFIG_HELP", "MAX_BUFFER", "NODE", "SERVE_DEFAULTS", "SERVE_FLAG_OPTIONS",
-    "SUBSCRIBE_DEMAND", "WORKERS", "Config", "ConfigError", "apply_defaults", "check_value",
-    "load_config",
+    "CONFIG_HELP", "MAX_BUFFER", "NODE", "PROTO_DISTS", "SERVE_DEFAULTS", "SERVE_FLAG_OPTIONS",
+    "SUBSCRIBE_DEMAND", "TLS", "WORKERS", "Config", "ConfigError", "apply_defaults",
+    "check_value", "load_config",
 ]
 
 #: The most messages a producer may hold: a client can fill what it allows.
@@ -94,6 +99,18 @@ NODE: dict[str, Option] = {
                         default_doc="$ERL_EPMD_PORT or 4369", maximum=MAX_PORT),
     "ticktime": Option("pos_number", "Seconds after which a silent peer is down, as "
                        "--ticktime.", default_doc="60"),
+}
+
+#: The BEAM's -proto_dist values: (over TLS, over IPv6).
+PROTO_DISTS = {"inet_tcp": (False, False), "inet6_tcp": (False, True),
+               "inet_tls": (True, False), "inet6_tls": (True, True)}
+
+TLS: dict[str, Option] = {
+    "optfile": Option("string", "The TLS options, the BEAM's -ssl_dist_optfile, as "
+                      "--ssl-dist-optfile (relative to the configuration file)."),
+    "proto_dist": Option("string", "The distribution's carrier, as --proto-dist.",
+                         choices=tuple(PROTO_DISTS),
+                         default_doc="inet_tls with an optfile, else inet_tcp"),
 }
 
 #: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
@@ -141,13 +158,15 @@ FILE_SCHEMA: dict[str, Option] = {
                       keys=WORKERS),
     "metrics": Option("keyword", "The Prometheus endpoint, as --metrics-port.",
                       keys=METRICS),
+    "tls": Option("keyword", "Distribution over TLS or IPv6.", keys=TLS),
 }
 
 #: Flags of serve, by where they are in the file.
 _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key in CONNECTOR} \
     | {("processors", "default", "concurrency"): "concurrency"} \
     | {("workers", "count"): "workers", ("workers", "redeliver"): "redeliver"} \
-    | {("metrics", key): f"metrics_{key}" for key in METRICS}
+    | {("metrics", key): f"metrics_{key}" for key in METRICS} \
+    | {("tls", "optfile"): "ssl_dist_optfile", ("tls", "proto_dist"): "proto_dist"}
 
 
 def _option_at(place: tuple[str, ...]) -> Option:
@@ -185,6 +204,7 @@ CONFIG_HELP = """\
   [context]                               # passed to every callback
   [workers]                               # count (as --workers), redeliver, max_demand, ...
   [metrics]                               # port, host (as --metrics-port, --metrics-host)
+  [tls]                                   # optfile, proto_dist (as --ssl-dist-optfile, ...)
 """
 
 
@@ -269,7 +289,11 @@ def load_config(path: str) -> Config:
         table = _table(raw, outer)
         if table is not None and key in table:
             config.flags[dest] = table.pop(key)
-    raw.pop("node", None)  # all flags
+    optfile = config.flags.get("ssl_dist_optfile")
+    if optfile is not None:  # a path in a file is relative to that file
+        config.flags["ssl_dist_optfile"] = os.path.join(os.path.dirname(path), optfile)
+    for key in ("node", "tls", "metrics"):  # all flags
+        raw.pop(key, None)
     for key, table in (("producer", _table(raw, ["producer"])),
                        ("processors", _table(raw, ["processors", "default"]))):
         if table == {}:  # nothing left for the pipeline but flags

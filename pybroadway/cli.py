@@ -8,6 +8,10 @@
                       [--listen ADDRESS] [--hidden]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
+
+``serve``, ``worker`` and ``ping`` take ``--proto-dist inet_tcp|inet6_tcp|inet_tls|inet6_tls``
+and ``--ssl-dist-optfile FILE``, as the BEAM's ``-proto_dist`` and ``-ssl_dist_optfile``: the
+distribution over IPv6 or TLS (:mod:`pybroadway.erldist.tls_options`).
     pybroadway --version                     the version, and which codec runs
 
 Every command takes ``--log-level DEBUG|INFO|WARNING|ERROR``. ``pybroadway`` with no command
@@ -55,9 +59,11 @@ from typing import Any
 from pybroadway import __version__
 from pybroadway import _imports as imports
 from pybroadway._arguments import (
+    add_distribution_arguments,
     add_serve_arguments,
     add_worker_arguments,
     check_command_line,
+    distribution_flags,
     run_worker_command,
 )
 from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults
@@ -124,6 +130,9 @@ def serve_workers(args: argparse.Namespace, table: dict[str, Any] | None
     if redeliver is not None:
         workers["redeliver"] = redeliver
     workers.setdefault("pipeline", getattr(args, "pipeline", None))
+    flags = distribution_flags(args)
+    if flags:  # the workers' nodes speak the front's distribution (TLS, IPv6)
+        workers["extra_args"] = [*flags, *workers.get("extra_args", ())]
     return workers
 
 
@@ -140,7 +149,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
-                    host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0) as node:
+                    host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0,
+                    tls=getattr(args, "tls", None), ipv6=getattr(args, "ipv6", False)) as node:
         workers = serve_workers(args, options.pop("workers", None))
         if workers is not None:
             options["offload"] = (WorkerFront, {**workers, "node": node})
@@ -230,7 +240,8 @@ def _metrics_module() -> Any:
 async def ping(args: argparse.Namespace) -> str:
     """``net_adm:ping/1`` from a hidden Python node: ``pong``, or ``pang (why)``."""
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
-                    hidden=True) as node:
+                    hidden=True, tls=getattr(args, "tls", None),
+                    ipv6=getattr(args, "ipv6", False)) as node:
         try:
             await node.connect(args.node, check=True)
         except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
@@ -275,6 +286,7 @@ def add_ping_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
+    add_distribution_arguments(parser)
     add_log_level(parser, "ERROR")
 
 

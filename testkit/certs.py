@@ -4,6 +4,8 @@ crypto library: what the tests make is what the README tells a user to make).
     ca = make_ca(tmp_path / "ca")
     node = ca.issue(tmp_path / "node", "localhost")          # valid for ten years
     old = ca.issue(tmp_path / "old", "localhost", days=-1)   # expired yesterday
+    sub = ca.intermediate(tmp_path / "sub")                  # a CA the root signs
+    far = sub.issue(tmp_path / "far", "localhost")           # its certfile: cert, then sub's
 
 Keys are RSA 2048 without a password unless ``password`` is given.
 """
@@ -33,6 +35,9 @@ class CA:
 
     cacertfile: Path
     keyfile: Path
+    #: The certificates between this CA and the root (an intermediate's own first), which
+    #: the certificates it issues carry after their own.
+    chain: tuple[Path, ...] = ()
 
     def issue(self, directory: Path, host: str, *, days: int = 3650,
               password: str | None = None) -> NodeCert:
@@ -48,7 +53,21 @@ class CA:
         ext.write_text(f"subjectAltName={san}\n")
         _openssl("x509", "-req", "-in", csr, "-CA", self.cacertfile, "-CAkey", self.keyfile,
                  "-CAcreateserial", "-out", cert, "-days", str(days), "-extfile", ext)
+        if self.chain:
+            cert.write_bytes(b"".join(path.read_bytes() for path in (cert, *self.chain)))
         return NodeCert(cert, key)
+
+    def intermediate(self, directory: Path, name: str = "pybroadway intermediate CA") -> CA:
+        """A CA this one signs: peers trust the root, the certificates it issues carry it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        key, csr, cert = directory / "ca.key", directory / "ca.csr", directory / "ca.pem"
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                 "-subj", f"/CN={name}")
+        ext = directory / "ext.cnf"
+        ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n")
+        _openssl("x509", "-req", "-in", csr, "-CA", self.cacertfile, "-CAkey", self.keyfile,
+                 "-CAcreateserial", "-out", cert, "-days", "3650", "-extfile", ext)
+        return CA(cert, key, (cert, *self.chain))
 
 
 def _is_address(host: str) -> bool:

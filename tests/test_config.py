@@ -383,3 +383,12 @@ def test_serve_config_runs_its_batchers_in_the_workers(pipeline_module: Path) ->
     assert sorted(by_word) == ["hello", "hi"]
     assert all(len(pids) == 1 for pids in by_word.values())  # a partition on one worker
     assert server.proc.pid not in set().union(*by_word.values())  # in the workers
+
+
+def test_tables_of_flags_only_leave_nothing_for_the_pipeline(tmp_path: Path) -> None:
+    # The pipeline refuses an option it does not know: [metrics] once reached it as
+    # metrics={} and serve stopped with "unknown options [:metrics]".
+    config = load_config(write(tmp_path, "[node]\nticktime = 5\n[metrics]\nport = 9568\n"
+                                         "[tls]\nproto_dist = 'inet6_tcp'\n"))
+    assert config.flags == {"ticktime": 5, "metrics_port": 9568, "proto_dist": "inet6_tcp"}
+    assert config.options == {}

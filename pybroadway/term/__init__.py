@@ -9,7 +9,7 @@ Mapping: ``str``/``bytes`` → binary (binaries decode to ``bytes``; pass ``stri
 list, ``dict`` ↔ map, ``True``/``False`` ↔ ``true``/``false``, ``None`` ↔ ``nil``. The BEAM's
 other terms have types of their own: :class:`Atom`, :class:`Pid`, :class:`Reference`,
 :class:`Port`, :class:`ImproperList`, :class:`BitBinary`, :class:`ExportFun`, :class:`Fun`,
-:class:`Charlist`.
+:class:`Charlist`. :func:`consult` reads Erlang term text (a configuration file's).
 
 Terms nest to any depth, as on the BEAM: deep ones are decoded, encoded and printed without
 recursion, bounded by their size. A tuple nested more than 4096 deep decodes as a
@@ -25,6 +25,7 @@ from pybroadway.term import _impl
 from pybroadway.term import decode as _decode_module
 from pybroadway.term import encode as _encode_module
 from pybroadway.term._deep_tuple import DeepTuple
+from pybroadway.term.consult import consult
 from pybroadway.term.decode import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_INFLATED,
@@ -34,7 +35,7 @@ from pybroadway.term.decode import (
 )
 from pybroadway.term.elixir import register_struct, struct, struct_name
 from pybroadway.term.encode import Encoder, encode
-from pybroadway.term.errors import DecodeError, EncodeError
+from pybroadway.term.errors import ConsultError, DecodeError, EncodeError
 from pybroadway.term.inspect import inspect, loggable
 from pybroadway.term.types import (
     Atom,
@@ -73,6 +74,7 @@ __all__ = [
     "Atom",
     "BitBinary",
     "Charlist",
+    "ConsultError",
     "DecodeError",
     "Decoder",
     "DeepTuple",
@@ -87,6 +89,7 @@ __all__ = [
     "Pid",
     "Port",
     "Reference",
+    "consult",
     "decode",
     "decode_from",
     "encode",

@@ -18,3 +18,14 @@ class DecodeError(PyBroadwayError, ValueError):
 
 class EncodeError(PyBroadwayError, TypeError):
     """The value has no external term form."""
+
+
+class ConsultError(PyBroadwayError, ValueError):
+    """Erlang term text that does not read (:func:`pybroadway.term.consult.consult`).
+
+    ``line`` is the line (from 1) where the problem was found.
+    """
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line

@@ -25,6 +25,7 @@ from pybroadway._imports import load_pipeline
 from pybroadway.erldist import CallError, Node
 from pybroadway.erldist.pg import api as pg
 from pybroadway.erldist.process import Process
+from pybroadway.erldist.tls import TlsSettings
 from pybroadway.errors import ArgumentError
 from pybroadway.gen_stage import GenStageProducer, MessagesFrom
 from pybroadway.pipeline import Message, Pipeline
@@ -198,10 +199,12 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                      epmd_port: int | None = None, max_demand: int = 500,
                      partition: int | None = None, concurrency: int | None = None,
                      exit_with_front: bool = False, hidden: bool = False,
-                     ticktime: float = 60.0, stop: asyncio.Event | None = None) -> dict[str, Any]:
+                     ticktime: float = 60.0, stop: asyncio.Event | None = None,
+                     tls: TlsSettings | None = None, ipv6: bool = False) -> dict[str, Any]:
     """Run a worker until ``stop`` (or SIGTERM/SIGINT); returns its pipeline's stats.
 
-    A worker is a visible node (``hidden``: a hidden one, see below)."""
+    A worker is a visible node (``hidden``: a hidden one, see below); ``tls`` and ``ipv6``
+    are its node's (its front's distribution)."""
     cls = load_pipeline_class(pipeline)
     name = name or cls.name or cls.__name__
     stop = stop or asyncio.Event()
@@ -215,7 +218,7 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
     # that cannot sets off global's partition prevention, which cuts it from the rest. A
     # hidden worker (for such networks) connects to its front only, and is seen there alone.
     async with Node(sname, cookie=cookie, epmd_port=epmd_port, host=listen,
-                    ticktime=ticktime, hidden=hidden) as node:
+                    ticktime=ticktime, hidden=hidden, tls=tls, ipv6=ipv6) as node:
         front = Atom(join)
         if exit_with_front:
             def watch(peer: Atom, up: bool) -> None:

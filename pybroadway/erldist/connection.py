@@ -21,15 +21,13 @@ from typing import Any
 from pybroadway import term as _term
 from pybroadway.erldist.framing import FrameReader, Handover
 from pybroadway.erldist.framing import ProtocolError as ProtocolError  # named from here too
+from pybroadway.erldist.output import NO_MESSAGE as NO_MESSAGE  # named from here too
+from pybroadway.erldist.output import Output
 from pybroadway.term import Atom, DecodeError, Decoder, Encoder, Pid, loggable
 
 log = logging.getLogger("pybroadway.erldist.connection")
 
-NO_MESSAGE: Any = object()
-"""Stands for the absent second term of a frame whose control message carries none."""
-
 PASS_THROUGH = 112
-TICK = b"\0\0\0\0"
 DEFAULT_MAX_FRAME = 128 * 1024 * 1024
 DEFAULT_MAX_INFLATED = 1024 * 1024
 """The largest a compressed term in a frame may inflate to. A BEAM never compresses what it
@@ -108,12 +106,6 @@ class Connection:
         self._on_closed = on_closed
         self._on_backlog = on_backlog
         self._loop = asyncio.get_running_loop()
-        self._out = bytearray()
-        # The large binaries of the frames in _out, left out of it: (where each goes, it).
-        self._apart: list[tuple[int, bytes]] = []
-        self._apart_size = 0
-        self._flush_scheduled = False
-        self._wrote = False
         self._paused = False
         self._last_control_raw: bytearray | None = None
         self._last_control: Any = None
@@ -128,6 +120,8 @@ class Connection:
         self._frames = FrameReader(handover, max_frame_size=max_frame_size,
                                    on_frame=self._on_frame, on_error=self._read_failed,
                                    on_lost=self._lost)
+        self._output = Output(handover.transport, encoder, self._flushed)
+        self._frames.on_writable = self._output.writable
         self._tasks = [self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}")]
 
     def __repr__(self) -> str:
@@ -144,64 +138,21 @@ class Connection:
     def send(self, control: Any, message: Any = NO_MESSAGE) -> None:
         """Queue one frame; frames queued in the same loop iteration go out in one write
         (a large ``bytes`` in ``message`` as a piece of its own, not copied)."""
-        if self.closed:
-            return
-        out = self._out
-        start = len(out)
-        apart = self._apart
-        held = len(apart)
-        out += b"\0\0\0\0\x70"
-        try:
-            self._encoder.encode_into(out, control)
-            if message is not NO_MESSAGE:
-                self._encoder.encode_into(out, message, apart)
-        except BaseException:
-            del out[start:]
-            del apart[held:]
-            raise
-        size = len(out) - start - 4
-        if len(apart) != held:
-            left_out = sum(len(binary) for _, binary in apart[held:])
-            self._apart_size += left_out
-            size += left_out
-        _pack_u32_into(out, start, size)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self.closed:
+            self._output.frame(control, message)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out = self._out
-        if out and not self.closed:
-            transport = self._transport
-            if self._apart:
-                # In order: the bytes before each large binary, the binary (as a view, so
-                # that what the socket does not take now is copied once, by the transport).
-                view = memoryview(out)
-                at = 0
-                for position, binary in self._apart:
-                    transport.write(view[at:position])
-                    transport.write(memoryview(binary))
-                    at = position
-                transport.write(view[at:])
-                self._apart = []
-                self._apart_size = 0
-            else:
-                transport.write(out)
-            self._out = bytearray()
-            self._wrote = True
-            pending = transport.get_write_buffer_size()
-            if pending > self.max_pending_output:
-                log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
-                          "closing the connection", self.peer.name, pending)
-                self._close(f"{pending} bytes unread by the peer", discard=True)
-            elif pending and self._on_backlog is not None:
-                self._on_backlog(self)
+    def _flushed(self, pending: int) -> None:
+        if pending > self.max_pending_output:
+            log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
+                      "closing the connection", self.peer.name, pending)
+            self._close(f"{pending} bytes unread by the peer", discard=True)
+        elif pending and self._on_backlog is not None:
+            self._on_backlog(self)
 
     @property
     def write_buffer_size(self) -> int:
-        """Bytes written but not yet taken by the kernel (a slow peer makes this grow)."""
-        return len(self._out) + self._apart_size + self._transport.get_write_buffer_size()
+        """Bytes queued but not yet taken by the kernel (a slow peer makes this grow)."""
+        return self._output.pending
 
     # -- backpressure -----------------------------------------------------------------------
 
@@ -353,9 +304,7 @@ class Connection:
         silent = 0
         while True:
             await asyncio.sleep(interval)
-            if not self._wrote and not self._out:
-                self._transport.write(TICK)
-            self._wrote = False
+            self._output.tick()
             if self._frames.received or self._frames.held:
                 # While we hold reading back (backpressure, a frame decoding) the peer's ticks
                 # wait unread in the socket: that silence is ours, not the peer's.
@@ -377,12 +326,10 @@ class Connection:
         if self.closed:
             return
         if discard:
-            self._out = bytearray()
-            self._apart = []
-            self._apart_size = 0
+            self._output.discard()
         else:
             self._on_backlog = None  # its last bytes go out (or not) whatever the others hold
-            self._flush()
+            self._output.hand_over()
             if self.closed:  # that flush found the peer reading too little, and closed
                 return
         self.closed = True
@@ -406,9 +353,7 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the socket now, with whatever is still waiting to be written."""
-        self._out = bytearray()
-        self._apart = []
-        self._apart_size = 0
+        self._output.discard()
         with contextlib.suppress(Exception):
             self._transport.abort()
 

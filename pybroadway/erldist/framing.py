@@ -105,6 +105,9 @@ class FrameReader(asyncio.BufferedProtocol):
         """Whether anything arrived since the owner last cleared this (ticks included)."""
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done once the transport is gone."""
+        self.on_writable: Callable[[bool], None] = _ignore
+        """Called with False when the transport pauses its writer, with True when it
+        resumes it (the transport tells its protocol, which this reader is)."""
         transport.set_protocol(self)
         asyncio.get_running_loop().call_soon(self._handle)
         transport.resume_reading()
@@ -173,6 +176,12 @@ class FrameReader(asyncio.BufferedProtocol):
             self._end += nbytes
         self._handle()
 
+    def pause_writing(self) -> None:
+        self.on_writable(False)
+
+    def resume_writing(self) -> None:
+        self.on_writable(True)
+
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost follows
 
@@ -230,3 +239,7 @@ class FrameReader(asyncio.BufferedProtocol):
         own[:end - pos - 4] = memoryview(self._buffer)[pos + 4:end]
         self._own, self._own_size, self._filled = own, size, end - pos - 4
         self._start = self._end = 0
+
+
+def _ignore(_: bool) -> None:
+    pass

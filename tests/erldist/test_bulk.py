@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pybroadway.erldist.framing import EAGER_SIZE, REUSED_SIZE
-from pybroadway.term import Atom, Pid
+from pybroadway.erldist.output import PIECE
+from pybroadway.term import Atom, Decoder, Pid
 from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.nodekit import WAIT, Mailbox, NodeEvents, ev, python_node
 from tests.erldist.test_big_frames import raw_peer
@@ -68,6 +70,44 @@ async def test_a_large_binary_for_a_peer_that_reads_nothing_counts_against_its_b
             await asyncio.sleep(0)  # the write goes out (or waits) in the next turn
         assert mute.name not in node.nodes()
         assert connection.write_buffer_size == 0
+
+
+async def test_what_a_slow_peer_has_not_taken_waits_uncopied_and_arrives_whole(
+        epmd: SystemEpmd) -> None:
+    """Large binaries for a peer that does not read wait as themselves, not copied into the
+    transport's buffer (it holds at most one piece); ticks due meanwhile do not cut into
+    them; once the peer reads, every frame arrives whole and in order."""
+    async with python_node(epmd.port, ticktime=1.0) as node:
+        mute = await MutePeer.connect(node)
+        connection = node.connection(mute.name)
+        assert connection is not None
+        target = Pid(mute.name, 1, 0, 1)
+        payloads = [bytes([i]) * (1 << 20) for i in range(24)]
+        for payload in payloads:
+            node.send(target, payload)
+        await asyncio.sleep(0)  # flushed: the socket takes what it can
+        transport = connection._transport
+        assert connection.write_buffer_size > 8 << 20  # the socket cannot take 24 MiB
+        assert transport.get_write_buffer_size() <= PIECE
+        for _ in range(6):  # past a tick interval (ticktime / 4), the peer ticking meanwhile
+            mute.writer.write(b"\0\0\0\0")
+            await asyncio.sleep(0.1)
+        decoder = Decoder()
+        received = []
+        while len(received) < len(payloads):
+            (size,) = struct.unpack(">I", await mute.reader.readexactly(4))
+            if size == 0:
+                continue  # a tick
+            body = await mute.reader.readexactly(size)
+            assert body[0] == 112
+            control, at = decoder.decode_from(body, 1)
+            assert control[0] in (2, 22) and control[-1] == target
+            message, at = decoder.decode_from(body, at)
+            assert at == size
+            received.append(message)
+        assert received == payloads
+        assert connection.write_buffer_size == 0
+        mute.writer.close()
 
 
 async def test_a_peer_gone_in_the_middle_of_a_frame_leaves_nothing_held(

@@ -27,8 +27,10 @@ class MutePeer:
     """A peer that has shown the cookie and then reads nothing: it asks the node for DOWNs
     (monitors of processes that do not exist), whose answers the node must hold for it."""
 
-    def __init__(self, name: Atom, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, name: Atom, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
         self.name = name
+        self.reader = reader  # unread, unless a test reads it
         self.writer = writer
         me = Pid(name, 1, 0, 1)
         self.monitor = frame(b"\x70" + encode((19, me, Atom("nobody"),
@@ -44,7 +46,7 @@ class MutePeer:
                                 creation=1, flags=dflags.default_flags(hidden=True),
                                 peer_name=node.name.name, timeout=10)
         assert name in node.nodes()
-        return cls(name, writer)
+        return cls(name, reader, writer)
 
     async def ask(self, monitors: int, timeout: float = 5) -> None:
         """Ask for ``monitors`` more answers (each a DOWN it will not read)."""

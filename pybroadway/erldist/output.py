@@ -1,0 +1,147 @@
+"""What a connection sends: frames coalesced per loop iteration, large binaries never copied.
+
+The frames queued in one iteration of the loop are encoded into one buffer, except a large
+``bytes`` binary (see :meth:`~pybroadway.term.Encoder.encode_into`), which stays out of it as
+a piece of its own. The pieces go to the transport only while the transport holds nothing of
+its own: what the socket takes at once is sent from the pieces themselves, and what it does
+not take of the last piece (at most :data:`PIECE` bytes) is all the transport copies. Handing
+a transport more while it is backed up would copy every byte once more (asyncio's selector
+transport appends what waits to one ``bytearray``), and move it again as it grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pybroadway.term import Encoder
+
+NO_MESSAGE: Any = object()
+"""Stands for the absent second term of a frame whose control message carries none."""
+
+TICK = b"\0\0\0\0"
+PIECE = 256 * 1024
+"""The most handed to the transport in one write: what the socket does not take of a write
+is copied by the transport, so this bounds the copy while the peer is slow."""
+
+_pack_u32_into = struct.Struct(">I").pack_into
+
+
+class Output:
+    """The frames a connection sends over ``transport``, encoded with ``encoder``.
+    ``flushed(pending)`` is called after each flush with the bytes not yet taken by the
+    kernel. The transport's protocol must call :meth:`writable` when the transport pauses
+    and resumes its writer (``pause_writing``/``resume_writing``)."""
+
+    def __init__(self, transport: asyncio.WriteTransport, encoder: Encoder,
+                 flushed: Callable[[int], None]) -> None:
+        self._transport = transport
+        self._encoder = encoder
+        self._flushed = flushed
+        self._loop = asyncio.get_running_loop()
+        self._out = bytearray()
+        # The large binaries of the frames in _out, left out of it: (where each goes, it).
+        self._apart: list[tuple[int, bytes]] = []
+        self._apart_size = 0
+        self._pieces: deque[memoryview] = deque()  # flushed, not yet given to the transport
+        self._pieces_size = 0
+        self._flush_scheduled = False
+        self._wrote = False
+        self._writable = transport.get_write_buffer_size() == 0
+        # Paused as soon as anything waits in the transport, resumed once nothing does.
+        transport.set_write_buffer_limits(high=0, low=0)
+
+    def frame(self, control: Any, message: Any = NO_MESSAGE) -> None:
+        """Queue one frame; it goes out with the others of this loop iteration."""
+        out = self._out
+        start = len(out)
+        apart = self._apart
+        held = len(apart)
+        out += b"\0\0\0\0\x70"
+        try:
+            self._encoder.encode_into(out, control)
+            if message is not NO_MESSAGE:
+                self._encoder.encode_into(out, message, apart)
+        except BaseException:
+            del out[start:]
+            del apart[held:]
+            raise
+        size = len(out) - start - 4
+        if len(apart) != held:
+            left_out = sum(len(binary) for _, binary in apart[held:])
+            self._apart_size += left_out
+            size += left_out
+        _pack_u32_into(out, start, size)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand what was queued to the transport (as much as it takes without copying)."""
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        pieces = self._pieces
+        view = memoryview(out)
+        at = 0
+        for position, binary in self._apart:
+            if position > at:
+                pieces.append(view[at:position])
+            pieces.append(memoryview(binary))
+            at = position
+        if at < len(out):
+            pieces.append(view[at:])
+        self._pieces_size += len(out) + self._apart_size
+        self._out = bytearray()
+        self._apart = []
+        self._apart_size = 0
+        self._wrote = True
+        self._write()
+        self._flushed(self.pending)
+
+    def _write(self) -> None:
+        pieces = self._pieces
+        write = self._transport.write
+        while pieces and self._writable:
+            piece = pieces.popleft()
+            if len(piece) > PIECE:
+                pieces.appendleft(piece[PIECE:])
+                piece = piece[:PIECE]
+            self._pieces_size -= len(piece)
+            write(piece)  # may pause the writer (self.writable(False)) before it returns
+
+    def writable(self, yes: bool) -> None:
+        """The transport paused (``False``) or resumed (``True``) its writer."""
+        self._writable = yes
+        if yes and self._pieces:
+            self._write()
+
+    def tick(self) -> None:
+        """Send a tick unless something was written since the last call."""
+        if not self._wrote and not self._out and not self._pieces:
+            self._transport.write(TICK)
+        self._wrote = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued or written but not yet taken by the kernel."""
+        return (len(self._out) + self._apart_size + self._pieces_size
+                + self._transport.get_write_buffer_size())
+
+    def hand_over(self) -> None:
+        """Give everything still queued to the transport, to go out as it closes."""
+        self.flush()
+        self._writable = True
+        self._write()
+
+    def discard(self) -> None:
+        """Drop everything not yet given to the transport."""
+        self._out = bytearray()
+        self._apart = []
+        self._apart_size = 0
+        self._pieces.clear()
+        self._pieces_size = 0

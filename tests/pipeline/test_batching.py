@@ -131,3 +131,29 @@ async def test_a_message_put_to_a_batcher_of_a_pipeline_without_batchers_warns_o
     assert len(warnings) == 1
     assert "'db'" in warnings[0] and "handle_batch never runs" in warnings[0]
     assert len(recorder.successful) == 50  # acknowledged as before: only the warning is new
+
+
+async def test_big_data_goes_through_every_stage_as_the_same_object() -> None:
+    """Messages carry their data by reference: a big binary is never copied on the way from
+    the producer through processors, a partitioned batcher and batch processors to the
+    acknowledger."""
+    recorder = Recorder()
+    data = [bytes([i]) * (1 << 20) for i in range(16)]
+    seen: list[Any] = []
+
+    class Keeping(Collecting):
+        def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+            seen.append(message.data)
+            return message
+
+    pipeline = Keeping(**push_options(concurrency=2),
+                       batchers={"default": {"batch_size": 4, "batch_timeout": 50,
+                                             "concurrency": 2}},
+                       partition_by=lambda message: message.data[0])
+    async with pipeline:
+        pipeline.push_messages(messages(recorder, data))
+        await recorder.wait_for(len(data))
+    batched = [item for items, _, _ in pipeline.batches for item in items]
+    acked = [message.data for message in recorder.successful]
+    for stage in (seen, batched, acked):
+        assert sorted(map(id, stage)) == sorted(map(id, data))

@@ -36,6 +36,17 @@ class Sourced(Pipeline):
         return message
 
 
+class Whole(Pipeline):
+    """Fails a message whose data is not ``metadata["size"]`` bytes, all equal to the first:
+    a big event must reach the worker whole."""
+
+    def handle_message(self, processor: str, message: Message, context: Any) -> Message:
+        data = message.data
+        if len(data) != message.metadata["size"] or data != data[:1] * len(data):
+            return message.failed(f"{len(data)} bytes arrived, not whole")
+        return message
+
+
 def by_key(message: Message) -> int:
     return int(message.metadata["key"])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from testkit.doubles import Slow
 from testkit.peers import BeamPeer
 from testkit.wait import eventually_async
 from tests.workers.kit import WAIT, Tally, front, front_of, push, worker_command
-from tests.workers.pipelines import Batched, Echo, Ordered, Sourced
+from tests.workers.pipelines import Batched, Echo, Ordered, Sourced, Whole
 
 
 async def test_every_message_is_acknowledged_once_on_the_front() -> None:
@@ -60,6 +60,35 @@ async def test_messages_keep_their_metadata_however_the_stream_is_cut() -> None:
     tally.check_once()
     assert not tally.failed, list(tally.failed.items())[:3]
     assert all(worker["handled"] > 0 for worker in stats["workers"]), stats["workers"]
+
+
+async def test_big_events_reach_the_workers_whole_sent_once_from_the_front_uncopied() -> None:
+    size = 1 << 20
+    data = [bytes([i]) * size for i in range(48)]
+    tally = Tally(len(data))
+    async with front(Whole, max_demand=4) as (node, pipeline):
+        sent: list[Any] = []
+        for worker in front_of(pipeline).workers.values():
+            connection = node.connection(worker.node)
+            assert connection is not None
+            encode_into = connection._output._encoder.encode_into
+
+            def spy(out: bytearray, term: Any, apart: Any = None, *, _encode: Any = encode_into
+                    ) -> None:
+                held = len(apart) if apart is not None else 0
+                _encode(out, term, apart)
+                if apart is not None:
+                    sent.extend(binary for _, binary in apart[held:])
+
+            connection._output._encoder = SimpleNamespace(encode_into=spy)
+        await push(pipeline, tally.messages(data, [{"size": size}] * len(data)), chunk=8)
+        await asyncio.wait_for(tally.all_done.wait(), WAIT)
+    tally.check_once()
+    assert not tally.failed, list(tally.failed.items())[:3]
+    # Each event's binary went out once, as the very object the producer gave, never encoded
+    # into a frame.
+    assert len(sent) == len(data)
+    assert {id(binary) for binary in sent} == {id(binary) for binary in data}
 
 
 async def test_batchers_run_in_the_workers() -> None:

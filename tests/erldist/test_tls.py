@@ -1,0 +1,90 @@
+"""Distribution over TLS against OTP's own (``-proto_dist inet_tls``), both directions: the TLS
+handshake, the distribution handshake inside it with 4-byte headers, then frames as usual."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pybroadway.erldist import Node
+from pybroadway.term import Atom
+from testkit.peers import BeamPeer, SystemEpmd
+from testkit.tls import beam_args, optfile, tls_settings
+from tests.erldist.conftest import Pki
+from tests.erldist.nodekit import Echo, Mailbox, atom, ev, python_node, started
+
+pytestmark = pytest.mark.timeout(90)
+
+BIG = 4 << 20  # a binary of 4 MiB: frames longer than the reader's reusable buffer
+
+
+@contextlib.asynccontextmanager
+async def tls_beam(otp: str, epmd: SystemEpmd, options: Path) -> AsyncIterator[BeamPeer]:
+    """A started erl node of release ``otp`` using TLS distribution with ``options``."""
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=beam_args(otp, options))
+    async with started(peer):
+        yield peer
+
+
+@contextlib.asynccontextmanager
+async def tls_pair(otp: str, epmd: SystemEpmd, pki: Pki,
+                   tmp_path: Path) -> AsyncIterator[tuple[Node, BeamPeer]]:
+    """A Python node and an erl node, both with TLS distribution and certificates of one CA,
+    not connected yet."""
+    options = optfile(tmp_path / "dist.conf", pki.ca, pki.node)
+    async with python_node(epmd.port, tls=tls_settings(pki.ca, pki.node)) as node, \
+            tls_beam(otp, epmd, options) as peer:
+        node.expose("calc", "add", lambda a, b: a + b)
+        yield node, peer
+
+
+def assert_over_tls(node: Node, peer: BeamPeer) -> None:
+    connection = node.connection(peer.node)
+    assert connection is not None
+    assert connection._transport.get_extra_info("ssl_object") is not None
+
+
+async def test_beam_dials_python_over_tls(otp: str, epmd: SystemEpmd, pki: Pki,
+                                          tmp_path: Path) -> None:
+    async with tls_pair(otp, epmd, pki, tmp_path) as (node, peer):
+        py = atom(node)
+        assert await ev(peer, f"net_adm:ping({py})") == Atom("pong")
+        assert_over_tls(node, peer)
+        assert await ev(peer, f"lists:member({py}, nodes())") is True
+        node.spawn(Echo(), name="echo")
+        assert await ev(peer, f"gen_server:call({{echo, {py}}}, hello)") == \
+            (Atom("echo"), Atom("hello"))
+        assert await ev(peer, f"rpc:call({py}, calc, add, [2, 40])") == 42
+        inbox = node.spawn(Mailbox(), name="inbox")
+        await ev(peer, f"{{inbox, {py}}} ! {{from_beam, self()}}, ok")
+        _, beam_pid = await inbox.receive(timeout=10)
+        node.send(beam_pid, (Atom("from_python"), 1))
+        assert await ev(peer, "receive {from_python, N} -> N after 10000 -> none end") == 1
+        # 4 MiB to Python and back, in frames longer than any buffer the reader reuses.
+        assert await ev(peer, f"B = crypto:strong_rand_bytes({BIG}), "
+                              f"{{echo, B}} =:= gen_server:call({{echo, {py}}}, B, 30000)") \
+            is True
+
+
+async def test_python_dials_beam_over_tls(otp: str, epmd: SystemEpmd, pki: Pki,
+                                          tmp_path: Path) -> None:
+    async with tls_pair(otp, epmd, pki, tmp_path) as (node, peer):
+        assert await node.connect(peer.node, check=True)
+        assert_over_tls(node, peer)
+        beam = Atom(peer.node)
+        rex = (Atom("rex"), beam)
+        assert await node.call(rex, (Atom("call"), Atom("erlang"), Atom("node"), [],
+                                     Atom("user")), timeout=10) == beam
+        await ev(peer, "register(tlsbox, spawn(fun() -> receive {From, M} -> "
+                       "From ! {got, M} end end)), ok")
+        inbox = node.spawn(Mailbox())
+        node.send((Atom("tlsbox"), beam), (inbox.pid, Atom("ping")))
+        assert await inbox.receive(timeout=10) == (Atom("got"), Atom("ping"))
+        big = bytes(range(256)) * (BIG // 256)
+        echoed = await node.call(rex, (Atom("call"), Atom("erlang"), Atom("iolist_to_binary"),
+                                       [[big]], Atom("user")), timeout=30)
+        assert echoed == big
+        assert await ev(peer, f"net_adm:ping({atom(node)})") == Atom("pong")

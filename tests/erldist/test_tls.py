@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from pybroadway.erldist import Node
+from pybroadway.erldist.framing import REUSED_SIZE
 from pybroadway.term import Atom
 from testkit.peers import BeamPeer, SystemEpmd
 from testkit.tls import beam_args, optfile, tls_settings
+from testkit.wait import eventually_async
 from tests.erldist.conftest import Pki
 from tests.erldist.nodekit import Echo, Mailbox, atom, ev, python_node, started
 
@@ -88,3 +90,32 @@ async def test_python_dials_beam_over_tls(otp: str, epmd: SystemEpmd, pki: Pki,
                                        [[big]], Atom("user")), timeout=30)
         assert echoed == big
         assert await ev(peer, f"net_adm:ping({atom(node)})") == Atom("pong")
+
+
+async def test_a_held_reader_over_tls_holds_a_bounded_amount_and_loses_nothing(
+        epmd: SystemEpmd, pki: Pki) -> None:
+    """While a connection's reader is held (backpressure), what the peer sends waits in the
+    socket: TLS decrypts no more than its read-ahead, the reader takes nothing; on release
+    every message comes, in order."""
+    settings = tls_settings(pki.ca, pki.node)
+    async with python_node(epmd.port, tls=settings) as node, \
+            python_node(epmd.port, tls=settings) as sender:
+        inbox = node.spawn(Mailbox(), name="inbox")
+        assert await sender.connect(node.name, check=True)
+        held, sending = node.connection(sender.name), sender.connection(node.name)
+        assert held is not None and sending is not None
+        held.pause_reading()
+        count, chunk = 4000, bytes(4096)
+        for seq in range(count):
+            sender.send((Atom("inbox"), node.name), (seq, chunk))
+        # TLS reads ahead what the node does not take, up to its limit, and stops there.
+        tls = held._transport
+        await eventually_async(lambda: tls.get_read_buffer_size() >= REUSED_SIZE, timeout=10)
+        reader = held._frames
+        assert inbox.mailbox_size == 0
+        assert reader._late is None and reader._own is None
+        assert len(reader._buffer) == REUSED_SIZE
+        assert tls.get_read_buffer_size() <= 2 * REUSED_SIZE
+        held.resume_reading()
+        got = [await inbox.receive(timeout=10) for _ in range(count)]
+        assert [seq for seq, _ in got] == list(range(count))

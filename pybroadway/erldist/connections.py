@@ -330,6 +330,7 @@ class Connections:
         except (OSError, EOFError, TimeoutError) as exc:
             writer.transport.abort()
             why = (f"it did not finish within {me.handshake_timeout}s"
+                   + (" (does the peer use TLS distribution?)" if peer_name else "")
                    if isinstance(exc, TimeoutError) else tls_failures.describe(exc))
             if peer_name is None:
                 self._refusals.log("refused a TLS connection %s: %s", who, why)

@@ -143,3 +143,19 @@ async def test_our_certificate_refused_after_a_tls13_handshake_is_a_refusal(
         assert "socket error" not in line
         assert holds_nothing(node)
         assert Atom(peer.node) not in node.nodes()
+
+
+@pytest.mark.parametrize(("ours", "expected"), [
+    ("plain", "the peer speaks TLS"),
+    ("tls", "did not finish within 1.5s"),
+])
+async def test_python_dialling_a_beam_of_the_other_kind_says_so(
+        ours: str, expected: str, otp: str, epmd: SystemEpmd, pki: Pki, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pybroadway")
+    tls = tls_settings(pki.ca, pki.node) if ours == "tls" else None
+    async with python_node(epmd.port, tls=tls, handshake_timeout=1.5) as node, \
+            beam(otp, epmd, tmp_path, pki.ca, pki.node, tls=ours == "plain") as peer:
+        assert await node.connect(peer.node) is False
+        await one_warning(caplog, f"to {peer.node} failed", expected)
+        assert holds_nothing(node)

@@ -78,9 +78,10 @@ class Session:
                 raise self.fail(f"a handshake message of {length} bytes announced instead of "
                                 f"{expecting} (at most {MAX_MESSAGE})")
             data = await self.reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
+        except (asyncio.IncompleteReadError, ssl.SSLEOFError) as exc:
+            partial = getattr(exc, "partial", b"")  # (TLS: closed without close_notify)
             raise self.fail(f"the peer closed the connection while we waited for {expecting}"
-                            + (f" (after {len(exc.partial)} bytes)" if exc.partial else "")
+                            + (f" (after {len(partial)} bytes)" if partial else "")
                             ) from None
         except ssl.SSLError as exc:
             # Under TLS 1.3 the server checks our certificate after our side of the TLS

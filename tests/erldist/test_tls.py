@@ -4,6 +4,7 @@ handshake, the distribution handshake inside it with 4-byte headers, then frames
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from pybroadway.erldist import Node
 from pybroadway.erldist.framing import REUSED_SIZE
+from pybroadway.erldist.handshake import WrongCookie
 from pybroadway.term import Atom
 from testkit.peers import BeamPeer, SystemEpmd
 from testkit.tls import beam_args, optfile, tls_settings
@@ -119,3 +121,20 @@ async def test_a_held_reader_over_tls_holds_a_bounded_amount_and_loses_nothing(
         held.resume_reading()
         got = [await inbox.receive(timeout=10) for _ in range(count)]
         assert [seq for seq, _ in got] == list(range(count))
+
+
+async def test_a_wrong_cookie_inside_tls_is_refused_both_ways(
+        otp: str, epmd: SystemEpmd, pki: Pki, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pybroadway")
+    options = optfile(tmp_path / "dist.conf", pki.ca, pki.node)
+    async with python_node(epmd.port, cookie="not-the-peers",
+                           tls=tls_settings(pki.ca, pki.node)) as node, \
+            tls_beam(otp, epmd, options) as peer:
+        with pytest.raises(WrongCookie):
+            await node.connect(peer.node, check=True)
+        assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is False
+        await eventually_async(lambda: any("wrong cookie" in r.getMessage()
+                                           and "from" in r.getMessage()
+                                           for r in caplog.records))
+        assert not node.nodes()

@@ -159,3 +159,22 @@ async def test_python_dialling_a_beam_of_the_other_kind_says_so(
         assert await node.connect(peer.node) is False
         await one_warning(caplog, f"to {peer.node} failed", expected)
         assert holds_nothing(node)
+
+
+async def test_a_huge_handshake_message_announced_inside_tls_is_refused_unread(
+        epmd: SystemEpmd, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    """A 4-byte header could announce 4 GiB from a peer that has not shown the cookie: the
+    node refuses it on its header, as it could never be a handshake message."""
+    caplog.set_level(logging.INFO, logger="pybroadway")
+    settings = tls_settings(pki.ca, pki.node)
+    async with python_node(epmd.port, tls=settings) as node:
+        address = await epmd_client.port_please(node.alive_name, epmd_port=epmd.port)
+        assert address is not None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", address.port, ssl=settings.client, server_hostname="localhost")
+        writer.write((1 << 30).to_bytes(4, "big") + b"N")
+        with contextlib.suppress(OSError):
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        await one_warning(caplog, "a handshake message of 1073741824 bytes announced")
+        assert holds_nothing(node)
+        writer.close()

@@ -102,6 +102,7 @@ class Connection:
         self.max_pending_output = max_pending_output
         self.ticktime = ticktime
         self._transport = handover.transport
+        self._pending_in_transport = handover.write_buffer_size
         self._encoder = encoder
         self._decoder = Decoder(max_inflated=max_inflated, max_inflate_ratio=INFLATE_RATIO)
         self._handlers = handlers
@@ -190,7 +191,7 @@ class Connection:
                 transport.write(out)
             self._out = bytearray()
             self._wrote = True
-            pending = transport.get_write_buffer_size()
+            pending = self._pending_in_transport()
             if pending > self.max_pending_output:
                 log.error("node %s reads nothing of what is sent to it (%d bytes wait); "
                           "closing the connection", self.peer.name, pending)
@@ -201,7 +202,7 @@ class Connection:
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet taken by the kernel (a slow peer makes this grow)."""
-        return len(self._out) + self._apart_size + self._transport.get_write_buffer_size()
+        return len(self._out) + self._apart_size + self._pending_in_transport()
 
     # -- backpressure -----------------------------------------------------------------------
 

@@ -224,6 +224,7 @@ class Connections:
                 # peer refuses it (nok, or alive answered false), where a socket closed
                 # mid-handshake would show in the peer's log as a failed handshake.
                 reader, writer = await asyncio.open_connection(_resolve(host), address.port)
+                beneath = writer.transport if me.tls is not None else None
                 left = await self._secure(writer, node.name, host)
                 try:
                     peer = await handshake.connect(
@@ -240,7 +241,7 @@ class Connections:
                         return
                     raise
             if self._owns_pending(node.name):
-                self._connection_up(peer, await take_over(reader, writer))
+                self._connection_up(peer, await take_over(reader, writer, beneath))
             else:  # superseded meanwhile, and the peer let it through: not ours to keep
                 writer.close()
         except BaseException as exc:
@@ -279,13 +280,14 @@ class Connections:
                 claimed.append(peer_name)
             return status
 
+        beneath = writer.transport if me.tls is not None else None
         try:
             left = await self._secure(writer)
             peer = await handshake.accept(
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
                 creation=self._creation, flags=me.flags, on_name=status_for,
                 timeout=left, header_size=_header_size(me))
-            handover = await take_over(reader, writer)
+            handover = await take_over(reader, writer, beneath)
         except BaseException as exc:
             if claimed and self._owns_pending(claimed[0]):
                 self._abandon(claimed[0], exc)

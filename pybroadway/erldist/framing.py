@@ -51,18 +51,27 @@ class ProtocolError(PyBroadwayError):
 @dataclass(frozen=True)
 class Handover:
     """A connection's transport, paused, for a :class:`FrameReader`; the bytes already read
-    from it, which come before anything it reads next; and what must live as long as the
-    transport is used (a StreamWriter closes its transport when it is collected)."""
+    from it, which come before anything it reads next; what must live as long as the
+    transport is used (a StreamWriter closes its transport when it is collected); and, under
+    TLS, the TCP transport beneath, whose write buffer the TLS one does not count (asyncio's
+    TLS hands it all it has encrypted each time it can write)."""
 
     transport: asyncio.Transport
     leftover: bytes
     keep: object = None
+    beneath: asyncio.WriteTransport | None = None
+
+    def write_buffer_size(self) -> int:
+        """Bytes written to the transport that the kernel has not taken yet."""
+        size = self.transport.get_write_buffer_size()
+        return size if self.beneath is None else size + self.beneath.get_write_buffer_size()
 
 
-async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Handover:
-    """After a handshake on ``reader``/``writer``: their transport and the bytes the reader
-    holds beyond the handshake (the peer's first frames). Neither ``reader`` nor ``writer``
-    is used again. Raises ConnectionError if the peer is gone."""
+async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    beneath: asyncio.WriteTransport | None = None) -> Handover:
+    """After a handshake on ``reader``/``writer`` (over TLS on ``beneath``): their transport
+    and the bytes the reader holds beyond the handshake (the peer's first frames). Neither
+    ``reader`` nor ``writer`` is used again. Raises ConnectionError if the peer is gone."""
     transport = writer.transport
     assert isinstance(transport, asyncio.Transport)
     if transport.is_closing():
@@ -70,7 +79,7 @@ async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     reader.feed_eof()  # what it holds is all it gets: read it out without waiting
     leftover = await reader.read()
     transport.pause_reading()  # (reading it out may have resumed it) until a protocol is set
-    return Handover(transport, leftover, writer)
+    return Handover(transport, leftover, writer, beneath)
 
 
 class FrameReader(asyncio.BufferedProtocol):

@@ -3,6 +3,7 @@ handshake, the distribution handshake inside it with 4-byte headers, then frames
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -138,3 +139,24 @@ async def test_a_wrong_cookie_inside_tls_is_refused_both_ways(
                                            and "from" in r.getMessage()
                                            for r in caplog.records))
         assert not node.nodes()
+
+
+async def test_what_a_peer_leaves_unread_over_tls_is_counted(
+        epmd: SystemEpmd, pki: Pki) -> None:
+    """What waits to be written counts, wherever TLS keeps it (encrypted, in the TCP
+    transport beneath it too): max_pending_output and the node's total bound see it."""
+    settings = tls_settings(pki.ca, pki.node)
+    async with python_node(epmd.port, tls=settings) as node, \
+            python_node(epmd.port, tls=settings) as sender:
+        assert await sender.connect(node.name, check=True)
+        held, sending = node.connection(sender.name), sender.connection(node.name)
+        assert held is not None and sending is not None
+        held.pause_reading()
+        total = 32 << 20
+        for _ in range(total // (1 << 20)):
+            sender.send((Atom("nobody"), node.name), bytes(1 << 20))
+        # The kernel's buffers on loopback take some MiB; the rest waits in the sender, and
+        # keeps being counted as TLS hands it on to the TCP transport beneath.
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            assert sending.write_buffer_size >= total // 2

@@ -27,9 +27,12 @@ BIG = 4 << 20  # a binary of 4 MiB: frames longer than the reader's reusable buf
 
 
 @contextlib.asynccontextmanager
-async def tls_beam(otp: str, epmd: SystemEpmd, options: Path) -> AsyncIterator[BeamPeer]:
-    """A started erl node of release ``otp`` using TLS distribution with ``options``."""
-    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=beam_args(otp, options))
+async def tls_beam(otp: str, epmd: SystemEpmd, options: Path | None
+                   ) -> AsyncIterator[BeamPeer]:
+    """A started erl node of release ``otp`` using TLS distribution with the option file
+    ``options`` (None: plain TCP)."""
+    extra = beam_args(otp, options) if options is not None else []
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=extra)
     async with started(peer):
         yield peer
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,11 @@ from pybroadway.erldist.handshake import TlsRefused
 from pybroadway.term import Atom
 from testkit.certs import CA, NodeCert
 from testkit.peers import BeamPeer, SystemEpmd
-from testkit.tls import beam_args, optfile, tls_settings
+from testkit.tls import optfile, tls_settings
 from testkit.wait import eventually_async
 from tests.erldist.conftest import Pki
-from tests.erldist.nodekit import atom, ev, python_node, started
+from tests.erldist.nodekit import atom, ev, python_node
+from tests.erldist.test_tls import tls_beam
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -53,14 +53,12 @@ async def serves_a_legitimate_node(node: Node, epmd: SystemEpmd, pki: Pki) -> No
         assert friend.name in node.nodes()
 
 
-@contextlib.asynccontextmanager
-async def beam(otp: str, epmd: SystemEpmd, tmp_path: Path, ca: CA | None,
-               cert: NodeCert | None, *, tls: bool = True,
-               versions: tuple[str, ...] = ()) -> AsyncIterator[BeamPeer]:
-    extra = beam_args(otp, optfile(tmp_path / "dist.conf", ca, cert, versions=versions)) \
-        if tls else []
-    async with started(BeamPeer.erlang(otp, epmd_port=epmd.port, extra=extra)) as peer:
-        yield peer
+def beam(otp: str, epmd: SystemEpmd, tmp_path: Path, ca: CA | None, cert: NodeCert | None,
+         *, tls: bool = True, versions: tuple[str, ...] = ()
+         ) -> contextlib.AbstractAsyncContextManager[BeamPeer]:
+    """A started erl node trusting ``ca`` and presenting ``cert`` (with ``tls``)."""
+    return tls_beam(otp, epmd, optfile(tmp_path / "dist.conf", ca, cert, versions=versions)
+                    if tls else None)
 
 
 @pytest.mark.parametrize(("presents", "expected"), [

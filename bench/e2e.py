@@ -1,6 +1,7 @@
 """End to end: Elixir clients feed a Python pipeline through the connector.
 
     python bench/e2e.py [--messages 200000] [--pull-messages 50000] [--metrics]
+    python bench/e2e.py --tls [--rounds 5]   # plain TCP and TLS rows (bench/e2e_tls.py)
 
 - push: 1 and 4 sender processes on an Elixir node register with the receiver (found through
   ``:global``, as the library's client does) and cast ``{:push_message, Payload}`` as fast as
@@ -417,7 +418,18 @@ def main() -> None:
                         help="bytes per bulk run (0: no bulk runs)")
     parser.add_argument("--metrics", action="store_true",
                         help="serve Prometheus metrics and scrape them every second")
+    parser.add_argument("--tls", action="store_true",
+                        help="only push and handshakes over plain TCP and over TLS, beside "
+                             "the BEAM's (bench/e2e_tls.py)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="with --tls: alternating runs, of which the medians are shown")
     args = parser.parse_args()
+    if args.tls:
+        from e2e_tls import transport_rows
+
+        print_table(f"N = {args.messages:,} pushed per run; Python {sys.version.split()[0]}, "
+                    f"{IMPLEMENTATION} codec", asyncio.run(transport_rows(args)))
+        return
     rows = asyncio.run(bench(args))
     print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
                 f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec"

@@ -120,7 +120,7 @@ class Connection:
         self._frames = FrameReader(handover, max_frame_size=max_frame_size,
                                    on_frame=self._on_frame, on_error=self._read_failed,
                                    on_lost=self._lost)
-        self._output = Output(handover.transport, encoder, self._flushed)
+        self._output = Output(handover, encoder, self._flushed)
         self._frames.on_writable = self._output.writable
         self._tasks = [self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}")]
 

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
-from pybroadway.erldist import handshake
+from pybroadway.erldist import handshake, tls_failures
 from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
 from pybroadway.erldist.framing import Handover, take_over
+from pybroadway.erldist.handshake_io import peername
 from pybroadway.erldist.settings import DistSettings
 from pybroadway.errors import ArgumentError
 from pybroadway.term import Atom, Encoder
@@ -239,11 +240,14 @@ class Connections:
                 # peer refuses it (nok, or alive answered false), where a socket closed
                 # mid-handshake would show in the peer's log as a failed handshake.
                 reader, writer = await asyncio.open_connection(ip, address.port)
+                beneath = writer.transport if me.tls is not None else None
+                left = await self._secure(writer, node.name, host)
                 try:
                     peer = await handshake.connect(
                         reader, writer, our_name=me.name.name, cookie=me.cookie,
                         creation=self._creation, flags=me.flags, peer_name=node.name,
-                        timeout=me.handshake_timeout, on_alive=self._owns_pending)
+                        timeout=left, on_alive=self._owns_pending,
+                        header_size=_header_size(me))
                 except handshake.HandshakeRejected as exc:
                     if exc.status == "nok" and self._owns_pending(node.name):
                         # Both sides dialled and the peer keeps its own attempt: its
@@ -253,7 +257,7 @@ class Connections:
                         return
                     raise
             if self._owns_pending(node.name):
-                self._connection_up(peer, await take_over(reader, writer))
+                self._connection_up(peer, await take_over(reader, writer, beneath))
             else:  # superseded meanwhile, and the peer let it through: not ours to keep
                 writer.close()
         except BaseException as exc:
@@ -292,12 +296,14 @@ class Connections:
                 claimed.append(peer_name)
             return status
 
+        beneath = writer.transport if me.tls is not None else None
         try:
+            left = await self._secure(writer)
             peer = await handshake.accept(
                 reader, writer, our_name=me.name.name, cookie=me.cookie,
                 creation=self._creation, flags=me.flags, on_name=status_for,
-                timeout=me.handshake_timeout)
-            handover = await take_over(reader, writer)
+                timeout=left, header_size=_header_size(me))
+            handover = await take_over(reader, writer, beneath)
         except BaseException as exc:
             if claimed and self._owns_pending(claimed[0]):
                 self._abandon(claimed[0], exc)
@@ -314,6 +320,43 @@ class Connections:
         if old is not None:
             old.close("replaced by a new connection from the same node")
         self._connection_up(peer, handover)
+
+    async def _secure(self, writer: asyncio.StreamWriter, peer_name: str | None = None,
+                      peer_host: str = "") -> float:
+        """With TLS, run the TLS handshake on the connection ``writer`` dialled to
+        ``peer_name`` at ``peer_host`` (None: one we accepted). Returns the seconds left of
+        ``handshake_timeout`` for the distribution handshake, which TLS shares. A TLS failure
+        closes the connection and raises :class:`~pybroadway.erldist.handshake.TlsRefused`,
+        logged."""
+        me = self._settings
+        if me.tls is None:
+            return me.handshake_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + me.handshake_timeout
+        if peer_name is None:
+            context, server_name, who = me.tls.server, None, f"from {peername(writer)}"
+        else:
+            # As OTP: the host part of the node name is the SNI sent and the name checked.
+            context, who = me.tls.client, f"to {peer_name}"
+            server_name = peer_host if me.tls.server_name is None else me.tls.server_name
+        try:
+            async with asyncio.timeout_at(deadline):
+                # Accepted: nothing has been read yet (this runs before the first read), so
+                # the peer's first TLS bytes reach TLS, not the plain stream.
+                await writer.start_tls(context, server_hostname=server_name or None,
+                                       ssl_handshake_timeout=me.handshake_timeout)
+        except (OSError, EOFError, TimeoutError) as exc:
+            writer.transport.abort()
+            why = (f"it did not finish within {me.handshake_timeout}s"
+                   + (" (does the peer use TLS distribution?)" if peer_name else "")
+                   if isinstance(exc, TimeoutError) else tls_failures.describe(exc))
+            if peer_name is None:
+                self._refusals.log("refused a TLS connection %s: %s", who, why)
+            else:
+                log.warning("TLS handshake %s failed: %s", who, why)
+            raise handshake.TlsRefused(f"TLS handshake {who} failed: {why}",
+                                       peer=peer_name) from None
+        return max(deadline - loop.time(), 0.0)
 
     def _status_for(self, peer_name: str) -> str:
         """The status an incoming handshake from ``peer_name`` gets (net_kernel's
@@ -384,6 +427,11 @@ class Connections:
         log.info("node %s disconnected: %s", node.name, reason)
         self._lost(node)
         self._notify(node, False)
+
+
+def _header_size(settings: DistSettings) -> int:
+    """The length header of a handshake message: 4 bytes inside TLS ({packet, 4} in OTP)."""
+    return 2 if settings.tls is None else 4
 
 
 def _write_buffer_size(connection: Connection) -> int:

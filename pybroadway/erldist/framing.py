@@ -6,7 +6,7 @@ read past the handshake. The transport then receives straight into the reader's 
 reusable one, where frames are handled where they lie, all the complete frames of a read in one
 pass and in order; and, for a frame longer than that buffer, a buffer of the frame's own size
 once its header is known, so that its bytes are never joined or moved. Any transport works
-(TCP now, TLS from ``loop.start_tls`` later): it only has to drive a ``BufferedProtocol``.
+(TCP, or TLS from ``start_tls``): it only has to drive a ``BufferedProtocol``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ the node hold no more than this until it sends the bytes, and twice what it sent
 buffer of at most this size is kept for the connection's next long frame: fresh memory costs
 a page fault per page touched, which for a stream of 1 MiB frames costs more than the copy."""
 ROUND = 64 * 1024  # own buffers are allocated in multiples of this, to fit the next frame too
+LATE_LIMIT = 2 * REUSED_SIZE
+"""The most a transport may deliver after ``pause_reading`` before the reader gives up on it.
+asyncio's deliver nothing then; an SSL transport that delivers the read it had under way
+(older asyncio did) delivers at most one read of 256 KiB."""
 
 _u32 = struct.Struct(">I").unpack_from
 
@@ -47,18 +51,27 @@ class ProtocolError(PyBroadwayError):
 @dataclass(frozen=True)
 class Handover:
     """A connection's transport, paused, for a :class:`FrameReader`; the bytes already read
-    from it, which come before anything it reads next; and what must live as long as the
-    transport is used (a StreamWriter closes its transport when it is collected)."""
+    from it, which come before anything it reads next; what must live as long as the
+    transport is used (a StreamWriter closes its transport when it is collected); and, under
+    TLS, the TCP transport beneath, whose write buffer the TLS one does not count (asyncio's
+    TLS hands it all it has encrypted each time it can write)."""
 
     transport: asyncio.Transport
     leftover: bytes
     keep: object = None
+    beneath: asyncio.WriteTransport | None = None
+
+    def write_buffer_size(self) -> int:
+        """Bytes written to the transport that the kernel has not taken yet."""
+        size = self.transport.get_write_buffer_size()
+        return size if self.beneath is None else size + self.beneath.get_write_buffer_size()
 
 
-async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Handover:
-    """After a handshake on ``reader``/``writer``: their transport and the bytes the reader
-    holds beyond the handshake (the peer's first frames). Neither ``reader`` nor ``writer``
-    is used again. Raises ConnectionError if the peer is gone."""
+async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    beneath: asyncio.WriteTransport | None = None) -> Handover:
+    """After a handshake on ``reader``/``writer`` (over TLS on ``beneath``): their transport
+    and the bytes the reader holds beyond the handshake (the peer's first frames). Neither
+    ``reader`` nor ``writer`` is used again. Raises ConnectionError if the peer is gone."""
     transport = writer.transport
     assert isinstance(transport, asyncio.Transport)
     if transport.is_closing():
@@ -66,7 +79,7 @@ async def take_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     reader.feed_eof()  # what it holds is all it gets: read it out without waiting
     leftover = await reader.read()
     transport.pause_reading()  # (reading it out may have resumed it) until a protocol is set
-    return Handover(transport, leftover, writer)
+    return Handover(transport, leftover, writer, beneath)
 
 
 class FrameReader(asyncio.BufferedProtocol):
@@ -98,6 +111,8 @@ class FrameReader(asyncio.BufferedProtocol):
         self._spare: bytearray | None = None  # the last one, for the next
         self._own_size = 0                  # that frame's length
         self._filled = 0                    # its bytes received so far
+        self._late: bytearray | None = None  # bytes delivered while held, not handled yet
+        self._late_read: bytearray | None = None  # the buffer offered for more of them
         self._holds: set[str] = set()
         self._flowing = True  # no hold and not stopped: frames are handled
         self._stopped = False
@@ -131,7 +146,7 @@ class FrameReader(asyncio.BufferedProtocol):
         self._holds.discard(why)
         if not self._holds and not self._stopped:
             self._flowing = True
-            asyncio.get_running_loop().call_soon(self._handle)
+            asyncio.get_running_loop().call_soon(self._resume)
             self._transport.resume_reading()
 
     @property
@@ -143,12 +158,18 @@ class FrameReader(asyncio.BufferedProtocol):
         self._stopped = True
         self._flowing = False
         self._buffer = bytearray()
-        self._own = self._spare = None
+        self._own = self._spare = self._late = None
         self._start = self._end = 0
 
     # -- asyncio.BufferedProtocol ------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if not self._flowing:
+            # Delivered after pause_reading: never into the buffers, whose frames may be in
+            # use while held, and never an empty buffer (TLS would take it for the end).
+            self._late_read = bytearray(MIN_READ if sizehint <= 0 else
+                                        min(sizehint, REUSED_SIZE))
+            return memoryview(self._late_read)
         own = self._own
         if own is not None:
             if self._filled == len(own):  # the frame's bytes reached what was allocated
@@ -170,7 +191,11 @@ class FrameReader(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.received = True
-        if self._own is not None:
+        late = self._late_read
+        if late is not None:
+            self._late_read = None
+            self._keep_late(late, nbytes)
+        elif self._own is not None:
             self._filled += nbytes
         else:
             self._end += nbytes
@@ -192,6 +217,36 @@ class FrameReader(asyncio.BufferedProtocol):
             self.lost.set_result(None)
         if not stopped:
             self._on_lost()
+
+    # -- bytes delivered while held ---------------------------------------------------------
+
+    def _keep_late(self, read: bytearray, nbytes: int) -> None:
+        if self._stopped:
+            return
+        if self._late is None:
+            self._late = bytearray()
+        self._late += memoryview(read)[:nbytes]
+        if len(self._late) > LATE_LIMIT:
+            self.stop()
+            self._on_error(ProtocolError(
+                f"the transport delivered more than {LATE_LIMIT} bytes while reading was "
+                "paused"))
+
+    def _resume(self) -> None:
+        """Reading goes on: first the bytes delivered while held, as if they arrived now."""
+        late, self._late = self._late, None
+        view = memoryview(late or b"")
+        while view and self._flowing:
+            buffer = self.get_buffer(len(view))
+            count = min(len(buffer), len(view))
+            buffer[:count] = view[:count]
+            buffer.release()  # (an own buffer may grow at the next get_buffer)
+            view = view[count:]
+            self.buffer_updated(count)  # its frames are handled, and may hold the reader
+        if view and not self._stopped:  # held again: the rest comes first next time
+            self._late = bytearray(view)
+        view.release()
+        self._handle()
 
     # -- splitting ---------------------------------------------------------------------------
 

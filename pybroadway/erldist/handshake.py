@@ -1,6 +1,7 @@
 """The distribution handshake (``dist_util.erl``), both directions, over asyncio streams.
 
-During the handshake every message is framed with a 2-byte big-endian length. When
+During the handshake every message is framed with a 2-byte big-endian length over TCP, a
+4-byte one inside TLS (``header_size``: OTP opens its TLS sockets with ``{packet, 4}``). When
 :func:`accept` or :func:`connect` returns, exactly the handshake bytes have been consumed from
 the reader: the caller goes on with 4-byte framing (pybroadway.erldist.framing takes over).
 
@@ -34,7 +35,6 @@ is closed too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
@@ -53,7 +53,12 @@ from pybroadway.erldist.flags import (
     flag_names,
     missing_flags,
 )
-from pybroadway.errors import ArgumentError, PyBroadwayError
+from pybroadway.erldist.handshake_io import HandshakeError as HandshakeError
+from pybroadway.erldist.handshake_io import HandshakeRejected as HandshakeRejected
+from pybroadway.erldist.handshake_io import Session, close, peername
+from pybroadway.erldist.handshake_io import TlsRefused as TlsRefused
+from pybroadway.erldist.handshake_io import WrongCookie as WrongCookie
+from pybroadway.errors import ArgumentError
 
 __all__ = [
     "STATUSES",
@@ -61,6 +66,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeRejected",
     "PeerInfo",
+    "TlsRefused",
     "WrongCookie",
     "accept",
     "connect",
@@ -81,30 +87,6 @@ _LOW32 = 0xFFFFFFFF
 
 #: The longest node name accepted: a node name is an atom, and atoms hold 255 characters.
 MAX_NAME_LENGTH = 255
-
-
-class HandshakeError(PyBroadwayError):
-    """The handshake failed; the message names the peer and says what went wrong."""
-
-    def __init__(self, message: str, *, peer: str | None = None) -> None:
-        super().__init__(message)
-        self.peer = peer
-
-
-class HandshakeRejected(HandshakeError):
-    """A status ended the handshake: ``nok``, ``not_allowed``, or ``alive`` answered false.
-
-    ``status`` is the status that was sent (accepting side) or received (connecting side).
-    """
-
-    def __init__(self, message: str, *, peer: str | None = None, status: str) -> None:
-        super().__init__(message, peer=peer)
-        self.status = status
-
-
-class WrongCookie(HandshakeError):
-    """The cookies most likely differ: a digest did not match, or the peer closed the
-    connection right after our challenge reply (what a node does when ours did not match)."""
 
 
 @dataclass(frozen=True)
@@ -142,56 +124,6 @@ def _valid_node_name(name: str) -> bool:
     return len(parts) == 2 and all(parts)
 
 
-class _Session:
-    """One handshake in progress: framing, errors, and the peer's name for messages."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: str, direction: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.peer = peer
-        self.direction = direction
-
-    def fail(self, what: str, kind: type[HandshakeError] = HandshakeError) -> HandshakeError:
-        return kind(f"handshake {self.direction} {self.peer} failed: {what}", peer=self.peer)
-
-    def send(self, payload: bytes) -> None:
-        self.writer.write(struct.pack(">H", len(payload)) + payload)
-
-    async def recv(self, expecting: str) -> bytes:
-        try:
-            header = await self.reader.readexactly(2)
-            (length,) = struct.unpack(">H", header)
-            data = await self.reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise self.fail(f"the peer closed the connection while we waited for {expecting}"
-                            + (f" (after {len(exc.partial)} bytes)" if exc.partial else "")
-                            ) from None
-        except OSError as exc:
-            raise self.fail(f"socket error while waiting for {expecting}: {exc}") from exc
-        if not data:
-            raise self.fail(f"empty packet instead of {expecting}")
-        return data
-
-    async def drain(self) -> None:
-        try:
-            await self.writer.drain()
-        except OSError as exc:
-            raise self.fail(f"socket error while sending: {exc}") from exc
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-
-def _peername(writer: asyncio.StreamWriter) -> str:
-    addr = writer.get_extra_info("peername")
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
-
 
 def _resolve_cookie(cookie: CookieSource, peer: str) -> str:
     value = cookie(peer) if callable(cookie) else cookie
@@ -211,7 +143,7 @@ def _decode_name(raw: bytes) -> str:
 
 async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, our_name: str,
                  cookie: CookieSource, creation: int, flags: int, on_name: OnName,
-                 timeout: float = 10.0) -> PeerInfo:
+                 timeout: float = 10.0, header_size: int = 2) -> PeerInfo:
     """Run the accepting side (B) of the handshake on a freshly accepted connection.
 
     ``our_name`` is this node's full name (``name@host``), sent in our challenge exactly as the
@@ -219,11 +151,11 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, 
     ``on_name(peer_name, peer_flags)`` returns the status to answer (see the module doc).
     Raises :class:`HandshakeError` (writer closed) on any failure or after ``timeout`` seconds.
     """
-    s = _Session(reader, writer, f"a node at {_peername(writer)}", "from")
+    s = Session(reader, writer, f"a node at {peername(writer)}", "from", header_size)
     return await _guarded(s, _accept(s, our_name, cookie, creation, flags, on_name), timeout)
 
 
-async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: int,
+async def _accept(s: Session, our_name: str, cookie: CookieSource, creation: int,
                   our_flags: int, on_name: OnName) -> PeerInfo:
     packet = await s.recv("the peer's name")
     tag = packet[0]
@@ -328,7 +260,8 @@ async def _accept(s: _Session, our_name: str, cookie: CookieSource, creation: in
 
 async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, our_name: str,
                   cookie: CookieSource, creation: int, flags: int, peer_name: str,
-                  timeout: float = 10.0, on_alive: OnAlive | None = None) -> PeerInfo:
+                  timeout: float = 10.0, on_alive: OnAlive | None = None,
+                  header_size: int = 2) -> PeerInfo:
     """Run the connecting side (A) of the handshake to ``peer_name`` over an open connection.
 
     ``our_name`` must be ``name@host``. The name in the peer's challenge must equal
@@ -337,30 +270,30 @@ async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
     """
     if not _valid_node_name(our_name):
         raise ArgumentError(f"our node name must look like name@host, not {our_name!r}")
-    s = _Session(reader, writer, peer_name, "to")
+    s = Session(reader, writer, peer_name, "to", header_size)
     return await _guarded(
         s, _connect(s, our_name, cookie, creation, flags, peer_name, on_alive), timeout)
 
 
-async def _guarded(s: _Session, steps: Awaitable[PeerInfo], timeout: float) -> PeerInfo:
+async def _guarded(s: Session, steps: Awaitable[PeerInfo], timeout: float) -> PeerInfo:
     """Run one side's steps within ``timeout``; on any failure close the writer and log."""
     try:
         async with asyncio.timeout(timeout):
             return await steps
     except TimeoutError:
-        await _close(s.writer)
+        await close(s.writer)
         _warn(s, "handshake %s %s timed out after %ss", s.direction, s.peer, timeout)
         raise s.fail(f"timed out after {timeout}s") from None
     except HandshakeRejected as exc:
-        await _close(s.writer)
+        await close(s.writer)
         log.info("%s", exc)
         raise
     except HandshakeError as exc:
-        await _close(s.writer)
+        await close(s.writer)
         _warn(s, "%s", exc)
         raise
     except BaseException:
-        await _close(s.writer)
+        await close(s.writer)
         raise
 
 
@@ -368,14 +301,14 @@ async def _guarded(s: _Session, steps: Awaitable[PeerInfo], timeout: float) -> P
 _incoming_failures = Throttle(log, logging.WARNING, "failed incoming handshakes")
 
 
-def _warn(s: _Session, message: str, *args: object) -> None:
+def _warn(s: Session, message: str, *args: object) -> None:
     if s.direction == "from":
         _incoming_failures.log(message, *args)
     else:
         log.warning(message, *args)
 
 
-async def _connect(s: _Session, our_name: str, cookie: CookieSource, creation: int,
+async def _connect(s: Session, our_name: str, cookie: CookieSource, creation: int,
                    our_flags: int, peer_name: str, on_alive: OnAlive | None) -> PeerInfo:
     our_cookie = _resolve_cookie(cookie, peer_name)
     raw_ours = our_name.encode("utf-8")

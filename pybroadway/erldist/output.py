@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from pybroadway.erldist.framing import Handover
 from pybroadway.term import Encoder
 
 NO_MESSAGE: Any = object()
@@ -31,14 +32,15 @@ _pack_u32_into = struct.Struct(">I").pack_into
 
 
 class Output:
-    """The frames a connection sends over ``transport``, encoded with ``encoder``.
+    """The frames a connection sends over ``handover.transport``, encoded with ``encoder``.
     ``flushed(pending)`` is called after each flush with the bytes not yet taken by the
     kernel. The transport's protocol must call :meth:`writable` when the transport pauses
     and resumes its writer (``pause_writing``/``resume_writing``)."""
 
-    def __init__(self, transport: asyncio.WriteTransport, encoder: Encoder,
+    def __init__(self, handover: Handover, encoder: Encoder,
                  flushed: Callable[[int], None]) -> None:
-        self._transport = transport
+        self._transport = transport = handover.transport
+        self._in_transport = handover.write_buffer_size
         self._encoder = encoder
         self._flushed = flushed
         self._loop = asyncio.get_running_loop()
@@ -51,8 +53,9 @@ class Output:
         self._flush_scheduled = False
         self._wrote = False
         self._writable = transport.get_write_buffer_size() == 0
-        # Paused as soon as anything waits in the transport, resumed once nothing does.
-        transport.set_write_buffer_limits(high=0, low=0)
+        # Paused as soon as anything waits in the transport, resumed once nothing does (a
+        # high mark of 0 would pause asyncio's TLS transport when nothing waits, for good).
+        transport.set_write_buffer_limits(high=1, low=0)
 
     def frame(self, control: Any, message: Any = NO_MESSAGE) -> None:
         """Queue one frame; it goes out with the others of this loop iteration."""
@@ -130,7 +133,7 @@ class Output:
     def pending(self) -> int:
         """Bytes queued or written but not yet taken by the kernel."""
         return (len(self._out) + self._apart_size + self._pieces_size
-                + self._transport.get_write_buffer_size())
+                + self._in_transport())
 
     def hand_over(self) -> None:
         """Give everything still queued to the transport, to go out as it closes."""

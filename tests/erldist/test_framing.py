@@ -21,6 +21,7 @@ import pytest
 
 from pybroadway.erldist.framing import (
     EAGER_SIZE,
+    LATE_LIMIT,
     REUSED_SIZE,
     FrameReader,
     Handover,
@@ -149,6 +150,46 @@ async def test_frames_wait_while_the_reader_is_held(reading: Reading) -> None:
     reading.reader.release("paused")
     await asyncio.sleep(0)
     assert reading.frames == [b"one", b"two"]
+
+
+async def test_bytes_delivered_while_held_wait_apart_and_come_in_order(
+        reading: Reading) -> None:
+    """A transport may deliver after pause_reading (an SSL transport, the read it had under
+    way): those bytes never go where a held frame lies, never meet an empty buffer (which TLS
+    takes for the end of the stream), and come after the held frames once released."""
+    held: list[tuple[bytearray, int, int, bytes]] = []
+
+    def on_frame(data: bytearray, start: int, stop: int) -> None:
+        if not held and data[start:stop].startswith(b"hold"):
+            held.append((data, start, stop, bytes(data[start:stop])))
+            reading.reader.hold("decoding")  # as a frame decoded in a thread holds it
+        reading.frames.append(bytes(data[start:stop]))
+
+    reading.reader._on_frame = on_frame
+    small = [b"hold" + body(100, 1), *(body(i % 200 + 1, i) for i in range(4000))]
+    large = [b"hold" + body(100, 2), body(BIG, 3), body(10, 4)]
+    for bodies in (small, large):
+        reading.frames.clear()
+        held.clear()
+        stream = b"".join(map(frame, bodies))
+        # Fill the reusable buffer to the brim: what comes after it is delivered late.
+        reading.feed(stream, [len(stream)])
+        assert reading.frames == bodies[:1] and reading.reader._late is not None
+        data, start, stop, copy = held[0]
+        assert bytes(data[start:stop]) == copy  # the held frame is left as it was
+        reading.reader.release("decoding")
+        await asyncio.sleep(0)
+        assert reading.frames == bodies
+        assert reading.reader._late is None and not reading.errors
+
+
+async def test_a_transport_delivering_on_while_paused_is_given_up(reading: Reading) -> None:
+    reading.reader.hold("paused")
+    reading.feed(b"\0" * LATE_LIMIT)
+    assert not reading.errors
+    reading.feed(b"\0")
+    assert len(reading.errors) == 1 and "while reading was paused" in str(reading.errors[0])
+    assert reading.reader._late is None  # freed
 
 
 async def test_a_frame_over_max_frame_size_ends_it_on_its_header() -> None:

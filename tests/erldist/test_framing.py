@@ -22,6 +22,7 @@ import pytest
 from pybroadway.erldist.framing import (
     EAGER_SIZE,
     LATE_LIMIT,
+    MAX_REUSED,
     REUSED_SIZE,
     FrameReader,
     Handover,
@@ -166,9 +167,11 @@ async def test_bytes_delivered_while_held_wait_apart_and_come_in_order(
         reading.frames.append(bytes(data[start:stop]))
 
     reading.reader._on_frame = on_frame
-    small = [b"hold" + body(100, 1), *(body(i % 200 + 1, i) for i in range(4000))]
+    # The long frame first, while the reusable buffer has its first size; the first read
+    # fills it, so it has doubled for the small frames, which overflow it even so.
     large = [b"hold" + body(100, 2), body(BIG, 3), body(10, 4)]
-    for bodies in (small, large):
+    small = [b"hold" + body(100, 1), *(body(i % 200 + 1, i) for i in range(8000))]
+    for bodies in (large, small):
         reading.frames.clear()
         held.clear()
         stream = b"".join(map(frame, bodies))
@@ -217,3 +220,29 @@ async def test_an_announced_frame_costs_nothing_until_its_bytes_arrive(
         assert reading.frames == []
     finally:
         tracemalloc.stop()
+
+
+async def test_the_reusable_buffer_doubles_while_reads_fill_it_up_to_a_bound(
+        reading: Reading) -> None:
+    reader = reading.reader
+    sizes = [len(reader._buffer)]
+    # Reads a little short of the room offered: the socket held no more, nothing grows.
+    bodies = [body(1000, i) for i in range(1000)]
+    reading.feed(b"".join(map(frame, bodies)), [REUSED_SIZE // 2 - 1] * 10_000)
+    assert reading.frames == bodies and len(reader._buffer) == REUSED_SIZE
+    # Reads that take all the room they are offered: the buffer doubles, up to MAX_REUSED.
+    reading.frames.clear()
+    bodies = [body(i % 5000 + 1, i) for i in range(4000)]
+    stream = b"".join(map(frame, bodies))
+    view = memoryview(stream)
+    while view:
+        room = reader.get_buffer(-1)
+        sizes.append(len(reader._buffer))
+        count = min(len(room), len(view))
+        room[:count] = view[:count]
+        room.release()
+        view = view[count:]
+        reader.buffer_updated(count)
+    assert reading.frames == bodies and not reading.errors
+    assert sorted(set(sizes)) == [REUSED_SIZE << i for i in range(3)]
+    assert REUSED_SIZE << 2 == MAX_REUSED

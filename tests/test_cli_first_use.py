@@ -75,6 +75,7 @@ def test_ping_help_describes_every_option() -> None:
     described = {entry.split()[0].rstrip(","): len(entry.split()) > 2 for entry in entries
                  if entry.strip()}
     assert described == {"-h": True, "--sname": True, "--cookie": True, "--epmd-port": True,
+                         "--proto-dist": True, "--ssl-dist-optfile": True,
                          "--log-level": True}, out.stdout
     assert "name@host" in out.stdout  # the node argument
 

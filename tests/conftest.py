@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from pybroadway.erldist import Node
+from testkit.certs import CA, NodeCert, make_ca
 from testkit.genstage import standin_dir
 from testkit.netns import NETNS_ETC, require_netns
 from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
@@ -85,3 +87,25 @@ async def standin_pair(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[Node, 
         async with started(peer):
             assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
             yield node, peer
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates for TLS tests, all for the host ``localhost`` every test node uses:
+    ``node`` signed by ``ca``, ``stranger`` by ``other_ca``, ``expired`` by ``ca`` but
+    expired."""
+
+    ca: CA
+    other_ca: CA
+    node: NodeCert
+    stranger: NodeCert
+    expired: NodeCert
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    ca, other_ca = make_ca(root / "ca"), make_ca(root / "other-ca", "another CA")
+    return Pki(ca, other_ca, ca.issue(root / "node", "localhost"),
+               other_ca.issue(root / "stranger", "localhost"),
+               ca.issue(root / "expired", "localhost", days=-1))

@@ -62,6 +62,13 @@ def atom(node: Node) -> str:
     return f"'{node.name.name}'"
 
 
+def assert_over_tls(node: Node, peer: BeamPeer) -> None:
+    """``node`` is connected to ``peer``, over TLS."""
+    connection = node.connection(peer.node)
+    assert connection is not None
+    assert connection._transport.get_extra_info("ssl_object") is not None
+
+
 class NodeEvents:
     """Collects nodeup/nodedown notifications; ``await wait(node, up)`` waits for one."""
 

@@ -19,7 +19,7 @@ from testkit.peers import BeamPeer, SystemEpmd
 from testkit.tls import optfile, tls_settings
 from testkit.wait import eventually_async
 from tests.conftest import Pki
-from tests.erldist.nodekit import Echo, Mailbox, atom, ev, python_node, tls_beam
+from tests.erldist.nodekit import Echo, Mailbox, assert_over_tls, atom, ev, python_node, tls_beam
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,12 +36,6 @@ async def tls_pair(otp: str, epmd: SystemEpmd, pki: Pki,
             tls_beam(otp, epmd, options) as peer:
         node.expose("calc", "add", lambda a, b: a + b)
         yield node, peer
-
-
-def assert_over_tls(node: Node, peer: BeamPeer) -> None:
-    connection = node.connection(peer.node)
-    assert connection is not None
-    assert connection._transport.get_extra_info("ssl_object") is not None
 
 
 async def test_beam_dials_python_over_tls(otp: str, epmd: SystemEpmd, pki: Pki,

@@ -12,9 +12,8 @@ from testkit.certs import NodeCert
 from testkit.peers import SystemEpmd
 from testkit.tls import optfile, tls_settings
 from tests.conftest import Pki
-from tests.erldist.nodekit import tls_beam
+from tests.erldist.nodekit import assert_over_tls, tls_beam
 from tests.erldist.test_ipv6 import ipv6_node, talk_both_ways
-from tests.erldist.test_tls import assert_over_tls
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,7 @@ from pybroadway.term import Atom, decode
 from testkit.peers import SystemEpmd
 from testkit.tls import beam_args, optfile, tls_settings
 from tests.conftest import Pki
-from tests.erldist.test_tls import assert_over_tls
+from tests.erldist.nodekit import assert_over_tls
 from tests.otp_distribution.helpers import elixir_peer, server
 
 pytestmark = pytest.mark.timeout(90)

@@ -1,7 +1,8 @@
 """``--proto-dist`` and ``--ssl-dist-optfile`` (and ``--config``'s ``[tls]``): serve, worker
 and ping give their node the TLS settings and IPv6 the BEAM's ``-proto_dist`` and
 ``-ssl_dist_optfile`` would; a front's workers get the same flags; every mistake is one line,
-exit code 2, before any node starts."""
+exit code 2, before any node starts. ``pybroadway ping`` with the option file a BEAM uses
+gets pong from it; from a plain BEAM, one line saying why not."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from pybroadway.erldist import Node
 from pybroadway.workers import _worker
 from pybroadway.workers._ports import worker_argv
 from testkit.certs import CA, NodeCert, make_ca
-from testkit.peers import free_port
+from testkit.peers import BeamPeer, SystemEpmd, free_port
+from testkit.tls import beam_args
 from tests.erldist.test_tls_options import both, opts
+from tests.test_cli_errors import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,3 +252,22 @@ def test_over_ipv6_the_default_address_is_ipv6s_loopback(optfile: Path) -> None:
         args.command = "worker"
         check_command_line(args)
         assert args.listen == listen
+
+
+@pytest.mark.parametrize("peer", ["tls", "plain"])
+def test_ping_with_the_beams_option_file(peer: str, otp: str, epmd: SystemEpmd,
+                                         optfile: Path) -> None:
+    """The BEAM and ``pybroadway ping`` read one option file; a plain BEAM never answers the
+    TLS handshake, and gives up on it after its ``net_setuptime`` (1 s here, not 7)."""
+    extra = beam_args(otp, optfile) if peer == "tls" else ["-kernel", "net_setuptime", "1"]
+    with BeamPeer.erlang(otp, epmd_port=epmd.port, extra=extra) as beam:
+        beam.wait_started()
+        out = run("-m", "pybroadway", "ping", beam.node, "--cookie", beam.cookie,
+                  "--epmd-port", str(epmd.port), "--ssl-dist-optfile", str(optfile))
+    if peer == "tls":
+        assert (out.returncode, out.stdout, out.stderr) == (0, "pong\n", "")
+    else:
+        assert (out.returncode, out.stderr) == (1, ""), out.stderr
+        assert out.stdout == (f"pang (TLS handshake to {beam.node} failed: the peer closed the "
+                              f"connection in the TLS handshake (it refused it, or it does not "
+                              f"speak TLS))\n")

@@ -139,3 +139,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(ca, other_ca, ca.issue(root / "node", "localhost"),
                other_ca.issue(root / "stranger", "localhost"),
                ca.issue(root / "expired", "localhost", days=-1))
+
+
+@pytest.fixture(scope="session")
+def loopback6(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> NodeCert:
+    """A certificate for the host ``::1`` (nodes named ``…@::1``), signed by ``pki.ca``."""
+    return pki.ca.issue(tmp_path_factory.mktemp("v6"), "::1")

@@ -18,13 +18,6 @@ from tests.erldist.test_ipv6 import ipv6_node, talk_both_ways
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def loopback6(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> NodeCert:
-    """A certificate for the host ``::1`` (its subjectAltName the address), signed by the
-    session's CA."""
-    return pki.ca.issue(tmp_path_factory.mktemp("v6"), "::1")
-
-
 async def test_inet6_tls_beam_and_python_connect_both_ways(
         otp: str, epmd: SystemEpmd, pki: Pki, loopback6: NodeCert, tmp_path: Path) -> None:
     options = optfile(tmp_path / "dist.conf", pki.ca, loopback6)

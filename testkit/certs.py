@@ -42,13 +42,17 @@ class CA:
     def issue(self, directory: Path, host: str, *, days: int = 3650,
               password: str | None = None) -> NodeCert:
         """A certificate for ``host`` (its CN and subjectAltName, as OTP checks the host part
-        of a node name), signed by this CA. ``days=-1`` makes one that expired yesterday."""
+        of a node name), signed by this CA. ``days=-1`` makes one that expired yesterday.
+
+        An address is named twice, as an IP address (what Python checks an address against)
+        and as a DNS name: OTP 25's ssl checks the name it dials, ``::1`` too, as a DNS name
+        only (``{server_name_indication, "::1"}``: a DNS-ID)."""
         directory.mkdir(parents=True, exist_ok=True)
         key, csr, cert = directory / "key.pem", directory / "req.csr", directory / "cert.pem"
         encrypt = ["-passout", f"pass:{password}"] if password else ["-nodes"]
         _openssl("req", "-newkey", "rsa:2048", *encrypt, "-keyout", key, "-out", csr,
                  "-subj", f"/CN={host}")
-        san = f"IP:{host}" if _is_address(host) else f"DNS:{host}"
+        san = f"IP:{host},DNS:{host}" if _is_address(host) else f"DNS:{host}"
         ext = directory / "ext.cnf"
         ext.write_text(f"subjectAltName={san}\n")
         _openssl("x509", "-req", "-in", csr, "-CA", self.cacertfile, "-CAkey", self.keyfile,

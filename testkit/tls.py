@@ -54,10 +54,12 @@ def optfile(path: Path, ca: CA | None, cert: NodeCert | None, *,
     return path
 
 
-def beam_args(otp: str, options: Path) -> list[str]:
-    """The ``erl`` arguments of a node of release ``otp`` using TLS distribution."""
+def beam_args(otp: str, options: Path, *, ipv6: bool = False) -> list[str]:
+    """The ``erl`` arguments of a node of release ``otp`` using TLS distribution (over IPv6
+    with ``ipv6``: ``inet6_tls``)."""
     borrowed: list[str] = []
     if otp != "25":
         for app in ("ssl", "public_key", "asn1"):
             borrowed += ["-pa", *map(str, sorted(DEBIAN_LIB.glob(f"{app}-*/ebin")))]
-    return [*borrowed, "-proto_dist", "inet_tls", "-ssl_dist_optfile", str(options)]
+    proto_dist = "inet6_tls" if ipv6 else "inet_tls"
+    return [*borrowed, "-proto_dist", proto_dist, "-ssl_dist_optfile", str(options)]

@@ -6,17 +6,23 @@ Every test that uses them (directly or through another fixture) is marked ``beam
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from pybroadway.erldist import Node
+from pybroadway.erldist.tls import TlsSettings
+from testkit.certs import CA, NodeCert, make_ca
 from testkit.genstage import standin_dir
 from testkit.netns import NETNS_ETC, require_netns
 from testkit.peers import OTP_RELEASES, BeamPeer, SystemEpmd
-from tests.erldist.nodekit import atom, ev, python_node, started
+from testkit.tls import optfile, tls_settings
+from tests.erldist.nodekit import assert_over_tls, atom, ev, python_node, tls_beam
 
 BEAM_FIXTURES = frozenset({"epmd", "otp"})
 """Fixtures that start or choose a BEAM program; every BEAM fixture depends on one of them."""
@@ -79,11 +85,65 @@ def leaves_nothing() -> Iterator[None]:
     assert not any(p.name.startswith(ours) for p in NETNS_ETC.glob("*"))
 
 
+@contextlib.asynccontextmanager
+async def connected_standins(epmd: SystemEpmd, otp: str, tls: TlsSettings | None = None,
+                             options: Path | None = None
+                             ) -> AsyncIterator[tuple[Node, BeamPeer]]:
+    """A Python node and a connected Erlang node that has the GenStage stand-ins loaded, over
+    TLS with ``tls`` (the Python node's) and ``options`` (the BEAM's option file)."""
+    async with python_node(epmd.port, tls=tls) as node, \
+            tls_beam(otp, epmd, options, extra=("-pa", standin_dir())) as peer:
+        assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
+        if tls is not None:
+            assert_over_tls(node, peer)
+        yield node, peer
+
+
 @pytest.fixture
 async def standin_pair(epmd: SystemEpmd, otp: str) -> AsyncIterator[tuple[Node, BeamPeer]]:
     """A Python node and a connected Erlang node that has the GenStage stand-ins loaded."""
-    async with python_node(epmd.port) as node:
-        peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=["-pa", standin_dir()])
-        async with started(peer):
-            assert await ev(peer, f"net_kernel:connect_node({atom(node)})") is True
-            yield node, peer
+    async with connected_standins(epmd, otp) as pair:
+        yield pair
+
+
+@pytest.fixture(params=["tcp", "tls"])
+async def standin_pair_tcp_tls(request: pytest.FixtureRequest, epmd: SystemEpmd, otp: str,
+                               pki: Pki, tmp_path: Path
+                               ) -> AsyncIterator[tuple[Node, BeamPeer]]:
+    """``standin_pair``, connected over plain TCP, then over TLS (both nodes with ``pki``'s
+    node certificate)."""
+    if request.param == "tcp":
+        pair = connected_standins(epmd, otp)
+    else:
+        pair = connected_standins(epmd, otp, tls_settings(pki.ca, pki.node),
+                                  optfile(tmp_path / "dist.conf", pki.ca, pki.node))
+    async with pair as (node, peer):
+        yield node, peer
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates for TLS tests, all for the host ``localhost`` every test node uses:
+    ``node`` signed by ``ca``, ``stranger`` by ``other_ca``, ``expired`` by ``ca`` but
+    expired."""
+
+    ca: CA
+    other_ca: CA
+    node: NodeCert
+    stranger: NodeCert
+    expired: NodeCert
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    ca, other_ca = make_ca(root / "ca"), make_ca(root / "other-ca", "another CA")
+    return Pki(ca, other_ca, ca.issue(root / "node", "localhost"),
+               other_ca.issue(root / "stranger", "localhost"),
+               ca.issue(root / "expired", "localhost", days=-1))
+
+
+@pytest.fixture(scope="session")
+def loopback6(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> NodeCert:
+    """A certificate for the host ``::1`` (nodes named ``…@::1``), signed by ``pki.ca``."""
+    return pki.ca.issue(tmp_path_factory.mktemp("v6"), "::1")

@@ -1,7 +1,8 @@
 """``--proto-dist`` and ``--ssl-dist-optfile`` (and ``--config``'s ``[tls]``): serve, worker
 and ping give their node the TLS settings and IPv6 the BEAM's ``-proto_dist`` and
 ``-ssl_dist_optfile`` would; a front's workers get the same flags; every mistake is one line,
-exit code 2, before any node starts."""
+exit code 2, before any node starts. ``pybroadway ping`` with the option file a BEAM uses
+gets pong from it; from a plain BEAM, one line saying why not."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ from pybroadway._config import ConfigError, load_config
 from pybroadway.erldist import Node
 from pybroadway.workers import _worker
 from pybroadway.workers._ports import worker_argv
+from testkit import tls
 from testkit.certs import CA, NodeCert, make_ca
-from testkit.peers import free_port
+from testkit.peers import BeamPeer, SystemEpmd, free_port
+from tests.conftest import Pki
 from tests.erldist.test_tls_options import both, opts
+from tests.test_cli_errors import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,3 +253,28 @@ def test_over_ipv6_the_default_address_is_ipv6s_loopback(optfile: Path) -> None:
         args.command = "worker"
         check_command_line(args)
         assert args.listen == listen
+
+
+@pytest.mark.parametrize("peer", ["inet_tls", "inet6_tls", "plain"])
+def test_ping_with_the_beams_option_file(peer: str, otp: str, epmd: SystemEpmd, pki: Pki,
+                                         loopback6: NodeCert, tmp_path: Path) -> None:
+    """The BEAM and ``pybroadway ping`` read one option file (over IPv6: ``--proto-dist
+    inet6_tls``, the BEAM named ``…@::1``); a plain BEAM never answers the TLS handshake, and
+    gives up on it after its ``net_setuptime`` (1 s here, not 7)."""
+    ipv6 = peer == "inet6_tls"
+    options = tls.optfile(tmp_path / "ssl_dist.conf", pki.ca, loopback6 if ipv6 else pki.node)
+    extra = (["-kernel", "net_setuptime", "1"] if peer == "plain"
+             else tls.beam_args(otp, options, ipv6=ipv6))
+    with BeamPeer.erlang(otp, epmd_port=epmd.port, extra=extra,
+                         host="::1" if ipv6 else "localhost") as beam:
+        beam.wait_started()
+        out = run("-m", "pybroadway", "ping", beam.node, "--cookie", beam.cookie,
+                  "--epmd-port", str(epmd.port), "--ssl-dist-optfile", str(options),
+                  *(["--proto-dist", "inet6_tls"] if ipv6 else []))
+    if peer != "plain":
+        assert (out.returncode, out.stdout, out.stderr) == (0, "pong\n", "")
+    else:
+        assert (out.returncode, out.stderr) == (1, ""), out.stderr
+        assert out.stdout == (f"pang (TLS handshake to {beam.node} failed: the peer closed the "
+                              f"connection in the TLS handshake (it refused it, or it does not "
+                              f"speak TLS))\n")

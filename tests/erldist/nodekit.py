@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from pybroadway.erldist import GenServer, Node, Process
 from pybroadway.term import Atom, decode
-from testkit.peers import BeamPeer, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.tls import beam_args
 
 WAIT = 10.0
 """Upper bound for anything a test waits for; the tests normally finish far sooner."""
@@ -37,6 +39,19 @@ async def started(peer: BeamPeer) -> AsyncIterator[BeamPeer]:
         await asyncio.to_thread(peer.kill)
 
 
+@contextlib.asynccontextmanager
+async def tls_beam(otp: str, epmd: SystemEpmd, options: Path | None, *, ipv6: bool = False,
+                   extra: tuple[str, ...] = ()) -> AsyncIterator[BeamPeer]:
+    """A started erl node of release ``otp`` using TLS distribution with the option file
+    ``options`` (None: plain TCP), named ``…@::1`` over IPv6 (``inet6_tls``) with ``ipv6``;
+    ``extra``: more ``erl`` arguments."""
+    dist = beam_args(otp, options, ipv6=ipv6) if options is not None else []
+    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=[*extra, *dist],
+                           host="::1" if ipv6 else "localhost")
+    async with started(peer):
+        yield peer
+
+
 async def ev(peer: BeamPeer, expr: str) -> Any:
     """Evaluate ``expr`` on the peer and decode the value."""
     return decode(await asyncio.wait_for(peer.aeval(expr), 30))
@@ -45,6 +60,13 @@ async def ev(peer: BeamPeer, expr: str) -> Any:
 def atom(node: Node) -> str:
     """The node's name as an Erlang atom literal (works in Elixir as ``:'…'`` too)."""
     return f"'{node.name.name}'"
+
+
+def assert_over_tls(node: Node, peer: BeamPeer) -> None:
+    """``node`` is connected to ``peer``, over TLS."""
+    connection = node.connection(peer.node)
+    assert connection is not None
+    assert connection._transport.get_extra_info("ssl_object") is not None
 
 
 class NodeEvents:

@@ -1,7 +1,8 @@
 """GenStage between Python stages and BEAM stages (the Erlang stand-ins of
 testkit/pb_gen_stage.erl, speaking GenStage's protocol) on OTP 25 and 28: events within
-demand both ways, cancels both ways with the cancel modes, either side going down, the
-answers to duplicate and unknown subscriptions, partition and broadcast dispatch."""
+demand both ways (over plain TCP and over TLS), cancels both ways with the cancel modes,
+either side going down, the answers to duplicate and unknown subscriptions, partition and
+broadcast dispatch."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def stats(value: dict[Any, Any]) -> dict[str, Any]:
 
 
 async def test_python_producer_to_erlang_consumer_within_demand(
-        standin_pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = standin_pair
+        standin_pair_tcp_tls: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair_tcp_tls
     name = unique_name("events")
     producer = node.spawn(ProducerStage(), name=name)
     await ev(peer, f"C = pb_gen_stage:consumer({{{name}, {atom(node)}}}, "
@@ -46,8 +47,8 @@ async def _stats_if(peer: BeamPeer, who: str, test: Any) -> dict[str, Any] | Non
 
 
 async def test_erlang_producer_to_python_consumer_within_demand(
-        standin_pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = standin_pair
+        standin_pair_tcp_tls: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair_tcp_tls
     name = unique_name("source")
     await ev(peer, f"P = pb_gen_stage:producer({name}, #{{label => x, limit => 2000}})")
     consumer = node.spawn(Recorder())

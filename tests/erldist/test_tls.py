@@ -16,25 +16,14 @@ from pybroadway.erldist.framing import REUSED_SIZE
 from pybroadway.erldist.handshake import WrongCookie
 from pybroadway.term import Atom
 from testkit.peers import BeamPeer, SystemEpmd
-from testkit.tls import beam_args, optfile, tls_settings
+from testkit.tls import optfile, tls_settings
 from testkit.wait import eventually_async
-from tests.erldist.conftest import Pki
-from tests.erldist.nodekit import Echo, Mailbox, atom, ev, python_node, started
+from tests.conftest import Pki
+from tests.erldist.nodekit import Echo, Mailbox, assert_over_tls, atom, ev, python_node, tls_beam
 
 pytestmark = pytest.mark.timeout(90)
 
 BIG = 4 << 20  # a binary of 4 MiB: frames longer than the reader's reusable buffer
-
-
-@contextlib.asynccontextmanager
-async def tls_beam(otp: str, epmd: SystemEpmd, options: Path | None
-                   ) -> AsyncIterator[BeamPeer]:
-    """A started erl node of release ``otp`` using TLS distribution with the option file
-    ``options`` (None: plain TCP)."""
-    extra = beam_args(otp, options) if options is not None else []
-    peer = BeamPeer.erlang(otp, epmd_port=epmd.port, extra=extra)
-    async with started(peer):
-        yield peer
 
 
 @contextlib.asynccontextmanager
@@ -47,12 +36,6 @@ async def tls_pair(otp: str, epmd: SystemEpmd, pki: Pki,
             tls_beam(otp, epmd, options) as peer:
         node.expose("calc", "add", lambda a, b: a + b)
         yield node, peer
-
-
-def assert_over_tls(node: Node, peer: BeamPeer) -> None:
-    connection = node.connection(peer.node)
-    assert connection is not None
-    assert connection._transport.get_extra_info("ssl_object") is not None
 
 
 async def test_beam_dials_python_over_tls(otp: str, epmd: SystemEpmd, pki: Pki,

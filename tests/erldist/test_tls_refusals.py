@@ -20,9 +20,8 @@ from testkit.certs import CA, NodeCert
 from testkit.peers import BeamPeer, SystemEpmd
 from testkit.tls import optfile, tls_settings
 from testkit.wait import eventually_async
-from tests.erldist.conftest import Pki
-from tests.erldist.nodekit import atom, ev, python_node
-from tests.erldist.test_tls import tls_beam
+from tests.conftest import Pki
+from tests.erldist.nodekit import atom, ev, python_node, tls_beam
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,7 +1,7 @@
-"""The pipeline with BEAM GenStage stages: Erlang stand-in producers on OTP 25 and 28 (one
-that dies mid-stream and is restarted: the pipeline subscribes again; nothing is handled
-twice within one subscription and no more arrives than was asked), and the Elixir demo stages
-of examples/gen_stage_demo.ex both ways."""
+"""The pipeline with BEAM GenStage stages: Erlang stand-in producers on OTP 25 and 28, over
+plain TCP and over TLS (one that dies mid-stream and is restarted: the pipeline subscribes
+again; nothing is handled twice within one subscription and no more arrives than was asked),
+and the Elixir demo stages of examples/gen_stage_demo.ex both ways."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "gen_stage_demo.ex"
 
 
 async def test_a_producer_that_dies_mid_stream_is_subscribed_again(
-        standin_pair: tuple[Node, BeamPeer]) -> None:
-    node, peer = standin_pair
+        standin_pair_tcp_tls: tuple[Node, BeamPeer]) -> None:
+    node, peer = standin_pair_tcp_tls
     name = unique_name("source")
     await ev(peer, f"P1 = pb_gen_stage:producer({name}, #{{label => first}})")
     async with pipeline(node, [(name, peer.node, {"max_demand": 200})]) as (

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pybroadway.erldist import Node
+from pybroadway.erldist.tls import TlsSettings
 from pybroadway.otp_distribution import DEFAULT_NAME, OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
 from testkit.peers import BeamPeer, unique_name
@@ -109,13 +110,15 @@ class Collector:
 @contextlib.asynccontextmanager
 async def server(epmd_port: int, *, concurrency: int = 1,
                  handle: Callable[..., Any] | None = None, ticktime: float = 60.0,
+                 tls: TlsSettings | None = None,
                  **producer: Any) -> AsyncIterator[tuple[Node, Pipeline, Collector,
                                                          OtpDistributionProducer]]:
-    """A Python node running a pipeline fed by the connector."""
+    """A Python node (distribution over TLS with ``tls``) running a pipeline fed by the
+    connector."""
     logging.getLogger("pybroadway.otp_distribution").setLevel(logging.INFO)
     collector = Collector()
     async with Node(f"{unique_name('py')}@localhost", cookie=COOKIE, epmd_port=epmd_port,
-                    ticktime=ticktime) as node:
+                    ticktime=ticktime, tls=tls) as node:
         pipeline = Pipeline(handle_message=handle or collector.handle_message,
                             producer={"module": (OtpDistributionProducer,
                                                  {"node": node, **producer})},

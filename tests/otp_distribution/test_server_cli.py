@@ -1,6 +1,6 @@
 """The server as users run it: ``examples/broadway.py`` and ``python -m pybroadway.cli serve``
 as processes of their own (with their embedded EPMD), fed by ``examples/client.ex`` from an
-Elixir node, stopped with SIGTERM."""
+Elixir node (over TLS too), stopped with SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 from pybroadway.term import Atom, decode
 from testkit.peers import BeamPeer, free_port, unique_name, wait_for_port
 from testkit.processes import WatchedProcess
+from testkit.tls import beam_args, optfile
 from testkit.wait import eventually
+from tests.conftest import Pki
 
 pytestmark = pytest.mark.beam  # every test talks to the server from an Elixir node
 
@@ -50,9 +52,11 @@ def running(argv: list[str]) -> Iterator[ServerProcess]:
 
 
 @contextmanager
-def examples_client(server: ServerProcess) -> Iterator[BeamPeer]:
-    """An Elixir node on the server's EPMD, connected, with ExamplesClient started."""
-    with BeamPeer.elixir(epmd_port=server.epmd_port, cookie=COOKIE) as peer:
+def examples_client(server: ServerProcess, extra_erl: str = "") -> Iterator[BeamPeer]:
+    """An Elixir node on the server's EPMD (``extra_erl``: more ``erl`` arguments), connected,
+    with ExamplesClient started."""
+    with BeamPeer.elixir(epmd_port=server.epmd_port, cookie=COOKIE,
+                         extra_erl=extra_erl) as peer:
         peer.wait_started()
         # retried: with --quiet the server logs nothing that says it is up
         connected = eventually(
@@ -96,10 +100,21 @@ def test_example_server_sigterm_mid_stream_handles_everything_it_read() -> None:
             assert numbers == list(range(1, handled))
 
 
-def test_cli_serve_quiet_handles_a_whole_burst_then_stops() -> None:
-    with running([sys.executable, "-m", "pybroadway.cli", "serve", "--quiet"]) as server:
+@pytest.mark.parametrize("distribution", ["tcp", "tls"])
+def test_cli_serve_quiet_handles_a_whole_burst_then_stops(distribution: str, pki: Pki,
+                                                          tmp_path: Path) -> None:
+    """Over plain TCP, and over TLS: ``serve --ssl-dist-optfile F``, the Elixir node started
+    with ``-proto_dist inet_tls -ssl_dist_optfile F``, one option file for both."""
+    flags, erl = [], ""
+    if distribution == "tls":
+        options = optfile(tmp_path / "ssl_dist.conf", pki.ca, pki.node)
+        flags, erl = ["--ssl-dist-optfile", str(options)], " ".join(beam_args("25", options))
+    with running([sys.executable, "-m", "pybroadway.cli", "serve", "--quiet", *flags]) as server:
         wait_for_port(server.epmd_port)
-        with examples_client(server) as peer:
+        with examples_client(server, erl) as peer:
+            protocol = peer.eval(f'{{:ok, info}} = :net_kernel.node_info(:"{server.sname}"); '
+                                 "elem(info[:address], 3)")
+            assert decode(protocol) == Atom(distribution)
             peer.eval("for i <- 1..2_000, do: ExamplesClient.push_message(i)")
             # ExamplesClient forwarded them all; a call on the same connection, answered after
             # the receiver took everything sent before it

@@ -116,7 +116,8 @@ def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fo
             about_e
         eventually(lambda: handled_since(log, workers, before, 20), timeout=20,
                    what=lambda: "the workers handle on\n" + tails(front, w1, w2))
-        assert stranger.proc.poll() is None  # it still tries
+        stranger.wait_logged("TLS handshake to front@hosta failed: ")  # it says so
+        assert stranger.proc.poll() is None  # and still tries
         stranger.kill()
         refusals = front.count(refusal)
 

@@ -54,10 +54,11 @@ def optfile(path: Path, ca: CA | None, cert: NodeCert | None, *,
     return path
 
 
-def beam_args(otp: str, options: Path) -> list[str]:
-    """The ``erl`` arguments of a node of release ``otp`` using TLS distribution."""
+def beam_args(otp: str, options: Path, proto_dist: str = "inet_tls") -> list[str]:
+    """The ``erl`` arguments of a node of release ``otp`` using TLS distribution
+    (``proto_dist``: ``inet6_tls`` over IPv6)."""
     borrowed: list[str] = []
     if otp != "25":
         for app in ("ssl", "public_key", "asn1"):
             borrowed += ["-pa", *map(str, sorted(DEBIAN_LIB.glob(f"{app}-*/ebin")))]
-    return [*borrowed, "-proto_dist", "inet_tls", "-ssl_dist_optfile", str(options)]
+    return [*borrowed, "-proto_dist", proto_dist, "-ssl_dist_optfile", str(options)]

@@ -127,11 +127,12 @@ def tails(*processes: WatchedProcess) -> str:
     return "\n".join(parts)
 
 
-def front_on(host: Host, log: Path, *flags: str) -> WatchedProcess:
-    """``front@hosta`` on ``host`` with no workers of its own, ``flags`` added; returns once
-    its receiver is registered."""
+def front_on(host: Host, log: Path, *flags: str, ipv6: bool = False) -> WatchedProcess:
+    """``front@hosta`` on ``host`` (at its IPv6 address with ``ipv6``) with no workers of its
+    own, ``flags`` added; returns once its receiver is registered."""
     process = host.run([sys.executable, "-m", "pybroadway", "serve", "--workers", "0",
-                        "--listen", host.address, "--sname", "front@hosta",
+                        "--listen", host.address6 if ipv6 else host.address,
+                        "--sname", "front@hosta",
                         "--cookie", COOKIE, "--ticktime", str(TICKTIME),
                         "--pipeline", PIPELINE, "--quiet", "--message-log-level", "INFO",
                         *flags], env=env(log), cwd=ROOT)
@@ -139,11 +140,14 @@ def front_on(host: Host, log: Path, *flags: str) -> WatchedProcess:
     return process
 
 
-def worker(host: Host, name: str, log: Path, *flags: str) -> WatchedProcess:
-    """A worker ``name`` on ``host`` joining ``front@hosta``, ``flags`` added."""
+def worker(host: Host, name: str, log: Path, *flags: str, ipv6: bool = False
+           ) -> WatchedProcess:
+    """A worker ``name`` on ``host`` (at its IPv6 address with ``ipv6``) joining
+    ``front@hosta``, ``flags`` added."""
     return host.run([sys.executable, "-m", "pybroadway", "worker", "--join", "front@hosta",
                      "--pipeline", PIPELINE, "--cookie", COOKIE, "--sname", name,
-                     "--listen", host.address, "--ticktime", str(TICKTIME),
+                     "--listen", host.address6 if ipv6 else host.address,
+                     "--ticktime", str(TICKTIME),
                      "--max-demand", "10", "--quiet", *flags], env=env(log), cwd=ROOT)
 
 

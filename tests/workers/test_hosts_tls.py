@@ -1,18 +1,19 @@
 """A front and two workers on three simulated hosts (testkit.netns) joined over TLS, with an
-Elixir client on a fourth (issue 24): a CA made here signs each host a certificate for its
-name (the name a dialling node checks), every node does mutual TLS (the server side
-verify_peer and fail_if_no_peer_cert, the client side verify_peer) from the BEAM's option
-file, ``pybroadway serve`` and ``pybroadway worker`` reading it with ``--ssl-dist-optfile``
-and the Elixir node with ``-proto_dist inet_tls -ssl_dist_optfile``. The front also starts
-one worker of its own (``--workers 1``), which gets its flags.
+Elixir client on a fourth (issue 24), over IPv4 (inet_tls) and IPv6 (inet6_tls): a CA made
+here signs each host a certificate for its name (the name a dialling node checks), every
+node does mutual TLS (the server side verify_peer and fail_if_no_peer_cert, the client side
+verify_peer) from the BEAM's option file, ``pybroadway serve`` and ``pybroadway worker``
+reading it with ``--ssl-dist-optfile`` and the Elixir node with ``-proto_dist inet_tls
+-ssl_dist_optfile``. The front also starts one worker of its own (``--workers 1``), which
+gets its flags.
 
 The client pushes as in test_hosts.py; every message is handled by the workers, once, none
 lost, and no worker ever leaves. Every connection is TLS: the client's net_kernel says
 ``tls`` for the front and each worker, and on the switch every connection between the hosts
-but EPMD's starts with a TLS handshake record. A worker on a fifth host whose certificate
-another CA signed is refused, in one line on the front (throttled: not more lines than it
-tried), again each time it tries, and never joins; the others keep handling the stream
-meanwhile."""
+but EPMD's starts with a TLS handshake record, all of them in the family asked for. A
+worker on a fifth host whose certificate another CA signed is refused, in one line on the
+front (throttled: not more lines than it tried), again each time it tries, and never joins;
+the others keep handling the stream meanwhile."""
 
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ def handled_since(log: Path, processes: tuple[WatchedProcess, ...], counts: list
                for process, count in zip(processes, counts, strict=True))
 
 
+@pytest.mark.parametrize("proto_dist", ["inet_tls", "inet6_tls"], ids=["ipv4", "ipv6"])
 def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fourth(
-        tmp_path: Path, leaves_nothing: None) -> None:
+        proto_dist: str, tmp_path: Path, leaves_nothing: None) -> None:
+    ipv6 = proto_dist == "inet6_tls"
     log = tmp_path / "handled"
     stop_file = tmp_path / "stop"
     script = tmp_path / "client.exs"
@@ -79,18 +82,19 @@ def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fo
     config.write_text("[workers]\nmax_demand = 5\n")
 
     def tls(host: str) -> list[str]:
-        return ["--proto-dist", "inet_tls", "--ssl-dist-optfile", str(options[host])]
+        return ["--proto-dist", proto_dist, "--ssl-dist-optfile", str(options[host])]
 
     with Hosts(HOSTS) as hosts:
         a, b, c, d, e = (hosts[name] for name in HOSTS)
         wire = hosts.watch_wire()
         for host in hosts:
-            host.start_epmd(env=env(log))
-        front = front_on(a, log, *tls("hosta"), "--workers", "1", "--config", str(config))
-        w1, w2 = worker(b, "w1@hostb", log, *tls("hostb")), worker(c, "w2@hostc", log,
-                                                                  *tls("hostc"))
-        client = client_on(d, script, stop_file, log,
-                           *beam_args("25", options["hostd"]))  # Elixir runs on OTP 25
+            host.start_epmd(env=env(log), host="::" if ipv6 else "0.0.0.0")
+        front = front_on(a, log, *tls("hosta"), "--workers", "1", "--config", str(config),
+                         ipv6=ipv6)
+        w1 = worker(b, "w1@hostb", log, *tls("hostb"), ipv6=ipv6)
+        w2 = worker(c, "w2@hostc", log, *tls("hostc"), ipv6=ipv6)
+        client = client_on(d, script, stop_file, log,  # Elixir runs on OTP 25
+                           *beam_args("25", options["hostd"], proto_dist))
         for node in NODES[1:]:
             front.wait_logged(f"PyBroadway: worker {node} joined", timeout=30)
         joined = time.monotonic()
@@ -108,10 +112,11 @@ def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fo
 
         # another CA's worker tries to join, and tries again: the front refuses each try
         before = [len(recorded(log, process.proc.pid)) for process in workers]
-        stranger = worker(e, "w3@hoste", log, *tls("hoste"))
-        refusal = f"refused a TLS connection from {e.address}:"
+        stranger = worker(e, "w3@hoste", log, *tls("hoste"), ipv6=ipv6)
+        e_address = e.address6 if ipv6 else e.address
+        refusal = f"refused a TLS connection from {e_address}:"
         front.wait_logged(refusal, count=2, timeout=20)
-        about_e = [line for line in front.stderr if e.address in line or "hoste" in line]
+        about_e = [line for line in front.stderr if e_address in line or "hoste" in line]
         assert about_e and all(refusal in line and REFUSED in line for line in about_e), \
             about_e
         eventually(lambda: handled_since(log, workers, before, 20), timeout=20,
@@ -135,7 +140,8 @@ def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fo
         for process in workers:
             assert process.terminate() == 0, "\n".join(process.stderr[-30:])
             assert WORKER_SUMMARY.match(process.stdout[-1]), process.stdout
-        names = {host.address: host.name for host in hosts}
+        names = {address: host.name for host in hosts
+                 for address in (host.address, f"[{host.address6}]")}
         connections = [line.split()[1:] for line in wire.stderr if line.startswith("conn ")]
         stderr = "\n".join(front.stderr + w1.stderr + w2.stderr)
 
@@ -145,6 +151,7 @@ def test_front_and_workers_on_three_hosts_over_tls_with_an_elixir_client_on_a_fo
     assert "PyBroadway: worker w3@hoste" not in stderr
     assert "Traceback" not in stderr, stderr
 
+    assert all(dialler.startswith("[") == ipv6 for dialler, _, _ in connections), connections
     distribution = [(names[dialler.rsplit(":", 1)[0]], names[listener.rsplit(":", 1)[0]], first)
                     for dialler, listener, first in connections
                     if int(listener.rsplit(":", 1)[1]) != EPMD_PORT]

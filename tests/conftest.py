@@ -66,15 +66,16 @@ def _root_links() -> list[str]:
 @pytest.fixture
 def leaves_nothing() -> Iterator[None]:
     """For tests of simulated hosts: afterwards no namespace, link or /etc/netns entry of
-    theirs is left."""
+    theirs is left (theirs: named after this process, as another run's may exist meanwhile)."""
     require_netns()
     before = _root_links()
     yield
+    ours = f"pbns{os.getpid()}x"  # testkit.netns.Hosts's prefix and pid
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                 check=True).stdout
-    assert "pbns" not in namespaces
+    assert ours not in namespaces
     assert _root_links() == before
-    assert not any(p.name.startswith("pbns") for p in NETNS_ETC.glob("*"))
+    assert not any(p.name.startswith(ours) for p in NETNS_ETC.glob("*"))
 
 
 @pytest.fixture

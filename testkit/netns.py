@@ -72,6 +72,14 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _kill(processes: list[WatchedProcess]) -> None:
+    """Kill each of ``processes`` by its pid, and forget them."""
+    for process in processes:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            process.kill()
+    processes.clear()
+
+
 class Host:
     """One simulated host: a namespace, its address and name."""
 
@@ -119,10 +127,7 @@ class Host:
         _ip("-n", self.hosts.switch, "link", "set", self._port, "up")
 
     def stop_processes(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                process.kill()
-        self.processes.clear()
+        _kill(self.processes)
 
 
 class Hosts:
@@ -145,6 +150,7 @@ class Hosts:
                            f"{self.subnet6}{i + 1}", f"port{i + 1}")
                       for i, name in enumerate(names)]
         self._made: list[str] = []  # namespaces created, in order
+        self._switch_processes: list[WatchedProcess] = []
 
     def __getitem__(self, key: int | str) -> Host:
         if isinstance(key, int):
@@ -156,6 +162,16 @@ class Hosts:
 
     def __iter__(self) -> Iterator[Host]:
         return iter(self.hosts)
+
+    def watch_wire(self) -> WatchedProcess:
+        """Start :mod:`testkit.wire` on the switch: a line for each TCP connection between the
+        hosts, with its dialler's first bytes (what went over the wire, not what a node says
+        it sent). Returns once it captures; stopped when the hosts are removed."""
+        watcher = WatchedProcess(["ip", "netns", "exec", self.switch, sys.executable, "-m",
+                                  "testkit.wire"], cwd=Path(__file__).resolve().parents[1])
+        self._switch_processes.append(watcher)
+        watcher.wait_logged("capturing")
+        return watcher
 
     def hosts_file(self) -> str:
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
@@ -200,6 +216,7 @@ class Hosts:
         """Kill the hosts' processes and remove all that was made. Idempotent."""
         for host in self.hosts:
             host.stop_processes()
+        _kill(self._switch_processes)
         # A namespace takes its links with it (both ends of a veth go together).
         for name in reversed(self._made):
             _ip("netns", "delete", name, check=False)

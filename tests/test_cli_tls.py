@@ -156,6 +156,20 @@ def test_a_fronts_workers_get_its_distribution_flags(optfile: Path, tmp_path: Pa
                                                                       "pipeline": None}
 
 
+def test_a_fronts_workers_get_its_tick_time() -> None:
+    """As every node of a cluster must: a worker ticking slower is taken for dead by the
+    nodes of the front's tick time, and global then cuts it off from all
+    (tests/workers/test_hosts_tls.py shows it across hosts)."""
+    options = {"python": None, "pipeline": "testkit.doubles:Passthrough", "max_demand": 10,
+               "extra_args": []}
+    argv = worker_argv(Node("front@localhost", ticktime=4), "PyBroadway", options, 0,
+                       partitioned=False)
+    assert argv[3] == "worker"
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    assert parser.parse_args(argv[4:]).ticktime == 4
+
+
 def test_the_config_files_tls_table(optfile: Path, tmp_path: Path) -> None:
     config = tmp_path / "pipeline.toml"
     config.write_text(f'[tls]\noptfile = "{optfile.name}"\nproto_dist = "inet6_tls"\n')

@@ -52,12 +52,20 @@ def test_two_python_hosts_connect_lose_the_link_and_reconnect(leaves_nothing: No
     with Hosts(["hosta", "hostb"]) as hosts:
         a, b = hosts["hosta"], hosts["hostb"]
         assert "hosta" in b.check(["cat", "/etc/hosts"])
+        wire = hosts.watch_wire()
         for host in hosts:
             host.start_epmd(env=env())
         front = python_node(a, "front")
         worker = python_node(b, "worker", peer="front@hosta")
         worker.wait_logged("reply {:echo, :hello}")
         front.wait_logged("nodeup worker@hostb")
+        # on the wire: hostb asks hosta's EPMD (PORT_PLEASE2_REQ, 122), then sends its name
+        # (a plain distribution handshake: 'N', 78) to the port it was given
+        wire.wait_logged(f"conn {b.address}:", count=2)
+        dialled = [line.split()[2:] for line in wire.stderr
+                   if line.startswith(f"conn {b.address}:")]
+        assert [(listener == f"{a.address}:4369", first[4:])
+                for listener, first in dialled[:2]] == [(True, "7a"), (False, "4e")]
 
         pull_cable(a, (front, "nodedown worker@hostb"), (worker, "nodedown front@hosta"))
 

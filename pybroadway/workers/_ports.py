@@ -47,6 +47,9 @@ def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
             # where the front listens: the cluster's nodes that reach the front mesh with its
             # workers too (global's connect_all)
             "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
+            # the front's: a node of another tick time takes a worker's quiet connection to
+            # it for dead (or ticks too late for it), and global then cuts the worker off
+            "--ticktime", f"{node.ticktime:g}",
             "--exit-with-front",  # the processors and batchers: asked of the front
             # its output relayed by the front (._output), from the level the front logs
             "--output-to-front", "--log-level", logging.getLevelName(_relayed_level())]

@@ -43,11 +43,31 @@ BOTH = "pg w1@hostb,w2@hostc"
 # the subscriptions with the most demand, and a worker asking again as soon as its
 # processors take what it got.) Meanwhile it says "pg NODES" whenever the members of :pg's
 # PyBroadway group change. It connects to the front only (no worker is named to it): global
-# connects it to the workers, and back to w1 when w1 joins the front again.
+# connects it to the workers, and back to w1 when w1 joins the front again. It says "nodeup
+# NODE PROTOCOL" for each connection, with its distribution's carrier (tcp, or tls for
+# inet_tls_dist), as net_kernel holds it.
 CLIENT = r'''
 [front, stop_file] = System.argv()
 front = String.to_atom(front)
 say = fn line -> IO.puts(:stderr, line) end
+me = self()
+spawn(fn ->
+  :ok = :net_kernel.monitor_nodes(true)
+  send(me, :watching)
+  carriers = fn carriers ->
+    receive do
+      {:nodeup, node} ->
+        {:ok, {:net_address, _, _, protocol, _}} = :net_kernel.node_info(node, :address)
+        say.("nodeup #{node} #{protocol}")
+      _ -> :ok
+    end
+    carriers.(carriers)
+  end
+  carriers.(carriers)
+end)
+receive do
+  :watching -> :ok
+end
 {:ok, _} = :pg.start(:pybroadway)
 spawn(fn ->
   watch = fn watch, last ->
@@ -107,17 +127,50 @@ def tails(*processes: WatchedProcess) -> str:
     return "\n".join(parts)
 
 
-def worker(host: Host, name: str, log: Path) -> WatchedProcess:
+def front_on(host: Host, log: Path, *flags: str, ipv6: bool = False) -> WatchedProcess:
+    """``front@hosta`` on ``host`` (at its IPv6 address with ``ipv6``) with no workers of its
+    own, ``flags`` added; returns once its receiver is registered."""
+    process = host.run([sys.executable, "-m", "pybroadway", "serve", "--workers", "0",
+                        "--listen", host.address6 if ipv6 else host.address,
+                        "--sname", "front@hosta",
+                        "--cookie", COOKIE, "--ticktime", str(TICKTIME),
+                        "--pipeline", PIPELINE, "--quiet", "--message-log-level", "INFO",
+                        *flags], env=env(log), cwd=ROOT)
+    process.wait_logged(" serves off_broadway_otp_distribution_receiver", timeout=30)
+    return process
+
+
+def worker(host: Host, name: str, log: Path, *flags: str, ipv6: bool = False
+           ) -> WatchedProcess:
+    """A worker ``name`` on ``host`` (at its IPv6 address with ``ipv6``) joining
+    ``front@hosta``, ``flags`` added."""
     return host.run([sys.executable, "-m", "pybroadway", "worker", "--join", "front@hosta",
                      "--pipeline", PIPELINE, "--cookie", COOKIE, "--sname", name,
-                     "--listen", host.address, "--ticktime", str(TICKTIME),
-                     "--max-demand", "10", "--quiet"], env=env(log), cwd=ROOT)
+                     "--listen", host.address6 if ipv6 else host.address,
+                     "--ticktime", str(TICKTIME),
+                     "--max-demand", "10", "--quiet", *flags], env=env(log), cwd=ROOT)
+
+
+def client_on(host: Host, script: Path, stop_file: Path, log: Path,
+           *erl_flags: str) -> WatchedProcess:
+    """The Elixir client ``client@hostd`` on ``host`` running ``script`` (:data:`CLIENT`)
+    against ``front@hosta`` until ``stop_file`` exists; ``erl_flags`` go to its BEAM."""
+    elixir = require("Elixir (elixir)", "elixir")
+    erl = " ".join([f"-kernel net_ticktime {TICKTIME} -start_epmd false", *erl_flags])
+    return host.run([elixir, "--sname", "client@hostd", "--cookie", COOKIE, "--erl", erl,
+                     str(script), "front@hosta", str(stop_file)],
+                    env=env(log), cwd=script.parent)
+
+
+def pushed_by(client: WatchedProcess) -> int:
+    """How many messages the client pushed, once it has stopped pushing."""
+    client.wait_logged("pushed ", timeout=10)
+    return int(next(line for line in client.stderr if line.startswith("pushed ")).split()[1])
 
 
 @pytest.mark.parametrize("redeliver", [True, False], ids=["redeliver", "fail"])
 def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         redeliver: bool, tmp_path: Path, leaves_nothing: None) -> None:
-    elixir = require("Elixir (elixir)", "elixir")
     log = tmp_path / "handled"
     stop_file = tmp_path / "stop"
     script = tmp_path / "client.exs"
@@ -126,17 +179,9 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
         a, b, c, d = (hosts[name] for name in ("hosta", "hostb", "hostc", "hostd"))
         for host in hosts:
             host.start_epmd(env=env(log))
-        front = a.run([sys.executable, "-m", "pybroadway", "serve", "--workers", "0",
-                       "--listen", a.address, "--sname", "front@hosta", "--cookie", COOKIE,
-                       "--ticktime", str(TICKTIME), "--pipeline", PIPELINE, "--quiet",
-                       "--message-log-level", "INFO", *(["--redeliver"] if redeliver else [])],
-                      env=env(log), cwd=ROOT)
-        front.wait_logged(" serves off_broadway_otp_distribution_receiver", timeout=30)
+        front = front_on(a, log, *(["--redeliver"] if redeliver else []))
         w1, w2 = worker(b, "w1@hostb", log), worker(c, "w2@hostc", log)
-        client = d.run([elixir, "--sname", "client@hostd", "--cookie", COOKIE, "--erl",
-                        f"-kernel net_ticktime {TICKTIME} -start_epmd false", str(script),
-                        "front@hosta", str(stop_file)],
-                       env=env(log), cwd=tmp_path)
+        client = client_on(d, script, stop_file, log)
         front.wait_logged("PyBroadway: worker w1@hostb joined", timeout=30)
         front.wait_logged("PyBroadway: worker w2@hostc joined", timeout=30)
         client.wait_logged("registered", timeout=30)
@@ -175,9 +220,7 @@ def test_workers_on_other_hosts_lose_the_link_and_rejoin(
                    what=lambda: "w1 handles again\n" + tails(front, w1))
 
         stop_file.touch()
-        client.wait_logged("pushed ", timeout=10)
-        pushed = int(next(line for line in client.stderr if line.startswith("pushed "))
-                      .split()[1])
+        pushed = pushed_by(client)
         front.wait_logged("push_message: ", count=pushed, timeout=10)
         assert front.count("push_message: ") == pushed  # the receiver read each once
         assert front.terminate() == 0, "\n".join(front.stderr[-30:])

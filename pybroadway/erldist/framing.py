@@ -22,9 +22,11 @@ REUSED_SIZE = 256 * 1024
 """The reusable buffer's size: what one read takes at most, and the largest frame handled in
 it (a longer one gets a buffer of its own)."""
 MAX_REUSED = 1024 * 1024
-"""The reusable buffer doubles, up to this size, each time a read fills all the room it was
-offered (the socket held more): a busy connection then takes more frames per turn of the
-loop, whose cost more messages share. An idle connection keeps :data:`REUSED_SIZE`."""
+"""The reusable buffer doubles, up to this size, each time a read of frames of at least
+:data:`LARGE_FRAME` bytes fills all the room it was offered (the socket held more): a busy
+connection then takes more frames per turn of the loop, whose cost more messages share. An
+idle connection, or one of small frames, keeps :data:`REUSED_SIZE`."""
+LARGE_FRAME = 16 * 1024
 MIN_READ = 4096
 """A read is never offered less room than this: the bytes of an incomplete frame move to the
 start of the reusable buffer first (never more than one frame's)."""
@@ -117,6 +119,7 @@ class FrameReader(asyncio.BufferedProtocol):
         self._filled = 0                    # its bytes received so far
         self._room = 0  # offered to the last read into _buffer (0: it may not grow)
         self._grow = False  # the next read gets a reusable buffer twice as large
+        self._last_size = 0  # the size of the last frame a read ended in (or on)
         self._late: bytearray | None = None  # bytes delivered while held, not handled yet
         self._late_read: bytearray | None = None  # the buffer offered for more of them
         self._holds: set[str] = set()
@@ -215,7 +218,12 @@ class FrameReader(asyncio.BufferedProtocol):
             self._filled += nbytes
         else:
             self._end += nbytes
-            self._grow = nbytes == self._room >= len(self._buffer) // 2
+            full = nbytes == self._room >= len(self._buffer) // 2
+            self._handle()
+            # Only for large frames: small ones fill a read by the thousand already, and
+            # more of them a read would hold the loop longer, each read handled at once.
+            self._grow = full and self._last_size >= LARGE_FRAME
+            return
         self._handle()
 
     def pause_writing(self) -> None:
@@ -282,6 +290,7 @@ class FrameReader(asyncio.BufferedProtocol):
             on_frame = self._on_frame
             max_frame = self._max_frame
             pos, end = self._start, self._end
+            size = 0
             while self._flowing and end - pos >= 4:
                 (size,) = _u32(buffer, pos)
                 if size > max_frame:
@@ -291,10 +300,11 @@ class FrameReader(asyncio.BufferedProtocol):
                 if stop > end:
                     if stop - pos > len(buffer):
                         self._own_frame(pos, size)
-                    return
+                    break
                 self._start = pos = stop
                 if size:
                     on_frame(buffer, stop - size, stop)
+            self._last_size = size
         except Exception as exc:
             if not self._stopped:
                 self.stop()

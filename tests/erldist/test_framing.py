@@ -21,6 +21,7 @@ import pytest
 
 from pybroadway.erldist.framing import (
     EAGER_SIZE,
+    LARGE_FRAME,
     LATE_LIMIT,
     MAX_REUSED,
     REUSED_SIZE,
@@ -167,11 +168,9 @@ async def test_bytes_delivered_while_held_wait_apart_and_come_in_order(
         reading.frames.append(bytes(data[start:stop]))
 
     reading.reader._on_frame = on_frame
-    # The long frame first, while the reusable buffer has its first size; the first read
-    # fills it, so it has doubled for the small frames, which overflow it even so.
+    small = [b"hold" + body(100, 1), *(body(i % 200 + 1, i) for i in range(4000))]
     large = [b"hold" + body(100, 2), body(BIG, 3), body(10, 4)]
-    small = [b"hold" + body(100, 1), *(body(i % 200 + 1, i) for i in range(8000))]
-    for bodies in (large, small):
+    for bodies in (small, large):
         reading.frames.clear()
         held.clear()
         stream = b"".join(map(frame, bodies))
@@ -222,27 +221,37 @@ async def test_an_announced_frame_costs_nothing_until_its_bytes_arrive(
         tracemalloc.stop()
 
 
-async def test_the_reusable_buffer_doubles_while_reads_fill_it_up_to_a_bound(
+async def test_the_reusable_buffer_doubles_while_reads_of_large_frames_fill_it_to_a_bound(
         reading: Reading) -> None:
     reader = reading.reader
-    sizes = [len(reader._buffer)]
+
+    def feed_full(bodies: list[bytes]) -> set[int]:
+        """Deliver ``bodies``' frames, each read taking all the room it is offered: the
+        sizes the reusable buffer had."""
+        sizes = set()
+        view = memoryview(b"".join(map(frame, bodies)))
+        while view:
+            room = reader.get_buffer(-1)
+            sizes.add(len(reader._buffer))
+            count = min(len(room), len(view))
+            room[:count] = view[:count]
+            room.release()
+            view = view[count:]
+            reader.buffer_updated(count)
+        return sizes
+
     # Reads a little short of the room offered: the socket held no more, nothing grows.
-    bodies = [body(1000, i) for i in range(1000)]
+    bodies = [body(30_000, i) for i in range(100)]
     reading.feed(b"".join(map(frame, bodies)), [REUSED_SIZE // 2 - 1] * 10_000)
     assert reading.frames == bodies and len(reader._buffer) == REUSED_SIZE
-    # Reads that take all the room they are offered: the buffer doubles, up to MAX_REUSED.
+    # Full reads of small frames: thousands a read already, the buffer stays as it is.
     reading.frames.clear()
-    bodies = [body(i % 5000 + 1, i) for i in range(4000)]
-    stream = b"".join(map(frame, bodies))
-    view = memoryview(stream)
-    while view:
-        room = reader.get_buffer(-1)
-        sizes.append(len(reader._buffer))
-        count = min(len(room), len(view))
-        room[:count] = view[:count]
-        room.release()
-        view = view[count:]
-        reader.buffer_updated(count)
+    bodies = [body(i % 500 + 1, i) for i in range(4000)]
+    assert feed_full(bodies) == {REUSED_SIZE}
+    assert reading.frames == bodies
+    # Full reads of large frames: the buffer doubles, up to MAX_REUSED.
+    reading.frames.clear()
+    bodies = [body(LARGE_FRAME + i * 7, i) for i in range(400)]
+    assert sorted(feed_full(bodies)) == [REUSED_SIZE << i for i in range(3)]
     assert reading.frames == bodies and not reading.errors
-    assert sorted(set(sizes)) == [REUSED_SIZE << i for i in range(3)]
     assert REUSED_SIZE << 2 == MAX_REUSED

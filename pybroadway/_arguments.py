@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from pybroadway._config import (
     MAX_BUFFER,
@@ -27,6 +29,7 @@ from pybroadway._config import (
 from pybroadway._hints import install_command
 from pybroadway.erldist.tls import TlsSettings
 from pybroadway.erldist.tls_options import TlsOptionsError, read_optfile
+from pybroadway.gen_stage import parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import MAX_CONCURRENCY, MAX_DEMAND, Option, OptionsError
 from pybroadway.workers import load_pipeline_class, log_for_front, read_cookie, run_worker
@@ -78,10 +81,39 @@ def check_command_line(args: argparse.Namespace) -> None:
         raise ConfigError(f"{path}: " + str(OptionsError(
             f"invalid value for :resume_at option: {reason}, got: {resume_at!r}",
             "resume_at", ("producer",), resume_at)))
+    if getattr(args, "subscribe", None):  # checked now, used once the node runs
+        subscriptions(args.subscribe, args.max_demand or SERVE_DEFAULTS["max_demand"])
     if hasattr(args, "proto_dist"):
         args.tls, args.ipv6 = distribution(args, given)
         if getattr(args, "listen", "") is None and (args.ipv6 or args.command == "worker"):
             args.listen = "::1" if args.ipv6 else "127.0.0.1"  # this host only, either way
+
+
+def subscriptions(specs: Sequence[str] | None, max_demand: int) -> list[Any]:
+    """``--subscribe`` values (``name@node``, optionally ``:max_demand=N,min_demand=M``) as
+    GenStageProducer's ``subscribe_to`` entries; raises :class:`ConfigError` naming a bad
+    one (a demand is bounded as ``--max-demand`` is)."""
+    entries: list[Any] = []
+    for spec in specs or ():
+        target, _, extra = spec.partition(":")
+        name, _, node = target.partition("@")
+        options: dict[str, int] = {"max_demand": max_demand}
+        try:
+            if not name or "@" not in node:
+                raise ValueError("expected NAME@NODE, the node as name@host")
+            for item in filter(None, extra.split(",")):
+                key, _, value = item.partition("=")
+                if key not in ("max_demand", "min_demand"):
+                    raise ValueError(f"unknown option {key!r} (max_demand, min_demand)")
+                options[key] = int(value)
+            check_value("max_demand", SUBSCRIBE_DEMAND, options["max_demand"], ())
+            parse_source((name, node, options))  # checks the demands
+            entries.append((name, node, options))
+        except OptionsError as exc:
+            raise ConfigError(f"bad --subscribe {spec!r}: {exc.reason}") from None
+        except ValueError as exc:
+            raise ConfigError(f"bad --subscribe {spec!r}: {exc}") from None
+    return entries
 
 
 def distribution(args: argparse.Namespace, given: set[str]) -> tuple[TlsSettings | None, bool]:

@@ -65,14 +65,15 @@ from pybroadway._arguments import (
     check_command_line,
     distribution_flags,
     run_worker_command,
+    subscriptions,
 )
-from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults
+from pybroadway._config import CONFIG_HELP, SERVE_DEFAULTS, ConfigError, apply_defaults
 from pybroadway._epmd_command import add_epmd_arguments, run_epmd
 from pybroadway._hints import explain, install_command, why_not_connected
 from pybroadway._terminal import StatusLine, add_log_level, setup_logging
 from pybroadway.erldist import HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
-from pybroadway.gen_stage import GenStageProducer, parse_source
+from pybroadway.gen_stage import GenStageProducer
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import raise_fd_limit, tune_gc
@@ -156,7 +157,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             options["offload"] = (WorkerFront, {**workers, "node": node})
         processors = options.pop("processors", {}).get("default", {})
         producer_options = options.pop("producer", {})  # rate_limiting
-        subscribe_to = subscriptions(getattr(args, "subscribe", None), args.max_demand)
+        subscribe_to = subscriptions(getattr(args, "subscribe", None),
+                                     args.max_demand or SERVE_DEFAULTS["max_demand"])
         module: tuple[type, dict[str, Any]] = (GenStageProducer, {
             "node": node, "subscribe_to": subscribe_to}) if subscribe_to else (
             OtpDistributionProducer, {
@@ -247,29 +249,6 @@ async def ping(args: argparse.Namespace) -> str:
         except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
             return f"pang ({why_not_connected(args.node, exc)})"
         return "pong"
-
-
-def subscriptions(specs: Sequence[str] | None, max_demand: int) -> list[Any]:
-    """``--subscribe`` values (``name@node``, optionally ``:max_demand=N,min_demand=M``) as
-    GenStageProducer's ``subscribe_to`` entries; raises SystemExit naming a bad one."""
-    entries: list[Any] = []
-    for spec in specs or ():
-        target, _, extra = spec.partition(":")
-        name, _, node = target.partition("@")
-        options: dict[str, int] = {"max_demand": max_demand}
-        try:
-            if not name or "@" not in node:
-                raise ValueError("expected NAME@NODE, the node as name@host")
-            for item in filter(None, extra.split(",")):
-                key, _, value = item.partition("=")
-                if key not in ("max_demand", "min_demand"):
-                    raise ValueError(f"unknown option {key!r} (max_demand, min_demand)")
-                options[key] = int(value)
-            parse_source((name, node, options))  # checks the demands
-            entries.append((name, node, options))
-        except ValueError as exc:
-            raise SystemExit(f"pybroadway serve: bad --subscribe {spec!r}: {exc}") from None
-    return entries
 
 
 def _message_log_level(args: argparse.Namespace) -> int:

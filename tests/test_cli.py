@@ -67,3 +67,10 @@ def test_a_pipeline_that_does_not_load_is_a_usage_error(spec: str, why: str) -> 
     """As a bad flag or configuration file: one line, with the command's prefix, exit code 2."""
     out = pybroadway("serve", "--pipeline", spec, "--epmd-port", str(free_port()))
     assert (out.returncode, out.stderr) == (2, f"pybroadway serve: --pipeline {spec}: {why}\n")
+
+
+@pytest.mark.parametrize("spec", ["e@a@h:max_demand=1000000000", "e@a@h:max_demand=x", "e@h"])
+def test_a_bad_subscribe_is_one_line_and_exit_code_2(spec: str) -> None:
+    out = pybroadway("serve", "--subscribe", spec)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and f"bad --subscribe {spec!r}" in out.stderr

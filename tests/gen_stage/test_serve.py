@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pybroadway._arguments import subscriptions
 from pybroadway._config import ConfigError, load_config
-from pybroadway.cli import add_serve_arguments, serve, subscriptions
+from pybroadway.cli import add_serve_arguments, serve
 from pybroadway.erldist import Node
 from pybroadway.erldist.stages import ProducerStage
 from testkit.peers import free_port, unique_name
@@ -34,8 +35,9 @@ def test_subscribe_flags() -> None:
         ("events", "app@host", {"max_demand": 1000}),
         ("more", "b@h", {"max_demand": 50, "min_demand": 5})]
     for bad in ("events", "events@host", "e@a@h:max=1", "e@a@h:max_demand=x",
-                "e@a@h:max_demand=10,min_demand=10"):
-        with pytest.raises(SystemExit, match="bad --subscribe"):
+                "e@a@h:max_demand=10,min_demand=10", "e@a@h:max_demand=1000000000",
+                "e@a@h:max_demand=0"):
+        with pytest.raises(ConfigError, match="bad --subscribe"):
             subscriptions([bad], 1000)
 
 

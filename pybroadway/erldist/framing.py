@@ -23,9 +23,10 @@ REUSED_SIZE = 256 * 1024
 it (a longer one gets a buffer of its own)."""
 MAX_REUSED = 1024 * 1024
 """The reusable buffer doubles, up to this size, each time a read of frames of at least
-:data:`LARGE_FRAME` bytes fills all the room it was offered (the socket held more): a busy
-connection then takes more frames per turn of the loop, whose cost more messages share. An
-idle connection, or one of small frames, keeps :data:`REUSED_SIZE`."""
+:data:`LARGE_FRAME` bytes, and at most a third of the buffer, fills all the room it was
+offered (the socket held more): a busy connection then takes more frames per turn of the
+loop, whose cost more messages share. An idle connection, or one of small frames or of
+frames too long for it, keeps :data:`REUSED_SIZE`."""
 LARGE_FRAME = 16 * 1024
 MIN_READ = 4096
 """A read is never offered less room than this: the bytes of an incomplete frame move to the
@@ -221,8 +222,10 @@ class FrameReader(asyncio.BufferedProtocol):
             full = nbytes == self._room >= len(self._buffer) // 2
             self._handle()
             # Only for large frames: small ones fill a read by the thousand already, and
-            # more of them a read would hold the loop longer, each read handled at once.
-            self._grow = full and self._last_size >= LARGE_FRAME
+            # more of them a read would hold the loop longer, each read handled at once. Not
+            # for frames over a third of it: a read that ends in a frame too long for
+            # the buffer has its part of it copied to the frame's own.
+            self._grow = full and LARGE_FRAME <= self._last_size <= len(self._buffer) // 3
             return
         self._handle()
 

@@ -249,6 +249,11 @@ async def test_the_reusable_buffer_doubles_while_reads_of_large_frames_fill_it_t
     bodies = [body(i % 500 + 1, i) for i in range(4000)]
     assert feed_full(bodies) == {REUSED_SIZE}
     assert reading.frames == bodies
+    # Full reads of frames too long for three to fit: the buffer stays as it is.
+    reading.frames.clear()
+    bodies = [body(REUSED_SIZE // 3 + 100 + i, i) for i in range(40)]
+    assert feed_full(bodies) == {REUSED_SIZE}
+    assert reading.frames == bodies
     # Full reads of large frames: the buffer doubles, up to MAX_REUSED.
     reading.frames.clear()
     bodies = [body(LARGE_FRAME + i * 7, i) for i in range(400)]

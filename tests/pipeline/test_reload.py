@@ -1,0 +1,109 @@
+"""``Pipeline.reload``: a successor's callbacks and options take over a running pipeline; the
+producers, their buffers and the counters carry on; what cannot change is refused and the
+running version goes on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pybroadway.errors import StateError
+from pybroadway.pipeline import BatchInfo, Message, OptionsError, Pipeline, Producer
+from testkit.wait import eventually_async
+from tests.pipeline.helpers import Recorder, messages, push_options
+
+
+def tagging(version: str) -> Any:
+    def handle_message(processor: str, message: Message, context: Any) -> Message:
+        message.data = (version, message.data)
+        return message
+    return handle_message
+
+
+def batching(seen: list[tuple[Any, list[Any]]]) -> Any:
+    def handle_batch(batcher: Any, batch: list[Message], info: BatchInfo,
+                     context: Any) -> list[Message]:
+        seen.append((batcher, [message.data for message in batch]))
+        return batch
+    return handle_batch
+
+
+async def test_reload_swaps_the_code_and_keeps_buffer_counters_and_producer() -> None:
+    recorder = Recorder()
+    pipeline = Pipeline(handle_message=tagging("v1"), version="v1", **push_options())
+    async with pipeline:
+        producer = pipeline.producers[0]
+        pipeline.push_messages(messages(recorder, range(100)))
+        await recorder.wait_for(100)
+        await pipeline.reload(Pipeline(handle_message=tagging("v2"), version="v2",
+                                       **push_options(concurrency=3)))
+        assert pipeline.producers == [producer]
+        assert len(pipeline.topology()["processors"]) == 1
+        assert pipeline.topology()["processors"][0]["concurrency"] == 3
+        pipeline.push_messages(messages(recorder, range(100, 200)))
+        await recorder.wait_for(200)
+        stats = pipeline.stats()
+    assert sorted(m.data for m in recorder.successful) == (
+        [("v1", n) for n in range(100)] + [("v2", n) for n in range(100, 200)])
+    assert (stats["handled"], stats["in_flight"], stats["version"], stats["reloads"]) == (
+        200, 0, "v2", 1)
+
+
+async def test_what_the_old_batchers_hold_is_flushed_by_the_old_code() -> None:
+    recorder = Recorder()
+    old_batches: list[tuple[Any, list[Any]]] = []
+    new_batches: list[tuple[Any, list[Any]]] = []
+    batchers = {"default": {"batch_size": 1000, "batch_timeout": 60_000}}
+    pipeline = Pipeline(handle_message=tagging("v1"), handle_batch=batching(old_batches),
+                        batchers=batchers, **push_options())
+    async with pipeline:
+        pipeline.push_messages(messages(recorder, range(10)))
+        await eventually_async(lambda: pipeline.stage_stats()["batchers"][0]["queued"] == 10)
+        await pipeline.reload(Pipeline(handle_message=tagging("v2"),
+                                       handle_batch=batching(new_batches),
+                                       batchers=batchers, **push_options()))
+        assert recorder.count == 10  # flushed by the reload, not after a minute
+        pipeline.push_messages(messages(recorder, range(10, 15)))
+    assert sorted(data for _, batch in old_batches for data in batch) == [
+        ("v1", n) for n in range(10)]
+    assert sorted(data for _, batch in new_batches for data in batch) == [
+        ("v2", n) for n in range(10, 15)]
+
+
+async def test_a_changed_producer_is_refused_and_the_old_version_runs_on() -> None:
+    recorder = Recorder()
+    pipeline = Pipeline(handle_message=tagging("v1"), **push_options())
+    async with pipeline:
+        other = {"producer": {"module": (Producer, {"buffer_size": 10})},
+                 "processors": {"default": {}}}
+        with pytest.raises(OptionsError, match="a reload keeps the producers: their module"):
+            await pipeline.reload(Pipeline(handle_message=tagging("v2"), **other))
+        pipeline.push_messages(messages(recorder, range(5)))
+        await recorder.wait_for(5)
+        assert pipeline.stats()["reloads"] == 0
+    assert {m.data[0] for m in recorder.successful} == {"v1"}
+
+
+async def test_a_started_successor_or_a_stopped_pipeline_is_refused() -> None:
+    pipeline = Pipeline(handle_message=tagging("v1"), **push_options())
+    async with Pipeline(handle_message=tagging("v2"), **push_options()) as started, pipeline:
+        with pytest.raises(StateError, match="started already"):
+            await pipeline.reload(started)
+    with pytest.raises(StateError, match="stopping"):
+        await pipeline.reload(Pipeline(handle_message=tagging("v3"), **push_options()))
+
+
+async def test_failures_are_watched_in_the_new_version() -> None:
+    pipeline = Pipeline(handle_message=tagging("v1"), max_restarts=0, **push_options())
+    async with pipeline:
+        await pipeline.reload(Pipeline(handle_message=tagging("v2"), max_restarts=0,
+                                       **push_options()))
+        waiting = pipeline.wait_failure()
+        pipeline._running().supervisor.kill(pipeline._running().processors[0])
+        assert "crashed more than 0 times" in await waiting
+
+
+def test_the_default_version_is_a_hash_of_the_class_file() -> None:
+    version = Pipeline(handle_message=tagging("v1"), **push_options()).options["version"]
+    assert len(version) == 12 and int(version, 16) >= 0

@@ -254,9 +254,9 @@ class Pipeline:
                 await asyncio.wait((failed, swapped), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 swapped.cancel()
-                if not failed.done():
-                    failed.cancel()
-            if not failed.cancelled():
+                ended = failed.done()
+                failed.cancel()
+            if ended:
                 return failed.result()
 
     def offloaded(self) -> Offload | None:

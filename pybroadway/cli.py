@@ -6,6 +6,7 @@
                      [--workers N [--redeliver]] [--ticktime SECONDS]
     pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
                       [--listen ADDRESS] [--hidden]
+    pybroadway reload NODE [--cookie C]      the serving NODE's pipeline code, reloaded in place
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
@@ -32,6 +33,10 @@ With ``--workers N`` the processors (and batchers) run in N worker processes the
 starts and supervises (:mod:`pybroadway.workers`); the producer and the acknowledgements stay
 in the server. ``pybroadway worker --join server@host --pipeline mod:Class`` runs one more
 worker, on this host or another, for the server's pipeline.
+
+SIGHUP to ``serve``, or ``pybroadway reload server@host``, imports the user's pipeline
+modules afresh and reloads the pipeline in place (:mod:`pybroadway._reload`): the node, the
+receiver and its clients stay; a version that fails is refused and the running one goes on.
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).

@@ -207,9 +207,9 @@ class Pipeline:
             self._swapped.set()
             self._swapped = asyncio.Event()
             new.start_processors()
-        logger.info("%s: reloaded: version %s handles messages (was %s; handling paused %.0f "
-                    "ms)", self.options["name"], self.options["version"], was,
-                    (time.monotonic() - began) * 1000)
+        logger.info("%s: reloaded: version %s handles messages (was %s; the old one finished "
+                    "what it held in %.0f ms)", self.options["name"], self.options["version"],
+                    was, (time.monotonic() - began) * 1000)
 
     def _check_successor(self, successor: Pipeline) -> None:
         mine, theirs = self.options["producer"], successor.options["producer"]

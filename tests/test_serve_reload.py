@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pybroadway.erldist import Node
+from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.term import Atom, decode
 from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from testkit.processes import WatchedProcess, python_env
@@ -48,17 +50,17 @@ def version_module(version: str) -> str:
 
 
 class Served:
-    """``pybroadway serve --pipeline mypipeline:Versioned`` in the folder of the user's
-    modules."""
+    """``pybroadway serve`` (by default ``--pipeline mypipeline:Versioned``) in the folder of
+    the user's modules."""
 
-    def __init__(self, project: Path, epmd_port: int) -> None:
+    def __init__(self, project: Path, epmd_port: int, *options: str) -> None:
         self.project = project
         self.epmd_port = epmd_port
         self.sname = f"{unique_name('hup')}@localhost"
         self.proc = WatchedProcess(
-            [sys.executable, "-m", "pybroadway", "serve", "--pipeline", "mypipeline:Versioned",
-             "--quiet", "--cookie", COOKIE, "--sname", self.sname,
-             "--epmd-port", str(epmd_port)],
+            [sys.executable, "-m", "pybroadway", "serve",
+             *(options or ("--pipeline", "mypipeline:Versioned")), "--quiet",
+             "--cookie", COOKIE, "--sname", self.sname, "--epmd-port", str(epmd_port)],
             cwd=project, env=python_env(PYTHONPATH=str(ROOT)))
 
     def handled(self) -> list[tuple[str, str, int]]:
@@ -153,3 +155,52 @@ def test_a_version_that_fails_to_start_is_refused_in_one_line(served: Served) ->
                               "cannot import it (module 'mypipeline' has no attribute "
                               "'Versioned')\n")
     served.proc.wait_logged("reload refused, version", 2)
+
+
+CONFIGURED = """
+from pybroadway.pipeline import Pipeline
+
+class Tagged(Pipeline):
+    def handle_message(self, processor, message, context):
+        print(f"handled {context['tag']} {message.data}", flush=True)
+        return message
+"""
+
+
+def config(tag: str, extra: str = "") -> str:
+    return f'pipeline = "mypipeline:Tagged"\n{extra}\n[context]\ntag = "{tag}"\n'
+
+
+async def test_the_config_file_is_read_again_and_what_a_reload_keeps_is_refused(
+        tmp_path: Path, epmd: SystemEpmd) -> None:
+    (tmp_path / "mypipeline.py").write_text(CONFIGURED)
+    (tmp_path / "pipeline.toml").write_text(config("c1"))
+    served = Served(tmp_path, epmd.port, "--config", "pipeline.toml")
+    proc, sname = served.proc, served.sname
+    try:
+        proc.wait_logged(READY)
+        async with Node(f"{unique_name('cfgc')}@localhost", cookie=COOKIE,
+                        epmd_port=epmd.port) as node:
+            await node.connect(sname)
+            client = await Client.start(node, receiver=(DEFAULT_NAME, sname))
+            client.push_message(1)
+            await asyncio.to_thread(proc.wait_until, lambda: "handled c1 1" in proc.stdout,
+                                    "c1 handled")
+            (tmp_path / "pipeline.toml").write_text(config("c2"))
+            done = await asyncio.to_thread(served.reload_command)
+            assert done.returncode == 0, done.stderr
+            client.push_message(2)
+            await asyncio.to_thread(proc.wait_until, lambda: "handled c2 2" in proc.stdout,
+                                    "c2 handled")
+            (tmp_path / "pipeline.toml").write_text(config("c3", '[producer]\nmode = "pull"'))
+            refused = await asyncio.to_thread(served.reload_command)
+            assert refused.stderr == (
+                "pybroadway reload: refused: the configuration changes mode, which a reload "
+                "keeps: restart serve to change it\n")
+            client.push_message(3)
+            await asyncio.to_thread(proc.wait_until, lambda: "handled c2 3" in proc.stdout,
+                                    "still c2")
+        assert proc.terminate() == 0
+        assert proc.summary() == (3, 0, 0)
+    finally:
+        proc.kill()

@@ -107,3 +107,4 @@ async def test_failures_are_watched_in_the_new_version() -> None:
 def test_the_default_version_is_a_hash_of_the_class_file() -> None:
     version = Pipeline(handle_message=tagging("v1"), **push_options()).options["version"]
     assert len(version) == 12 and int(version, 16) >= 0
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -78,19 +79,16 @@ class UserModules:
         return {name: module for name, module in list(sys.modules.items())
                 if isinstance(module, ModuleType) and _users(module)}
 
-    def forget(self) -> dict[str, ModuleType]:
-        """Take the user's modules out of ``sys.modules`` (the next import runs their files
-        again); return them."""
-        modules = self.current()
-        for name, module in modules.items():
+    def forget(self) -> None:
+        """Take the user's modules out of ``sys.modules``: the next import runs their files
+        again."""
+        for name, module in self.current().items():
             del sys.modules[name]
             # The compiled file is trusted when the source's mtime (in seconds) and size are
             # unchanged: an edit within the same second that keeps the size would not be seen.
-            cached = importlib.util.cache_from_source(str(module.__file__))
-            if os.path.exists(cached):
-                os.unlink(cached)
+            with contextlib.suppress(OSError):
+                os.unlink(importlib.util.cache_from_source(str(module.__file__)))
         importlib.invalidate_caches()
-        return modules
 
     def restore(self, modules: dict[str, ModuleType]) -> None:
         """The new version was refused: what it imported goes, the running one's come back
@@ -137,8 +135,9 @@ class Reloader:
         """Reload; return the new version, or raise :class:`ReloadRefused` saying why (the
         running version goes on). One at a time."""
         async with self._lock:
-            saved = self.modules.forget()
+            saved = self.modules.current()
             try:
+                self.modules.forget()
                 args = copy.copy(self.command_line)
                 self.prepare(args)
                 changed = [key for key in KEPT
@@ -148,7 +147,7 @@ class Reloader:
                         f"the configuration changes {', '.join(changed)}, which a reload "
                         f"keeps: restart serve to change {'it' if len(changed) == 1 else 'them'}")
                 await self.pipeline.reload(self.make(args))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a module that exits when imported
                 self.modules.restore(saved)
                 raise ReloadRefused(_reason(exc)) from None
             return str(self.pipeline.stats()["version"])
@@ -163,7 +162,7 @@ class Reloader:
             log.error("reload refused, version %s handles messages still: %s", version, exc)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     text = str(exc) if isinstance(exc, (PyBroadwayError, ReloadRefused)) else \
         f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())  # one line

@@ -162,8 +162,9 @@ class Pipeline:
         if self._stopped:
             return
         self._stopped = True
-        async with self._reloading:
-            await self._running().stop()
+        async with self._reloading:  # a reload under way finishes first; no other starts
+            pass
+        await self._running().stop()
 
     async def reload(self, successor: Pipeline) -> None:
         """Run the code of ``successor`` from now on, without stopping: a new version
@@ -229,6 +230,11 @@ class Pipeline:
         topology = self._running()
         topology.cut_drain()
         self._stopped = True
+        if self._reloading.locked():  # the reload's drain was cut: it ends soon
+            async with self._reloading:
+                pass
+            topology = self._running()
+            topology.cut_drain()
         await topology.stop()  # a stop under way is waited for
 
     async def __aenter__(self) -> Pipeline:

@@ -4,6 +4,7 @@ running version goes on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -108,3 +109,44 @@ def test_the_default_version_is_a_hash_of_the_class_file() -> None:
     version = Pipeline(handle_message=tagging("v1"), **push_options()).options["version"]
     assert len(version) == 12 and int(version, 16) >= 0
 
+
+
+def sleeping(seconds: float) -> Any:
+    async def handle_message(processor: str, message: Message, context: Any) -> Message:
+        await asyncio.sleep(seconds)
+        return message
+    return handle_message
+
+
+async def test_a_stop_waits_for_a_reload_under_way() -> None:
+    recorder = Recorder()
+    pipeline = Pipeline(handle_message=sleeping(0.1), **push_options())
+    await pipeline.start()
+    pipeline.push_messages(messages(recorder, range(4)))
+    await eventually_async(lambda: pipeline.stats()["buffered"] == 0)
+    reload = asyncio.create_task(pipeline.reload(
+        Pipeline(handle_message=tagging("v2"), **push_options())))
+    await eventually_async(lambda: pipeline._reloading.locked())
+    await pipeline.stop()
+    assert reload.done() and reload.exception() is None
+    assert (pipeline.stats()["handled"], pipeline.stats()["reloads"]) == (4, 1)
+    assert {m.data for m in recorder.successful} == set(range(4))  # the old code handled them
+
+
+async def test_stop_now_cuts_a_reload_under_way() -> None:
+    recorder = Recorder()
+    pipeline = Pipeline(handle_message=sleeping(3600), **push_options())
+    await pipeline.start()
+    pipeline.push_messages(messages(recorder, range(2)))
+    await eventually_async(lambda: pipeline.stats()["buffered"] == 0)
+    reload = asyncio.create_task(pipeline.reload(
+        Pipeline(handle_message=tagging("v2"), **push_options())))
+    await eventually_async(lambda: pipeline._reloading.locked())
+    async with asyncio.timeout(5):
+        await pipeline.stop_now()
+        await reload
+    assert pipeline.stats()["failed"] == 2
+    pipeline.push_messages(messages(recorder, [99]))  # the new version was stopped too
+    assert [m.status for m in recorder.failed if m.data == 99] == [("failed", "shutdown")]
+    with pytest.raises(StateError, match="stopping"):
+        await pipeline.reload(Pipeline(handle_message=tagging("v3"), **push_options()))

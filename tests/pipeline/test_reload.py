@@ -150,3 +150,64 @@ async def test_stop_now_cuts_a_reload_under_way() -> None:
     assert [m.status for m in recorder.failed if m.data == 99] == [("failed", "shutdown")]
     with pytest.raises(StateError, match="stopping"):
         await pipeline.reload(Pipeline(handle_message=tagging("v3"), **push_options()))
+
+
+class Elsewhere:
+    """An offload that takes messages and never answers: enough to be refused."""
+
+    window = 10
+
+    @staticmethod
+    def validate_options(options: Any) -> dict[str, Any]:
+        return dict(options)
+
+    def __init__(self, options: dict[str, Any], setup: Any) -> None:
+        self.stopped = asyncio.Event()
+
+    async def start(self, processors: Any) -> None:
+        pass
+
+    def send(self, partition: int, entries: list[Any]) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped.set()
+
+    def stats(self) -> list[dict[str, Any]]:
+        return []
+
+    async def failed(self) -> str:
+        await self.stopped.wait()
+        return "stopped"
+
+
+async def test_a_pipeline_with_an_offload_is_refused_and_runs_on() -> None:
+    pipeline = Pipeline(handle_message=tagging("v1"), offload=(Elsewhere, {}), shutdown=100,
+                        **push_options())
+    async with pipeline:
+        offload = pipeline.offloaded()
+        with pytest.raises(OptionsError, match="an offload is not reloaded in place"):
+            await pipeline.reload(Pipeline(handle_message=tagging("v2"),
+                                           offload=(Elsewhere, {}), **push_options()))
+        assert pipeline.offloaded() is offload and pipeline.stats()["reloads"] == 0
+
+
+class Silent(Producer):
+    """A pull producer whose source never answers: what is owed only adds up."""
+
+    mode = "pull"
+
+    def handle_demand(self, demand: int) -> None:
+        return None
+
+
+async def test_pull_demand_the_old_processors_left_unmet_is_not_asked_twice() -> None:
+    options = {"producer": {"module": (Silent, {})},
+               "processors": {"default": {"concurrency": 2, "max_demand": 10}}}
+    pipeline = Pipeline(handle_message=tagging("v1"), **options)
+    async with pipeline:
+        producer = pipeline.producers[0]
+        await eventually_async(lambda: producer.pending_demand == 20)
+        await pipeline.reload(Pipeline(handle_message=tagging("v2"), **options))
+        await eventually_async(lambda: pipeline.stage_stats()["processors"][0]["demand"] == 20)
+        assert producer.pending_demand == 20  # the new processors' 20, not 20 more

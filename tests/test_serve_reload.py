@@ -28,7 +28,7 @@ pytestmark = pytest.mark.beam
 ROOT = Path(__file__).resolve().parents[1]
 COOKIE = "reload_cookie"
 READY = " serves off_broadway_otp_distribution_receiver in push mode"
-HANDLED = re.compile(r"^handled (\S+) (\w+) (\d+)$")
+HANDLED = re.compile(r"^(?:\w+: )?handled (\S+) (\w+) (\d+)$")  # a worker's: "name: ..."
 
 # The pipeline module imports the user's other module, which holds the version: a reload
 # must import both afresh.
@@ -204,3 +204,42 @@ async def test_the_config_file_is_read_again_and_what_a_reload_keeps_is_refused(
         assert proc.summary() == (3, 0, 0)
     finally:
         proc.kill()
+
+
+# Slow enough that a worker always holds messages when a reload stops it.
+SLOW_PIPELINE = PIPELINE.replace("from myversion", "import asyncio\nfrom myversion").replace(
+    "    def handle_message(", "    async def handle_message(").replace(
+    "        label, number", "        await asyncio.sleep(0.001)\n        label, number")
+
+
+async def test_with_workers_the_reload_rolls_and_nothing_fails(
+        tmp_path: Path, epmd: SystemEpmd) -> None:
+    (tmp_path / "mypipeline.py").write_text(SLOW_PIPELINE)
+    (tmp_path / "myversion.py").write_text(version_module("v1"))
+    served = Served(tmp_path, epmd.port, "--pipeline", "mypipeline:Versioned", "--workers", "2")
+    proc, total = served.proc, 8000
+    try:
+        proc.wait_logged(READY)
+        proc.wait_logged("joined", 2, timeout=60)
+        with BeamPeer.elixir(epmd_port=epmd.port, cookie=COOKIE) as peer:
+            await asyncio.to_thread(peer.wait_started)
+            assert decode(await peer.aeval(f"Node.connect(:\"{served.sname}\")")) is True
+            await peer.aeval(STEADY_PUSHER)
+            await peer.aeval(f"PbSteady.start(:a, {total}, 2, self())")
+            await asyncio.to_thread(served.wait_handled, 500)
+            served.deploy("v2")
+            proc.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(proc.wait_logged, "reloaded: version", 1, 90)
+            reply = decode(await peer.aeval(
+                "receive do {:pushed, _, r, down} -> {r, down} after 60_000 -> :timeout end"))
+            assert reply[1] == Atom("none")
+            await asyncio.to_thread(served.wait_handled, total)
+        assert proc.terminate() == 0
+        assert proc.summary() == (total, 0, 0)
+    finally:
+        proc.kill()
+    handled = served.handled()
+    assert sorted(number for _, _, number in handled) == list(range(1, total + 1))
+    assert {version for version, _, _ in handled} == {"v1", "v2"}
+    assert proc.count("replaced") == 2
+    assert proc.count("holding") == 0  # no worker left holding messages

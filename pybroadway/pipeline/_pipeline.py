@@ -180,10 +180,14 @@ class Pipeline:
         handled in order across the reload; handling pauses for as long as the old
         processors and batchers take to finish what they hold.
 
+        With an ``offload`` (workers), the processing is replaced where it runs, a part at a
+        time (:meth:`Offload.roll`), while the rest goes on.
+
         Raises (and this pipeline runs on as it was) :class:`OptionsError` if ``successor``
-        changes the producer (its module, options or concurrency: a reload keeps it) or
-        either has an ``offload``, :class:`StateError` if this pipeline is not running or
-        ``successor`` was started, and whatever starting ``successor``'s stages raised.
+        changes the producer (its module, options or concurrency: a reload keeps it), the
+        offload, or with one the processors' partitions; :class:`StateError` if this
+        pipeline is not running or ``successor`` was started; and whatever starting
+        ``successor``'s stages (or rolling the offload) raised.
         Reloads run one at a time; :meth:`stop` waits for one under way.
         """
         async with self._reloading:
@@ -193,24 +197,33 @@ class Pipeline:
                                  if self._stopped else "the new pipeline was started already")
             self._check_successor(successor)
             began = time.monotonic()
-            new = build(successor.options, successor._callbacks(), type(successor),
-                        old.producers)
-            try:
-                await new.start_stages()
-            except BaseException:
-                await new.retire(None)
-                raise
-            await old.retire(new)
-            new.carry_over(old)
-            successor._topology = self._topology = new
-            was, self.options = self.options["version"], successor.options
-            self._since, self._reloads = time.time(), self._reloads + 1
-            self._swapped.set()
-            self._swapped = asyncio.Event()
-            new.start_processors()
-        logger.info("%s: reloaded: version %s handles messages (was %s; the old one finished "
-                    "what it held in %.0f ms)", self.options["name"], self.options["version"],
-                    was, (time.monotonic() - began) * 1000)
+            was = self.options["version"]
+            if old.offloaded is not None:  # the processing runs elsewhere: it rolls there
+                await old.offloaded.offload.roll(successor.options)
+                old.outcomes.follow(successor.options["context"], successor.handle_failed)
+                self._swap(successor, old)
+            else:
+                new = build(successor.options, successor._callbacks(), type(successor),
+                            old.producers)
+                try:
+                    await new.start_stages()
+                except BaseException:
+                    await new.retire(None)
+                    raise
+                await old.retire(new)
+                new.carry_over(old)
+                self._swap(successor, new)
+                new.start_processors()
+        logger.info("%s: reloaded: version %s handles messages (was %s; the reload took %.0f "
+                    "ms)", self.options["name"], self.options["version"], was,
+                    (time.monotonic() - began) * 1000)
+
+    def _swap(self, successor: Pipeline, topology: Topology) -> None:
+        successor._topology = self._topology = topology
+        self.options = successor.options
+        self._since, self._reloads = time.time(), self._reloads + 1
+        self._swapped.set()
+        self._swapped = asyncio.Event()
 
     def _check_successor(self, successor: Pipeline) -> None:
         mine, theirs = self.options["producer"], successor.options["producer"]
@@ -219,9 +232,14 @@ class Pipeline:
             raise OptionsError(
                 f"a reload keeps the producers: their {' and '.join(changed)} cannot change "
                 f"(restart to change them)", changed[0], ("producer",), theirs[changed[0]])
-        if self.options["offload"] is not None or successor.options["offload"] is not None:
-            raise OptionsError("a pipeline with an offload is not reloaded in place",
-                               "offload", (), successor.options["offload"])
+        offload = successor.options["offload"]
+        if self.options["offload"] != offload:
+            raise OptionsError("a reload keeps the offload: it cannot come, go or change "
+                               "(restart to change it)", "offload", (), offload)
+        if offload is not None and _partitions(self.options) != _partitions(successor.options):
+            raise OptionsError("a reload keeps the offload's partitions: the processors' "
+                               "concurrency and partition_by cannot change (restart to change "
+                               "them)", "processors", (), successor.options["processors"])
 
     async def stop_now(self) -> None:
         """Stop without draining, also when a graceful :meth:`stop` is draining (a second
@@ -368,6 +386,12 @@ class Pipeline:
         if topology is None:
             return {"producers": [], "processors": [], "batchers": []}
         return topology.stage_stats()
+
+
+def _partitions(options: dict[str, Any]) -> tuple[int, bool]:
+    processors = options["processors"]["default"]
+    return processors["concurrency"], (processors["partition_by"] or options["partition_by"]
+                                       ) is not None
 
 
 def code_version(cls: type) -> str:

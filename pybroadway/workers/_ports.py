@@ -127,11 +127,12 @@ class WorkerPorts:
         env[COOKIE_ENV] = node.cookie
         path = [entry for entry in sys.path if entry]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *path])
-        self.specs = [
-            ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + RELAY_GRACE + 1.0,
-                      start=_starter(worker_argv(node, name, options, index,
-                                                         partitioned=partitioned), env))
-            for index in range(options["count"])]
+        argvs = [worker_argv(node, name, options, index, partitioned=partitioned)
+                 for index in range(options["count"])]
+        self.specs = [ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + RELAY_GRACE + 1.0,
+                                start=_starter(argv, env))
+                      for index, argv in enumerate(argvs)]
+        self.names = [argv[argv.index("--sname") + 1] for argv in argvs]
         self.supervisor = Supervisor([stage, *self.specs], intensity=options["max_restarts"],
                                      period=float(options["max_seconds"]))
         # Under the node's supervisor, stopped with the node; not restarted from there:
@@ -158,6 +159,10 @@ class WorkerPorts:
             self.gave_up(f"the workers or their stage were restarted more than "
                                f"{self.supervisor.intensity} times in "
                                f"{self.supervisor.period:g}s ({reason}): stopping")
+
+    def workers(self) -> list[tuple[ChildSpec, str]]:
+        """Each worker's child spec and node name."""
+        return list(zip(self.specs, self.names, strict=True))
 
     def os_pids(self) -> dict[str, int]:
         """The operating system's pid of each running worker, by node name."""

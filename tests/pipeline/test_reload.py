@@ -153,7 +153,7 @@ async def test_stop_now_cuts_a_reload_under_way() -> None:
 
 
 class Elsewhere:
-    """An offload that takes messages and never answers: enough to be refused."""
+    """An offload that takes messages and never answers; a reload rolls it."""
 
     window = 10
 
@@ -163,6 +163,7 @@ class Elsewhere:
 
     def __init__(self, options: dict[str, Any], setup: Any) -> None:
         self.stopped = asyncio.Event()
+        self.rolled: list[Any] = []
 
     async def start(self, processors: Any) -> None:
         pass
@@ -180,16 +181,28 @@ class Elsewhere:
         await self.stopped.wait()
         return "stopped"
 
+    async def roll(self, options: Any) -> None:
+        self.rolled.append(options["version"])
 
-async def test_a_pipeline_with_an_offload_is_refused_and_runs_on() -> None:
+
+async def test_an_offload_is_rolled_and_cannot_change() -> None:
     pipeline = Pipeline(handle_message=tagging("v1"), offload=(Elsewhere, {}), shutdown=100,
-                        **push_options())
+                        version="v1", **push_options())
     async with pipeline:
         offload = pipeline.offloaded()
-        with pytest.raises(OptionsError, match="an offload is not reloaded in place"):
+        assert isinstance(offload, Elsewhere)
+        with pytest.raises(OptionsError, match="a reload keeps the offload: it cannot come"):
             await pipeline.reload(Pipeline(handle_message=tagging("v2"),
-                                           offload=(Elsewhere, {}), **push_options()))
-        assert pipeline.offloaded() is offload and pipeline.stats()["reloads"] == 0
+                                           offload=(Elsewhere, {"more": 1}), **push_options()))
+        with pytest.raises(OptionsError, match="the processors' concurrency and partition_by"):
+            await pipeline.reload(Pipeline(handle_message=tagging("v2"),
+                                           offload=(Elsewhere, {}),
+                                           **push_options(concurrency=3)))
+        assert offload.rolled == [] and pipeline.stats()["reloads"] == 0
+        await pipeline.reload(Pipeline(handle_message=tagging("v2"), offload=(Elsewhere, {}),
+                                       version="v2", **push_options()))
+        assert pipeline.offloaded() is offload and offload.rolled == ["v2"]
+        assert (pipeline.stats()["version"], pipeline.stats()["reloads"]) == ("v2", 1)
 
 
 class Silent(Producer):

@@ -235,21 +235,23 @@ class WorkerFront:
         is handled and reported before it goes, none failed or sent twice), by a new process
         that imports the new code. The others go on processing meanwhile."""
         self.topology, self.notes = front_topology(dict(options))
-        assert self.ports is not None
-        for spec, name in self.ports.workers():
+        ports = self.ports
+        assert ports is not None
+        for index, (spec, name) in enumerate(zip(ports.specs, ports.names, strict=True)):
             node = Atom(name)
             self.draining.add(node)
             try:
                 gone = self._await(False, node) if node in self.workers else None
-                await self.ports.supervisor.terminate_child(spec.id)
+                await ports.supervisor.terminate_child(spec.id)
                 if gone is not None:
                     await asyncio.wait_for(gone, ROLL_TIMEOUT)
             finally:
                 self.draining.discard(node)
-            joined = self._await(True, node)
-            await self.ports.supervisor.start_child(spec)
+            spec, name = ports.replacement(index)
+            joined = self._await(True, Atom(name))
+            await ports.supervisor.start_child(spec)
             await asyncio.wait_for(joined, ROLL_TIMEOUT)
-            log.info("%s: worker %s replaced", self.name, name)
+            log.info("%s: worker %s replaced by %s", self.name, node.name, name)
 
     def _await(self, joined: bool, node: Atom) -> asyncio.Future[None]:
         future = self._awaited[joined, node] = asyncio.get_running_loop().create_future()

@@ -163,8 +163,8 @@ class Reloader:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, (PyBroadwayError, ReloadRefused)) else \
-        f"{type(exc).__name__}: {exc}"
+    # pybroadway's errors say what went wrong in words; anything else is named by its type
+    text = str(exc) if isinstance(exc, PyBroadwayError) else f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())  # one line
     return text if len(text) <= MAX_REASON else f"{text[:MAX_REASON]}…"
 

@@ -19,7 +19,7 @@ import pytest
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.term import Atom, decode
-from testkit.peers import BeamPeer, SystemEpmd, unique_name
+from testkit.peers import BeamPeer, SystemEpmd, free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
 from tests.otp_distribution.test_reload import STEADY_PUSHER
 
@@ -243,3 +243,13 @@ async def test_with_workers_the_reload_rolls_and_nothing_fails(
     assert {version for version, _, _ in handled} == {"v1", "v2"}
     assert proc.count("replaced") == 2
     assert proc.count("holding") == 0  # no worker left holding messages
+
+
+def test_the_reload_command_says_when_there_is_no_serve_to_reload() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pybroadway", "reload", "nosuch@localhost", "--cookie", COOKIE,
+         "--epmd-port", str(free_port())], cwd=ROOT, env=python_env(PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("pybroadway reload: cannot reach nosuch@localhost (")
+    assert done.stderr.count("\n") == 1 and not done.stdout

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 from pybroadway.pipeline import Pipeline
@@ -97,7 +98,8 @@ class StatusLine:
             f"{len(workers)} worker{'' if len(workers) == 1 else 's'}  "
         return (f"{stats['rate']:,.0f} msg/s  {stats['handled']:,} handled  "
                 f"{stats['failed']:,} failed  {stats['buffered']:,} buffered  "
-                f"{clients} client{'' if clients == 1 else 's'}  {shown}")
+                f"{clients} client{'' if clients == 1 else 's'}  {shown}"
+                f"version {stats['version']}{_reloaded(stats)}")
 
     async def run(self) -> None:
         """Redraw each second, and at once when the stop begins, until cancelled; the
@@ -115,6 +117,12 @@ class StatusLine:
         finally:
             sys.stdout, sys.stderr = streams
             self.erase()
+
+
+def _reloaded(stats: dict[str, Any]) -> str:
+    """`` since 05:19:07`` (local time) once a reload changed the version, else nothing."""
+    return time.strftime(" since %H:%M:%S", time.localtime(stats["since"])) \
+        if stats["reloads"] else ""
 
 
 class _Erasing:

@@ -6,6 +6,7 @@
                      [--workers N [--redeliver]] [--ticktime SECONDS]
     pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
                       [--listen ADDRESS] [--hidden]
+    pybroadway reload NODE [--cookie C]      the serving NODE's pipeline code, reloaded in place
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
     pybroadway ping NODE [--cookie C]        pong, or pang (why: cookie, not registered, ...)
 
@@ -32,6 +33,10 @@ With ``--workers N`` the processors (and batchers) run in N worker processes the
 starts and supervises (:mod:`pybroadway.workers`); the producer and the acknowledgements stay
 in the server. ``pybroadway worker --join server@host --pipeline mod:Class`` runs one more
 worker, on this host or another, for the server's pipeline.
+
+SIGHUP to ``serve``, or ``pybroadway reload server@host``, imports the user's pipeline
+modules afresh and reloads the pipeline in place (:mod:`pybroadway._reload`): the node, the
+receiver and its clients stay; a version that fails is refused and the running one goes on.
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
@@ -70,6 +75,9 @@ from pybroadway._arguments import (
 from pybroadway._config import CONFIG_HELP, SERVE_DEFAULTS, ConfigError, apply_defaults
 from pybroadway._epmd_command import add_epmd_arguments, run_epmd
 from pybroadway._hints import explain, install_command, why_not_connected
+from pybroadway._reload import NAME as RELOAD_NAME
+from pybroadway._reload import Reloader, ReloadServer, UserModules
+from pybroadway._reload import ask as ask_reload
 from pybroadway._terminal import StatusLine, add_log_level, setup_logging
 from pybroadway.erldist import HandshakeError, Node, NodeDown, epmd
 from pybroadway.errors import PyBroadwayError
@@ -137,12 +145,54 @@ def serve_workers(args: argparse.Namespace, table: dict[str, Any] | None
     return workers
 
 
+def make_pipeline(args: argparse.Namespace, node: Node,
+                  pipeline_class: type[Pipeline] | None = None) -> Pipeline:
+    """The pipeline serve runs on ``node``: ``pipeline_class`` (default: ``--pipeline``'s, or
+    :class:`LoggingPipeline`) with the options of ``args`` (``--config`` applied, defaults
+    given), whose ``version`` is, unless the class or the file names one, a hash of the
+    user's modules."""
+    if pipeline_class is None:
+        pipeline_class = load_pipeline(args.pipeline) if args.pipeline else LoggingPipeline
+    options = dict(getattr(args, "pipeline_options", None) or {})
+    modules = UserModules()
+    if pipeline_class.version is None and modules.current():
+        options.setdefault("version", modules.digest())
+    workers = serve_workers(args, options.pop("workers", None))
+    if workers is not None:
+        options["offload"] = (WorkerFront, {**workers, "node": node})
+    processors = options.pop("processors", {}).get("default", {})
+    producer_options = options.pop("producer", {})  # rate_limiting
+    subscribe_to = subscriptions(getattr(args, "subscribe", None),
+                                 args.max_demand or SERVE_DEFAULTS["max_demand"])
+    module: tuple[type, dict[str, Any]] = (GenStageProducer, {
+        "node": node, "subscribe_to": subscribe_to}) if subscribe_to else (
+        OtpDistributionProducer, {
+            "node": node, "mode": args.mode, "overflow": args.overflow,
+            "receiver_name": args.receiver_name, "request_atom": args.request_atom,
+            "buffer_size": args.buffer_size, "resume_at": args.resume_at,
+            "pull_interval": args.pull_interval, "register_global": args.register_global,
+            "message_log_level": _message_log_level(args)})
+    return pipeline_class(**{"name": "PyBroadway", **options},
+                          producer={**producer_options, "module": module},
+                          processors={"default": {**processors,
+                                                  "concurrency": args.concurrency}})
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Apply ``--config`` (read again) and the defaults to a copy of the command line."""
+    check_command_line(args)
+    apply_defaults(args)
+
+
 async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = LoggingPipeline
                 ) -> Summary:
-    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set).
-    ``args.pipeline_options`` (from --config) go to the pipeline too."""
+    """Run the server until SIGINT/SIGTERM (or ``args.stop``, an asyncio.Event, is set);
+    SIGHUP reloads the pipeline's code (:mod:`pybroadway._reload`). ``args.pipeline_options``
+    (from --config) go to the pipeline too; ``args.command_line``, the arguments before
+    ``--config`` was applied, is what a reload applies the file to again."""
+    command_line = getattr(args, "command_line", None) or argparse.Namespace(
+        **{**vars(args), "command": "serve"})
     apply_defaults(args)
-    options = dict(getattr(args, "pipeline_options", None) or {})
     raise_fd_limit()
     metrics = _metrics_module() if getattr(args, "metrics_port", None) is not None else None
     stop: asyncio.Event = getattr(args, "stop", None) or asyncio.Event()
@@ -152,32 +202,26 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
     async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
                     host=args.listen, ticktime=getattr(args, "ticktime", None) or 60.0,
                     tls=getattr(args, "tls", None), ipv6=getattr(args, "ipv6", False)) as node:
-        workers = serve_workers(args, options.pop("workers", None))
-        if workers is not None:
-            options["offload"] = (WorkerFront, {**workers, "node": node})
-        processors = options.pop("processors", {}).get("default", {})
-        producer_options = options.pop("producer", {})  # rate_limiting
-        subscribe_to = subscriptions(getattr(args, "subscribe", None),
-                                     args.max_demand or SERVE_DEFAULTS["max_demand"])
-        module: tuple[type, dict[str, Any]] = (GenStageProducer, {
-            "node": node, "subscribe_to": subscribe_to}) if subscribe_to else (
-            OtpDistributionProducer, {
-                "node": node, "mode": args.mode, "overflow": args.overflow,
-                "receiver_name": args.receiver_name, "request_atom": args.request_atom,
-                "buffer_size": args.buffer_size, "resume_at": args.resume_at,
-                "pull_interval": args.pull_interval, "register_global": args.register_global,
-                "message_log_level": _message_log_level(args)})
-        pipeline = pipeline_class(**{"name": "PyBroadway", **options},
-                                  producer={**producer_options, "module": module},
-                                  processors={"default": {**processors,
-                                                          "concurrency": args.concurrency}})
+        pipeline = make_pipeline(args, node, pipeline_class)
         await pipeline.start()
+        reloader = Reloader(pipeline, command_line, args, _prepare,
+                            lambda new_args: make_pipeline(new_args, node))
+        node.spawn(ReloadServer(reloader), name=RELOAD_NAME)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def reload() -> None:
+            task = loop.create_task(reloader.reload_logged())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         metrics_server = None if metrics is None else await metrics.start_metrics_server(
             pipeline, node, args.metrics_port, host=args.metrics_host)
         producer = pipeline.producers[0]
-        if subscribe_to:
+        if isinstance(producer, GenStageProducer):
+            count = len(producer.sources)
             log.info("%s runs the pipeline on %d GenStage producer%s (Ctrl-C stops)",
-                     node.name.name, len(subscribe_to), "" if len(subscribe_to) == 1 else "s")
+                     node.name.name, count, "" if count == 1 else "s")
         else:
             log.info("%s serves %s in %s mode (Ctrl-C stops)", node.name.name,
                      args.receiver_name, args.mode)
@@ -257,16 +301,25 @@ def _message_log_level(args: argparse.Namespace) -> int:
     return logging.DEBUG if args.quiet else logging.INFO
 
 
-def add_ping_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``ping``."""
-    parser.add_argument("node", help="the node to ping, as name@host")
-    parser.add_argument("--sname", default="pybroadway_ping@localhost",
-                        help="this (hidden) node's name (default pybroadway_ping@localhost)")
+def add_ping_arguments(parser: argparse.ArgumentParser, command: str = "ping") -> None:
+    """The options of ``ping`` (and ``reload``, which reaches a node as ping does)."""
+    parser.add_argument("node", help=f"the node to {command}, as name@host")
+    parser.add_argument("--sname", default=f"pybroadway_{command}@localhost",
+                        help=f"this (hidden) node's name (default "
+                             f"pybroadway_{command}@localhost)")
     parser.add_argument("--cookie", default=None, help="default: ~/.erlang.cookie")
     parser.add_argument("--epmd-port", type=int, default=None,
                         help="default: $ERL_EPMD_PORT or 4369 (embedded EPMD if none runs)")
     add_distribution_arguments(parser)
     add_log_level(parser, "ERROR")
+
+
+def add_reload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reload``: ping's, and how long to wait for the outcome."""
+    add_ping_arguments(parser, "reload")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="how long to wait for the outcome (default 120: the old version "
+                             "finishes what it holds first)")
 
 
 def version() -> str:
@@ -293,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_worker_arguments(commands.add_parser(
         "worker", help="run a pipeline's processors for a serving node",
         description="run a pipeline's processors and batchers for the node that serves it"))
+    add_reload_arguments(commands.add_parser(
+        "reload", help="reload a serving node's pipeline code in place",
+        description="reload the pipeline code of a running `pybroadway serve` in place, as "
+                    "SIGHUP does, and say the outcome: the new version, or why it was "
+                    "refused (exit code 1; the old version still runs)"))
     add_ping_arguments(commands.add_parser(
         "ping", help="ping a node: pong or pang",
         description="ping a node as net_adm:ping/1 does, from a hidden node: prints pong, or "
@@ -303,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command in ("serve", "worker"):
         tune_gc()  # they run streams (before the user's modules are imported)
+    if args.command == "serve":  # a reload applies the file to the command line again
+        args.command_line = argparse.Namespace(**vars(args))
     try:
         if getattr(args, "config", None):
             imports.look_beside(args.config)
@@ -326,6 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, pipeline_class: type[Pipeline]) -> int:
     if args.command == "epmd":
         return run_epmd(args)
+    if args.command == "reload":
+        setup_logging(level=getattr(logging, args.log_level))
+        reloaded, said = asyncio.run(ask_reload(args))
+        if not reloaded:
+            print(f"pybroadway reload: {said}", file=sys.stderr)
+            return 1
+        print(f"reloaded: version {said} handles messages", flush=True)
+        return 0
     if args.command == "ping":
         setup_logging(level=getattr(logging, args.log_level))
         answer = asyncio.run(ping(args))

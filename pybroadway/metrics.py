@@ -67,6 +67,15 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "counter", ("pipeline",), "Messages acknowledged as failed."),
     "pybroadway_messages_in_flight": (
         "gauge", ("pipeline",), "Messages taken from the producers, not yet acknowledged."),
+    "pybroadway_pipeline_version_info": (
+        "gauge", ("pipeline", "version"),
+        "1, labelled with the version of the code that handles messages (the pipeline's "
+        "version option, by default a hash of its code): a reload changes it."),
+    "pybroadway_pipeline_version_since_seconds": (
+        "gauge", ("pipeline",),
+        "When that version started to handle messages, in seconds since the epoch."),
+    "pybroadway_pipeline_reloads_total": (
+        "counter", ("pipeline",), "Reloads that changed the code handling messages."),
     "pybroadway_stage_messages_in_total": (
         "counter", ("pipeline", "stage", "name"),
         "Messages that came into a stage (stage: producer, processor or batcher)."),
@@ -239,6 +248,9 @@ class Metrics:
         add("pybroadway_messages_handled_total", (), stats["handled"])
         add("pybroadway_messages_failed_total", (), stats["failed"])
         add("pybroadway_messages_in_flight", (), stats["in_flight"])
+        add("pybroadway_pipeline_version_info", (str(stats["version"]),), 1)
+        add("pybroadway_pipeline_version_since_seconds", (), stats["since"])
+        add("pybroadway_pipeline_reloads_total", (), stats["reloads"])
         self._collect_stages(add)
         for key, sizes in self._sizes.items():
             durations = self._durations[key]

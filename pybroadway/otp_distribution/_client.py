@@ -120,9 +120,10 @@ class Client(Process):
             await asyncio.wait({waiter, done}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
+            registered = waiter.done()  # even if the receiver went down since: it did register
             waiter.cancel()
             done.cancel()
-        if not self._connected.is_set():
+        if not registered:
             if self.exit_reason is not None:
                 raise ConnectError(f"the client stopped: {loggable(self.exit_reason)}")
             raise TimedOut("the client did not connect in time")

@@ -85,6 +85,11 @@ class Offload(Protocol):
     async def failed(self) -> str:
         """Return (why) once the processing cannot be kept running: the pipeline must stop."""
 
+    async def roll(self, options: Mapping[str, Any]) -> None:
+        """A reload: run the pipeline of ``options`` (the new version's, validated) from now
+        on, replacing what runs the processing a part at a time while the rest goes on;
+        raise if that cannot be done (what was replaced runs the new version)."""
+
 
 class OffloadedPartition:
     """Stands for the processors of one partition: asks each producer for ``window``

@@ -33,6 +33,12 @@ class Outcomes:
         self.callback_log = CallbackLog(name)
         self.handled = self.failed = self.untaken = 0
 
+    def follow(self, context: Any, handle_failed: Callable[..., Any] | None) -> None:
+        """A reload that keeps the stages: the new version's ``context`` and
+        ``handle_failed`` from now on."""
+        self.context = context
+        self._handle_failed = handle_failed
+
     def ack(self, successful: list[Message], failed: list[Message]) -> None:
         """Acknowledge messages that left the pipeline, and count them."""
         self.handled += len(successful)

@@ -1,11 +1,26 @@
 """Spreading messages over partitions with a user's ``partition_by``, as the producers (over
-processor partitions) and the batchers (over batch processor partitions) both do."""
+processor partitions) and the batchers (over batch processor partitions) both do; and the
+buffer a producer keeps per partition."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import Any
+
+from pybroadway._fifo import ChunkedFifo
 
 from ._message import Message
+
+
+class PartitionBuffer:
+    """A producer's buffer for one processor partition and the consumers waiting on it."""
+
+    __slots__ = ("buffer", "waiters")
+
+    def __init__(self) -> None:
+        self.buffer: ChunkedFifo[Message] = ChunkedFifo()
+        self.waiters: deque[list[Any]] = deque()  # [consumer, demand still owed to it]
 
 
 def partition(messages: list[Message], partition_by: Callable[[Message], int], count: int

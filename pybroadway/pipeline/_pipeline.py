@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import inspect
+import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -15,6 +19,8 @@ from ._offload import Offload
 from ._producer import Producer
 from ._topology import Callbacks, Topology, build
 from .options import SCHEMA, Option, OptionsError, docs, module_and_options, validate
+
+logger = logging.getLogger("pybroadway.pipeline")
 
 
 class Pipeline:
@@ -56,6 +62,7 @@ class Pipeline:
     shutdown: int | None = None
     partition_by: Callable[[Message], int] | None = None
     name: str | None = None
+    version: str | None = None
     max_restarts: int | None = None
     max_seconds: float | None = None
     offload: Any = None
@@ -84,6 +91,8 @@ class Pipeline:
         merged.update(options)
         merged.setdefault("name", type(self).__name__)
         self.options: dict[str, Any] = validate(merged)
+        if self.options["version"] is None:
+            self.options["version"] = code_version(type(self))
         offload = self.options["offload"]
         if offload is not None:  # its options by its own schema
             offload_class, offload_options = module_and_options(offload)
@@ -97,6 +106,10 @@ class Pipeline:
         self._check_executors()
         self._topology: Topology | None = None
         self._stopped = False
+        self._reloading = asyncio.Lock()
+        self._swapped = asyncio.Event()  # set (and replaced) when a reload swaps topologies
+        self._since = time.time()
+        self._reloads = 0
 
     def _check_executors(self) -> None:
         stages: list[tuple[tuple[str, str], Any, tuple[str, ...]]] = [
@@ -128,24 +141,105 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------
 
+    def _callbacks(self) -> Callbacks:
+        return Callbacks(self.handle_message, self.prepare_messages, self.handle_batch,
+                         self.handle_failed)
+
     async def start(self) -> None:
         """Start the producers, processors and batchers."""
         if self._topology is not None:
             raise StateError(f"pipeline {self.options['name']} was already started")
-        self._topology = build(self.options, Callbacks(
-            self.handle_message, self.prepare_messages, self.handle_batch, self.handle_failed),
-            type(self))
+        self._topology = build(self.options, self._callbacks(), type(self))
+        self._since = time.time()
         await self._topology.start()
         telemetry.emit(("broadway", "topology", "init"), {"system_time": time.time_ns()},
                        {"name": self.options["name"], "config": self.options})
 
     async def stop(self) -> None:
-        """Stop gracefully (see the class docstring); returns when everything was acked."""
-        topology = self._running()
+        """Stop gracefully (see the class docstring); returns when everything was acked.
+        A reload under way finishes first."""
+        self._running()
         if self._stopped:
             return
         self._stopped = True
-        await topology.stop()
+        async with self._reloading:  # a reload under way finishes first; no other starts
+            pass
+        await self._running().stop()
+
+    async def reload(self, successor: Pipeline) -> None:
+        """Run the code of ``successor`` from now on, without stopping: a new version
+        deployed in place, as the BEAM loads code. ``successor`` is a pipeline never started,
+        made from the new code (``NewClass(**options)``); its callbacks and options replace
+        this pipeline's, and this object stays the handle of the running pipeline.
+
+        The producers keep running, with their sources (connections, a receiver and its
+        clients, subscriptions) and what they buffer: a topology built from ``successor``
+        takes them over. The processors running give back nothing, finish what they took
+        (acknowledged within ``shutdown``, as in a stop) and end; then the new processors
+        start. So no message is lost or handled twice, and messages of one partition are
+        handled in order across the reload; handling pauses for as long as the old
+        processors and batchers take to finish what they hold.
+
+        With an ``offload`` (workers), the processing is replaced where it runs, a part at a
+        time (:meth:`Offload.roll`), while the rest goes on.
+
+        Raises (and this pipeline runs on as it was) :class:`OptionsError` if ``successor``
+        changes the producer (its module, options or concurrency: a reload keeps it), the
+        offload, or with one the processors' partitions; :class:`StateError` if this
+        pipeline is not running or ``successor`` was started; and whatever starting
+        ``successor``'s stages (or rolling the offload) raised.
+        Reloads run one at a time; :meth:`stop` waits for one under way.
+        """
+        async with self._reloading:
+            old = self._running()
+            if self._stopped or successor._topology is not None:
+                raise StateError(f"pipeline {self.options['name']} is stopping"
+                                 if self._stopped else "the new pipeline was started already")
+            self._check_successor(successor)
+            began = time.monotonic()
+            was = self.options["version"]
+            if old.offloaded is not None:  # the processing runs elsewhere: it rolls there
+                await old.offloaded.offload.roll(successor.options)
+                old.outcomes.follow(successor.options["context"], successor.handle_failed)
+                self._swap(successor, old)
+            else:
+                new = build(successor.options, successor._callbacks(), type(successor),
+                            old.producers)
+                try:
+                    await new.start_stages()
+                except BaseException:
+                    await new.retire(None)
+                    raise
+                await old.retire(new)
+                new.carry_over(old)
+                self._swap(successor, new)
+                new.start_processors()
+        logger.info("%s: reloaded: version %s handles messages (was %s; the reload took %.0f "
+                    "ms)", self.options["name"], self.options["version"], was,
+                    (time.monotonic() - began) * 1000)
+
+    def _swap(self, successor: Pipeline, topology: Topology) -> None:
+        successor._topology = self._topology = topology
+        self.options = successor.options
+        self._since, self._reloads = time.time(), self._reloads + 1
+        self._swapped.set()
+        self._swapped = asyncio.Event()
+
+    def _check_successor(self, successor: Pipeline) -> None:
+        mine, theirs = self.options["producer"], successor.options["producer"]
+        changed = [key for key in ("module", "concurrency") if mine[key] != theirs[key]]
+        if changed:
+            raise OptionsError(
+                f"a reload keeps the producers: their {' and '.join(changed)} cannot change "
+                f"(restart to change them)", changed[0], ("producer",), theirs[changed[0]])
+        offload = successor.options["offload"]
+        if self.options["offload"] != offload:
+            raise OptionsError("a reload keeps the offload: it cannot come, go or change "
+                               "(restart to change it)", "offload", (), offload)
+        if offload is not None and _partitions(self.options) != _partitions(successor.options):
+            raise OptionsError("a reload keeps the offload's partitions: the processors' "
+                               "concurrency and partition_by cannot change (restart to change "
+                               "them)", "processors", (), successor.options["processors"])
 
     async def stop_now(self) -> None:
         """Stop without draining, also when a graceful :meth:`stop` is draining (a second
@@ -154,6 +248,11 @@ class Pipeline:
         topology = self._running()
         topology.cut_drain()
         self._stopped = True
+        if self._reloading.locked():  # the reload's drain was cut: it ends soon
+            async with self._reloading:
+                pass
+            topology = self._running()
+            topology.cut_drain()
         await topology.stop()  # a stop under way is waited for
 
     async def __aenter__(self) -> Pipeline:
@@ -171,8 +270,18 @@ class Pipeline:
     async def wait_failure(self) -> str:
         """Wait until a part of the pipeline gave up and return why: its stages crashed more
         than ``max_restarts`` times within ``max_seconds``, or its offload could not be kept
-        running. Stop the pipeline then (what it holds is failed)."""
-        return await self._running().failed()
+        running. Stop the pipeline then (what it holds is failed). Reloads do not end it."""
+        while True:
+            failed = asyncio.ensure_future(self._running().failed())
+            swapped = asyncio.ensure_future(self._swapped.wait())
+            try:
+                await asyncio.wait((failed, swapped), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                swapped.cancel()
+                ended = failed.done()
+                failed.cancel()
+            if ended:
+                return failed.result()
 
     def offloaded(self) -> Offload | None:
         """The running offload (built from the ``offload`` option), or None."""
@@ -247,14 +356,18 @@ class Pipeline:
         (since the start, at first); ``demand_exceeded``: times a producer delivered more
         than asked; ``restarts``: stages restarted after a crash. With an ``offload``,
         ``workers`` lists ``{"node", "handled", "failed",
-        "in_flight", "rate"}`` per worker. Reading it changes nothing, so any number of readers
-        may poll it.
+        "in_flight", "rate"}`` per worker. ``version``: the version of the code that handles
+        messages (the ``version`` option), ``since``: when it started to (seconds since the
+        epoch), ``reloads``: how many times :meth:`reload` changed it. Reading it changes
+        nothing, so any number of readers may poll it.
         """
         topology = self._topology
+        version = {"version": self.options["version"], "since": self._since,
+                   "reloads": self._reloads}
         if topology is None:
             return {"handled": 0, "failed": 0, "in_flight": 0, "buffered": 0, "rate": 0.0,
-                    "demand_exceeded": 0, "restarts": 0}
-        return topology.stats()
+                    "demand_exceeded": 0, "restarts": 0, **version}
+        return {**topology.stats(), **version}
 
     def stage_stats(self) -> dict[str, list[dict[str, Any]]]:
         """Counters of each stage group since the start, and what waits in it now.
@@ -273,6 +386,23 @@ class Pipeline:
         if topology is None:
             return {"producers": [], "processors": [], "batchers": []}
         return topology.stage_stats()
+
+
+def _partitions(options: dict[str, Any]) -> tuple[int, bool]:
+    processors = options["processors"]["default"]
+    return processors["concurrency"], (processors["partition_by"] or options["partition_by"]
+                                       ) is not None
+
+
+def code_version(cls: type) -> str:
+    """The default ``version`` of a pipeline of ``cls``: the first 12 hex digits of the
+    SHA-256 of the file that defines it ("unknown" without one)."""
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    try:
+        with open(path or "", "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
 
 
 Pipeline.__doc__ = (Pipeline.__doc__ or "") + docs()

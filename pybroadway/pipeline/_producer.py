@@ -17,11 +17,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from pybroadway._fifo import ChunkedFifo
 from pybroadway.errors import CallbackError, StateError
 
 from ._message import Message
-from ._partition import partition
+from ._partition import PartitionBuffer, partition
 
 if TYPE_CHECKING:
     from ._callback_log import CallbackLog
@@ -73,16 +72,6 @@ class ProducerHost(Protocol):
         """Acknowledge as failed messages no processor took (``reason`` None: keep status)."""
 
 
-class _Partition:
-    """The buffer of one processor partition and the consumers waiting on it."""
-
-    __slots__ = ("buffer", "waiters")
-
-    def __init__(self) -> None:
-        self.buffer: ChunkedFifo[Message] = ChunkedFifo()
-        self.waiters: deque[list[Any]] = deque()  # [consumer, demand still owed to it]
-
-
 class Producer:
     """Base class of the pipeline's producers (a GenStage producer in Broadway).
 
@@ -109,21 +98,18 @@ class Producer:
     source just does ``if not producer.push_messages(batch): await producer.wait_for_room()``.
 
     ``mode`` is a class attribute, or an instance attribute set in ``__init__`` for a class
-    that can run either way. A class that defines ``handle_demand`` and does not set ``mode``
-    in its own body is a pull producer.
-
+    that can run either way (a class that defines ``handle_demand`` must declare it).
     Subclasses that define ``__init__`` must pass ``buffer_size``/``resume_at`` on to
     ``super().__init__``. The pipeline builds ``concurrency`` instances from
     ``producer={"module": (Class, {kwargs})}`` and names them ``"<pipeline>.Producer_<i>"``.
 
     Lifecycle hooks (plain methods or coroutines): :meth:`on_start`,
-    :meth:`prepare_for_draining`, :meth:`on_stop`. From the moment the pipeline starts draining
-    the producer takes no new work: messages it is given are acknowledged as failed with
-    reason ``"shutdown"``.
+    :meth:`prepare_for_draining`, :meth:`on_stop`. Once the pipeline drains, messages the
+    producer is given are acknowledged as failed with reason ``"shutdown"``. A reload
+    (:meth:`Pipeline.reload`) keeps the producers running: none of these is called.
 
-    The topology drives a producer through its protected methods ``_attach``, ``_ask``,
-    ``_forget``, ``_serve_all``, ``_drained_for``, ``_start_draining`` and
-    ``_take_everything``; subclasses neither call nor override them.
+    The topology drives a producer through its protected methods (``_attach``, ``_ask``,
+    ``_hand_over``, ...); subclasses neither call nor override them.
     """
 
     mode: Mode = "push"
@@ -145,10 +131,8 @@ class Producer:
 
     def __init__(self, *, buffer_size: int | None = 10_000, resume_at: int | None = None) -> None:
         """``buffer_size``: messages held before the buffer counts as full (``None``: never).
-
         ``resume_at``: buffered messages at which a full buffer has room again (default
-        ``buffer_size // 2``).
-        """
+        ``buffer_size // 2``)."""
         self.buffer_size = buffer_size
         self.resume_at = resume_at
 
@@ -160,11 +144,9 @@ class Producer:
 
     def push_messages(self, messages: Iterable[Any]) -> bool:
         """Put messages (or events, if a transformer is set) into the buffer, in order.
-
         Returns ``True`` while the buffer has room, ``False`` once it is full. Raises
         ``RuntimeError`` if the pipeline was not started. Call it from the pipeline's event
-        loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``).
-        """
+        loop (it is not thread-safe; from a thread use ``loop.call_soon_threadsafe``)."""
         if getattr(self, "_host", None) is None:
             raise StateError(f"producer {self!r} is not part of a running pipeline")
         batch = list(messages)
@@ -233,28 +215,27 @@ class Producer:
 
     def _attach(self, host: ProducerHost, name: str) -> None:
         """Join a pipeline as ``name``; reads ``mode`` and the ``host``'s settings."""
-        self._host = host
         self.name = name
-        self._parts = [_Partition() for _ in range(host.partitions)]
-        self._partition_by = host.partition_by
-        self._transformer = host.transformer
-        self._rate_limiter = host.rate_limiter
-        self._buffered = 0
-        self._received = 0
-        self._taken = 0
-        self._demand_exceeded = 0
-        self._owed = 0
-        self._new_demand = 0
+        self._buffered = self._received = self._taken = self._demand_exceeded = 0
+        self._owed = self._new_demand = 0
         self._demand_task: asyncio.Task[None] | None = None
         self._pulls = self.mode == "pull"
         self._notify_taken = self.notify_taken
         self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
-        self._draining = False
-        self._full = False
+        self._draining = self._full = False
         self._room = asyncio.Event()
         self._room.set()
         if self.buffer_size is not None and self.resume_at is None:
             self.resume_at = self.buffer_size // 2
+        self._join(host, frozenset())
+
+    def _join(self, host: ProducerHost, retired: frozenset[Consumer]) -> None:
+        self._host = host
+        self._parts = [PartitionBuffer() for _ in range(host.partitions)]
+        self._partition_by = host.partition_by
+        self._transformer = host.transformer
+        self._rate_limiter = host.rate_limiter
+        self._retired = retired
 
     def _receive(self, batch: list[Any]) -> None:
         if self._transformer is not None:
@@ -267,6 +248,9 @@ class Producer:
                 f"{self.name}: producers deliver Message objects, got "
                 f"{type(batch[0]).__name__} {reprlib.repr(batch[0])}: wrap the data in "
                 f"Message(data, acknowledger=...) or give the producer a transformer")
+        self._route(batch)
+
+    def _route(self, batch: list[Message]) -> None:
         self._received += len(batch)
         if self._draining:
             self._host.fail_untaken(batch, "shutdown")
@@ -296,7 +280,9 @@ class Producer:
             self.on_buffer_full()
 
     def _ask(self, consumer: Consumer, demand: int) -> None:
-        """``consumer`` wants ``demand`` more messages."""
+        """``consumer`` wants ``demand`` more messages (none for one a reload retired)."""
+        if consumer in self._retired:
+            return
         part = self._parts[consumer.partition]
         if not part.waiters and part.buffer.size:
             demand -= self._give(consumer, part, demand)
@@ -364,7 +350,7 @@ class Producer:
         except Exception as error:  # the transformer's
             log.raised("transformer", error, "on what handle_demand returned", f" of {self.name}")
 
-    def _give(self, consumer: Consumer, part: _Partition, demand: int) -> int:
+    def _give(self, consumer: Consumer, part: PartitionBuffer, demand: int) -> int:
         available = part.buffer.size
         count = demand if demand <= available else available
         limiter = self._rate_limiter
@@ -384,7 +370,7 @@ class Producer:
             self.on_buffer_available()
         return count
 
-    def _serve(self, part: _Partition) -> None:
+    def _serve(self, part: PartitionBuffer) -> None:
         waiters = part.waiters
         while waiters and part.buffer.size:
             entry = waiters[0]
@@ -398,10 +384,8 @@ class Producer:
     def _forget(self, consumer: Consumer) -> None:
         """``consumer`` is gone (it crashed): drop what it asked. What the source owes for it
         (pull mode) still comes, for the consumers that ask next."""
-        waiters = self._parts[consumer.partition].waiters
-        kept = [entry for entry in waiters if entry[0] is not consumer]
-        waiters.clear()
-        waiters.extend(kept)
+        part = self._parts[consumer.partition]
+        part.waiters = deque(entry for entry in part.waiters if entry[0] is not consumer)
 
     def _serve_all(self) -> None:
         """Hand buffered messages to the consumers waiting (the rate limit was refilled)."""
@@ -409,8 +393,22 @@ class Producer:
             self._serve(part)
 
     def _drained_for(self, consumer: Consumer) -> bool:
-        """Whether this producer is draining and has nothing left for ``consumer``."""
-        return self._draining and not self._parts[consumer.partition].buffer.size
+        """Whether ``consumer`` gets nothing more: retired, or drained."""
+        return consumer in self._retired or (
+            self._draining and not self._parts[consumer.partition].buffer.size)
+
+    def _hand_over(self, host: ProducerHost, retired: list[Consumer]) -> None:
+        """A reload: join ``host`` (the new pipeline's) and wake ``retired`` (the old one's
+        consumers), which get nothing more. The buffer stays in order, placed by the new
+        ``partition_by``; what the retired were owed is owed to the new consumers' demand."""
+        unmet = sum(entry[1] for part in self._parts for entry in part.waiters)
+        self._owed -= min(self._owed, unmet)
+        buffered = self._take_everything()  # each key lies in one partition, in order
+        self._join(host, frozenset(retired))
+        self._received -= len(buffered)  # counted once, when they came
+        self._route(buffered)
+        for consumer in retired:
+            consumer.wake()
 
     def _start_draining(self) -> None:
         """Take no new work; wake the consumers waiting so they can see they are done."""
@@ -443,8 +441,7 @@ class Producer:
 
     def _take_everything(self) -> list[Message]:
         """Empty the buffer (shutdown timed out) and return what it held."""
-        leftovers: list[Message] = []
-        for part in self._parts:
-            leftovers += part.buffer.take(part.buffer.size)
+        leftovers = [message for part in self._parts
+                     for message in part.buffer.take(part.buffer.size)]
         self._buffered = 0
         return leftovers

@@ -84,14 +84,15 @@ class Topology:
     """The stages of one running pipeline (made by :func:`build`)."""
 
     def __init__(self, name: str, outcomes: Outcomes, producers: list[Producer],
-                 rate_limiter: RateLimiter | None, restarts: tuple[int, float],
+                 settings: _ProducerSettings, restarts: tuple[int, float],
                  shutdown: float) -> None:
         self.name = name
+        self.settings = settings
         self.shutdown = shutdown
         self.outcomes = outcomes
         self.producers = producers
         self.push_turn: Iterator[Producer] = itertools.cycle(producers)
-        self.rate_limiter = rate_limiter
+        self.rate_limiter = settings.rate_limiter
         self.supervisor = StageSupervisor(name, outcomes, *restarts)
         self.processors: list[Processor] = []
         self.batchers: dict[Any, Batcher] = {}
@@ -112,15 +113,54 @@ class Topology:
         """Start the producers, then the batch processors and the processors."""
         for producer in self.producers:
             await maybe_await(producer.on_start())
+        await self.start_stages()
+        self.start_processors()
+
+    async def start_stages(self) -> None:
+        """Start what takes nothing from the producers: the rate limiter, the offload, the
+        batch processors."""
         if self.rate_limiter is not None:
             self.rate_limiter.start()
         if self.offloaded is not None:
             await self.offloaded.start()
         for batch_processor in self.batch_processors:
             self.supervisor.start(batch_processor)
+
+    def start_processors(self) -> None:
+        """Start the processors: their demand reaches the producers."""
         for processor in self.processors:
             self.supervisor.start(processor)
         self._watch = asyncio.create_task(self._stop_on_failure())
+
+    async def retire(self, successor: Topology | None) -> None:
+        """Stop for a reload, the producers left running: they hand this topology's
+        processors nothing more and join ``successor`` (started but for its processors);
+        what the processors took is drained within ``shutdown`` and acknowledged. With no
+        successor (this topology is one that failed to start), the stages started stop."""
+        self._stopped = asyncio.get_running_loop().create_future()
+        if self._watch is not None:
+            self._watch.cancel()
+        try:
+            if successor is None:
+                await self._abandon(producers=False)
+                await self._release()
+                return
+            for producer in self.producers:
+                producer._hand_over(successor.settings, list(self.processors))
+            await self._wind_down(self.shutdown, producers=False)
+        finally:
+            self.outcomes.callback_log.flush()
+            self._stopped.set_result(None)
+
+    def carry_over(self, retired: Topology) -> None:
+        """Count what ``retired`` (the topology this one replaced) did as done here too: the
+        pipeline's counters run on across a reload."""
+        mine, theirs = self.outcomes, retired.outcomes
+        mine.handled += theirs.handled
+        mine.failed += theirs.failed
+        mine.untaken += theirs.untaken
+        self.supervisor.restarts += retired.supervisor.restarts
+        self._rate_marks = retired._rate_marks
 
     async def _stop_on_failure(self) -> None:
         why = await self.failed()
@@ -159,6 +199,13 @@ class Topology:
         for producer in self.producers:
             await maybe_await(producer.prepare_for_draining())
             producer._start_draining()
+        await self._wind_down(timeout, producers=True)
+        for producer in self.producers:
+            await maybe_await(producer.on_stop())
+
+    async def _wind_down(self, timeout: float, *, producers: bool) -> None:
+        """Drain what the stages hold within ``timeout``, fail what is left (and what the
+        ``producers`` hold, when they stop too), stop the stages."""
         drain = asyncio.ensure_future(self._drain())
         cut = asyncio.ensure_future(self._cut.wait())
         try:
@@ -174,15 +221,16 @@ class Topology:
                            self.name)
         elif not drain.cancelled():
             drain.result()
-        await self._abandon()
+        await self._abandon(producers)
+        await self._release()
+
+    async def _release(self) -> None:
         if self.offloaded is not None:
             await self.offloaded.offload.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.stop()
         for executor in self.owned_executors:
             executor.shutdown(wait=False)
-        for producer in self.producers:
-            await maybe_await(producer.on_stop())
 
     def cut_drain(self) -> None:
         """Stop draining: the stop under way (or the next) fails what is left at once."""
@@ -197,8 +245,9 @@ class Topology:
                 stage.close()
         await self.supervisor.finished(list(self.batch_processors))
 
-    async def _abandon(self) -> None:
-        """Fail whatever is still held (nothing, after a drain that completed)."""
+    async def _abandon(self, producers: bool) -> None:
+        """Fail whatever is still held (nothing, after a drain that completed), the
+        ``producers``' buffers too unless a reload hands them on."""
         await self.supervisor.stop()
         taken = [message for processor in self.processors
                  for message in processor.take_everything()]
@@ -209,7 +258,7 @@ class Topology:
             self.outcomes.ack([], fail_all(taken, _SHUTDOWN))
         if self.offloaded is not None:
             self.offloaded.abandon(_SHUTDOWN[1])
-        for producer in self.producers:
+        for producer in self.producers if producers else ():
             leftovers = producer._take_everything()
             if leftovers:
                 self.outcomes.fail_untaken(leftovers, "shutdown")
@@ -279,9 +328,11 @@ class Topology:
 
 # -- the builder ------------------------------------------------------------------------------
 
-def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -> Topology:
+def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type,
+          running: list[Producer] | None = None) -> Topology:
     """Wire the stages of a pipeline of ``pipeline_class`` from its validated ``options``
-    (in the running event loop; nothing starts yet)."""
+    (in the running event loop; nothing starts yet); a reload gives the ``running``
+    producers, which :meth:`Topology.retire` hands over."""
     name: str = options["name"]
     outcomes = Outcomes(name, options["context"], callbacks.handle_failed)
     producer_options = options["producer"]
@@ -302,11 +353,12 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type) -
     settings = _ProducerSettings(partitions, partition_by, producer_options["transformer"],
                                  rate_limiter, outcomes)
     cls, kwargs = module_and_options(producer_options["module"])
-    for index in range(producer_options["concurrency"]):
+    for index in range(producer_options["concurrency"] if running is None else 0):
         producer = cls(**kwargs)
         producer._attach(settings, f"{name}.Broadway.Producer_{index}")
         producers.append(producer)
-    topology = Topology(name, outcomes, producers, rate_limiter,
+    producers += running or ()
+    topology = Topology(name, outcomes, producers, settings,
                         (options["max_restarts"], options["max_seconds"]),
                         options["shutdown"] / 1000)
 

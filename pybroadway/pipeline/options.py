@@ -262,6 +262,9 @@ SCHEMA: dict[str, Option] = {
         "as (Module, {its options}) (see pipeline.Offload); the producers and the "
         "acknowledgements stay here. Module validates its own options.",
     ),
+    "version": Option("string", "The version of the code, which stats() reports and a "
+                      "reload (Pipeline.reload) changes.",
+                      default_doc="a hash of the file that defines the class"),
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -38,7 +38,16 @@ from pybroadway.term.atoms import DOWN, GEN_CALL
 
 from ._options import OK, OPTIONS_REQUEST, front_topology
 from ._ports import WorkerPorts
-from ._protocol import OUTCOMES, SAME, SCOPE, group, stage_name, status_of
+from ._protocol import (
+    OUTCOMES,
+    SAME,
+    SCOPE,
+    events,
+    group,
+    plain_metadata,
+    stage_name,
+    status_of,
+)
 from ._schema import completed, validate_options
 
 log = logging.getLogger("pybroadway.workers")
@@ -50,7 +59,11 @@ on from them); the earliest to leave are forgotten first."""
 RECEIVED = object()
 """Marks outcomes in the stage's mailbox as checked: ``(RECEIVED, node, message)`` (a peer
 sends terms, never this object)."""
-NO_METADATA: dict[str, Any] = {}  # shared, never changed
+GONE = object()
+"""``(GONE, node)``: the node of a worker stopped by a reload went down, in the stage's
+mailbox behind the outcomes it sent before."""
+ROLL_TIMEOUT = 60.0
+"""Seconds a reload waits for a replaced worker to go, and for its successor to join."""
 _first = itemgetter(0)
 
 
@@ -117,6 +130,8 @@ class FrontStage(ProducerStage):
     def handle_info(self, message: Any) -> None:
         if type(message) is tuple and len(message) == 3 and message[0] is RECEIVED:
             self.front.worker_outcomes(message[1], message[2])
+        elif type(message) is tuple and len(message) == 2 and message[0] is GONE:
+            self.front.worker_gone(message[1])
         elif (type(message) is tuple and len(message) == 3 and message[0] is GEN_CALL
               and type(message[1]) is tuple and len(message[1]) == 2):
             self._call(message[1][0], message[1][1], message[2])
@@ -173,6 +188,12 @@ class WorkerFront:
         self.scope: Scope | None = None
         self.ports: WorkerPorts | None = None
         self.failure: asyncio.Future[str] | None = None
+        # A reload's: the nodes of workers told to drain, those that left and may still
+        # report, and what it waits for (a node gone, a node joined)
+        self.draining: set[Atom] = set()
+        self.leaving: dict[Atom, Worker] = {}
+        self._awaited: dict[tuple[bool, Atom], asyncio.Future[None]] = {}
+        self._unwatch: Callable[[], None] | None = None
 
     # -- the Offload interface ---------------------------------------------------------------
 
@@ -188,6 +209,7 @@ class WorkerFront:
         self.ports = WorkerPorts(self.node, self.name, self.options, stage,
                                  partitioned=self.partitioned, gave_up=self.gave_up)
         await self.ports.start()
+        self._unwatch = self.node.monitor_nodes(self._node_event)
         for note in self.notes:
             log.warning("%s: %s", self.name, note)
         log.info("%s: %d worker%s on %s (pg scope %s, group %s)", self.name, self.count,
@@ -197,13 +219,60 @@ class WorkerFront:
         if self.stage is None or not self.stage.alive:
             return  # in flight, not held by a worker: the restarted stage emits them
         self._route = partition % self.count if self.partitioned else 0
-        self.stage.emit_nowait(_events(entries))
+        self.stage.emit_nowait(events(entries))
 
     async def stop(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
         if self.ports is not None:
             await self.ports.stop()
         if self.failure is not None and not self.failure.done():
             self.failure.cancel()
+
+    async def roll(self, options: Mapping[str, Any]) -> None:
+        """A reload: workers that join from now on run the pipeline of ``options``; those
+        this front started are replaced one at a time, each draining first (what it took
+        is handled and reported before it goes, none failed or sent twice), by a new process
+        that imports the new code. The others go on processing meanwhile."""
+        self.topology, self.notes = front_topology(dict(options))
+        ports = self.ports
+        assert ports is not None
+        for index, (spec, name) in enumerate(zip(ports.specs, ports.names, strict=True)):
+            node = Atom(name)
+            self.draining.add(node)
+            try:
+                gone = self._await(False, node) if node in self.workers else None
+                await ports.supervisor.terminate_child(spec.id)
+                if gone is not None:
+                    await asyncio.wait_for(gone, ROLL_TIMEOUT)
+            finally:
+                self.draining.discard(node)
+            spec, name = ports.replacement(index)
+            joined = self._await(True, Atom(name))
+            await ports.supervisor.start_child(spec)
+            await asyncio.wait_for(joined, ROLL_TIMEOUT)
+            log.info("%s: worker %s replaced by %s", self.name, node.name, name)
+
+    def _await(self, joined: bool, node: Atom) -> asyncio.Future[None]:
+        future = self._awaited[joined, node] = asyncio.get_running_loop().create_future()
+        return future
+
+    def _arrived(self, joined: bool, node: Atom) -> None:
+        future = self._awaited.pop((joined, node), None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _node_event(self, node: Atom, up: bool) -> None:
+        if not up and node in self.draining and self.stage is not None:
+            self.stage.deliver((GONE, node))
+
+    def worker_gone(self, node: Atom) -> None:
+        """A worker stopped by a reload is down: what it still holds is settled (nothing,
+        when it drained)."""
+        worker = self.leaving.pop(node, None) or self.workers.get(node)
+        if worker is not None:
+            self._settle(worker, "stopped for a reload")
+        self._arrived(False, node)
 
     def stats(self) -> list[dict[str, Any]]:
         """The workers subscribed now (one that left is not listed: its counters are kept
@@ -264,6 +333,7 @@ class WorkerFront:
         self.workers[worker.node] = worker
         log.info("%s: worker %s joined%s", self.name, worker.node.name,
                  "" if worker.partition is None else f" (partition {worker.partition})")
+        self._arrived(True, worker.node)
 
     def worker_sent(self, subscriber: Subscriber, batch: list[Any]) -> None:
         worker = self.workers.get(subscriber.pid.node)
@@ -274,13 +344,13 @@ class WorkerFront:
         """What an in-flight message's event carries as its metadata."""
         assert self.offloaded is not None
         # None also when settled meanwhile: its outcome will not count
-        return _plain(self.offloaded.metadata_of(key), {})
+        return plain_metadata(self.offloaded.metadata_of(key), {})
 
     def worker_outcomes(self, node: Atom | None, message: tuple[Any, ...]) -> None:
         """``{pybroadway_outcomes, _, Ok, Failed}`` as it came from ``node``, the node of its
         connection (None: no process of a peer's node sent it). Only the ids the worker of
         that node holds count, each once: nothing is acknowledged twice, and no one else's."""
-        worker = None if node is None else self.workers.get(node)
+        worker = None if node is None else (self.workers.get(node) or self.leaving.get(node))
         if worker is None:
             if node is None:
                 self._ignored.log("%s: outcomes from an unknown sender ignored (a worker of "
@@ -334,12 +404,15 @@ class WorkerFront:
     def worker_left(self, subscriber: Subscriber, reason: Any) -> None:
         worker = self.workers.get(subscriber.pid.node)
         if worker is not None and worker.subscriber is subscriber:
+            if worker.node in self.draining:  # a reload stops it: its outcomes still come
+                self.leaving[worker.node] = self.workers.pop(worker.node)
+                return
             self._settle(worker, loggable(reason))
 
     def _settle(self, worker: Worker, reason: str) -> None:
         """A worker's subscription ended: forget it, and fail what it held, or emit it again
         for the others (``redeliver``)."""
-        del self.workers[worker.node]
+        self.workers.pop(worker.node, None)
         gone = self.gone
         gone[worker.node] = {"handled": worker.handled, "failed": worker.failed}
         if len(gone) > DEPARTED_LIMIT:
@@ -355,7 +428,7 @@ class WorkerFront:
             log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
                         self.name, worker.node.name, reason, len(entries))
             self._route = worker.partition if self.partitioned else 0
-            self.stage.emit_nowait(_events(entries))
+            self.stage.emit_nowait(events(entries))
         else:
             why = f"worker {worker.node.name} went away: {reason}"
             self.lost += len(held)
@@ -372,34 +445,3 @@ def _take(held: set[Any], ids: list[Any]) -> list[Any]:
             held.discard(key)
             taken.append(key)
     return taken
-
-
-def _events(entries: list[Entry]) -> list[Any]:
-    """The events ``{Id, Data, Metadata}`` of in-flight messages. A producer's metadata is
-    usually one mapping shared by a run of messages: the first event of a run carries it as a
-    map, the others ``same`` (so it is encoded, sent and decoded once per run); a plain dict
-    is sent as it is, another mapping is copied once per chunk."""
-    copies: dict[int, Any] = {}
-    events: list[Any] = []
-    last: Any = events  # no message's metadata
-    append = events.append
-    for key, message in entries:
-        metadata = message.raw_metadata
-        if metadata is last:
-            append((key, message.data, SAME))
-        else:
-            last = metadata
-            append((key, message.data, _plain(metadata, copies)))
-    return events
-
-
-def _plain(metadata: Any, copies: dict[int, Any]) -> Any:
-    """``metadata`` as a plain dict to send, copied at most once per chunk (``copies``)."""
-    if not metadata:
-        return NO_METADATA
-    if type(metadata) is dict:
-        return metadata
-    copy = copies.get(id(metadata))
-    if copy is None:
-        copy = copies[id(metadata)] = dict(metadata)
-    return copy

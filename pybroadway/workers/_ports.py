@@ -38,12 +38,15 @@ LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 
 
 def worker_argv(node: Node, name: str, options: dict[str, Any], index: int, *,
-                partitioned: bool) -> list[str]:
-    """The command line of worker ``index`` of the front ``name`` on ``node``."""
+                partitioned: bool, generation: int = 0) -> list[str]:
+    """The command line of worker ``index`` of the front ``name`` on ``node``; a reload's
+    replacement (``generation`` 1, 2, ...) has a node name of its own: one that went down
+    and came back at once under the same name looks to ``:global`` like a partition."""
     short, _, host = node.name.name.partition("@")
+    suffix = f"g{generation}" if generation else ""
     argv = [options["python"] or sys.executable, "-m", "pybroadway", "worker",
             "--join", node.name.name, "--pipeline", options["pipeline"],
-            "--name", name, "--sname", f"{short}_w{index}@{host}",
+            "--name", name, "--sname", f"{short}_w{index}{suffix}@{host}",
             # where the front listens: the cluster's nodes that reach the front mesh with its
             # workers too (global's connect_all)
             "--listen", node.listen_host, "--max-demand", str(options["max_demand"]),
@@ -130,11 +133,14 @@ class WorkerPorts:
         env[COOKIE_ENV] = node.cookie
         path = [entry for entry in sys.path if entry]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *path])
-        self.specs = [
-            ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + RELAY_GRACE + 1.0,
-                      start=_starter(worker_argv(node, name, options, index,
-                                                         partitioned=partitioned), env))
-            for index in range(options["count"])]
+        self._argv: Callable[[int, int], list[str]] = lambda index, generation: worker_argv(
+            node, name, options, index, partitioned=partitioned, generation=generation)
+        self._env = env
+        self.generation = 0
+        self.specs: list[ChildSpec] = []
+        self.names: list[str] = []
+        for index in range(options["count"]):
+            self._make(index)
         self.supervisor = Supervisor([stage, *self.specs], intensity=options["max_restarts"],
                                      period=float(options["max_seconds"]))
         # Under the node's supervisor, stopped with the node; not restarted from there:
@@ -161,6 +167,25 @@ class WorkerPorts:
             self.gave_up(f"the workers or their stage were restarted more than "
                                f"{self.supervisor.intensity} times in "
                                f"{self.supervisor.period:g}s ({reason}): stopping")
+
+    def _make(self, index: int) -> None:
+        argv = self._argv(index, self.generation)
+        spec = ChildSpec(id=f"worker {index}", shutdown=STOP_GRACE + RELAY_GRACE + 1.0,
+                         start=_starter(argv, self._env))
+        name = argv[argv.index("--sname") + 1]
+        if index < len(self.specs):
+            self.specs[index], self.names[index] = spec, name
+        else:
+            self.specs.append(spec)
+            self.names.append(name)
+
+    def replacement(self, index: int) -> tuple[ChildSpec, str]:
+        """A reload's: the child spec of a new worker ``index`` (a node name of its own, see
+        :func:`worker_argv`), and its node name; it stands for the old one from now on."""
+        if index == 0:
+            self.generation += 1
+        self._make(index)
+        return self.specs[index], self.names[index]
 
     def os_pids(self) -> dict[str, int]:
         """The operating system's pid of each running worker, by node name."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from pybroadway.errors import PyBroadwayError
+from pybroadway.pipeline import Entry
 from pybroadway.term import Atom, loggable
 
 OUTCOMES = Atom("pybroadway_outcomes")
@@ -67,3 +68,37 @@ def status_of(kind: Any, text: Any) -> tuple[str, Any]:
     if kind is ERROR:
         return ("error", WorkerError(reason))
     return ("failed", reason)
+
+
+NO_METADATA: dict[str, Any] = {}  # shared, never changed
+
+
+def events(entries: list[Entry]) -> list[Any]:
+    """The events ``{Id, Data, Metadata}`` of in-flight messages. A producer's metadata is
+    usually one mapping shared by a run of messages: the first event of a run carries it as a
+    map, the others ``same`` (so it is encoded, sent and decoded once per run); a plain dict
+    is sent as it is, another mapping is copied once per chunk."""
+    copies: dict[int, Any] = {}
+    events: list[Any] = []
+    last: Any = events  # no message's metadata
+    append = events.append
+    for key, message in entries:
+        metadata = message.raw_metadata
+        if metadata is last:
+            append((key, message.data, SAME))
+        else:
+            last = metadata
+            append((key, message.data, plain_metadata(metadata, copies)))
+    return events
+
+
+def plain_metadata(metadata: Any, copies: dict[int, Any]) -> Any:
+    """``metadata`` as a plain dict to send, copied at most once per chunk (``copies``)."""
+    if not metadata:
+        return NO_METADATA
+    if type(metadata) is dict:
+        return metadata
+    copy = copies.get(id(metadata))
+    if copy is None:
+        copy = copies[id(metadata)] = dict(metadata)
+    return copy

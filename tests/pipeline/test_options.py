@@ -87,7 +87,7 @@ def test_unknown_option_lists_the_valid_ones() -> None:
     assert str(error(publishers={})) == (
         "unknown options [:publishers], valid options are: [:name, :producer, :processors, "
         ":batchers, :partition_by, :context, :shutdown, :max_restarts, :max_seconds, "
-            ":offload]")
+        ":offload, :version]")
 
 
 def test_required_options() -> None:

@@ -4,6 +4,7 @@
                      [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
                      [--subscribe NAME@NODE[:max_demand=N,min_demand=M] ...] [--max-demand N]
                      [--workers N [--redeliver]] [--ticktime SECONDS]
+                     [--dashboard-port PORT [--dashboard-host H] [--dashboard-token T]]
     pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
                       [--listen ADDRESS] [--hidden]
     pybroadway epmd serve|names|port-please NAME|kill [--host H] [--port P] [-v]
@@ -32,6 +33,9 @@ With ``--workers N`` the processors (and batchers) run in N worker processes the
 starts and supervises (:mod:`pybroadway.workers`); the producer and the acknowledgements stay
 in the server. ``pybroadway worker --join server@host --pipeline mod:Class`` runs one more
 worker, on this host or another, for the server's pipeline.
+
+``--dashboard-port`` (``serve`` and ``worker``) serves a live dashboard of the pipeline and
+its node (:mod:`pybroadway.dashboard`, the ``dashboard`` extra).
 
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
@@ -63,6 +67,7 @@ from pybroadway._arguments import (
     add_serve_arguments,
     add_worker_arguments,
     check_command_line,
+    dashboard_starter,
     distribution_flags,
     run_worker_command,
 )
@@ -172,6 +177,9 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         await pipeline.start()
         metrics_server = None if metrics is None else await metrics.start_metrics_server(
             pipeline, node, args.metrics_port, host=args.metrics_host)
+        start_dashboard = dashboard_starter(args)
+        stop_dashboard = None if start_dashboard is None else await start_dashboard(
+            pipeline, node)
         producer = pipeline.producers[0]
         if subscribe_to:
             log.info("%s runs the pipeline on %d GenStage producer%s (Ctrl-C stops)",
@@ -192,6 +200,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             await asyncio.wait((status,))  # the summary takes the status line's place
         if metrics_server is not None:
             await metrics_server.stop()
+        if stop_dashboard is not None:
+            await stop_dashboard()
         stats = pipeline.stats()
         summary = Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
         if down.done() and down.result() is not None:

@@ -166,6 +166,9 @@ def test_the_graph_shows_the_configured_processors_and_batchers(
         "return [...document.querySelectorAll('#nodes tbody tr')].map(r => "
         "[...r.cells].map(c => c.textContent))")
     assert [served.peer.node, "visible", "TCP"] in nodes  # the Elixir node, connected
+    names = browser.execute_script(
+        "return document.querySelector('#names tbody').textContent")
+    assert ":off_broadway_otp_distribution_receiver" in names  # the receiver, in :global
 
 
 def test_a_raising_handler_shows_in_the_failures_panel(browser: Any, served: Served) -> None:
@@ -225,9 +228,11 @@ def test_workers_appear_as_they_join_and_go_as_they_leave(
                   ".map(g => g.dataset.name)"
         assert browser.execute_script(workers) == [""]  # the placeholder: none yet
         name = f"{unique_name('dashworker')}@localhost"
+        worker_port = free_port()
         worker = pybroadway("worker", "--join", node, "--sname", name, "--cookie", COOKIE,
                             "--epmd-port", str(epmd.port), "--hidden",
-                            "--pipeline", "tests.dashboard.pipelines:FailsOnBoom")
+                            "--pipeline", "tests.dashboard.pipelines:FailsOnBoom",
+                            "--dashboard-port", str(worker_port))
         try:
             from selenium.webdriver.support.ui import WebDriverWait
             WebDriverWait(browser, WAIT, 0.1).until(
@@ -239,6 +244,16 @@ def test_workers_appear_as_they_join_and_go_as_they_leave(
                 "return [...document.querySelectorAll('#nodes tbody tr')].map(r => "
                 "[...r.cells].map(c => c.textContent))")
             assert [name, "hidden", "TCP"] in nodes  # a --hidden worker
+            subscriptions = browser.execute_script(
+                "return [...document.querySelectorAll('#subscriptions tbody tr')].map(r => "
+                "r.cells[0].textContent + ' ' + r.cells[3].textContent)")
+            assert subscriptions == [f"→ {name}"]  # the worker subscribed to the front's stage
+            worker.wait_logged("dashboard at", timeout=WAIT)  # the worker's own page
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/api/snapshot",
+                                        timeout=10) as response:
+                snapshot = json.loads(response.read())
+            assert snapshot["node"] == name and node in [
+                row["name"] for row in snapshot["erlang"]["nodes"]["rows"]]
         finally:
             assert worker.terminate() == 0
         WebDriverWait(browser, WAIT, 0.1).until(lambda d: d.execute_script(workers) == [""])

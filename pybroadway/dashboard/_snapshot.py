@@ -219,7 +219,5 @@ class Sampler:
 
 
 def _failure_row(failure: Failure) -> dict[str, Any]:
-    error = failure.error
-    return {"time": failure.time, "stage": failure.callback,
-            "error": f"{type(error).__name__}: {str(error)[:300]}",
+    return {"time": failure.time, "stage": failure.callback, "error": failure.error,
             "data": _short(failure.data)}

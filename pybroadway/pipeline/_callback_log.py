@@ -34,14 +34,20 @@ RECENT = 50
 """Failures :attr:`CallbackLog.recent` keeps (the oldest go first)."""
 
 
+ERROR_CHARS = 300
+"""Characters of an exception's text a :class:`Failure` keeps."""
+
+
 class Failure(NamedTuple):
     """A callback that raised: when (``time.time()``), which callback of which stage
-    (``"handle_message"``, ``"handle_batch of db"``), the exception, and the data of the
-    message it was given (of the first, for a batch or a chunk; None when it had none)."""
+    (``"handle_message"``, ``"handle_batch of db"``), the exception as text (its type and
+    message, at most :data:`ERROR_CHARS`: the exception itself would keep its traceback's
+    frames alive), and the data of the message it was given (of the first, for a batch or a
+    chunk; None when it had none)."""
 
     time: float
     callback: str
-    error: BaseException
+    error: str
     data: Any
 
 
@@ -63,7 +69,8 @@ class CallbackLog:
                data: Any = None) -> None:
         """``callback`` (``of`` a stage: ``" of default"``) raised ``error`` ``on`` what it
         was given (``"on a batch of 10"``; ``data``: a message's data)."""
-        self.recent.append(Failure(time.time(), callback + of, error, data))
+        text = f"{type(error).__qualname__}: {error}"
+        self.recent.append(Failure(time.time(), callback + of, text[:ERROR_CHARS], data))
         self.raised_count += 1
         what = type(error).__qualname__
         throttle = self._kind(callback, "raised", what, f"{callback} raised {what}", _FIRST)

@@ -134,7 +134,7 @@ async def test_busy_time_and_recent_failures_are_counted(
     assert 0.2 <= busy <= 2 * (time.monotonic() - before)  # 20 x 10 ms, over 2 processors
     count, recent = pipeline.recent_failures()
     assert count == RECENT + 5 and len(recent) == RECENT
-    assert recent[-1].callback == "handle_message" and recent[-1].data == "boom"
+    assert recent[-1][1:] == ("handle_message", "ValueError: no booms", "boom")
     await eventually_async(lambda: len(dashboard.sampler.snapshot["failures"]) == RECENT)
     row = dashboard.sampler.snapshot["failures"][0]
     assert row["error"] == "ValueError: no booms" and row["data"] == '"boom"'

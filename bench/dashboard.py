@@ -129,12 +129,16 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
             client.kill()
     without, with_ = (statistics.median(rates[key]) for key in ("without", "with"))
     cpu_without, cpu_with = (statistics.median(cpu[key]) for key in ("without", "with"))
+    # each round's pair, side by side in time: what the machine's other load does to both
+    ratio = statistics.median(a / b for a, b in zip(rates["with"], rates["without"],
+                                                   strict=True))
     kind = "headless Chromiums" if args.browsers else "stream readers"
     return [
         ("push 12 B, 1 sender, no dashboard", f"{without:,.0f} msg/s",
          f"node CPU {cpu_without:.2f} µs/msg", ""),
         (f"push 12 B, 1 sender, dashboard + {VIEWERS} {kind}", f"{with_:,.0f} msg/s",
-         f"node CPU {cpu_with:.2f} µs/msg", f"{with_ / without:.2f}x (target >= 0.95x)"),
+         f"node CPU {cpu_with:.2f} µs/msg",
+         f"{with_ / without:.2f}x; median of the rounds' ratios {ratio:.2f}x (target >= 0.95x)"),
     ]
 
 

@@ -21,10 +21,12 @@ from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Failure, Pipeline
 from pybroadway.term import loggable
 
-__all__ = ["MAX_ROWS", "Sampler"]
+__all__ = ["FAILURES", "MAX_ROWS", "Sampler"]
 
 MAX_ROWS = 100
 """Rows of each Erlang-side list a snapshot carries (the count is always the full one)."""
+FAILURES = 20
+"""The last failures a snapshot carries (each up to a log line's 8 KiB of data)."""
 
 
 def _short(value: Any) -> str:
@@ -45,7 +47,7 @@ class Sampler:
         self.pipeline = pipeline
         self.node = node
         self.history: deque[tuple[float, float, float]] = deque(maxlen=history)
-        self.failures: deque[dict[str, Any]] = deque(maxlen=50)
+        self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES)
         self._failures_seen = 0
         self._last: dict[str, Any] | None = None  # the counters of the previous tick
         self._last_time = time.monotonic()

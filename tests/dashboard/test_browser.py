@@ -200,8 +200,11 @@ def test_the_page_loads_nothing_from_another_origin(browser: Any, served: Served
     assert any(url.startswith(origin + "api/stream") for url in requested)
     assert [url for url in [*names, *requested]
             if not url.startswith((origin, "data:"))] == []
+    browser.set_window_size(1400, 1200)  # the whole page: the failures panel too
+    wait_text(browser, "failed", "1")
     shot = tmp_path / "dashboard.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    browser.set_window_size(1400, 1000)
     if SCREENSHOT:
         shutil.copy(shot, SCREENSHOT)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pybroadway.dashboard import Dashboard, DashboardLimits, start_dashboard
+from pybroadway.dashboard._snapshot import FAILURES
 from pybroadway.erldist import Node
 from pybroadway.metrics import Metrics
 from pybroadway.pipeline import Message, Pipeline, Producer
@@ -135,7 +136,7 @@ async def test_busy_time_and_recent_failures_are_counted(
     count, recent = pipeline.recent_failures()
     assert count == RECENT + 5 and len(recent) == RECENT
     assert recent[-1][1:] == ("handle_message", "ValueError: no booms", "boom")
-    await eventually_async(lambda: len(dashboard.sampler.snapshot["failures"]) == RECENT)
+    await eventually_async(lambda: len(dashboard.sampler.snapshot["failures"]) == FAILURES)
     row = dashboard.sampler.snapshot["failures"][0]
     assert row["error"] == "ValueError: no booms" and row["data"] == '"boom"'
 

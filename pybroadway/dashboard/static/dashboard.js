@@ -39,7 +39,8 @@ function setText(id, value) { document.getElementById(id).textContent = value; }
 function columns(topology) {
   const cols = [];
   cols.push(topology.producers.map((p) => ({
-    kind: "producer", name: p.name, title: p.name, lines: [p.kind, `buffer ${count(p.queued)}`],
+    kind: "producer", name: p.name, title: p.name.split(".").pop(),
+    lines: [p.kind, `buffer ${count(p.queued)}`],
     rate: p.rate, load: p.load })));
   cols.push(topology.processors.map((p) => ({
     kind: "processor", name: p.name, concurrency: p.concurrency,
@@ -61,8 +62,8 @@ function columns(topology) {
               `queue ${count(b.queued)}`], rate: null, load: null })));
     cols.push(topology.batchers.map((b) => ({
       kind: "batch_processor", name: b.name, concurrency: b.concurrency,
-      title: `batch processors ×${b.concurrency}`,
-      lines: [`of ${b.name}`, `busy ${Math.round(100 * (b.load || 0))}%`],
+      title: `${b.name} ×${b.concurrency}`,
+      lines: ["batch processors", `busy ${Math.round(100 * (b.load || 0))}%`],
       rate: b.rate, load: b.load, pair: true })));
   }
   return cols;
@@ -98,7 +99,7 @@ function drawGraph(topology) {
       if (box.concurrency !== undefined) g.setAttribute("data-concurrency", box.concurrency);
       el("rect", { width: BOX_W, height: BOX_H, fill: colour(box.load) }, g);
       el("title", {}, g).textContent = box.name || box.title;
-      text(g, 10, 18, box.title.length > 20 ? "…" + box.title.slice(-19) : box.title, "title");
+      text(g, 10, 18, box.title.length > 17 ? box.title.slice(0, 16) + "…" : box.title, "title");
       text(g, 10, 35, box.lines[0] || "");
       text(g, 10, 52, box.lines[1] || "");
       if (box.rate !== null && !box.placeholder) {
@@ -124,7 +125,7 @@ function drawChart(history, now) {
   }
   for (const m of [5, 4, 3, 2, 1, 0]) {
     const label = text(svg, x(now - 60 * m), H - 4, m ? `-${m} min` : "now", "axis");
-    label.setAttribute("text-anchor", "middle");
+    label.setAttribute("text-anchor", m === 5 ? "start" : m ? "middle" : "end");
   }
   for (const [index, cls] of [[1, "ok-line"], [2, "bad-line"]]) {
     const points = history.filter((p) => now - p[0] <= span)

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from pybroadway.dashboard import Dashboard, DashboardLimits, start_dashboard
-from pybroadway.dashboard._snapshot import FAILURES
+from pybroadway.dashboard._snapshot import FAILURES, Sampler
 from pybroadway.erldist import Node
+from pybroadway.erldist.stages import ProducerStage
 from pybroadway.metrics import Metrics
 from pybroadway.pipeline import Message, Pipeline, Producer
 from pybroadway.pipeline._callback_log import RECENT
@@ -26,6 +27,8 @@ from testkit.browser import open_stream
 from testkit.doubles import spin
 from testkit.peers import free_port, unique_name
 from testkit.wait import eventually_async
+from tests.erldist.stages_kit import nodes
+from tests.gen_stage.helpers import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,3 +161,20 @@ def test_a_bad_dashboard_flag_is_one_line_and_exit_2(flags: list[str], prelude: 
     done = serve(*flags, prelude=prelude)
     assert (done.returncode, done.stderr.strip().splitlines()) == (
         2, [f"pybroadway serve: {says}"])
+
+
+async def test_genstage_subscriptions_both_ways_with_their_demand() -> None:
+    async with nodes(free_port()) as (a, b):
+        name = unique_name("events")
+        stage = a.spawn(ProducerStage(), name=name)
+        async with pipeline(b, [(name, a.name.name, {"max_demand": 100})]) as (front, _, _):
+            await eventually_async(lambda: stage.subscribers)
+            taking = Sampler(front, b).snapshot["erlang"]["subscriptions"]["rows"]
+            assert [(row["direction"], row["node"], row["demand"]) for row in taking] == [
+                ("in", a.name.name, 100)]
+            watched = Raises(producer={"module": (Producer, {})},
+                             processors={"default": {}})
+            async with watched:
+                giving = Sampler(watched, a).snapshot["erlang"]["subscriptions"]["rows"]
+            assert [(row["direction"], row["stage"], row["node"], row["demand"])
+                    for row in giving] == [("out", name, b.name.name, 100)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -70,6 +71,13 @@ class DashboardLimits:
                      "viewer_send_buffer", "max_header_bytes", "keepalive"):
             if not getattr(self, name) > 0:
                 raise ArgumentError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _Busy(asyncio.Protocol):
@@ -169,6 +177,9 @@ class Dashboard:
             raise
         self._runner, self._listener = runner, listener
         self.host, self.port = listener.sockets[0].getsockname()[:2]
+        if self.token is None and not _loopback(host):
+            logger.warning("dashboard: listening on %s without a token: whoever reaches it "
+                           "sees the message data of the failures (--dashboard-token)", host)
         self._event = self._encode()
         self._ticker = loop.create_task(self._tick(), name="dashboard-ticker")
 

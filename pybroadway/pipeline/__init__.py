@@ -47,6 +47,7 @@ producer still owes; returning more from ``handle_demand`` is reported.
 """
 
 from . import options, telemetry
+from ._callback_log import Failure
 from ._message import (
     NOOP_ACKNOWLEDGER,
     Acknowledger,
@@ -70,6 +71,7 @@ __all__ = [
     "BatchInfo",
     "BatchMode",
     "Entry",
+    "Failure",
     "Message",
     "NoopAcknowledger",
     "Offload",

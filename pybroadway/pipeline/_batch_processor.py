@@ -71,7 +71,9 @@ class BatchProcessor:
                 continue
             messages, info = taken
             stage.current[index] = messages
+            began = time.monotonic()
             await self._handle_batch(messages, info)
+            stage.busy += time.monotonic() - began
             del stage.current[index]
 
     async def _handle_batch(self, messages: list[Message], info: BatchInfo) -> None:
@@ -96,7 +98,8 @@ class BatchProcessor:
                 log.held("handle_batch", called, "a batch", len(messages))
                 result = await maybe_await(returned)
         except Exception as raised:
-            log.raised("handle_batch", raised, f"on a batch of {len(messages)}", f" of {name}")
+            log.raised("handle_batch", raised, f"on a batch of {len(messages)}", f" of {name}",
+                       data=messages[0].data if messages else None)
             error: Exception | None = raised
         else:
             error = None if isinstance(result, list) and all(

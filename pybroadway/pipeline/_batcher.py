@@ -18,7 +18,8 @@ class BatchStage:
     (``"timeout"``) or on a message in flush mode (``"flush"``); they wait in ``ready`` for
     the batch processors. While ``2 * workers`` batches are ready, ``room`` is cleared.
     Counters: messages ``received``; ``batches`` handled, with their ``successful`` and
-    ``failed`` messages (counted by the batch processors).
+    ``failed`` messages, and ``busy``, the seconds spent handling them (counted by the batch
+    processors).
     """
 
     def __init__(self, name: Any, partition: int | None, options: dict[str, Any],
@@ -37,6 +38,7 @@ class BatchStage:
         self.closed = False
         self.current: dict[int, list[Message]] = {}
         self.received = self.batches = self.successful = self.failed = 0
+        self.busy = 0.0
         self._loop = asyncio.get_running_loop()
 
     def add(self, messages: list[Message]) -> None:

@@ -4,7 +4,8 @@ the event loop.
 A callback that fails, fails the same way for every message: its first failures are logged in
 full (as Broadway logs a crash in a callback: the exception and its traceback), then only a
 count per interval (through :class:`~pybroadway._throttle.Throttle`), so that 5,000 failed
-messages cost a few lines, not 40,000.
+messages cost a few lines, not 40,000. The last :data:`RECENT` failures are also kept, as
+:class:`Failure` records, for a reader such as the dashboard (:attr:`CallbackLog.recent`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import logging
 import reprlib
 import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pybroadway._throttle import Throttle
 
@@ -28,6 +30,25 @@ _INTERVAL = 5.0  # seconds between two count lines of a kind
 _KINDS = 64  # kinds tracked one by one; beyond, a callback's other failures share one kind
 _MORE = "{what}: and {count:,} more like it"
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
+RECENT = 50
+"""Failures :attr:`CallbackLog.recent` keeps (the oldest go first)."""
+
+
+ERROR_CHARS = 300
+"""Characters of an exception's text a :class:`Failure` keeps."""
+
+
+class Failure(NamedTuple):
+    """A callback that raised: when (``time.time()``), which callback of which stage
+    (``"handle_message"``, ``"handle_batch of db"``), the exception as text (its type and
+    message, at most :data:`ERROR_CHARS`: the exception itself would keep its traceback's
+    frames alive), and the data of the message it was given (of the first, for a batch or a
+    chunk; None when it had none)."""
+
+    time: float
+    callback: str
+    error: str
+    data: Any
 
 
 class CallbackLog:
@@ -35,16 +56,22 @@ class CallbackLog:
     callback and what it raised, or the type it returned), and the callbacks already warned
     about holding the event loop."""
 
-    __slots__ = ("_kinds", "_warned_holding", "name")
+    __slots__ = ("_kinds", "_warned_holding", "name", "raised_count", "recent")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._kinds: dict[tuple[str, str, str], Throttle] = {}
         self._warned_holding: set[str] = set()
+        self.recent: deque[Failure] = deque(maxlen=RECENT)
+        self.raised_count = 0  # failures ever recorded: a reader tells new ones from it
 
-    def raised(self, callback: str, error: BaseException, on: str, of: str = "") -> None:
+    def raised(self, callback: str, error: BaseException, on: str, of: str = "",
+               data: Any = None) -> None:
         """``callback`` (``of`` a stage: ``" of default"``) raised ``error`` ``on`` what it
-        was given (``"on a batch of 10"``)."""
+        was given (``"on a batch of 10"``; ``data``: a message's data)."""
+        text = f"{type(error).__qualname__}: {error}"
+        self.recent.append(Failure(time.time(), callback + of, text[:ERROR_CHARS], data))
+        self.raised_count += 1
         what = type(error).__qualname__
         throttle = self._kind(callback, "raised", what, f"{callback} raised {what}", _FIRST)
         throttle.log("%s: %s%s raised %s %s", self.name, callback, of, what, on,

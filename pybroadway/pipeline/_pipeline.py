@@ -14,6 +14,7 @@ from typing import Any, cast
 from pybroadway.errors import CallbackError, StateError
 
 from . import telemetry
+from ._callback_log import Failure
 from ._message import BatchInfo, Message
 from ._offload import Offload
 from ._producer import Producer
@@ -379,13 +380,26 @@ class Pipeline:
         ``queued`` (delivered, not yet handled) and ``demand`` (asked of the producers, not
         yet delivered). ``batchers``, one per batcher: ``batcher_key``, ``received``,
         ``batches`` handled with their ``successful`` and ``failed`` messages, ``queued``
-        (in batches not yet taken by a batch processor). Counters are kept per chunk or batch,
+        (in batches not yet taken by a batch processor). Processors and batchers also count
+        ``busy``: the seconds their processors (or batch processors) spent handling chunks
+        (batches), all of them added up; over an interval, divided by its length and the
+        concurrency, the share of time they were busy. Counters are kept per chunk or batch,
         not per message; reading them changes nothing.
         """
         topology = self._topology
         if topology is None:
             return {"producers": [], "processors": [], "batchers": []}
         return topology.stage_stats()
+
+    def recent_failures(self) -> tuple[int, list[Failure]]:
+        """The callbacks that raised lately: how many raised since the start, and the last
+        few (at most :data:`~pybroadway.pipeline._callback_log.RECENT`, oldest first) as
+        :class:`Failure` records (time, callback and stage, exception, message data)."""
+        topology = self._topology
+        if topology is None:
+            return 0, []
+        log = topology.outcomes.callback_log
+        return log.raised_count, list(log.recent)
 
 
 def _partitions(options: dict[str, Any]) -> tuple[int, bool]:

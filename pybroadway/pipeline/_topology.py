@@ -311,6 +311,7 @@ class Topology:
             "received": sum(p.received for p in self.processors),
             "successful": sum(p.successful for p in self.processors),
             "failed": sum(p.failed for p in self.processors),
+            "busy": sum(p.busy for p in self.processors),
             "queued": queued,
             "demand": max(0, asked - queued)}]
         batchers = [{
@@ -319,6 +320,7 @@ class Topology:
             "batches": sum(stage.batches for stage in batcher.stages),
             "successful": sum(stage.successful for stage in batcher.stages),
             "failed": sum(stage.failed for stage in batcher.stages),
+            "busy": sum(stage.busy for stage in batcher.stages),
             "queued": sum(sum(map(len, stage.pending.values()))
                           + sum(len(batch) for batch, _ in stage.ready)
                           for stage in batcher.stages)}

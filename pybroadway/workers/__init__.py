@@ -19,7 +19,7 @@ from ._output import log_for_front
 from ._ports import COOKIE_ENV, WorkerPort, WorkerPorts, worker_argv
 from ._protocol import OUTCOMES, SCOPE, WorkerError, group, stage_name
 from ._schema import SCHEMA
-from ._worker import load_pipeline_class, read_cookie, run_worker, worker_pipeline
+from ._worker import OnStarted, load_pipeline_class, read_cookie, run_worker, worker_pipeline
 
 __all__ = [
     "COOKIE_ENV",
@@ -27,6 +27,7 @@ __all__ = [
     "SCHEMA",
     "SCOPE",
     "FrontStage",
+    "OnStarted",
     "Worker",
     "WorkerError",
     "WorkerFront",

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -36,6 +36,10 @@ from ._options import OPTIONS_REQUEST, worker_options
 from ._protocol import OUTCOMES, SAME, SCOPE, group, reason_of, stage_name
 
 log = logging.getLogger("pybroadway.workers")
+
+OnStarted = Callable[[Pipeline, Node], Awaitable[Callable[[], Awaitable[None]] | None]]
+"""What ``run_worker`` awaits once the pipeline runs; it returns what to await before it
+stops (or None)."""
 
 try:
     from pybroadway.workers._cunwrap import unwrap as built_unwrap
@@ -200,11 +204,14 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                      partition: int | None = None, concurrency: int | None = None,
                      exit_with_front: bool = False, hidden: bool = False,
                      ticktime: float = 60.0, stop: asyncio.Event | None = None,
-                     tls: TlsSettings | None = None, ipv6: bool = False) -> dict[str, Any]:
+                     tls: TlsSettings | None = None, ipv6: bool = False,
+                     on_started: OnStarted | None = None) -> dict[str, Any]:
     """Run a worker until ``stop`` (or SIGTERM/SIGINT); returns its pipeline's stats.
 
     A worker is a visible node (``hidden``: a hidden one, see below); ``tls`` and ``ipv6``
-    are its node's (its front's distribution)."""
+    are its node's (its front's distribution). ``on_started(pipeline, node)`` is awaited
+    once the worker's pipeline runs (``worker --dashboard-port`` starts the dashboard
+    there); what it returns is awaited before the pipeline stops."""
     cls = load_pipeline_class(pipeline)
     name = name or cls.name or cls.__name__
     stop = stop or asyncio.Event()
@@ -238,10 +245,13 @@ async def run_worker(*, join: str, pipeline: str, sname: str, name: str | None =
                                    partition=partition, concurrency=concurrency,
                                    options=options, replier=replier)
         await instance.start()
+        finish = None if on_started is None else await on_started(instance, node)
         scope.join(group(name), announcer)
         log.info("worker %s serves %s for %s%s", node.name.name, name, join,
                  "" if partition is None else f" (partition {partition})")
         await stop.wait()
+        if finish is not None:
+            await finish()
         await instance.stop()
         replier.flush()  # the last outcomes, before the node (and its connections) stop
         stats = instance.stats()

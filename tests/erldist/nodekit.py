@@ -66,7 +66,7 @@ def assert_over_tls(node: Node, peer: BeamPeer) -> None:
     """``node`` is connected to ``peer``, over TLS."""
     connection = node.connection(peer.node)
     assert connection is not None
-    assert connection._transport.get_extra_info("ssl_object") is not None
+    assert connection.tls and not connection.hidden
 
 
 class NodeEvents:

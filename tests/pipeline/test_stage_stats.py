@@ -24,6 +24,7 @@ async def test_counts_per_stage() -> None:
     assert producer == {"name": "Staged.Broadway.Producer_0", "received": 10, "taken": 10,
                         "buffered": 0, "pending_demand": 0}
     [processors] = stats["processors"]
+    assert 0 < processors.pop("busy") < 5  # seconds spent handling chunks
     assert processors == {"processor_key": "default", "received": 10, "successful": 9,
                           "failed": 1, "queued": 0, "demand": 20}
     [batcher] = stats["batchers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -275,4 +276,4 @@ class Pipeline:
         return topology.stage_stats()
 
 
-Pipeline.__doc__ = (Pipeline.__doc__ or "") + docs()
+Pipeline.__doc__ = (Pipeline.__doc__ or "") + textwrap.indent(docs(), "    ").lstrip()

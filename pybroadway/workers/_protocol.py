@@ -21,8 +21,10 @@ from typing import Any
 from pybroadway.errors import PyBroadwayError
 from pybroadway.term import Atom, loggable
 
+#: The tag of a worker's report of its messages' outcomes to the front.
 OUTCOMES = Atom("pybroadway_outcomes")
 SAME = Atom("same")
+#: The ``pg`` scope the workers join, in the group named as their pipeline.
 SCOPE = "pybroadway"
 FAILED = Atom("failed")
 ERROR = Atom("error")

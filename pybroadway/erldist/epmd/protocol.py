@@ -40,9 +40,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: EPMD's port when ``ERL_EPMD_PORT`` does not say another.
 DEFAULT_EPMD_PORT = 4369
 
+#: The node type EPMD registers a visible node with (``'M'``).
 NODE_TYPE_NORMAL = 77  # 'M'
+#: The node type EPMD registers a hidden node with (``'H'``).
 NODE_TYPE_HIDDEN = 72  # 'H'
 
 # Request / reply tags.

@@ -1,0 +1,328 @@
+"""The site's generated parts, so they cannot drift from the code:
+
+- ``.. pybroadway-module:: NAME`` documents every name in ``NAME.__all__``: with autodoc where
+  the object is first exported (in :data:`MODULES` order), as a pointer to that entry where it
+  is exported again (so each name is in the index, and documented once);
+- ``.. pybroadway-options:: SCHEMA`` renders an options schema
+  (:class:`pybroadway.pipeline.options.Option` values) as tables;
+- ``.. pybroadway-cli::`` renders the ``pybroadway`` command's argument parser.
+
+A type named by its defining (private) module, ``pybroadway.pipeline._message.Message``,
+resolves to the public entry of the same object. :func:`attribute_doc` finds the ``#:`` comment
+of a constant where it is assigned (tests/test_docs.py checks with it that every public name
+has a docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+#: The documented modules, in order: a name exported by several is documented in the first.
+MODULES = (
+    "pybroadway",
+    "pybroadway.errors",
+    "pybroadway.pipeline",
+    "pybroadway.pipeline.options",
+    "pybroadway.pipeline.testing",
+    "pybroadway.pipeline.telemetry",
+    "pybroadway.erldist",
+    "pybroadway.erldist.stages",
+    "pybroadway.erldist.pg",
+    "pybroadway.erldist.global_names",
+    "pybroadway.erldist.epmd",
+    "pybroadway.term",
+    "pybroadway.otp_distribution",
+    "pybroadway.gen_stage",
+    "pybroadway.workers",
+    "pybroadway.metrics",
+)
+
+
+def public_names() -> Iterator[tuple[str, str, Any]]:
+    """``(module, name, object)`` for every name in the ``__all__`` of :data:`MODULES`."""
+    for module_name in MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            yield module_name, name, getattr(module, name)
+
+
+def _has_identity(value: Any) -> bool:
+    """Classes, functions and modules are exported objects; other values (ints, strings)
+    may be equal and identical by chance."""
+    return inspect.isclass(value) or inspect.isroutine(value) or inspect.ismodule(value)
+
+
+def canonical_names() -> dict[int, str]:
+    """``id(object) -> "module.name"`` of the entry that documents each class and function."""
+    found: dict[int, str] = {}
+    for module_name, name, value in public_names():
+        if _has_identity(value):
+            found.setdefault(id(value), f"{module_name}.{name}")
+    return found
+
+
+def _assigned_doc(source: str, name: str) -> str | None:
+    """The ``#:`` comment above, or the string literal after, the assignment of ``name`` at
+    the top level of ``source``."""
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    for index, statement in enumerate(tree.body):
+        targets: list[ast.expr] = []
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign):
+            targets = [statement.target]
+        if not any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            continue
+        comment = []
+        line = statement.lineno - 2
+        while line >= 0 and lines[line].lstrip().startswith("#:"):
+            comment.insert(0, lines[line].lstrip()[2:].strip())
+            line -= 1
+        if comment:
+            return " ".join(comment)
+        following = tree.body[index + 1] if index + 1 < len(tree.body) else None
+        if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
+                and isinstance(following.value.value, str):
+            return inspect.cleandoc(following.value.value)
+    return None
+
+
+def attribute_doc(module_name: str, name: str) -> str | None:
+    """The documentation of the constant ``name`` exported by ``module_name``: its ``#:``
+    comment (or following string) where it is assigned, in that module or the package module
+    it is imported from."""
+    value = getattr(sys.modules[module_name], name)
+    package = module_name.split(".")[0]
+    candidates = [module_name, *sorted(
+        loaded for loaded, module in list(sys.modules.items())
+        if loaded.startswith(package + ".") and getattr(module, name, None) is value)]
+    for candidate in candidates:
+        module = sys.modules[candidate]
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py"):
+            doc = _assigned_doc(Path(path).read_text(), name)
+            if doc:
+                return doc
+    return None
+
+
+def _entry(module_name: str, name: str, value: Any, canonical: dict[int, str]) -> list[str]:
+    """The reST of one public name."""
+    full = f"{module_name}.{name}"
+    if inspect.ismodule(value):
+        # the module's own entry is the indexed one
+        return [f".. py:data:: {name}", "   :no-index:", "",
+                f"   The module :py:mod:`{value.__name__}`.", ""]
+    first = canonical.get(id(value)) if _has_identity(value) else full
+    if first != full:
+        if inspect.isclass(value):
+            kind = "exception" if issubclass(value, BaseException) else "class"
+            head = f".. py:{kind}:: {name}"
+        else:
+            head = f".. py:function:: {name}{_signature(value)}"
+        return [head, "", f"   The same as :py:obj:`{first}`.", ""]
+    if inspect.isclass(value):
+        kind = "autoexception" if issubclass(value, BaseException) else "autoclass"
+        return [f".. {kind}:: {full}", "   :members:", "   :show-inheritance:", ""]
+    if inspect.isroutine(value):
+        return [f".. autofunction:: {full}", ""]
+    shown = [] if isinstance(value, str | int | float | type(None)) else ["   :no-value:"]
+    return [f".. autodata:: {full}", *shown, ""]
+
+
+def _signature(value: Any) -> str:
+    try:
+        return str(inspect.signature(value)).replace("'", "")
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+class ModuleDirective(SphinxDirective):
+    """Every name of a module's ``__all__``, after the module's docstring."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        module_name = self.arguments[0]
+        module = importlib.import_module(module_name)
+        canonical = canonical_names()
+        lines = [f".. automodule:: {module_name}", ""]
+        for name in module.__all__:
+            lines += _entry(module_name, name, getattr(module, name), canonical)
+        return self.parse_text(lines)
+
+    def parse_text(self, lines: list[str]) -> list[nodes.Node]:
+        container = nodes.section()
+        container.document = self.state.document
+        self.state.nested_parse(StringList(lines, self.get_source_info()[0]), 0, container)
+        return list(container.children)
+
+
+def _option_note(option: Any) -> str:
+    if option.required:
+        note = "required"
+    elif option.default_doc is not None:
+        note = option.default_doc
+    elif option.keys is not None and option.default is None:
+        note = ""
+    else:
+        note = f"``{option.default!r}``"
+    return note
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def option_tables(schema: dict[str, Any], title: str) -> list[str]:
+    """A table of ``schema``'s options, then one table per nested schema."""
+    lines = [f".. list-table:: {title}", "   :header-rows: 1", "   :widths: 20 15 20 45", "",
+             "   * - option", "     - type", "     - default", "     - what it does"]
+    nested = []
+    for key, option in schema.items():
+        allowed = ""
+        if option.choices is not None:
+            allowed = " One of " + ", ".join(f"``{choice!r}``" for choice in option.choices) + "."
+        if option.maximum is not None:
+            allowed += f" At most {option.maximum:,}."
+        lines += [f"   * - ``{key}``", f"     - {option.type}",
+                  f"     - {_option_note(option) or '—'}",
+                  f"     - {_escape(option.doc)}{allowed}"]
+        if option.keys is not None:
+            inner = f"{title}: {key}" if ": " not in title else f"{title}.{key}"
+            inner += ".NAME" if option.named else ""
+            nested.append((option.keys, inner))
+    lines.append("")
+    for keys, inner in nested:
+        lines += option_tables(keys, inner)
+    return lines
+
+
+class OptionsDirective(ModuleDirective):
+    """``.. pybroadway-options:: module:NAME [title]``: the schema ``NAME`` as tables."""
+
+    optional_arguments = 10
+    final_argument_whitespace = True
+
+    def run(self) -> list[nodes.Node]:
+        module_name, attribute = self.arguments[0].split(":")
+        schema = getattr(importlib.import_module(module_name), attribute)
+        title = " ".join(self.arguments[1:]) or attribute
+        return self.parse_text(option_tables(schema, title))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def cli_reference(parser: argparse.ArgumentParser) -> list[str]:
+    """One section per command: its usage, then its help as argparse prints it."""
+    lines: list[str] = []
+    for name, command in [("pybroadway", parser), *_subparsers(parser).items()]:
+        title = name if command is parser else f"pybroadway {name}"
+        lines += [f".. rubric:: {title}", f"   :name: {title.replace(' ', '-')}", "",
+                  ".. code-block:: text", ""]
+        lines += ["   " + line for line in _help(command).splitlines()]
+        lines.append("")
+    return lines
+
+
+def _help(parser: argparse.ArgumentParser) -> str:
+    # argparse wraps to $COLUMNS: a fixed width makes the page the same on every machine
+    formatter = parser.formatter_class
+    parser.formatter_class = lambda prog: formatter(prog, width=96)  # type: ignore[misc]
+    try:
+        return parser.format_help()
+    finally:
+        parser.formatter_class = formatter
+
+
+class CliDirective(ModuleDirective):
+    """``.. pybroadway-cli::``: the help of the command and of each of its subcommands."""
+
+    required_arguments = 0
+
+    def run(self) -> list[nodes.Node]:
+        from pybroadway.cli import build_parser
+
+        return self.parse_text(cli_reference(build_parser()))
+
+
+def _data_doc(app: Sphinx, what: str, name: str, obj: Any, options: Any,
+              lines: list[str]) -> None:
+    """A constant's documentation is its ``#:`` comment where it is assigned (autodoc looks
+    only in the module that exports it), never its type's docstring."""
+    if what not in ("data", "attribute") or "." not in name:
+        return
+    module_name, attribute = name.rsplit(".", 1)
+    if module_name not in sys.modules or not hasattr(sys.modules[module_name], "__all__"):
+        return
+    if attribute not in sys.modules[module_name].__all__:
+        return
+    doc = attribute_doc(module_name, attribute)
+    if doc is None and _has_identity(obj):
+        return
+    lines[:] = [*(doc or "").splitlines(), ""]
+
+
+def _resolve_private(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
+    """``pybroadway.x._y.Name`` (how annotations name a type) → its public entry."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("pybroadway."):
+        return None
+    value = _find(target)
+    if value is None:
+        return None  # no such object: a warning, so an error with -W
+    public = canonical_names().get(id(value))
+    if public is None:
+        return contnode  # a real object the reference leaves out: its name, unlinked
+    if public == target:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", public, node, contnode)
+
+
+def _find(target: str) -> Any:
+    """The module or object ``target`` names (``a.b.C.method``), or None."""
+    parts = target.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        value: Any = module
+        for part in parts[split:]:
+            value = getattr(value, part, None)
+            if value is None:
+                return None
+        return value
+    return None
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("pybroadway-module", ModuleDirective)
+    app.add_directive("pybroadway-options", OptionsDirective)
+    app.add_directive("pybroadway-cli", CliDirective)
+    app.connect("autodoc-process-docstring", _data_doc)
+    app.connect("missing-reference", _resolve_private)
+    return {"parallel_read_safe": True, "version": "1"}
+
+
+__all__ = ["MODULES", "attribute_doc", "canonical_names", "cli_reference", "option_tables",
+           "public_names", "setup"]

@@ -1,4 +1,5 @@
-"""The EPMD wire format, shared by the client and the embedded server (docs/protocol.md#epmd).
+"""The EPMD wire format, shared by the client and the embedded server
+(docs/guides/protocol.md#epmd).
 
 Every request is ``Len:16`` followed by the request bytes; replies are unframed. ALIVE2_REQ
 and PORT2_RESP carry the same node record (``PortNo:16, NodeType, Protocol, Highest:16,

@@ -7,7 +7,8 @@
 #   furo) when they are missing or pyproject.toml changed;
 # - builds with warnings as errors and every cross-reference checked (-W --keep-going -n);
 #   the reference is generated from the code (docs/_ext/pybroadway_docs.py), so it is rebuilt
-#   from this clone's pybroadway. tests/test_docs.py checks the built site's links.
+#   from this clone's pybroadway (and its metrics extra, which pybroadway.metrics needs).
+#   tests/test_docs.py checks the built site's links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pybroadway, sphinx, myst_parser, furo' 2>/dev/null \
+if ! .venv/bin/python -c 'import pybroadway, prometheus_client, sphinx, myst_parser, furo' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.docs-installed ]; then
     say "installing pybroadway[docs] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip

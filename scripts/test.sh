@@ -11,7 +11,8 @@
 # - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
 #   and the workers' message builder (pybroadway/*/_native) when a C compiler is there, and
 #   again when their sources change;
-# - runs ruff and mypy, builds the documentation site (scripts/docs.sh), then runs pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
+# - runs ruff and mypy, builds the documentation site (scripts/docs.sh), then runs pytest.
+#   The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
 cd "$(dirname "$0")/.."

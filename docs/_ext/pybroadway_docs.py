@@ -19,6 +19,7 @@ import argparse
 import ast
 import importlib
 import inspect
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,7 +172,9 @@ class ModuleDirective(SphinxDirective):
         return list(container.children)
 
 
-def _option_note(option: Any) -> str:
+def _option_note(option: Any, code_default: Any = None) -> str:
+    if code_default is not None and option.default is None and option.default_doc is None:
+        return f"``{code_default!r}``"
     if option.required:
         note = "required"
     elif option.default_doc is not None:
@@ -187,8 +190,10 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("*", "\\*")
 
 
-def option_tables(schema: dict[str, Any], title: str) -> list[str]:
-    """A table of ``schema``'s options, then one table per nested schema."""
+def option_tables(schema: dict[str, Any], title: str,
+                  defaults: dict[str, Any] | None = None) -> list[str]:
+    """A table of ``schema``'s options, then one table per nested schema. ``defaults`` are
+    the defaults of options that the schema leaves to the code (keyword arguments')."""
     lines = [f".. list-table:: {title}", "   :header-rows: 1", "   :widths: 20 15 20 45", "",
              "   * - option", "     - type", "     - default", "     - what it does"]
     nested = []
@@ -199,7 +204,7 @@ def option_tables(schema: dict[str, Any], title: str) -> list[str]:
         if option.maximum is not None:
             allowed += f" At most {option.maximum:,}."
         lines += [f"   * - ``{key}``", f"     - {option.type}",
-                  f"     - {_option_note(option) or '—'}",
+                  f"     - {_option_note(option, (defaults or {}).get(key)) or '—'}",
                   f"     - {_escape(option.doc)}{allowed}"]
         if option.keys is not None:
             inner = f"{title}: {key}" if ": " not in title else f"{title}.{key}"
@@ -211,17 +216,37 @@ def option_tables(schema: dict[str, Any], title: str) -> list[str]:
     return lines
 
 
+def _imported(spec: str) -> Any:
+    module_name, attribute = spec.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def keyword_defaults(function: Any) -> dict[str, Any]:
+    """The defaults of ``function``'s keyword arguments (a class: its ``__init__``'s), log
+    levels by name."""
+    found = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+            found[name] = (logging.getLevelName(parameter.default)
+                           if name.endswith("log_level") else parameter.default)
+    return found
+
+
 class OptionsDirective(ModuleDirective):
-    """``.. pybroadway-options:: module:NAME [title]``: the schema ``NAME`` as tables."""
+    """``.. pybroadway-options:: module:NAME [title]``: the schema ``NAME`` as tables;
+    ``:defaults: module:Callable`` takes the defaults the schema leaves to the code from that
+    callable's keyword arguments."""
 
     optional_arguments = 10
     final_argument_whitespace = True
+    option_spec = {"defaults": str}
 
     def run(self) -> list[nodes.Node]:
-        module_name, attribute = self.arguments[0].split(":")
-        schema = getattr(importlib.import_module(module_name), attribute)
-        title = " ".join(self.arguments[1:]) or attribute
-        return self.parse_text(option_tables(schema, title))
+        schema = _imported(self.arguments[0])
+        title = " ".join(self.arguments[1:]) or self.arguments[0].split(":")[1]
+        defaults = (keyword_defaults(_imported(self.options["defaults"]))
+                    if "defaults" in self.options else None)
+        return self.parse_text(option_tables(schema, title, defaults))
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "docs" / "_build" / "html"
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
-from pybroadway_docs import attribute_doc, public_names  # noqa: E402
+from pybroadway_names import attribute_doc, public_names  # noqa: E402
 
 
 def docstring(module: str, name: str, value: object) -> str | None:

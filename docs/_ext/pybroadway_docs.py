@@ -1,123 +1,32 @@
 """The site's generated parts, so they cannot drift from the code:
 
 - ``.. pybroadway-module:: NAME`` documents every name in ``NAME.__all__``: with autodoc where
-  the object is first exported (in :data:`MODULES` order), as a pointer to that entry where it
-  is exported again (so each name is in the index, and documented once);
+  the object is first exported (in ``pybroadway_names.MODULES`` order), as a pointer to that
+  entry where it is exported again (so each name is in the index, and documented once);
 - ``.. pybroadway-options:: SCHEMA`` renders an options schema
   (:class:`pybroadway.pipeline.options.Option` values) as tables;
 - ``.. pybroadway-cli::`` renders the ``pybroadway`` command's argument parser.
 
 A type named by its defining (private) module, ``pybroadway.pipeline._message.Message``,
-resolves to the public entry of the same object. :func:`attribute_doc` finds the ``#:`` comment
-of a constant where it is assigned (tests/test_docs.py checks with it that every public name
-has a docstring).
+resolves to the public entry of the same object. A constant's documentation is its ``#:``
+comment where it is assigned (``pybroadway_names.attribute_doc``, which tests/test_docs.py
+checks every public name with).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import inspect
 import logging
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from docutils import nodes
 from docutils.statemachine import StringList
+from pybroadway_names import attribute_doc, canonical_names, has_identity
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
-
-#: The documented modules, in order: a name exported by several is documented in the first.
-MODULES = (
-    "pybroadway",
-    "pybroadway.errors",
-    "pybroadway.pipeline",
-    "pybroadway.pipeline.options",
-    "pybroadway.pipeline.testing",
-    "pybroadway.pipeline.telemetry",
-    "pybroadway.erldist",
-    "pybroadway.erldist.stages",
-    "pybroadway.erldist.pg",
-    "pybroadway.erldist.global_names",
-    "pybroadway.erldist.epmd",
-    "pybroadway.term",
-    "pybroadway.otp_distribution",
-    "pybroadway.gen_stage",
-    "pybroadway.workers",
-    "pybroadway.metrics",
-)
-
-
-def public_names() -> Iterator[tuple[str, str, Any]]:
-    """``(module, name, object)`` for every name in the ``__all__`` of :data:`MODULES`."""
-    for module_name in MODULES:
-        module = importlib.import_module(module_name)
-        for name in module.__all__:
-            yield module_name, name, getattr(module, name)
-
-
-def _has_identity(value: Any) -> bool:
-    """Classes, functions and modules are exported objects; other values (ints, strings)
-    may be equal and identical by chance."""
-    return inspect.isclass(value) or inspect.isroutine(value) or inspect.ismodule(value)
-
-
-def canonical_names() -> dict[int, str]:
-    """``id(object) -> "module.name"`` of the entry that documents each class and function."""
-    found: dict[int, str] = {}
-    for module_name, name, value in public_names():
-        if _has_identity(value):
-            found.setdefault(id(value), f"{module_name}.{name}")
-    return found
-
-
-def _assigned_doc(source: str, name: str) -> str | None:
-    """The ``#:`` comment above, or the string literal after, the assignment of ``name`` at
-    the top level of ``source``."""
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    for index, statement in enumerate(tree.body):
-        targets: list[ast.expr] = []
-        if isinstance(statement, ast.Assign):
-            targets = statement.targets
-        elif isinstance(statement, ast.AnnAssign):
-            targets = [statement.target]
-        if not any(isinstance(target, ast.Name) and target.id == name for target in targets):
-            continue
-        comment = []
-        line = statement.lineno - 2
-        while line >= 0 and lines[line].lstrip().startswith("#:"):
-            comment.insert(0, lines[line].lstrip()[2:].strip())
-            line -= 1
-        if comment:
-            return " ".join(comment)
-        following = tree.body[index + 1] if index + 1 < len(tree.body) else None
-        if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
-                and isinstance(following.value.value, str):
-            return inspect.cleandoc(following.value.value)
-    return None
-
-
-def attribute_doc(module_name: str, name: str) -> str | None:
-    """The documentation of the constant ``name`` exported by ``module_name``: its ``#:``
-    comment (or following string) where it is assigned, in that module or the package module
-    it is imported from."""
-    value = getattr(sys.modules[module_name], name)
-    package = module_name.split(".")[0]
-    candidates = [module_name, *sorted(
-        loaded for loaded, module in list(sys.modules.items())
-        if loaded.startswith(package + ".") and getattr(module, name, None) is value)]
-    for candidate in candidates:
-        module = sys.modules[candidate]
-        path = getattr(module, "__file__", None)
-        if path and path.endswith(".py"):
-            doc = _assigned_doc(Path(path).read_text(), name)
-            if doc:
-                return doc
-    return None
 
 
 def _entry(module_name: str, name: str, value: Any, canonical: dict[int, str]) -> list[str]:
@@ -127,7 +36,7 @@ def _entry(module_name: str, name: str, value: Any, canonical: dict[int, str]) -
         # the module's own entry is the indexed one
         return [f".. py:data:: {name}", "   :no-index:", "",
                 f"   The module :py:mod:`{value.__name__}`.", ""]
-    first = canonical.get(id(value)) if _has_identity(value) else full
+    first = canonical.get(id(value)) if has_identity(value) else full
     if first != full:
         if inspect.isclass(value):
             kind = "exception" if issubclass(value, BaseException) else "class"
@@ -301,7 +210,7 @@ def _data_doc(app: Sphinx, what: str, name: str, obj: Any, options: Any,
     if attribute not in sys.modules[module_name].__all__:
         return
     doc = attribute_doc(module_name, attribute)
-    if doc is None and _has_identity(obj):
+    if doc is None and has_identity(obj):
         return
     lines[:] = [*(doc or "").splitlines(), ""]
 
@@ -349,5 +258,4 @@ def setup(app: Sphinx) -> dict[str, Any]:
     return {"parallel_read_safe": True, "version": "1"}
 
 
-__all__ = ["MODULES", "attribute_doc", "canonical_names", "cli_reference", "option_tables",
-           "public_names", "setup"]
+__all__ = ["cli_reference", "keyword_defaults", "option_tables", "setup"]

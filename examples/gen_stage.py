@@ -4,7 +4,7 @@ squares each number and hands the squares to Elixir consumers of ``{:results, :"
     python examples/gen_stage.py [--cookie secret] [--sname py@localhost]
 
 Run it, then in ``iex --sname app@localhost --cookie secret`` start a producer registered as
-``:events`` and a consumer subscribed to ``{:results, :"py@localhost"}`` (README, "GenStage").
+``:events`` and a consumer subscribed to ``{:results, :"py@localhost"}`` (docs/guides/genstage.md).
 Backpressure goes all the way: with no Elixir consumer, ``results`` fills its buffer (1,000),
 the pipeline stops taking, and the Elixir producer is asked for nothing more.
 """

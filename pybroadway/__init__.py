@@ -18,6 +18,7 @@ from pybroadway.errors import (
     TimedOut,
 )
 
+#: The version of the installed package.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -115,20 +115,25 @@ TLS: dict[str, Option] = {
 
 #: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
 CONNECTOR: dict[str, Option] = {
-    "mode": Option("string", "push or pull.", choices=("push", "pull")),
-    "receiver_name": Option("string", "The :global name clients look up."),
-    "overflow": Option("string", "When the buffer is full.",
-                       choices=("block", "drop_oldest", "drop_newest")),
-    "request_atom": Option("string", "The pull request cast to clients.",
+    "mode": Option("string", "push: data becomes a message whatever the demand; pull: clients "
+                   "are asked for as much as the processors want.", choices=("push", "pull")),
+    "receiver_name": Option("string", "The :global (and local) name clients look up."),
+    "overflow": Option("string", "When buffer_size messages wait: block stops reading from the "
+                       "clients' connections, so BEAM senders wait and nothing is lost; "
+                       "drop_newest and drop_oldest discard, counted and logged at most once "
+                       "a second.", choices=("block", "drop_oldest", "drop_newest")),
+    "request_atom": Option("string", "The pull request cast to clients: pull_message for "
+                           "clients of the library's later versions.",
                            choices=("request_message", "pull_message")),
-    "buffer_size": Option("pos_integer", "Messages held before the buffer is full.",
-                          maximum=MAX_BUFFER),
+    "buffer_size": Option("pos_integer", "Messages the producer holds before overflow "
+                          "applies.", maximum=MAX_BUFFER),
     "resume_at": Option("non_neg_integer", "Buffered messages at which reading resumes; "
-                        "less than buffer_size."),
-    "pull_interval": Option("pos_number", "Seconds before a pull request is asked again."),
+                        "less than buffer_size.", default_doc="buffer_size // 2"),
+    "pull_interval": Option("pos_number", "Seconds after which an unanswered pull request is "
+                            "asked again."),
     "register_global": Option("boolean", "Register the receiver in :global."),
-    "message_log_level": Option("string", "Level of the per-message log lines.",
-                                choices=("DEBUG", "INFO", "WARNING")),
+    "message_log_level": Option("string", "Level of the per-message log lines "
+                                "(push_message: ...).", choices=("DEBUG", "INFO", "WARNING")),
 }
 
 METRICS: dict[str, Option] = {

@@ -337,8 +337,9 @@ def version() -> str:
     return f"pybroadway {__version__} ({IMPLEMENTATION} codec)"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pybroadway`` command line; returns the exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pybroadway`` command's argument parser (the documentation's CLI reference is
+    rendered from it)."""
     parser = argparse.ArgumentParser(prog="pybroadway", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command")
@@ -365,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ping", help="ping a node: pong or pang",
         description="ping a node as net_adm:ping/1 does, from a hidden node: prints pong, or "
                     "pang and why (exit code 1)"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pybroadway`` command line; returns the exit code."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # a usage error, as argparse's: the help, on stderr, exit code 2
         parser.print_help(sys.stderr)

@@ -12,7 +12,8 @@
 # - creates .venv and installs pybroadway with its dev extras, which builds the compiled codec
 #   and the workers' message builder (pybroadway/*/_native) when a C compiler is there, and
 #   again when their sources change;
-# - runs ruff and mypy, then pytest. The tests start their own epmd on a private port (ERL_EPMD_PORT),
+# - runs ruff and mypy, builds the documentation site (scripts/docs.sh), then runs pytest.
+#   The tests start their own epmd on a private port (ERL_EPMD_PORT),
 #   so they never touch an epmd already running for the user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,13 +66,13 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($python --version)"
     $python -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client, aiohttp, selenium' 2>/dev/null \
+if ! .venv/bin/python -c 'import pybroadway, pytest, hypothesis, erlang, mypy, prometheus_client, aiohttp, selenium, sphinx, myst_parser, furo' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
    || [ -n "$(find pybroadway/*/_native -newer .venv/.installed 2>/dev/null)" ]; then
-    say "installing pybroadway[dev] into .venv"
+    say "installing pybroadway[dev,docs] into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev]'
-    touch .venv/.installed
+    .venv/bin/python -m pip install -q -e '.[dev,docs]'
+    touch .venv/.installed .venv/.docs-installed
 fi
 
 otp28_erl=$(bash scripts/otp28.sh)
@@ -83,8 +84,9 @@ say "term codec: $(.venv/bin/python -c 'import pybroadway.term as t; print(t.IMP
 (tests/term run both; under CI a missing native build fails them)"
 
 say "ruff"
-.venv/bin/ruff check pybroadway testkit tests bench examples epmd_scripts
+.venv/bin/ruff check pybroadway testkit tests bench examples epmd_scripts docs
 say "mypy"
 .venv/bin/mypy
+bash scripts/docs.sh
 say "pytest"
 exec .venv/bin/python -m pytest "$@"

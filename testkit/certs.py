@@ -1,5 +1,5 @@
 """Certificates for TLS tests, made with the ``openssl`` command a user runs (no Python
-crypto library: what the tests make is what the README tells a user to make).
+crypto library: what the tests make is what the TLS guide tells a user to make).
 
     ca = make_ca(tmp_path / "ca")
     node = ca.issue(tmp_path / "node", "localhost")          # valid for ten years

@@ -18,6 +18,7 @@ import pytest
 
 from pybroadway._config import ConfigError, apply_defaults, load_config
 from pybroadway.cli import add_serve_arguments
+from testkit.pages import blocks, page
 from testkit.peers import free_port, unique_name
 from testkit.processes import WatchedProcess
 from testkit.wait import eventually
@@ -149,9 +150,8 @@ def test_bad_keys_and_values_are_named(tmp_path: Path, text: str, error: str) ->
     assert str(caught.value).startswith(f"{path}: {error}")
 
 
-def test_the_readme_example_is_valid(pipeline_module: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_pipeline_guides_example_is_valid(pipeline_module: Path) -> None:
+    example = blocks(page("pipelines"), "toml")[0]
     config = load_config(write(pipeline_module, example))
     assert config.pipeline == "mypipeline:Orders"
     assert config.options["batchers"] == {"db": {"batch_size": 100, "batch_timeout": 1000}}

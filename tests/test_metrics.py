@@ -28,6 +28,7 @@ from pybroadway.erldist import Node
 from pybroadway.metrics import METRICS, HttpLimits, Metrics, start_metrics_server
 from pybroadway.otp_distribution import Client
 from pybroadway.pipeline import BatchInfo, Message, Pipeline, Producer
+from testkit.pages import page, section
 from testkit.peers import free_port, require, unique_name, wait_for_port
 from testkit.wait import eventually_async
 from tests.otp_distribution.helpers import COOKIE, server
@@ -277,10 +278,10 @@ def scalar(prometheus_port: int, expression: str) -> float | None:
 
 
 def readme_scrape_config() -> str:
-    """The README's ``prometheus.yml`` snippet."""
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    """The operations guide's ``prometheus.yml`` snippet."""
+    blocks = re.findall(r"```yaml\n(.*?)```", page("operations"), re.S)
     found = [block for block in blocks if "scrape_configs:" in block]
-    assert len(found) == 1, "the README shows one scrape_configs"
+    assert len(found) == 1, "the operations guide shows one scrape_configs"
     return found[0]
 
 
@@ -289,7 +290,7 @@ async def test_prometheus_scrapes_serve(tmp_path: Path) -> None:
     epmd_port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
     sname = f"{unique_name('metrics')}@localhost"
     config = tmp_path / "prometheus.yml"
-    # The README's scrape_configs, as written, with this test's port and a faster scrape.
+    # The guide's scrape_configs, as written, with this test's port and a faster scrape.
     config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                       + readme_scrape_config().replace("9568", str(metrics_port)))
     serve_argv = [sys.executable, "-m", "pybroadway", "serve", "--sname", sname,
@@ -335,7 +336,6 @@ async def test_prometheus_scrapes_serve(tmp_path: Path) -> None:
     assert serve_log.read_text().splitlines()[-1] == "handled 250, failed 0, dropped 0"
 
 
-def test_the_readme_lists_every_metric() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Metrics\n", 1)[1].split("\n## ", 1)[0]
-    assert [name for name in METRICS if f"`{name}`" not in section] == []
+def test_the_operations_guide_lists_every_metric() -> None:
+    metrics = section(page("operations"), "Metrics")
+    assert [name for name in METRICS if f"`{name}`" not in metrics] == []

@@ -1,6 +1,6 @@
 """Distribution capability flags (DFLAG_*) exchanged during the handshake.
 
-Values follow ``kernel/include/dist.hrl`` (see docs/protocol.md#flags). Every flag is
+Values follow ``kernel/include/dist.hrl`` (see docs/guides/protocol.md#flags). Every flag is
 available both as a member of :class:`DFlag` and as a module-level ``int`` constant of the same
 name.
 """

@@ -19,7 +19,9 @@ from ._receiver import DEFAULT_NAME, Metadata, Receiver
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
+#: ``"push"``: data becomes messages whatever the demand; ``"pull"``: clients are asked.
 Mode = Literal["push", "pull"]
+#: What a full buffer does: block the senders, or drop the oldest or newest messages.
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 
 

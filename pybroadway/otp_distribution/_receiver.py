@@ -20,6 +20,7 @@ from ._version_mismatch import advice, misunderstood
 
 logger = logging.getLogger("pybroadway.otp_distribution")
 
+#: The receiver's name in ``:global``, the one the library's clients look up.
 DEFAULT_NAME = "off_broadway_otp_distribution_receiver"
 REGISTER = Atom("register")
 UNREGISTER = Atom("unregister")

@@ -13,6 +13,7 @@ from pybroadway.errors import ArgumentError, CallbackError
 
 logger = logging.getLogger("pybroadway.pipeline")
 
+#: How a batch was made: ``"bulk"`` (full, or timed out) or ``"flush"`` (at a stop).
 BatchMode = Literal["bulk", "flush"]
 Status = Any  # "ok" | ("failed", reason) | ("error", exception)
 
@@ -44,6 +45,7 @@ class NoopAcknowledger:
         return ack_data
 
 
+#: The acknowledger of messages nobody acknowledges (Broadway's ``NoopAcknowledger``).
 NOOP_ACKNOWLEDGER: tuple[Any, Any, Any] = (NoopAcknowledger, None, None)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import logging
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -419,4 +420,4 @@ def code_version(cls: type) -> str:
         return "unknown"
 
 
-Pipeline.__doc__ = (Pipeline.__doc__ or "") + docs()
+Pipeline.__doc__ = (Pipeline.__doc__ or "") + textwrap.indent(docs(), "    ").lstrip()

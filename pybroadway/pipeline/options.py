@@ -164,6 +164,7 @@ _EXECUTOR = Option(
     "loop: 'thread' for a thread pool sized to concurrency, or your own Executor.",
 )
 
+#: The pipeline's options: what ``Pipeline(**options)`` and ``serve --config`` accept.
 SCHEMA: dict[str, Option] = {
     "name": Option("string", "The pipeline's name, used in stage names and telemetry.",
                    default_doc="the class name"),
@@ -365,5 +366,5 @@ def docs(schema: dict[str, Option] = SCHEMA, indent: int = 0) -> str:
         if option.keys is not None:
             if option.named:
                 lines.append(f"{pad}  Each named entry takes:")
-            lines.append(docs(option.keys, indent + 1))
+            lines += ["", docs(option.keys, indent + 1), ""]  # a nested list, as reST has it
     return "\n".join(lines)

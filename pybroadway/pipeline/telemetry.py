@@ -35,7 +35,9 @@ __all__ = ["Event", "Handler", "emit", "subscribe"]
 
 logger = logging.getLogger("pybroadway.pipeline")
 
+#: A telemetry event's name, e.g. ``("pybroadway", "processor", "stop")``.
 Event = tuple[str, ...]
+#: A telemetry handler: ``handler(event, measurements, metadata)``.
 Handler = Callable[[Event, dict[str, Any], dict[str, Any]], Any]
 
 handlers: dict[Event, list[Handler]] = {}

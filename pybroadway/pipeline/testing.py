@@ -90,6 +90,7 @@ test_batch.__test__ = False  # type: ignore[attr-defined]
 test_message.__test__ = False  # type: ignore[attr-defined]
 
 
+#: The stage kinds :func:`kill_stage` can crash.
 StageKind = Literal["producer", "processor", "batcher", "batch_processor"]
 
 

@@ -22,8 +22,10 @@ from pybroadway.errors import PyBroadwayError
 from pybroadway.pipeline import Entry
 from pybroadway.term import Atom, loggable
 
+#: The tag of a worker's report of its messages' outcomes to the front.
 OUTCOMES = Atom("pybroadway_outcomes")
 SAME = Atom("same")
+#: The ``pg`` scope the workers join, in the group named as their pipeline.
 SCOPE = "pybroadway"
 FAILED = Atom("failed")
 ERROR = Atom("error")

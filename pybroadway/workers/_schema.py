@@ -18,6 +18,7 @@ from pybroadway.pipeline.options import MAX_DEMAND, Option, OptionsError, valida
 #: not processes).
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
+#: The options of :class:`WorkerFront` (``offload=(WorkerFront, {...})``, ``[workers]``).
 SCHEMA: dict[str, Option] = {
     "count": Option("non_neg_integer",
                     "Worker processes this node starts and supervises (on loopback); "

@@ -1,6 +1,6 @@
 """EPMD: an asyncio client (register, look up, list, kill) and an in-process EPMD server.
 
-What the node implements is in docs/protocol.md#epmd. The wire format is in
+What the node implements is in docs/guides/protocol.md#epmd. The wire format is in
 :mod:`.protocol`, the client in :mod:`.client`, the embedded server in :mod:`.server`. The
 command line is ``pybroadway epmd`` (:mod:`pybroadway.cli`).
 """

@@ -48,6 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Seconds an EPMD request may take.
 DEFAULT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 2.0
 """An EPMD answers a registration at once: silence this long is another program's."""

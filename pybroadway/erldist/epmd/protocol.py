@@ -1,4 +1,5 @@
-"""The EPMD wire format, shared by the client and the embedded server (docs/protocol.md#epmd).
+"""The EPMD wire format, shared by the client and the embedded server
+(docs/guides/protocol.md#epmd).
 
 Every request is ``Len:16`` followed by the request bytes; replies are unframed. ALIVE2_REQ
 and PORT2_RESP carry the same node record (``PortNo:16, NodeType, Protocol, Highest:16,
@@ -40,9 +41,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: EPMD's port when ``ERL_EPMD_PORT`` does not say another.
 DEFAULT_EPMD_PORT = 4369
 
+#: The node type EPMD registers a visible node with (``'M'``).
 NODE_TYPE_NORMAL = 77  # 'M'
+#: The node type EPMD registers a hidden node with (``'H'``).
 NODE_TYPE_HIDDEN = 72  # 'H'
 
 # Request / reply tags.

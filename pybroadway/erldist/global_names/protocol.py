@@ -13,6 +13,7 @@ GLOBAL = Atom("global")
 YES = Atom("yes")
 UNUSED = Atom("unused")
 INSERT, DELETE = Atom("insert"), Atom("delete")
+#: ``fun global:random_exit_name/3``, :func:`register_name`'s default resolver of a name clash.
 RANDOM_EXIT_NAME = ExportFun(GLOBAL, Atom("random_exit_name"), 3)
 PYBROADWAY = Atom("pybroadway")  # the mark of a Python node in init_connect's known map
 

@@ -44,6 +44,7 @@ MIN_DEMAND = Atom("min_demand")
 CANCEL_OPT = CANCEL
 PARTITION = Atom("partition")
 
+#: What a consumer does when its producer cancels the subscription, as GenStage's ``cancel:``.
 CancelMode = Literal["permanent", "transient", "temporary"]
 CANCEL_MODES: tuple[CancelMode, ...] = ("permanent", "transient", "temporary")
 DEFAULT_MAX_DEMAND = 1000

@@ -1,10 +1,9 @@
-"""The README's TLS setup, as written: its openssl commands make the CA and the node's
-certificate, and its option file, with them, is the one an erl and an Elixir node connect over
-TLS with and the one pybroadway reads into contexts that do mutual TLS."""
+"""The TLS guide's setup (docs/guides/tls.md), as written: its openssl commands make the CA and
+the node's certificate, and its option file, with them, is the one an erl and an Elixir node
+connect over TLS with and the one pybroadway reads into contexts that do mutual TLS."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -12,21 +11,19 @@ import pytest
 
 from pybroadway.erldist.tls_options import read_optfile
 from pybroadway.term import Atom, decode
+from testkit.pages import blocks, page
 from testkit.peers import BeamPeer, SystemEpmd
 from tests.erldist.test_tls_options import talk
 
-ROOT = Path(__file__).resolve().parents[1]
-SECTION = (ROOT / "README.md").read_text().split("## Security\n", 1)[1].split("\n## ", 1)[0]
-
 
 def block(language: str) -> str:
-    [found] = re.findall(rf"```{language}\n(.*?)```", SECTION, re.S)
+    [found] = blocks(page("tls"), language)
     return found
 
 
 @pytest.fixture
 def made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The README's commands run in a fresh directory, its option file written there as
+    """The guide's commands run in a fresh directory, its option file written there as
     ssl_dist.conf; the test runs (and starts its nodes) there."""
     subprocess.run(["bash", "-euc", block("sh")], cwd=tmp_path, check=True,
                    capture_output=True, timeout=120)

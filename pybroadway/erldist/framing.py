@@ -324,6 +324,10 @@ class FrameReader(asyncio.BufferedProtocol):
         own[:end - pos - 4] = memoryview(self._buffer)[pos + 4:end]
         self._own, self._own_size, self._filled = own, size, end - pos - 4
         self._start = self._end = 0
+        if len(self._buffer) > REUSED_SIZE:
+            # Frames too long for it now: a read that takes their first bytes into it has
+            # them copied to their own buffer, the more the larger it grew.
+            self._buffer = bytearray(REUSED_SIZE)
 
 
 def _ignore(_: bool) -> None:

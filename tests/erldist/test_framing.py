@@ -260,3 +260,9 @@ async def test_the_reusable_buffer_doubles_while_reads_of_large_frames_fill_it_t
     assert sorted(feed_full(bodies)) == [REUSED_SIZE << i for i in range(3)]
     assert reading.frames == bodies and not reading.errors
     assert REUSED_SIZE << 2 == MAX_REUSED
+    # A frame too long for it: the buffer is back to its first size for what follows (a
+    # read into it copies what it takes of such a frame to the frame's own buffer).
+    reading.frames.clear()
+    bodies = [body(MAX_REUSED + 10, 1), body(MAX_REUSED + 20, 2), body(10, 3)]
+    assert REUSED_SIZE in feed_full(bodies)
+    assert reading.frames == bodies and len(reader._buffer) == REUSED_SIZE

@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from importlib.util import find_spec
 from typing import Any
 
@@ -27,8 +28,8 @@ from pybroadway._config import (
     check_value,
     load_config,
 )
-from pybroadway._hints import install_command
-from pybroadway.erldist import Node
+from pybroadway._hints import install_command, why_not_connected
+from pybroadway.erldist import HandshakeError, Node, epmd
 from pybroadway.erldist.tls import TlsSettings
 from pybroadway.erldist.tls_options import TlsOptionsError, read_optfile
 from pybroadway.gen_stage import parse_source
@@ -134,6 +135,20 @@ def subscriptions(specs: Sequence[str] | None, max_demand: int) -> list[Any]:
         except ValueError as exc:
             raise ConfigError(f"bad --subscribe {spec!r}: {exc}") from None
     return entries
+
+
+@asynccontextmanager
+async def reaching(args: argparse.Namespace) -> AsyncIterator[tuple[Node, str | None]]:
+    """A hidden node made as ``args`` say (``ping``'s and ``reload``'s options) and its
+    connect to ``args.node``: ``(node, None)``, or ``(node, why it failed)`` in a few words."""
+    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port, hidden=True,
+                    tls=getattr(args, "tls", None), ipv6=getattr(args, "ipv6", False)) as node:
+        failure = None
+        try:
+            await node.connect(args.node, check=True)
+        except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
+            failure = why_not_connected(args.node, exc)
+        yield node, failure
 
 
 def distribution(args: argparse.Namespace, given: set[str]) -> tuple[TlsSettings | None, bool]:

@@ -30,8 +30,8 @@ from types import ModuleType
 from typing import Any
 
 import pybroadway
-from pybroadway._hints import why_not_connected
-from pybroadway.erldist import CallError, From, GenServer, HandshakeError, Node, epmd
+from pybroadway._arguments import reaching
+from pybroadway.erldist import CallError, From, GenServer
 from pybroadway.errors import PyBroadwayError
 from pybroadway.pipeline import Pipeline
 from pybroadway.term import Atom
@@ -192,12 +192,9 @@ class ReloadServer(GenServer):
 async def ask(args: argparse.Namespace) -> tuple[bool, str]:
     """``pybroadway reload NODE``: ``(True, the new version)``, or ``(False, why not)``: it
     was refused (``refused: …``), or the node was not reached or did not answer."""
-    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port, hidden=True,
-                    tls=getattr(args, "tls", None), ipv6=getattr(args, "ipv6", False)) as node:
-        try:
-            await node.connect(args.node, check=True)
-        except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
-            return False, f"cannot reach {args.node} ({why_not_connected(args.node, exc)})"
+    async with reaching(args) as (node, failure):
+        if failure is not None:
+            return False, f"cannot reach {args.node} ({failure})"
         try:
             reply = await node.call((NAME, args.node), RELOAD, timeout=args.timeout)
         except CallError as exc:

@@ -74,17 +74,18 @@ from pybroadway._arguments import (
     check_command_line,
     dashboard_starter,
     distribution_flags,
+    reaching,
     run_worker_command,
     subscriptions,
 )
 from pybroadway._config import CONFIG_HELP, SERVE_DEFAULTS, ConfigError, apply_defaults
 from pybroadway._epmd_command import add_epmd_arguments, run_epmd
-from pybroadway._hints import explain, install_command, why_not_connected
+from pybroadway._hints import explain, install_command
 from pybroadway._reload import NAME as RELOAD_NAME
 from pybroadway._reload import Reloader, ReloadServer, UserModules
 from pybroadway._reload import ask as ask_reload
 from pybroadway._terminal import StatusLine, add_log_level, setup_logging
-from pybroadway.erldist import HandshakeError, Node, NodeDown, epmd
+from pybroadway.erldist import Node, NodeDown
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
@@ -295,14 +296,8 @@ def _metrics_module() -> Any:
 
 async def ping(args: argparse.Namespace) -> str:
     """``net_adm:ping/1`` from a hidden Python node: ``pong``, or ``pang (why)``."""
-    async with Node(args.sname, cookie=args.cookie, epmd_port=args.epmd_port,
-                    hidden=True, tls=getattr(args, "tls", None),
-                    ipv6=getattr(args, "ipv6", False)) as node:
-        try:
-            await node.connect(args.node, check=True)
-        except (OSError, HandshakeError, epmd.EpmdError, TimeoutError) as exc:
-            return f"pang ({why_not_connected(args.node, exc)})"
-        return "pong"
+    async with reaching(args) as (_, failure):
+        return "pong" if failure is None else f"pang ({failure})"
 
 
 def _message_log_level(args: argparse.Namespace) -> int:

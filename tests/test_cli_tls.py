@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pybroadway import cli
+from pybroadway import _arguments, cli
 from pybroadway._arguments import add_worker_arguments, check_command_line
 from pybroadway._config import ConfigError, load_config
 from pybroadway.erldist import Node
@@ -61,6 +61,7 @@ def nodes(monkeypatch: pytest.MonkeyPatch) -> list[Node]:
             super().__init__(*args, **kwargs)
             made.append(self)
     monkeypatch.setattr(cli, "Node", Recorded)
+    monkeypatch.setattr(_arguments, "Node", Recorded)  # ping's and reload's
     monkeypatch.setattr(_worker, "Node", Recorded)
     return made
 

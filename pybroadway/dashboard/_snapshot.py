@@ -29,11 +29,6 @@ FAILURES = 20
 """The last failures a snapshot carries (each up to a log line's 8 KiB of data)."""
 
 
-def _short(value: Any) -> str:
-    """A term as a log line prints it (depth and length truncated)."""
-    return loggable(value)
-
-
 def _rows(items: list[Any]) -> dict[str, Any]:
     return {"count": len(items), "rows": items[:MAX_ROWS]}
 
@@ -176,7 +171,7 @@ class Sampler:
             if connection is not None:
                 nodes.append({"name": peer.name, "hidden": connection.hidden,
                               "tls": connection.tls})
-        clients = [{"pid": _short(pid), "node": pid.node.name}
+        clients = [{"pid": loggable(pid), "node": pid.node.name}
                    for producer in producers if isinstance(producer, OtpDistributionProducer)
                    for pid in producer.receiver.clients]
         return {"nodes": _rows(sorted(nodes, key=lambda row: row["name"])),
@@ -197,13 +192,13 @@ class Sampler:
             pid = node.whereis(name)
             process = node.process(pid) if pid is not None else None
             if isinstance(process, ProducerStage):
-                rows += [{"direction": "out", "stage": name.name, "peer": _short(sub.pid),
+                rows += [{"direction": "out", "stage": name.name, "peer": loggable(sub.pid),
                           "node": sub.pid.node.name, "demand": sub.demand}
                          for sub in list(process.subscribers.values())[:MAX_ROWS]]
             elif isinstance(process, ConsumerStage):
                 consumers.append((name.name, process))
         for stage, consumer in consumers:
-            rows += [{"direction": "in", "stage": str(stage), "peer": _short(sub.producer),
+            rows += [{"direction": "in", "stage": str(stage), "peer": loggable(sub.producer),
                       "node": sub.node.name, "demand": sub.pending}
                      for sub in list(consumer.subscriptions.values())[:MAX_ROWS]]
         return rows
@@ -215,11 +210,11 @@ class Sampler:
             table = global_names.server(node).table
         except Exception:  # a hidden node runs no global_name_server
             return []
-        return sorted(({"name": _short(name), "pid": _short(entry[0])}
+        return sorted(({"name": loggable(name), "pid": loggable(entry[0])}
                        for name, entry in list(table.items())
                        if entry[0].node == node.name), key=lambda row: row["name"])
 
 
 def _failure_row(failure: Failure) -> dict[str, Any]:
     return {"time": failure.time, "stage": failure.callback, "error": failure.error,
-            "data": _short(failure.data)}
+            "data": loggable(failure.data)}

@@ -85,7 +85,7 @@ from pybroadway._reload import NAME as RELOAD_NAME
 from pybroadway._reload import Reloader, ReloadServer, UserModules
 from pybroadway._reload import ask as ask_reload
 from pybroadway._terminal import StatusLine, add_log_level, setup_logging
-from pybroadway.erldist import Node, NodeDown
+from pybroadway.erldist import ChildSpec, Node, NodeDown
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import GenStageProducer
 from pybroadway.otp_distribution import OtpDistributionProducer, message_struct
@@ -212,7 +212,10 @@ async def serve(args: argparse.Namespace, pipeline_class: type[Pipeline] = Loggi
         await pipeline.start()
         reloader = Reloader(pipeline, command_line, args, _prepare,
                             lambda new_args: make_pipeline(new_args, node))
-        node.spawn(ReloadServer(reloader), name=RELOAD_NAME)
+        supervisor = node.supervisor
+        assert supervisor is not None  # the node has started
+        await supervisor.start_child(ChildSpec(
+            id="reload server", start=lambda: ReloadServer(reloader), name=RELOAD_NAME))
         reloads: set[asyncio.Task[None]] = set()
 
         def reload() -> None:

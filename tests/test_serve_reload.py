@@ -7,20 +7,27 @@ goes on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pybroadway import cli
+from pybroadway._reload import NAME as RELOAD_NAME
 from pybroadway.erldist import Node
 from pybroadway.otp_distribution import DEFAULT_NAME, Client
 from pybroadway.term import Atom, decode
+from pybroadway.term.atoms import GEN_CALL
 from testkit.peers import BeamPeer, SystemEpmd, free_port, unique_name
 from testkit.processes import WatchedProcess, python_env
+from testkit.wait import eventually_async
+from tests.gen_stage.test_serve import parse
 from tests.otp_distribution.test_reload import STEADY_PUSHER
 
 pytestmark = pytest.mark.beam
@@ -253,3 +260,50 @@ def test_the_reload_command_says_when_there_is_no_serve_to_reload() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("pybroadway reload: cannot reach nosuch@localhost (")
     assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+@contextlib.asynccontextmanager
+async def serving_in_process(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
+    """``serve`` run in this process (the default pipeline): its node."""
+    made: list[Node] = []
+
+    class Recorded(Node):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(cli, "Node", Recorded)
+    args = parse("--sname", f"{unique_name('sup')}@localhost", "--cookie", "c",
+                 "--epmd-port", str(free_port()), "--quiet")
+    args.stop = asyncio.Event()
+    serving = asyncio.ensure_future(cli.serve(args))
+    try:
+        await eventually_async(lambda: bool(made) and made[0].whereis(RELOAD_NAME) is not None)
+        yield made[0]
+    finally:
+        args.stop.set()
+        await asyncio.wait_for(serving, 20)
+
+
+async def test_the_reload_server_is_restarted_under_the_nodes_supervisor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process `pybroadway reload` calls is long-lived: killed, it comes back under its
+    name, so a later reload still finds it."""
+    async with serving_in_process(monkeypatch) as node:
+        first = node.whereis(RELOAD_NAME)
+        assert first is not None
+        node.exit(first, Atom("kill"))
+        await eventually_async(lambda: node.whereis(RELOAD_NAME) not in (None, first))
+
+
+async def test_a_reload_call_with_a_forged_caller_does_not_stop_the_reload_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's call whose From is not a pid: its reply is dropped, and the server answers
+    the next caller (the same process)."""
+    async with serving_in_process(monkeypatch) as node:
+        first = node.whereis(RELOAD_NAME)
+        node.send(RELOAD_NAME, (GEN_CALL, (Atom("forged"), node.make_ref()), Atom("reload")))
+        # (this bare serve's reload is refused for want of a command line: the answer counts)
+        outcome, said = await node.call(RELOAD_NAME, Atom("reload"), timeout=30)
+        assert outcome in (Atom("ok"), Atom("error")) and isinstance(said, bytes)
+        assert node.whereis(RELOAD_NAME) == first

@@ -12,11 +12,14 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pybroadway import _arguments, cli
 from pybroadway.erldist import Node
 from pybroadway.erldist.tls import TlsSettings
+from pybroadway.workers import _worker
 from testkit.certs import CA, NodeCert, make_ca
 from testkit.genstage import standin_dir
 from testkit.netns import NETNS_ETC, require_netns
@@ -147,3 +150,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def loopback6(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> NodeCert:
     """A certificate for the host ``::1`` (nodes named ``…@::1``), signed by ``pki.ca``."""
     return pki.ca.issue(tmp_path_factory.mktemp("v6"), "::1")
+
+
+@pytest.fixture
+def nodes(monkeypatch: pytest.MonkeyPatch) -> list[Node]:
+    """The nodes serve, ping and worker make (real ones, recorded as they are made)."""
+    made: list[Node] = []
+
+    class Recorded(Node):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(cli, "Node", Recorded)
+    monkeypatch.setattr(_arguments, "Node", Recorded)  # ping's and reload's
+    monkeypatch.setattr(_worker, "Node", Recorded)
+    return made

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pybroadway import _arguments, cli
+from pybroadway import cli
 from pybroadway._arguments import add_worker_arguments, check_command_line
 from pybroadway._config import ConfigError, load_config
 from pybroadway.erldist import Node
@@ -49,21 +49,6 @@ def optfile(certs: tuple[CA, NodeCert, NodeCert], tmp_path: Path) -> Path:
     path.write_text(both(opts(node, ca, "{verify, verify_peer}"),
                          opts(node, ca, "{verify, verify_peer}")))
     return path
-
-
-@pytest.fixture
-def nodes(monkeypatch: pytest.MonkeyPatch) -> list[Node]:
-    """The nodes serve, ping and worker make (real ones, recorded as they are made)."""
-    made: list[Node] = []
-
-    class Recorded(Node):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-    monkeypatch.setattr(cli, "Node", Recorded)
-    monkeypatch.setattr(_arguments, "Node", Recorded)  # ping's and reload's
-    monkeypatch.setattr(_worker, "Node", Recorded)
-    return made
 
 
 def one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

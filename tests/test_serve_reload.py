@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -263,16 +262,9 @@ def test_the_reload_command_says_when_there_is_no_serve_to_reload() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving_in_process(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
-    """``serve`` run in this process (the default pipeline): its node."""
-    made: list[Node] = []
-
-    class Recorded(Node):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(cli, "Node", Recorded)
+async def serving_in_process(made: list[Node]) -> AsyncIterator[Node]:
+    """``serve`` run in this process (the default pipeline): its node (``made``: the
+    ``nodes`` fixture)."""
     args = parse("--sname", f"{unique_name('sup')}@localhost", "--cookie", "c",
                  "--epmd-port", str(free_port()), "--quiet")
     args.stop = asyncio.Event()
@@ -286,10 +278,10 @@ async def serving_in_process(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[N
 
 
 async def test_the_reload_server_is_restarted_under_the_nodes_supervisor(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        nodes: list[Node]) -> None:
     """The process `pybroadway reload` calls is long-lived: killed, it comes back under its
     name, so a later reload still finds it."""
-    async with serving_in_process(monkeypatch) as node:
+    async with serving_in_process(nodes) as node:
         first = node.whereis(RELOAD_NAME)
         assert first is not None
         node.exit(first, Atom("kill"))
@@ -297,10 +289,10 @@ async def test_the_reload_server_is_restarted_under_the_nodes_supervisor(
 
 
 async def test_a_reload_call_with_a_forged_caller_does_not_stop_the_reload_server(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        nodes: list[Node]) -> None:
     """A peer's call whose From is not a pid: its reply is dropped, and the server answers
     the next caller (the same process)."""
-    async with serving_in_process(monkeypatch) as node:
+    async with serving_in_process(nodes) as node:
         first = node.whereis(RELOAD_NAME)
         node.send(RELOAD_NAME, (GEN_CALL, (Atom("forged"), node.make_ref()), Atom("reload")))
         # (this bare serve's reload is refused for want of a command line: the answer counts)

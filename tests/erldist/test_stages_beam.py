@@ -106,8 +106,10 @@ async def test_erlang_producer_cancels_and_dies(standin_pair: tuple[Node, BeamPe
     await permanent.wait_ended()
     assert temporary.alive and permanent.alive  # temporary; transient with shutdown
     # subscribe again, then the producer dies: a transient consumer exits with its reason
+    # events of the first subscription count too: the producer must die after the new one began
+    before = len(permanent.events)
     permanent.subscribe((name, peer.node), cancel="transient")
-    await eventually_async(lambda: len(permanent.events) > 2000)
+    await eventually_async(lambda: len(permanent.events) > before)
     await ev(peer, "exit(P, boom)")
     assert await asyncio.wait_for(permanent.wait(), 10) == Atom("boom")
 

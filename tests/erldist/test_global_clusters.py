@@ -158,3 +158,35 @@ async def test_nodes_joining_a_hub_at_once_end_fully_connected(
                                                      f"{downs}; {missing()}")
         assert downs == [], f"round {round_}: connections dropped on the way"
         await all_apart(beams, pys)
+
+
+async def test_a_lock_waits_for_a_late_answer_as_global_does(
+        cluster: tuple[BeamPeer, BeamPeer, Node]) -> None:
+    """a, in Python's partition, has its global suspended while b joins Python: Python's
+    locker needs a's lock for the merge, and a set_lock left unanswered fails the attempt
+    (retried later) and is deleted again, never taken as granted. Taking it as granted after
+    5 s let b's names in while a was unlocked."""
+    a, b, py = cluster
+    name = unique_name("late")
+    assert await ev(a, f"net_kernel:connect_node('{py.name.name}')") is True
+    assert await ev(a, "global:sync()") == Atom("ok")
+    await global_names.sync(py)
+    await ev(b, f"P = spawn(fun() -> receive stop -> ok end end), "
+                f"yes = global:register_name({name}, P)")
+    await ev(a, "sys:suspend(global_name_server)")
+    try:
+        assert await ev(b, f"net_kernel:connect_node('{py.name.name}')") is True
+        # the lock calls give up after 5 s: past that, the merge must still be waiting
+        await asyncio.sleep(6.5)
+        assert global_names.whereis_name(py, name) is None
+    finally:
+        await ev(a, "sys:resume(global_name_server)")
+    await eventually_async(lambda: global_names.whereis_name(py, name) is not None, timeout=10)
+    # a took part in the merge, and every lock set on it was deleted again
+    await eventually_async(lambda: _on_a(a, f"global:whereis_name({name}) =/= undefined"),
+                           timeout=10)
+    await eventually_async(lambda: _on_a(a, "ets:tab2list(global_locks) =:= []"), timeout=10)
+
+
+async def _on_a(peer: BeamPeer, test: str) -> bool:
+    return await ev(peer, test) is True

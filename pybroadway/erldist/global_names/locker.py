@@ -14,13 +14,16 @@ import asyncio
 from typing import Any
 
 from pybroadway.erldist.global_names.protocol import GLOBAL, by_name
-from pybroadway.erldist.global_names.requester import Requester
+from pybroadway.erldist.global_names.requester import NO_ANSWER, Requester
 from pybroadway.erldist.global_names.tables import GlobalTables
 from pybroadway.term import Atom
 
 LOCK_CALL_TIMEOUT = 5.0
-"""Seconds a node has to answer a set_lock or del_lock (global.erl waits forever; a node
-that does not answer in time is left out, as one that is down is)."""
+"""Seconds a node has to answer a set_lock or del_lock. global.erl waits until it answers or
+goes down, which lets one silent peer stop a node's global from ever merging again; here a
+set_lock not answered in time fails the attempt (it is retried, as a refused one is) and is
+deleted again on that node, in case it grants it late: the lock is never taken as held where
+it was not granted."""
 
 
 def the_boss(nodes: list[Atom]) -> Atom:
@@ -80,8 +83,8 @@ class PartitionLocker(GlobalTables):
         return known
 
     async def _set_lock_on(self, lock_id: Any, nodes: list[Atom]) -> bool:
-        """Set ``lock_id`` on every node of ``nodes``: on a refusal, delete it from the nodes
-        that granted it (when more than one answered)."""
+        """Set ``lock_id`` on every node of ``nodes``: on a refusal or a missing answer,
+        delete it from the nodes that granted it and from those that did not answer."""
         if not nodes:
             return True
         assert self.locker is not None
@@ -97,8 +100,9 @@ class PartitionLocker(GlobalTables):
                 others, (Atom("set_lock"), lock_id), LOCK_CALL_TIMEOUT))
         if all(reply is True for reply in replies.values()):
             return True
-        if len(replies) > 1:
-            await self._del_lock_on(lock_id, [n for n, r in replies.items() if r is True])
+        undo = [n for n, reply in replies.items() if reply is True or reply is NO_ANSWER]
+        if undo:
+            await self._del_lock_on(lock_id, undo)
         return False
 
     async def _del_lock_on(self, lock_id: Any, nodes: list[Atom]) -> None:

@@ -13,6 +13,10 @@ from pybroadway.term.atoms import DOWN, GEN_CALL
 
 log = logging.getLogger("pybroadway.erldist.global")
 
+NO_ANSWER = object()
+"""What :meth:`Requester.multi_call` gives for a node that did not answer in time (one that
+went down is left out)."""
+
 
 class Requester(Process):
     """A pid that makes gen calls from a mailbox of its own (locks are tied to the caller's
@@ -23,7 +27,9 @@ class Requester(Process):
 
     async def multi_call(self, nodes: list[Atom], request: Any, timeout: float
                          ) -> dict[Atom, Any]:
-        """Call ``global_name_server`` on every node; a node that is down is left out."""
+        """Call ``global_name_server`` on every node: each node's reply, :data:`NO_ANSWER`
+        for one that did not answer within ``timeout`` seconds; a node that is down is left
+        out."""
         pending: dict[Reference, Atom] = {}
         for node in nodes:
             ref = self.monitor((GNS, node))
@@ -49,8 +55,11 @@ class Requester(Process):
                         self.demonitor(ref)
                         replies[pending.pop(ref)] = message[1]
         except TimeoutError:
-            log.warning("global call %s: no answer from %s", loggable(request),
-                        [n.name for n in pending.values()])
-            for ref in pending:
+            # no warning: a busy node answers late (its answers can wait behind data on a
+            # connection this node reads slowly, to hold back a client that pushes)
+            log.info("global call %s: no answer yet from %s", loggable(request),
+                     [n.name for n in pending.values()])
+            for ref, node in pending.items():
                 self.demonitor(ref)
+                replies[node] = NO_ANSWER
         return replies

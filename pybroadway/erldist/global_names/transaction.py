@@ -11,7 +11,7 @@ from typing import Any
 
 from pybroadway.erldist.global_names.name_server import GlobalNameServer
 from pybroadway.erldist.global_names.protocol import GLOBAL, by_name
-from pybroadway.erldist.global_names.requester import Requester
+from pybroadway.erldist.global_names.requester import NO_ANSWER, Requester
 from pybroadway.errors import TimedOut
 from pybroadway.term import Atom
 
@@ -74,9 +74,10 @@ async def _lock_all(gns: GlobalNameServer, registrar: Requester, lock_id: Any,
             replies = await registrar.multi_call(remote, (Atom("set_lock"), lock_id),
                                                  max(timeout, 1.0))
             for peer in remote:
-                if replies.get(peer) is True:
+                reply = replies.get(peer)
+                if reply is True or reply is NO_ANSWER:  # a late grant is deleted below
                     done.append(peer)
-                elif peer in replies:
+                if reply is not True and peer in replies:
                     ok = False
         if not ok:
             break

@@ -3,7 +3,9 @@ ones being made, the frames waiting for one; dialling, accepting, the simultaneo
 rule, nodeup and nodedown.
 
 As in net_kernel, a peer has at most one *pending* connection, owned by one task: the dial
-this node started, or a handshake it accepted (from the moment it answered the peer's name).
+this node started, or a handshake it accepted (from the moment it answered the peer's name,
+``alive`` included: a peer that dials while we still hold its old connection replaces it, and
+what is sent once the old one is gone waits for the new one, as net_kernel's ``up_pending``).
 A connect to a peer with a pending connection waits for it instead of dialling a second one;
 when both nodes dial each other, the node with the smaller name takes the peer's attempt
 (``ok_simultaneous``) over from its own dial, the other refuses it (``nok``) and keeps its own;
@@ -292,7 +294,7 @@ class Connections:
 
         def status_for(peer_name: str, peer_flags: int) -> str:
             status = self._status_for(peer_name)
-            if status in ("ok", "ok_simultaneous"):
+            if status in ("ok", "ok_simultaneous", "alive"):
                 claimed.append(peer_name)
             return status
 
@@ -316,9 +318,6 @@ class Connections:
             return
         finally:
             self._handshaking -= 1
-        old = self.live.get(Atom(peer.name))
-        if old is not None:
-            old.close("replaced by a new connection from the same node")
         self._connection_up(peer, handover)
 
     async def _secure(self, writer: asyncio.StreamWriter, peer_name: str | None = None,
@@ -360,23 +359,26 @@ class Connections:
 
     def _status_for(self, peer_name: str) -> str:
         """The status an incoming handshake from ``peer_name`` gets (net_kernel's
-        ``accept_pending``); with ``ok`` or ``ok_simultaneous`` it owns the pending connection."""
+        ``accept_pending``); with ``ok``, ``ok_simultaneous`` or ``alive`` it owns the pending
+        connection."""
         if not self.open:
             return "not_allowed"
         # The cookie is not checked yet: the name is not made an atom (a node we know has its
         # atom already, and only such a node can be live).
         peer = Atom.existing(peer_name)
-        if peer is not None and peer in self.live:
-            return "alive"
         owner = self._pending.get(peer_name)
-        if owner is not None:
+        if peer is not None and peer in self.live:
+            # It dropped the connection we hold (we will see it go): this handshake owns the
+            # pending connection, or a send after the old one went would dial a second one.
+            status = "alive"
+        elif owner is not None:
             if self._settings.name.name > peer_name:
                 return "nok"  # simultaneous connect: the greater name keeps its own attempt
-            if owner not in self._dials:  # the smaller one drops its own for this one
-                owner.cancel()  # (a dial of ours ends by itself: see _dial)
-            status = "ok_simultaneous"
+            status = "ok_simultaneous"  # the smaller one drops its own for this one
         else:
             status = "ok"
+        if owner is not None and owner not in self._dials:
+            owner.cancel()  # an older handshake of the peer's (a dial of ours ends by itself)
         task = asyncio.current_task()
         assert task is not None
         self._pending[peer_name] = task
@@ -387,6 +389,9 @@ class Connections:
     def _connection_up(self, peer: handshake.PeerInfo, handover: Handover) -> None:
         me = self._settings
         node = Atom(peer.name)
+        old = self.live.get(node)
+        if old is not None:  # the peer's new connection (it answered true to alive)
+            old.close("replaced by a new connection from the same node")
         connection = Connection(
             node, peer.flags & me.flags, handover, encoder=self._encoder,
             handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,

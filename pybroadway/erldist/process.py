@@ -146,7 +146,13 @@ class Process:
         self.trap_exit = False
         self.exit_reason: Any = None
         self._mailbox: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        # The receives waiting, one per task receiving: a message wakes them all, each to
+        # look for its own (global's locker waits for a lock attempt's replies in one task
+        # and for a release's in another).
+        self._receivers: list[asyncio.Future[None]] = []
+        # How many messages were taken from the mailbox: a receive that sees this change
+        # while it waits looks again from the start, as what it had looked at has moved.
+        self._mailbox_takes = 0
         self._task: asyncio.Task[Any] | None = None
         self._exited: asyncio.Event | None = None  # created when spawned
         self.links: set[Pid] = set()
@@ -237,11 +243,12 @@ class Process:
     def deliver(self, message: Any) -> None:
         """Put ``message`` in the mailbox (the node calls this; order is arrival order)."""
         self._mailbox.append(message)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        receivers = self._receivers
+        if receivers:
+            for waiter in receivers:
+                if not waiter.done():
+                    waiter.set_result(None)
+            receivers.clear()
 
     def deliver_from(self, sender: Pid | None, message: Any) -> None:
         """Called by the node for each message, with the sending pid when the sender is known
@@ -254,9 +261,12 @@ class Process:
 
     async def receive(self, match: Match | None = None, timeout: float | None = None) -> Any:
         """Take the first message (or the first for which ``match`` is true) from the mailbox,
-        waiting for it. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        waiting for it. Raises ``TimeoutError`` after ``timeout`` seconds. Several tasks of
+        the process may receive at once, each with its own ``match``: a message goes to one
+        of them."""
         mailbox = self._mailbox
         if match is None and mailbox:
+            self._mailbox_takes += 1
             return mailbox.popleft()
         if timeout is None:
             return await self._receive(match)
@@ -269,21 +279,31 @@ class Process:
         while True:
             if match is None:
                 if mailbox:
+                    self._mailbox_takes += 1
                     return mailbox.popleft()
             else:
                 for index in range(scanned, len(mailbox)):
                     if match(mailbox[index]):
-                        message = mailbox[index]
-                        del mailbox[index]
-                        return message
+                        return self._take_at(index)
                 scanned = len(mailbox)
+            taken = self._mailbox_takes
             waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
+            self._receivers.append(waiter)
             try:
                 await waiter
             finally:
-                if self._waiter is waiter:
-                    self._waiter = None
+                if waiter in self._receivers:  # not woken: a timeout or an exit ended the wait
+                    self._receivers.remove(waiter)
+            if self._mailbox_takes != taken:
+                scanned = 0
+
+    def _take_at(self, index: int) -> Any:
+        """Remove the message at ``index`` of the mailbox and return it."""
+        mailbox = self._mailbox
+        message = mailbox[index]
+        del mailbox[index]
+        self._mailbox_takes += 1
+        return message
 
     @property
     def mailbox_size(self) -> int:

@@ -252,11 +252,10 @@ class Supervisor(Process):
     def _flush_exit(self, pid: Pid) -> None:
         """Drop an EXIT of a child we ended ourselves that was queued before we unlinked it
         (as OTP's supervisor does with ``unlink`` + ``receive {'EXIT', Pid, _} after 0``)."""
-        mailbox = self._mailbox
-        for index, message in enumerate(mailbox):
+        for index, message in enumerate(self._mailbox):
             if type(message) is tuple and len(message) == 3 and message[0] is EXIT \
                     and message[1] == pid:
-                del mailbox[index]
+                self._take_at(index)
                 return
 
     async def _stop_children(self, children: Sequence[_Child]) -> None:

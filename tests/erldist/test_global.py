@@ -10,9 +10,11 @@ import pytest
 
 from pybroadway.erldist import GenServer, Node, global_names
 from pybroadway.erldist.genserver import From
+from pybroadway.erldist.global_names.requester import NO_ANSWER, Requester
 from pybroadway.term import Atom, Pid, decode
 from testkit.peers import BeamPeer, SystemEpmd, unique_name
 from testkit.wait import eventually_async
+from tests.erldist.nodekit import WAIT
 
 
 class Echo(GenServer):
@@ -84,6 +86,19 @@ async def test_beam_names_seen_by_python(beam: BeamPeer, py: Node) -> None:
     await ev(beam, "exit(P2, kill), global:unregister_name(beam_before)")
     await eventually_async(lambda: global_names.whereis_name(py, "beam_after") is None)
     assert global_names.whereis_name(py, "beam_before") is None
+
+
+async def test_calls_from_two_tasks_of_one_requester_both_get_their_reply(
+        beam: BeamPeer, py: Node) -> None:
+    """global's locker calls from a lock attempt while a release's del_lock calls still wait
+    for their replies, all from its one pid: every call gets the BEAM's reply (the call that
+    began waiting first lost its wake-up to the other and waited forever)."""
+    requester = py.spawn(Requester())
+    peer = Atom(beam.node)
+    replies = await asyncio.gather(
+        requester.multi_call([peer], Atom("get_known"), WAIT),
+        requester.multi_call([peer], Atom("get_known"), WAIT))
+    assert [reply[peer] is not NO_ANSWER for reply in replies] == [True, True]
 
 
 async def test_remove_connection_is_obeyed(beam: BeamPeer, py: Node) -> None:

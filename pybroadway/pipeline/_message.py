@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pybroadway.errors import ArgumentError, CallbackError
 
-logger = logging.getLogger("pybroadway.pipeline")
+from ._callback_log import CallbackLog
 
 #: How a batch was made: ``"bulk"`` (full, or timed out) or ``"flush"`` (at a stop).
 BatchMode = Literal["bulk", "flush"]
@@ -205,23 +204,38 @@ def fail_all(messages: list[Message], status: Any) -> list[Message]:
 _background: set[Any] = set()
 
 
-def _log_ack_failure(ack: Any, error: BaseException) -> None:
-    logger.error("acknowledger %r raised %r", ack, error, exc_info=error)
+_UNPIPED = CallbackLog("ack_messages")
+"""Where the failures of acknowledgers called outside a pipeline's own acking are logged
+(:meth:`Message.ack_immediately`, a direct :func:`ack_messages`)."""
 
 
-async def _await_ack(ack: Any, pending: Any) -> None:
+def _log_ack_failure(log: CallbackLog, ack: Any, error: BaseException, ok: list[Message],
+                     bad: list[Message]) -> None:
+    # One kind per acknowledger (its class) and exception type: under load an acknowledger
+    # whose broker is down raises on every batch.
+    name = ack.__qualname__ if isinstance(ack, type) else type(ack).__qualname__
+    log.raised(f"{name}.ack", error, f"on {len(ok)} successful and {len(bad)} failed messages",
+               data=(ok or bad)[0].data)  # a group has at least one message
+
+
+async def _await_ack(log: CallbackLog, ack: Any, pending: Any, ok: list[Message],
+                     bad: list[Message]) -> None:
     try:
         await pending
     except Exception as error:
-        _log_ack_failure(ack, error)
+        _log_ack_failure(log, ack, error, ok, bad)
 
 
-def ack_messages(successful: Iterable[Message], failed: Iterable[Message]) -> None:
+def ack_messages(successful: Iterable[Message], failed: Iterable[Message],
+                 log: CallbackLog | None = None) -> None:
     """Acknowledge messages, calling each acknowledger once per ``(acknowledger, ack_ref)``.
 
-    Order is kept within each group. An exception raised by an acknowledger is logged and does
-    not stop the others; an awaitable returned by one is run as a task.
+    Order is kept within each group. An exception raised by an acknowledger is logged to
+    ``log`` (a pipeline's, which throttles each kind of failure; by default one for acks made
+    outside a pipeline) and does not stop the others; an awaitable returned by one is run as
+    a task.
     """
+    log = _UNPIPED if log is None else log
     groups: dict[Any, tuple[Any, Any, list[Message], list[Message]]] = {}
     for position, messages in enumerate((successful, failed)):
         last: Any = None
@@ -250,9 +264,9 @@ def ack_messages(successful: Iterable[Message], failed: Iterable[Message]) -> No
         try:
             result = ack.ack(ack_ref, ok, bad)
         except Exception as error:
-            _log_ack_failure(ack, error)
+            _log_ack_failure(log, ack, error, ok, bad)
             continue
         if result is not None and inspect.isawaitable(result):
-            task = asyncio.ensure_future(_await_ack(ack, result))
+            task = asyncio.ensure_future(_await_ack(log, ack, result, ok, bad))
             _background.add(task)
             task.add_done_callback(_background.discard)

@@ -43,7 +43,7 @@ class Outcomes:
         """Acknowledge messages that left the pipeline, and count them."""
         self.handled += len(successful)
         self.failed += len(failed)
-        ack_messages(successful, failed)
+        ack_messages(successful, failed, self.callback_log)
 
     def fail_untaken(self, messages: list[Message], reason: Any) -> None:
         """Acknowledge as failed messages a producer got but no processor took.

@@ -77,6 +77,28 @@ async def test_python_producer_cancels_erlang_consumers(
     assert await ev(peer, "timer:sleep(50), is_process_alive(C)") is (not exits)
 
 
+class BrokenSource(ProducerStage):
+    """A producer whose source is down: ``handle_demand`` raises."""
+
+    def handle_demand(self, demand: int) -> list[int]:
+        raise ConnectionError("the source is down")
+
+
+@pytest.mark.parametrize(("mode", "exits"), [("permanent", True), ("temporary", False)])
+async def test_python_producer_crashing_in_handle_demand_goes_down_for_erlang_consumers(
+        standin_pair: tuple[Node, BeamPeer], mode: str, exits: bool) -> None:
+    node, peer = standin_pair
+    name = unique_name("broken")
+    producer = node.spawn(BrokenSource(), name=name)
+    await ev(peer, f"C = pb_gen_stage:consumer({{{name}, {atom(node)}}}, "
+                   f"#{{cancel => {mode}, report => self()}})")  # it asks as it subscribes
+    assert await asyncio.wait_for(producer.wait(), 10) == (
+        Atom("exception"), "ConnectionError: the source is down")
+    assert await ev(peer, "pb_gen_stage:wait_ended(C)") == (
+        Atom("exception"), b"ConnectionError: the source is down")
+    assert await ev(peer, "timer:sleep(50), is_process_alive(C)") is (not exits)
+
+
 async def test_erlang_consumer_cancels_and_dies(standin_pair: tuple[Node, BeamPeer]) -> None:
     node, peer = standin_pair
     name = unique_name("events")

@@ -5,6 +5,7 @@ buffer, and the answers to duplicate and unknown subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from pybroadway.erldist.stages import (
     Subscriber,
 )
 from pybroadway.erldist.stages import protocol as gs
+from pybroadway.erldist.supervisor import ChildSpec, Supervisor
 from pybroadway.term import Atom
 from pybroadway.term.atoms import NORMAL, SHUTDOWN
 from testkit.peers import free_port, unique_name
@@ -275,3 +277,61 @@ async def test_events_are_handled_in_batches_of_max_minus_min_asking_as_genstage
         assert [size for _, size in consumer.batches] == [4, 4, 2]
         assert consumer.events == list(range(10))
         assert subscription.pending == 8  # and no third ask (each adds to it before it goes)
+
+
+class BrokenSource(ProducerStage):
+    """A producer whose source is down: ``handle_demand`` raises."""
+
+    def handle_demand(self, demand: int) -> list[int]:
+        raise ConnectionError("the source is down")
+
+
+class AsyncBrokenSource(ProducerStage):
+    """The same with a coroutine ``handle_demand``, which raises after it has waited."""
+
+    async def handle_demand(self, demand: int) -> list[int]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        raise ConnectionError("the source is down")
+
+
+@pytest.mark.parametrize("kind", [BrokenSource, AsyncBrokenSource])
+async def test_handle_demand_that_raises_crashes_the_stage_as_genstage_does(
+        kind: type[ProducerStage], caplog: pytest.LogCaptureFixture) -> None:
+    """The stage exits with the error (logged as a crash); its permanent and transient
+    consumers exit with that reason, a temporary one lives on; whoever emits is told it
+    stopped; its supervisor starts it again under its name."""
+    caplog.set_level(logging.ERROR)
+    async with nodes(free_port()) as (a, b):
+        name = unique_name("broken")
+        supervisor = a.spawn(Supervisor([ChildSpec(
+            id="source", start=lambda: kind(buffer_size=2), name=name)]))
+        await asyncio.wait_for(supervisor.started.wait(), WAIT)
+        producer = supervisor.child("source")
+        assert isinstance(producer, ProducerStage)
+        emitting = asyncio.ensure_future(producer.emit(range(5)))
+        consumers = {mode: b.spawn(Recorder()) for mode in ("permanent", "transient", "temporary")}
+        subscriptions = [consumer.subscribe((name, a.name), cancel=mode,  # type: ignore[arg-type]
+                                            manual=True)
+                         for mode, consumer in consumers.items()]
+        await eventually_async(lambda: len(producer.subscribers) == 3)
+        assert not emitting.done()  # the buffer holds 2 and nobody asked yet
+        consumers["permanent"].ask(subscriptions[0], 1)
+        reason = await asyncio.wait_for(producer.wait(), WAIT)
+        assert reason == (Atom("exception"), "ConnectionError: the source is down")
+        sent = (Atom("exception"), b"ConnectionError: the source is down")  # a binary on the wire
+        assert await asyncio.wait_for(consumers["permanent"].wait(), WAIT) == sent
+        assert await asyncio.wait_for(consumers["transient"].wait(), WAIT) == sent
+        temporary = consumers["temporary"]
+        await temporary.wait_ended()
+        assert temporary.alive and temporary.ended[0][1] == sent
+        with pytest.raises(StageStopped) as stopped:
+            await asyncio.wait_for(emitting, WAIT)
+        assert stopped.value.unsent  # what it could not take is given back
+        with pytest.raises(StageStopped):
+            await producer.emit([1])
+        crashes = [r for r in caplog.records if "crashed" in r.getMessage()]
+        assert len(crashes) == 1 and "the source is down" in crashes[0].getMessage()
+        await asyncio.wait_for(supervisor.which_children(), WAIT)
+        again = supervisor.child("source")
+        assert again is not None and again is not producer and again.alive
+        assert a.whereis(name) == again.pid

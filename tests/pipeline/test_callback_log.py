@@ -210,3 +210,41 @@ async def test_other_tasks_run_while_a_slow_plain_handler_works() -> None:
         waited = time.monotonic() - pushed
         assert recorder.count < 200, "the other task ran only once the work was done"
         assert waited < 1.0
+
+
+class _RaisingAcknowledger(Recorder):
+    """Records what it is given, then raises: an acknowledger whose broker is down."""
+
+    def ack(self, ack_ref: Any, successful: list[Message], failed: list[Message]) -> None:
+        super().ack(ack_ref, successful, failed)
+        raise ConnectionError("the broker is down")
+
+
+class _AsyncRaisingAcknowledger(Recorder):
+    """The same, as an acknowledger whose ack is a coroutine."""
+
+    async def ack(self, ack_ref: Any, successful: list[Message],  # type: ignore[override]
+                  failed: list[Message]) -> None:
+        super().ack(ack_ref, successful, failed)
+        raise ConnectionError("the broker is down")
+
+
+@pytest.mark.parametrize("kind", [_RaisingAcknowledger, _AsyncRaisingAcknowledger])
+async def test_an_acknowledger_raising_on_every_ack_logs_a_few_tracebacks_then_a_count(
+        kind: type[Recorder], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    acknowledger = kind()
+    async with Pipeline(handle_message=lambda p, message, c: message,
+                        **push_options(concurrency=2, max_demand=1)) as pipeline:
+        pipeline.push_messages(messages(acknowledger, range(500)))
+        await acknowledger.wait_for(500)
+        pipeline.push_messages(messages(acknowledger, range(500, 510)))
+        await acknowledger.wait_for(510)  # it goes on handling after all those failures
+    assert sorted(m.data for m in acknowledger.successful) == list(range(510))
+    assert len(acknowledger.calls) > 100  # acked a few at a time: many failures
+    records = [r for r in caplog.records if "ConnectionError" in r.getMessage()]
+    in_full = [r for r in records if r.exc_info]
+    assert len(in_full) == 3, [r.getMessage() for r in caplog.records][:10]
+    assert f"{kind.__qualname__}.ack raised ConnectionError" in in_full[0].getMessage()
+    assert len(caplog.records) <= 6, [r.getMessage() for r in caplog.records][:10]
+    assert len(in_full) + counted(records) == len(acknowledger.calls)

@@ -7,11 +7,16 @@ its own: what the socket takes at once is sent from the pieces themselves, and w
 not take of the last piece (at most :data:`PIECE` bytes) is all the transport copies. Handing
 a transport more while it is backed up would copy every byte once more (asyncio's selector
 transport appends what waits to one ``bytearray``), and move it again as it grows.
+
+Over plain TCP, pieces go to the socket several at a time in one ``writev`` (asyncio 3.11's
+transport has no gather write: a frame's header and its binary would be two ``send`` calls,
+each through the transport's Python code); TLS goes through its transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +33,21 @@ PIECE = 256 * 1024
 """The most handed to the transport in one write: what the socket does not take of a write
 is copied by the transport, so this bounds the copy while the peer is slow."""
 
+GATHER_PIECES = 512
+"""The most pieces given to one ``writev`` (Linux takes at most 1024)."""
+GATHER_BYTES = 4 * 1024 * 1024
+"""The most bytes given to one ``writev``: one call does not hold the loop for longer."""
+
 _pack_u32_into = struct.Struct(">I").pack_into
+
+
+def _socket_fd(transport: asyncio.WriteTransport) -> int:
+    """The descriptor of a plain TCP transport's socket, to write pieces to it at once; -1
+    for TLS (or a platform without ``writev``)."""
+    if not hasattr(os, "writev") or transport.get_extra_info("ssl_object") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    return -1 if sock is None else int(sock.fileno())
 
 
 class Output:
@@ -53,6 +72,7 @@ class Output:
         self._flush_scheduled = False
         self._wrote = False
         self._writable = transport.get_write_buffer_size() == 0
+        self._fd = _socket_fd(transport)
         # Paused as soon as anything waits in the transport, resumed once nothing does (a
         # high mark of 0 would pause asyncio's TLS transport when nothing waits, for good).
         transport.set_write_buffer_limits(high=1, low=0)
@@ -109,6 +129,8 @@ class Output:
     def _write(self) -> None:
         pieces = self._pieces
         write = self._transport.write
+        if self._fd >= 0 and len(pieces) > 1 and self._writable:
+            self._gather()
         while pieces and self._writable:
             piece = pieces.popleft()
             if len(piece) > PIECE:
@@ -116,6 +138,36 @@ class Output:
                 piece = piece[:PIECE]
             self._pieces_size -= len(piece)
             write(piece)  # may pause the writer (self.writable(False)) before it returns
+
+    def _gather(self) -> None:
+        """Write pieces straight to the socket, many per call, while it takes them all; what
+        it leaves stays in the pieces, for the transport (which then waits for the socket,
+        and reports a failed one as it does any failure of its own writes)."""
+        pieces = self._pieces
+        while len(pieces) > 1 and not self._transport.is_closing():
+            batch: list[memoryview] = []
+            size = 0
+            for piece in pieces:
+                batch.append(piece)
+                size += len(piece)
+                if len(batch) == GATHER_PIECES or size >= GATHER_BYTES:
+                    break
+            try:
+                written = os.writev(self._fd, batch)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._fd = -1  # the transport's own write meets it and ends the connection
+                return
+            self._pieces_size -= written
+            self._wrote = True
+            left = written
+            while left and left >= len(pieces[0]):
+                left -= len(pieces.popleft())
+            if left:
+                pieces[0] = pieces[0][left:]
+            if written < size:
+                return  # the socket is full
 
     def writable(self, yes: bool) -> None:
         """The transport paused (``False``) or resumed (``True``) its writer."""

@@ -19,6 +19,10 @@
   ``ProducerStage`` emitting to a GenStage consumer (testkit/pb_gen_stage.erl) on the Elixir
   node. ``--bulk-bytes 0`` leaves them out.
 
+The Python side runs as ``pybroadway serve`` does: its garbage collector tuned for streams
+(:func:`pybroadway.runtime.tune_gc`). ``--python-gc`` keeps CPython's settings instead, as a
+program that runs its own node without calling it.
+
 ``--metrics`` serves the pipeline's Prometheus metrics (``pybroadway.metrics``) and scrapes
 them every second while it runs, to show what they cost.
 
@@ -43,6 +47,7 @@ from pybroadway.erldist import Node
 from pybroadway.erldist.stages import ProducerStage
 from pybroadway.otp_distribution import Client, OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
+from pybroadway.runtime import tune_gc
 from pybroadway.term import IMPLEMENTATION, Atom, decode
 from testkit.genstage import standin_dir
 from testkit.peers import BeamPeer, free_port
@@ -423,16 +428,21 @@ def main() -> None:
                              "the BEAM's (bench/e2e_tls.py)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="with --tls: alternating runs, of which the medians are shown")
+    parser.add_argument("--python-gc", action="store_true",
+                        help="keep CPython's garbage collector settings (serve tunes them)")
     args = parser.parse_args()
+    if not args.python_gc:
+        tune_gc()
+    gc_note = "; CPython's GC settings" if args.python_gc else "; GC tuned as serve does"
     if args.tls:
         from e2e_tls import transport_rows
 
         print_table(f"N = {args.messages:,} pushed per run; Python {sys.version.split()[0]}, "
-                    f"{IMPLEMENTATION} codec", asyncio.run(transport_rows(args)))
+                    f"{IMPLEMENTATION} codec{gc_note}", asyncio.run(transport_rows(args)))
         return
     rows = asyncio.run(bench(args))
     print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
-                f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec"
+                f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec{gc_note}"
                 + ("; metrics scraped every second" if args.metrics else ""), rows)
 
 if __name__ == "__main__":

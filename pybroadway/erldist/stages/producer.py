@@ -43,6 +43,21 @@ DEFAULT_MAX_SUBSCRIPTIONS = 1024
 DEFAULT_MAX_SUBSCRIPTIONS_PER_NODE = 128
 """Subscriptions the consumers of one node hold at most: well under the total, so that no
 one node can take every subscription from the others (a worker that rejoins, say)."""
+MESSAGE_BYTES = 1024 * 1024
+"""Binary events that add up to more than this go to a consumer in several messages of at
+most about this size, each within its demand as one would be: the consumer takes the first
+and asks again while the rest is on its way, where one message of many megabytes would
+make each demand wait for the whole of it to arrive (a BEAM cuts such a message into
+fragments on the wire; the protocol's answer is more messages)."""
+
+
+def _message_sizes(batch: list[Any]) -> int:
+    """How many events of ``batch`` go in one message: all, unless its events are large
+    binaries (judged by the first, so that a batch of small events costs no walk)."""
+    first = batch[0] if batch else None
+    if type(first) is bytes and len(first) * len(batch) > MESSAGE_BYTES:
+        return max(1, MESSAGE_BYTES // len(first))
+    return len(batch)
 
 
 class ProducerStage(Process):
@@ -305,5 +320,11 @@ class ProducerStage(Process):
 
     def _send_events(self, subscriber: Subscriber, batch: list[Any]) -> None:
         self.dispatched += len(batch)
-        self.node.send(subscriber.pid, (gs.GEN_CONSUMER, (self.pid, subscriber.tag), batch),
-                       sender=self.pid)
+        to, head = subscriber.pid, (self.pid, subscriber.tag)
+        each = _message_sizes(batch)
+        if each == len(batch):
+            self.node.send(to, (gs.GEN_CONSUMER, head, batch), sender=self.pid)
+            return
+        for start in range(0, len(batch), each):
+            self.node.send(to, (gs.GEN_CONSUMER, head, batch[start:start + each]),
+                           sender=self.pid)

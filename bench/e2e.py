@@ -2,6 +2,7 @@
 
     python bench/e2e.py [--messages 200000] [--pull-messages 50000] [--metrics]
     python bench/e2e.py --tls [--rounds 5]   # plain TCP and TLS rows (bench/e2e_tls.py)
+    python bench/e2e.py --bulk [--rounds 5]  # the bulk rows alone (bench/e2e_bulk.py)
 
 - push: 1 and 4 sender processes on an Elixir node register with the receiver (found through
   ``:global``, as the library's client does) and cast ``{:push_message, Payload}`` as fast as
@@ -17,7 +18,8 @@
   pushing to a counting receiver on the Elixir node (paced by the connection's
   ``write_buffer_size``: a Python sender is never suspended as a BEAM one is); a Python
   ``ProducerStage`` emitting to a GenStage consumer (testkit/pb_gen_stage.erl) on the Elixir
-  node. ``--bulk-bytes 0`` leaves them out.
+  node. ``--bulk-bytes 0`` leaves them out. ``--rounds`` alternates each with the BEAM's
+  that many times and shows the medians (1 by default, 5 with ``--bulk``).
 
 The Python side runs as ``pybroadway serve`` does: its garbage collector tuned for streams
 (:func:`pybroadway.runtime.tune_gc`). ``--python-gc`` keeps CPython's settings instead, as a
@@ -41,20 +43,16 @@ import time
 import urllib.request
 from typing import Any
 
+from e2e_bulk import push_rows, send_rows
 from support import BEAM_FLAGS, compile_erlang, print_table, say
 
 from pybroadway.erldist import Node
-from pybroadway.erldist.stages import ProducerStage
-from pybroadway.otp_distribution import Client, OtpDistributionProducer
+from pybroadway.otp_distribution import OtpDistributionProducer
 from pybroadway.pipeline import Message, Pipeline
 from pybroadway.runtime import tune_gc
-from pybroadway.term import IMPLEMENTATION, Atom, decode
+from pybroadway.term import IMPLEMENTATION, decode
 from testkit.genstage import standin_dir
 from testkit.peers import BeamPeer, free_port
-
-BULK_SIZES = (64 * 1024, 1024 * 1024)
-PACE = 8 * 1024 * 1024
-"""A Python Client pushing bulk stops while more than this waits to be written."""
 
 CLIENT_ERL = r"""
 -module(pybroadway_e2e_bench).
@@ -233,10 +231,54 @@ async def timed(sink: Sink, count: int, timeout: float, client: BeamPeer, start:
     return handled_rate(sink, started), count - sink.count
 
 
+async def beam_rows(client: BeamPeer, other: BeamPeer, raw: dict[int, float], n: int
+                    ) -> list[tuple[str, ...]]:
+    """The BEAM -> BEAM rates of the small messages (into ``raw``, by size; 0: events)."""
+    rows: list[tuple[str, ...]] = []
+    for size in (12, 1024):
+        await other.aeval(f"register(sink, spawn(pybroadway_e2e_bench, counter, "
+                          f"[{n}, {{bench, '{client.node}'}}]))")
+        micros = decode(await client.aeval(
+            f":pybroadway_e2e_bench.blast({{:sink, :'{other.node}'}}, {n}, {size})"))
+        raw[size] = n / (micros / 1e6)
+        say(f"BEAM -> BEAM {size} B: {raw[size]:,.0f} msg/s")
+        rows.append((f"BEAM -> BEAM raw, {size} B", f"{raw[size]:,.0f} msg/s", "", ""))
+    await other.aeval(f"register(sink, spawn(pybroadway_e2e_bench, counter, "
+                      f"[{n}, {{bench, '{client.node}'}}]))")
+    micros = decode(await client.aeval(
+        f":pybroadway_e2e_bench.blast_events({{:sink, :'{other.node}'}}, {n}, 4)"))
+    raw[0] = n / (micros / 1e6)
+    say(f"BEAM -> BEAM structured events, 4 senders: {raw[0]:,.0f} msg/s")
+    rows.append(("BEAM -> BEAM raw, structured event, 4 senders",
+                 f"{raw[0]:,.0f} msg/s", "", ""))
+    return rows
+
+
+async def small_push_rows(sink: Sink, client: BeamPeer, raw: dict[int, float],
+                          args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """The Elixir client pushing small messages and structured events into the pipeline."""
+    n = args.messages
+    rows: list[tuple[str, ...]] = []
+    for size in (12, 1024):
+        for senders in (1, 4):
+            rate, lost = await timed(
+                sink, n, args.timeout, client,
+                f":pybroadway_e2e_bench.push({n}, {size}, {senders}, self())")
+            say(f"push {size} B, {senders} sender(s): {rate:,.0f} msg/s, lost {lost}")
+            rows.append((f"push {size} B, {senders} sender{'s' if senders > 1 else ''}",
+                         f"{rate:,.0f} msg/s", f"lost {lost}",
+                         f"{rate / raw[size]:.2f}x BEAM raw"))
+    rate, lost = await timed(sink, n, args.timeout, client,
+                             f":pybroadway_e2e_bench.push_events({n}, 4, self())")
+    say(f"push structured events, 4 senders: {rate:,.0f} msg/s, lost {lost}")
+    rows.append(("push structured event (119 B), 4 senders", f"{rate:,.0f} msg/s",
+                 f"lost {lost}", f"{rate / raw[0]:.2f}x BEAM raw"))
+    return rows
+
+
 async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
     build = compile_erlang("pybroadway_e2e_bench", CLIENT_ERL)
     epmd_port = free_port()
-    n = args.messages
     rows: list[tuple[str, ...]] = []
     raw: dict[int, float] = {}
     sink = Sink()
@@ -250,65 +292,28 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
             await client.aeval("Process.register(self(), :bench)")
             await other.aeval("1")
             await client.aeval(f"true = Node.connect(:'{other.node}')")
-            for size in (12, 1024):
-                await other.aeval(
-                    f"register(sink, spawn(pybroadway_e2e_bench, counter, "
-                    f"[{n}, {{bench, '{client.node}'}}]))")
-                micros = decode(await client.aeval(
-                    f":pybroadway_e2e_bench.blast({{:sink, :'{other.node}'}}, {n}, {size})"))
-                raw[size] = n / (micros / 1e6)
-                say(f"BEAM -> BEAM {size} B: {raw[size]:,.0f} msg/s")
-                rows.append((f"BEAM -> BEAM raw, {size} B", f"{raw[size]:,.0f} msg/s", "", ""))
-
-            await other.aeval(
-                f"register(sink, spawn(pybroadway_e2e_bench, counter, "
-                f"[{n}, {{bench, '{client.node}'}}]))")
-            micros = decode(await client.aeval(
-                f":pybroadway_e2e_bench.blast_events({{:sink, :'{other.node}'}}, {n}, 4)"))
-            raw[0] = n / (micros / 1e6)
-            say(f"BEAM -> BEAM structured events, 4 senders: {raw[0]:,.0f} msg/s")
-            rows.append(("BEAM -> BEAM raw, structured event, 4 senders",
-                         f"{raw[0]:,.0f} msg/s", "", ""))
-
+            if not args.bulk:
+                rows += await beam_rows(client, other, raw, args.messages)
             pipeline = await run_pipeline(node, "push", sink)
             scraper = await Scraper.start(pipeline, node, args.metrics)
             await client.aeval(f"true = Node.connect(:'{node.name.name}')")
             # Join :global before timing anything (the senders look the receiver up there).
             await client.aeval("pid = :pybroadway_e2e_bench.receiver()")
-            for size in (12, 1024):
-                for senders in (1, 4):
-                    rate, lost = await timed(
-                        sink, n, args.timeout, client,
-                        f":pybroadway_e2e_bench.push({n}, {size}, {senders}, self())")
-                    say(f"push {size} B, {senders} sender(s): {rate:,.0f} msg/s, lost {lost}")
-                    rows.append((f"push {size} B, {senders} sender{'s' if senders > 1 else ''}",
-                                 f"{rate:,.0f} msg/s", f"lost {lost}",
-                                 f"{rate / raw[size]:.2f}x BEAM raw"))
-            rate, lost = await timed(sink, n, args.timeout, client,
-                                     f":pybroadway_e2e_bench.push_events({n}, 4, self())")
-            say(f"push structured events, 4 senders: {rate:,.0f} msg/s, lost {lost}")
-            rows.append(("push structured event (119 B), 4 senders", f"{rate:,.0f} msg/s",
-                         f"lost {lost}", f"{rate / raw[0]:.2f}x BEAM raw"))
-            for size in BULK_SIZES if args.bulk_bytes else ():
-                count = max(16, args.bulk_bytes // size)
-                rate, lost = await timed(
-                    sink, count, args.timeout, client,
-                    f":pybroadway_e2e_bench.push({count}, {size}, 1, self())")
-                rows += bulk_row(f"push {size // 1024} KiB, 1 Elixir client", size, rate,
-                                 lost, await beam_rate(client, other, count, size))
+            if not args.bulk:
+                rows += await small_push_rows(sink, client, raw, args)
+            if args.bulk_bytes:
+                rows += await push_rows(
+                    lambda count, size: lambda: timed(
+                        sink, count, args.timeout, client,
+                        f":pybroadway_e2e_bench.push({count}, {size}, 1, self())"),
+                    client, other, args.bulk_bytes, args.rounds)
             if scraper is not None:
                 await scraper.stop()
             await pipeline.stop()
-            for size in BULK_SIZES if args.bulk_bytes else ():
-                count = max(16, args.bulk_bytes // size)
-                rate, lost = await client_push(node, client, count, size)
-                rows += bulk_row(f"Python Client push {size // 1024} KiB -> Elixir", size,
-                                 rate, lost, await beam_rate(other, client, count, size))
-                demand = max(4, PACE // size)
-                rate, lost = await stage_emit(node, client, count, size, demand)
-                rows += bulk_row(f"Python ProducerStage {size // 1024} KiB -> Elixir consumer",
-                                 size, rate, lost,
-                                 await beam_stages(client, other, count, size, demand))
+            if args.bulk_bytes:
+                rows += await send_rows(node, client, other, args.bulk_bytes, args.rounds)
+            if args.bulk:
+                return rows
 
             m = args.pull_messages
             for version, request_atom in (("first", "request_message"),
@@ -333,87 +338,6 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, ...]]:
     return rows
 
 
-def bulk_row(label: str, size: int, rate: float, lost: int, beam: float
-             ) -> list[tuple[str, ...]]:
-    say(f"{label}: {rate:,.0f} msg/s ({rate * size / 1e6:,.0f} MB/s), lost {lost}; "
-        f"BEAM -> BEAM {beam:,.0f} msg/s")
-    return [(f"BEAM -> BEAM raw, {label.split(' ', 1)[1]}", f"{beam:,.0f} msg/s",
-             f"{beam * size / 1e6:,.0f} MB/s", ""),
-            (label, f"{rate:,.0f} msg/s", f"{rate * size / 1e6:,.0f} MB/s, lost {lost}",
-             f"{rate / beam:.2f}x BEAM raw")]
-
-
-async def beam_rate(sender: BeamPeer, receiver: BeamPeer, count: int, size: int) -> float:
-    """Messages/s from ``sender`` to a counter on ``receiver`` (both BEAM nodes; either may be
-    the Elixir one, whose evaluating process is registered as ``bench``)."""
-    blast = f":pybroadway_e2e_bench.blast({{:bulk_sink, :'{receiver.node}'}}, {count}, {size})"
-    if sender.node.startswith("e2eother"):  # an Erlang shell's words
-        await sender.aeval("catch register(bench, self()), ok")
-        blast = blast.replace(":pybroadway_e2e_bench.", "pybroadway_e2e_bench:")
-        blast = blast.replace("{:bulk_sink, :", "{bulk_sink, ")
-    await receiver.aeval(f":erlang.register(:bulk_sink, :erlang.spawn(:pybroadway_e2e_bench, "
-                         f":counter, [{count}, {{:bench, :'{sender.node}'}}]))"
-                         if receiver.node.startswith("e2eclient") else
-                         f"register(bulk_sink, spawn(pybroadway_e2e_bench, counter, "
-                         f"[{count}, {{bench, '{sender.node}'}}])), ok")
-    return count / (decode(await sender.aeval(blast)) / 1e6)
-
-
-async def client_push(node: Node, elixir: BeamPeer, count: int, size: int
-                      ) -> tuple[float, int]:
-    """A Python Client pushes ``count`` binaries of ``size`` to a counter on ``elixir``."""
-    await elixir.aeval(f":erlang.register(:bulk_sink, :erlang.spawn(:pybroadway_e2e_bench, "
-                       f":counter, [{count}, {{:bench, node()}}]))")
-    pusher = await Client.start(node, receiver=("bulk_sink", elixir.node))
-    connection = node.connection(Atom(elixir.node))
-    assert connection is not None
-    payload = b"x" * size
-    started = time.perf_counter()
-    done = asyncio.ensure_future(elixir.aeval(
-        "receive do {:done, n} -> n after 300_000 -> 0 end"))
-    for _ in range(count):
-        pusher.push_message(payload)
-        while connection.write_buffer_size > PACE:
-            await asyncio.sleep(0.0002)
-    received = decode(await done)
-    elapsed = time.perf_counter() - started
-    pusher.exit()
-    return received / elapsed, count - received
-
-
-async def stage_emit(node: Node, elixir: BeamPeer, count: int, size: int, demand: int
-                     ) -> tuple[float, int]:
-    """A Python ProducerStage emits ``count`` binaries to a GenStage consumer on ``elixir``."""
-    # A name per run: the last run's stage may still be stopping.
-    stage = node.spawn(ProducerStage(), name=f"py_bulk_{size}")
-    await elixir.aeval(f"""c = :pb_gen_stage.consumer({{:py_bulk_{size}, :'{node.name.name}'}},
-        %{{max_demand: {demand}, keep: false, expect: {count}, report: self()}})""")
-    payload = b"x" * size
-    started = time.perf_counter()
-    done = asyncio.ensure_future(elixir.aeval(
-        "receive do {:pb_done, ^c, n, _} -> n after 300_000 -> 0 end"))
-    for _ in range(count // demand):
-        await stage.emit([payload] * demand)
-    received = decode(await done)
-    elapsed = time.perf_counter() - started
-    stage.exit()
-    return received / elapsed, count - received
-
-
-async def beam_stages(producer: BeamPeer, consumer: BeamPeer, count: int, size: int,
-                      demand: int) -> float:
-    """Events/s from a GenStage producer stand-in on ``producer`` (an Elixir node) to a
-    consumer on ``consumer``."""
-    micros = decode(await producer.aeval(f"""
-        :pb_gen_stage.producer(:beam_bulk_{size}, %{{
-            events: {{:binary, :binary.copy("x", {size})}}, limit: {count}}})
-        c = :erpc.call(:'{consumer.node}', :pb_gen_stage, :consumer, [
-            {{:beam_bulk_{size}, node()}}, %{{max_demand: {demand}, keep: false, expect: {count},
-                                        report: self()}}])
-        receive do {{:pb_done, ^c, _, micros}} -> micros after 300_000 -> 0 end"""))
-    return count / (micros / 1e6) if micros else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000, help="per push run")
@@ -426,11 +350,16 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true",
                         help="only push and handshakes over plain TCP and over TLS, beside "
                              "the BEAM's (bench/e2e_tls.py)")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="with --tls: alternating runs, of which the medians are shown")
+    parser.add_argument("--bulk", action="store_true",
+                        help="only the bulk rows, beside the BEAM's (bench/e2e_bulk.py)")
+    parser.add_argument("--rounds", type=int,
+                        help="alternating runs of each --tls or bulk row, of which the "
+                             "medians are shown (default: 5 with --tls or --bulk, else 1)")
     parser.add_argument("--python-gc", action="store_true",
                         help="keep CPython's garbage collector settings (serve tunes them)")
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 5 if args.tls or args.bulk else 1
     if not args.python_gc:
         tune_gc()
     gc_note = "; CPython's GC settings" if args.python_gc else "; GC tuned as serve does"
@@ -441,8 +370,9 @@ def main() -> None:
                     f"{IMPLEMENTATION} codec{gc_note}", asyncio.run(transport_rows(args)))
         return
     rows = asyncio.run(bench(args))
-    print_table(f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled; "
-                f"Python {sys.version.split()[0]}, {IMPLEMENTATION} codec{gc_note}"
+    runs = (f"{args.bulk_bytes:,} bytes per bulk run, {args.rounds} rounds" if args.bulk else
+            f"N = {args.messages:,} pushed per run, {args.pull_messages:,} pulled")
+    print_table(f"{runs}; Python {sys.version.split()[0]}, {IMPLEMENTATION} codec{gc_note}"
                 + ("; metrics scraped every second" if args.metrics else ""), rows)
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ import asyncio
 import inspect
 import logging
 import reprlib
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from pybroadway.errors import CallbackError, StateError
 
+from ._demand import PullDemand
 from ._message import Message
 from ._partition import PartitionBuffer, partition
 
@@ -71,6 +71,10 @@ class ProducerHost(Protocol):
     def fail_untaken(self, messages: list[Message], reason: Any) -> None:
         """Acknowledge as failed messages no processor took (``reason`` None: keep status)."""
 
+    def crash(self, producer: Producer, error: BaseException) -> None:
+        """``producer`` failed (its ``handle_demand`` raised, :mod:`._demand`): restart it
+        as a crashed stage, within the pipeline's restart intensity."""
+
 
 class Producer:
     """Base class of the pipeline's producers (a GenStage producer in Broadway).
@@ -86,7 +90,9 @@ class Producer:
     ``stats()["demand_exceeded"]``, and still processed), or later, e.g. when answers arrive
     over the network, by calling :meth:`push_messages`. ``handle_demand`` may be a plain
     method or a coroutine (calls are then serialised: the next starts when the previous
-    returned).
+    returned). One that raises crashes the producer, as it crashes a GenStage producer: it is
+    logged, what the producer buffered fails, and the producer starts afresh and is asked
+    again for what the processors wait for; past ``max_restarts`` the pipeline stops.
 
     **Push mode** (``mode = "push"``, the default) — call :meth:`push_messages` whenever data
     arrives; ``handle_demand`` is never called. The buffer is bounded by ``buffer_size``:
@@ -217,11 +223,16 @@ class Producer:
         """Join a pipeline as ``name``; reads ``mode`` and the ``host``'s settings."""
         self.name = name
         self._buffered = self._received = self._taken = self._demand_exceeded = 0
-        self._owed = self._new_demand = 0
-        self._demand_task: asyncio.Task[None] | None = None
+        self._owed = 0
         self._pulls = self.mode == "pull"
+        # handle_demand looked up at each call, as a method call does: an instance may replace it
+        self._demand = PullDemand(lambda demand: self.handle_demand(demand),
+                                  inspect.iscoroutinefunction(self.handle_demand),
+                                  self._take_pulled,
+                                  lambda: self._host.callback_log,
+                                  lambda error: self._host.crash(self, error),
+                                  lambda: self._draining, name)
         self._notify_taken = self.notify_taken
-        self._async_demand = inspect.iscoroutinefunction(self.handle_demand)
         self._draining = self._full = False
         self._room = asyncio.Event()
         self._room.set()
@@ -291,40 +302,7 @@ class Producer:
         part.waiters.append([consumer, demand])
         if self._pulls and not self._draining:
             self._owed += demand
-            if self._async_demand:
-                self._new_demand += demand
-                if self._demand_task is None:
-                    self._demand_task = asyncio.create_task(self._pull())
-            else:
-                self._take_pulled(self._call_handle_demand(demand))
-
-    def _call_handle_demand(self, demand: int) -> Any:
-        started = time.monotonic()
-        try:
-            return self.handle_demand(demand)
-        except Exception as error:
-            self._demand_raised(error, demand)
-            return None
-        finally:
-            self._host.callback_log.held("handle_demand", started, "a demand", demand)
-
-    async def _pull(self) -> None:
-        try:
-            while self._new_demand and not self._draining:
-                demand, self._new_demand = self._new_demand, 0
-                try:
-                    result = await cast(Awaitable[Any], self.handle_demand(demand))
-                except Exception as error:
-                    self._demand_raised(error, demand)
-                    continue
-                self._take_pulled(result)
-        finally:
-            if self._demand_task is asyncio.current_task():  # not replaced by a restart
-                self._demand_task = None
-
-    def _demand_raised(self, error: Exception, demand: int) -> None:
-        self._host.callback_log.raised("handle_demand", error, f"on a demand of {demand}",
-                                       f" of {self.name}")
+            self._demand.ask(demand)
 
     def _take_pulled(self, result: Iterable[Any] | None) -> None:
         if result is None:
@@ -423,10 +401,8 @@ class Producer:
         pull mode, ask ``handle_demand`` again for what the consumers still wait for (what
         the crashed incarnation was asked is not owed any more)."""
         leftovers = self._take_everything()
-        if self._demand_task is not None:
-            self._demand_task.cancel()
-            self._demand_task = None
-        self._owed = self._new_demand = 0
+        self._demand.restart()
+        self._owed = 0
         if self._full:
             self._full = False
             self._room.set()

@@ -79,6 +79,13 @@ class StageSupervisor:
         else:
             self._crashed(stage, StageCrashed(f"{stage!r} {reason}"))
 
+    def crash(self, stage: Stage, error: BaseException) -> None:
+        """``stage`` (one without a task: a producer) failed with ``error``: it starts afresh
+        as a killed one does, within the restart intensity. Nothing once the supervisor
+        stops or gave up."""
+        if not self._stopping and not self._failure.done():
+            self._crashed(stage, error)
+
     async def stop(self) -> None:
         """Cancel every task (shutdown timed out); nothing is restarted any more."""
         self._stopping = True
@@ -116,10 +123,13 @@ class StageSupervisor:
             self._outcomes.ack([], fail_all(held, ("error", error)))
         if self._failure.done():
             return False
+        # A StageCrashed says why in its text (its traceback would be the supervisor's own).
+        told = isinstance(error, StageCrashed)
         if not self._intensity.allow():
             why = (f"stages crashed more than {self._intensity.intensity} times in "
-                   f"{self._intensity.period}s, the last {stage!r}: {type(error).__name__} "
-                   f"{reprlib.repr(str(error))}")
+                   f"{self._intensity.period}s, the last {stage!r}: "
+                   + (str(error) if told else
+                      f"{type(error).__name__} {reprlib.repr(str(error))}"))
             logger.error("%s: %s; the pipeline stops", self.name, why)
             self._failure.set_result(why)
             for done in self._done.values():
@@ -128,7 +138,7 @@ class StageSupervisor:
             return False
         self.restarts += 1
         logger.error("%s: %r crashed (%s), %d messages it held failed; restarted",
-                     self.name, stage, type(error).__name__, len(held),
-                     exc_info=None if isinstance(error, StageCrashed) else error)
+                     self.name, stage, str(error) if told else type(error).__name__,
+                     len(held), exc_info=None if told else error)
         return True
 

@@ -55,6 +55,7 @@ class _ProducerSettings:
     transformer: Any
     rate_limiter: RateLimiter | None
     outcomes: Outcomes
+    supervisor: StageSupervisor
 
     @property
     def callback_log(self) -> CallbackLog:
@@ -62,6 +63,9 @@ class _ProducerSettings:
 
     def fail_untaken(self, messages: list[Any], reason: Any) -> None:
         self.outcomes.fail_untaken(messages, reason)
+
+    def crash(self, producer: Producer, error: BaseException) -> None:
+        self.supervisor.crash(_ProducerStage(producer, self.outcomes), error)
 
 
 class _ProducerStage:
@@ -84,8 +88,7 @@ class Topology:
     """The stages of one running pipeline (made by :func:`build`)."""
 
     def __init__(self, name: str, outcomes: Outcomes, producers: list[Producer],
-                 settings: _ProducerSettings, restarts: tuple[int, float],
-                 shutdown: float) -> None:
+                 settings: _ProducerSettings, shutdown: float) -> None:
         self.name = name
         self.settings = settings
         self.shutdown = shutdown
@@ -93,7 +96,7 @@ class Topology:
         self.producers = producers
         self.push_turn: Iterator[Producer] = itertools.cycle(producers)
         self.rate_limiter = settings.rate_limiter
-        self.supervisor = StageSupervisor(name, outcomes, *restarts)
+        self.supervisor = settings.supervisor
         self.processors: list[Processor] = []
         self.batchers: dict[Any, Batcher] = {}
         self.batch_processors: list[BatchProcessor] = []
@@ -352,17 +355,16 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type,
     limit = producer_options["rate_limiting"]
     rate_limiter = None if limit is None else RateLimiter(
         limit["allowed_messages"], limit["interval"], serve_producers)
-    settings = _ProducerSettings(partitions, partition_by, producer_options["transformer"],
-                                 rate_limiter, outcomes)
+    settings = _ProducerSettings(
+        partitions, partition_by, producer_options["transformer"], rate_limiter, outcomes,
+        StageSupervisor(name, outcomes, options["max_restarts"], options["max_seconds"]))
     cls, kwargs = module_and_options(producer_options["module"])
     for index in range(producer_options["concurrency"] if running is None else 0):
         producer = cls(**kwargs)
         producer._attach(settings, f"{name}.Broadway.Producer_{index}")
         producers.append(producer)
     producers += running or ()
-    topology = Topology(name, outcomes, producers, settings,
-                        (options["max_restarts"], options["max_seconds"]),
-                        options["shutdown"] / 1000)
+    topology = Topology(name, outcomes, producers, settings, options["shutdown"] / 1000)
 
     if options["offload"] is not None:
         offload_class, offload_options = module_and_options(options["offload"])

@@ -111,6 +111,39 @@ async def test_a_killed_pull_producer_is_asked_again_for_what_the_processors_wai
         assert pipeline.producers[0].pending_demand == 8
 
 
+@pytest.mark.parametrize("coroutine", [False, True])
+async def test_a_handle_demand_that_raises_crashes_its_producer_which_is_asked_again(
+        coroutine: bool) -> None:
+    """As a GenStage producer's: what it buffered fails, and the new incarnation is asked
+    for what the processors wait for (before, the demand stayed owed and nothing came)."""
+    asked: list[int] = []
+    recorder = Recorder()
+
+    class Flaky(Producer):
+        mode = "pull"
+
+        def answer(self, demand: int) -> list[Message]:
+            asked.append(demand)
+            if len(asked) == 2:  # the source failed for a moment
+                raise ConnectionError("the source is down")
+            return messages(recorder, range(len(asked) * 100, len(asked) * 100 + demand))
+
+        if coroutine:
+            async def handle_demand(self, demand: int) -> list[Message]:
+                return self.answer(demand)
+        else:
+            def handle_demand(self, demand: int) -> list[Message]:
+                return self.answer(demand)
+
+    pipeline = Gated("", producer={"module": Flaky},
+                     processors={"default": {"concurrency": 1, "max_demand": 4}})
+    async with pipeline:
+        await recorder.wait_for(12, WAIT)
+        assert pipeline.stats()["restarts"] == 1
+    assert not recorder.failed
+    assert asked[:3] == [4, 4, 4]  # the one that raised is asked of the next incarnation
+
+
 async def test_past_max_restarts_the_pipeline_stops_and_fails_what_it_held() -> None:
     recorder = Recorder()
     pipeline = Gated("processor", **push_options(concurrency=1, max_demand=5),

@@ -16,17 +16,20 @@ from importlib.util import find_spec
 from typing import Any
 
 from pybroadway._config import (
-    MAX_BUFFER,
-    NODE,
-    PROTO_DISTS,
-    SERVE_DEFAULTS,
     SERVE_FLAG_OPTIONS,
     SUBSCRIBE_DEMAND,
-    TLS,
     WORKERS,
     ConfigError,
     check_value,
     load_config,
+)
+from pybroadway._flag_options import (
+    DASHBOARD,
+    MAX_BUFFER,
+    NODE,
+    PROTO_DISTS,
+    SERVE_DEFAULTS,
+    TLS,
 )
 from pybroadway._hints import install_command, why_not_connected
 from pybroadway.erldist import HandshakeError, Node, epmd
@@ -45,12 +48,7 @@ from pybroadway.workers import (
 )
 
 _DISTRIBUTION = {"ssl_dist_optfile": TLS["optfile"], "proto_dist": TLS["proto_dist"]}
-_DASHBOARD = {
-    "dashboard_port": Option("pos_integer", "The port of the dashboard, as --dashboard-port.",
-                             maximum=65_535),
-    "dashboard_host": Option("string", "The address the dashboard listens on."),
-    "dashboard_token": Option("string", "The token the dashboard wants."),
-}
+_DASHBOARD = {f"dashboard_{key}": option for key, option in DASHBOARD.items()}
 #: Each command's flags, by their ``args`` attribute: the option of the file that checks them.
 COMMAND_FLAGS: dict[str, dict[str, Option]] = {
     "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND, **_DASHBOARD},

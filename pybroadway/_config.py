@@ -34,6 +34,9 @@ file, for what flags express badly (batchers, partitioning, rate limiting, conte
     [metrics]                             # as --metrics-port and --metrics-host
     port = 9568
 
+    [dashboard]                           # as --dashboard-port, -host and -token
+    port = 8080
+
     [tls]                                 # distribution over TLS, as the BEAM's
     optfile = "ssl_dist.conf"             # -ssl_dist_optfile (relative: to this file)
     proto_dist = "inet6_tls"              # as -proto_dist (default inet_tls with optfile)
@@ -66,82 +69,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pybroadway._flag_options import (
+    CONNECTOR,
+    DASHBOARD,
+    METRICS,
+    NODE,
+    SERVE_DEFAULTS,
+    TLS,
+)
 from pybroadway._imports import import_path, load_pipeline
 from pybroadway.errors import PyBroadwayError
 from pybroadway.gen_stage import parse_source
-from pybroadway.otp_distribution import DEFAULT_NAME
 from pybroadway.pipeline.options import MAX_DEMAND, SCHEMA, Option, OptionsError, validate
 from pybroadway.workers import SCHEMA as WORKERS_SCHEMA
 
 __all__ = [
-    "CONFIG_HELP", "MAX_BUFFER", "NODE", "PROTO_DISTS", "SERVE_DEFAULTS", "SERVE_FLAG_OPTIONS",
-    "SUBSCRIBE_DEMAND", "TLS", "WORKERS", "Config", "ConfigError", "apply_defaults",
-    "check_value", "load_config",
+    "CONFIG_HELP", "SERVE_FLAG_OPTIONS", "SUBSCRIBE_DEMAND", "WORKERS", "Config", "ConfigError",
+    "apply_defaults", "check_value", "load_config",
 ]
-
-#: The most messages a producer may hold: a client can fill what it allows.
-MAX_BUFFER = 1_000_000
-MAX_PORT = 65_535
-
-#: The defaults of ``serve``'s flags, applied to those neither given nor in the file.
-SERVE_DEFAULTS: dict[str, Any] = {
-    "mode": "push", "sname": "server@localhost", "listen": "127.0.0.1",
-    "receiver_name": DEFAULT_NAME, "overflow": "block", "request_atom": "request_message",
-    "buffer_size": 10_000, "pull_interval": 5.0, "register_global": True, "concurrency": 2,
-    "max_demand": 1000, "metrics_host": "127.0.0.1",
-}
-
-NODE: dict[str, Option] = {
-    "sname": Option("string", "The node's name (name@host), as --sname."),
-    "cookie": Option("string", "The cookie, as --cookie.", default_doc="~/.erlang.cookie"),
-    "listen": Option("string", "The address the node listens on, as --listen."),
-    "epmd_port": Option("pos_integer", "The EPMD port, as --epmd-port.",
-                        default_doc="$ERL_EPMD_PORT or 4369", maximum=MAX_PORT),
-    "ticktime": Option("pos_number", "Seconds after which a silent peer is down, as "
-                       "--ticktime.", default_doc="60"),
-}
-
-#: The BEAM's -proto_dist values: (over TLS, over IPv6).
-PROTO_DISTS = {"inet_tcp": (False, False), "inet6_tcp": (False, True),
-               "inet_tls": (True, False), "inet6_tls": (True, True)}
-
-TLS: dict[str, Option] = {
-    "optfile": Option("string", "The TLS options, the BEAM's -ssl_dist_optfile, as "
-                      "--ssl-dist-optfile (relative to the configuration file)."),
-    "proto_dist": Option("string", "The distribution's carrier, as --proto-dist.",
-                         choices=tuple(PROTO_DISTS),
-                         default_doc="inet_tls with an optfile, else inet_tcp"),
-}
-
-#: OtpDistributionProducer's options (but ``node``), by the names of its keyword arguments.
-CONNECTOR: dict[str, Option] = {
-    "mode": Option("string", "push: data becomes a message whatever the demand; pull: clients "
-                   "are asked for as much as the processors want.", choices=("push", "pull")),
-    "receiver_name": Option("string", "The :global (and local) name clients look up."),
-    "overflow": Option("string", "When buffer_size messages wait: block stops reading from the "
-                       "clients' connections, so BEAM senders wait and nothing is lost; "
-                       "drop_newest and drop_oldest discard, counted and logged at most once "
-                       "a second.", choices=("block", "drop_oldest", "drop_newest")),
-    "request_atom": Option("string", "The pull request cast to clients: pull_message for "
-                           "clients of the library's later versions.",
-                           choices=("request_message", "pull_message")),
-    "buffer_size": Option("pos_integer", "Messages the producer holds before overflow "
-                          "applies.", maximum=MAX_BUFFER),
-    "resume_at": Option("non_neg_integer", "Buffered messages at which reading resumes; "
-                        "less than buffer_size.", default_doc="buffer_size // 2"),
-    "pull_interval": Option("pos_number", "Seconds after which an unanswered pull request is "
-                            "asked again."),
-    "register_global": Option("boolean", "Register the receiver in :global."),
-    "message_log_level": Option("string", "Level of the per-message log lines "
-                                "(push_message: ...).", choices=("DEBUG", "INFO", "WARNING")),
-}
-
-METRICS: dict[str, Option] = {
-    "port": Option("pos_integer", "The port of http://HOST:PORT/metrics, as --metrics-port.",
-                   maximum=MAX_PORT),
-    "host": Option("string", "The address it listens on, as --metrics-host.",
-                   default_doc="127.0.0.1"),
-}
 
 _PRODUCER = SCHEMA["producer"].keys or {}
 #: The workers options but the front's node (serve's own).
@@ -164,6 +109,8 @@ FILE_SCHEMA: dict[str, Option] = {
     "metrics": Option("keyword", "The Prometheus endpoint, as --metrics-port.",
                       keys=METRICS),
     "tls": Option("keyword", "Distribution over TLS or IPv6.", keys=TLS),
+    "dashboard": Option("keyword", "The live dashboard, as --dashboard-port.",
+                        keys=DASHBOARD),
 }
 
 #: Flags of serve, by where they are in the file.
@@ -171,6 +118,7 @@ _FLAGS = {("node", key): key for key in NODE} | {("producer", key): key for key 
     | {("processors", "default", "concurrency"): "concurrency"} \
     | {("workers", "count"): "workers", ("workers", "redeliver"): "redeliver"} \
     | {("metrics", key): f"metrics_{key}" for key in METRICS} \
+    | {("dashboard", key): f"dashboard_{key}" for key in DASHBOARD} \
     | {("tls", "optfile"): "ssl_dist_optfile", ("tls", "proto_dist"): "proto_dist"}
 
 
@@ -297,7 +245,7 @@ def load_config(path: str) -> Config:
     optfile = config.flags.get("ssl_dist_optfile")
     if optfile is not None:  # a path in a file is relative to that file
         config.flags["ssl_dist_optfile"] = os.path.join(os.path.dirname(path), optfile)
-    for key in ("node", "tls", "metrics"):  # all flags
+    for key in ("node", "tls", "metrics", "dashboard"):  # all flags
         raw.pop(key, None)
     for key, table in (("producer", _table(raw, ["producer"])),
                        ("processors", _table(raw, ["processors", "default"]))):

@@ -78,8 +78,9 @@ from pybroadway._arguments import (
     run_worker_command,
     subscriptions,
 )
-from pybroadway._config import CONFIG_HELP, SERVE_DEFAULTS, ConfigError, apply_defaults
+from pybroadway._config import CONFIG_HELP, ConfigError, apply_defaults
 from pybroadway._epmd_command import add_epmd_arguments, run_epmd
+from pybroadway._flag_options import SERVE_DEFAULTS
 from pybroadway._hints import explain, install_command
 from pybroadway._reload import NAME as RELOAD_NAME
 from pybroadway._reload import Reloader, ReloadServer, UserModules

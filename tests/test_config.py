@@ -385,6 +385,29 @@ def test_serve_config_runs_its_batchers_in_the_workers(pipeline_module: Path) ->
     assert server.proc.pid not in set().union(*by_word.values())  # in the workers
 
 
+def test_a_dashboard_table_is_checked_and_flags_win_over_it(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+        [dashboard]
+        port = 8080
+        host = "0.0.0.0"
+        token = "from-the-file"
+    """))
+    assert config.flags == {"dashboard_port": 8080, "dashboard_host": "0.0.0.0",
+                            "dashboard_token": "from-the-file"}
+    assert config.options == {}
+    args = serve_args("--dashboard-port", "9090")
+    config.apply(args)
+    assert (args.dashboard_port, args.dashboard_host, args.dashboard_token) == (
+        9090, "0.0.0.0", "from-the-file")
+    for text, error in (("port = 70000", "expected at most 65,535, got: 70000"),
+                        ("colour = 'red'", "unknown options [:colour]"),
+                        ("token = 7", "expected string, got: 7")):
+        path = write(tmp_path, f"[dashboard]\n{text}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert error in str(caught.value) and "dashboard" in str(caught.value)
+
+
 def test_tables_of_flags_only_leave_nothing_for_the_pipeline(tmp_path: Path) -> None:
     # The pipeline refuses an option it does not know: [metrics] once reached it as
     # metrics={} and serve stopped with "unknown options [:metrics]".

@@ -88,15 +88,21 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
 
 
-def serve(epmd: SystemEpmd, tmp: Path, *flags: str) -> tuple[WatchedProcess, str, int]:
+def serve(epmd: SystemEpmd, tmp: Path, *flags: str, token: str | None = None
+          ) -> tuple[WatchedProcess, str, int]:
+    """``serve`` with a dashboard: given by flags, or with ``token``, by the file's
+    ``[dashboard]`` table (and the file's batchers)."""
     node = f"{unique_name('dash')}@localhost"
     port = free_port()
-    config = tmp / "dashboard.toml"
-    config.write_text(CONFIG)
+    if token is None:
+        flags = ("--dashboard-port", str(port), *flags)
+    else:
+        config = tmp / "dashboard.toml"
+        config.write_text(f"{CONFIG}\n[dashboard]\nport = {port}\ntoken = '{token}'\n")
+        flags = ("--config", str(config), *flags)
     process = pybroadway(
         "serve", "--sname", node, "--cookie", COOKIE, "--epmd-port", str(epmd.port),
-        "--quiet", "--pipeline", "tests.dashboard.pipelines:FailsOnBoom",
-        "--dashboard-port", str(port), *flags)
+        "--quiet", "--pipeline", "tests.dashboard.pipelines:FailsOnBoom", *flags)
     try:
         process.wait_logged("dashboard at", timeout=WAIT)
         wait_for_port(port)
@@ -109,8 +115,7 @@ def serve(epmd: SystemEpmd, tmp: Path, *flags: str) -> tuple[WatchedProcess, str
 @pytest.fixture(scope="module")
 def served(epmd: SystemEpmd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("served")
-    process, node, port = serve(epmd, tmp, "--concurrency", "3", "--config",
-                                str(tmp / "dashboard.toml"), "--dashboard-token", TOKEN)
+    process, node, port = serve(epmd, tmp, "--concurrency", "3", token=TOKEN)
     try:
         with BeamPeer.elixir(epmd_port=epmd.port, cookie=COOKIE) as peer:
             peer.wait_started()

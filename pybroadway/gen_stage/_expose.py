@@ -32,7 +32,8 @@ class ExposedStage:
 
     :meth:`emit` and :meth:`emit_nowait` go to the stage running now. What a crashed stage
     held in its buffer is lost with it, as in GenStage; what :meth:`emit` had not yet handed
-    over goes to the next one.
+    over goes to the next one, while :meth:`emit_nowait` raises :class:`StageStopped` between
+    a crash and the restart (its ``unsent``: the events, for the caller to keep or drop).
     """
 
     def __init__(self, node: Node, name: str) -> None:

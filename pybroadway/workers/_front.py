@@ -427,8 +427,7 @@ class WorkerFront:
             self.redelivered += len(entries)
             log.warning("%s: worker %s left (%s) holding %d messages; handed to the others",
                         self.name, worker.node.name, reason, len(entries))
-            self._route = worker.partition if self.partitioned else 0
-            self.stage.emit_nowait(events(entries))
+            self.send(worker.partition, entries)
         else:
             why = f"worker {worker.node.name} went away: {reason}"
             self.lost += len(held)

@@ -87,6 +87,19 @@ async def test_emit_to_a_stage_that_stopped_raises_instead_of_waiting_for_ever()
             await producer.emit([1])
 
 
+async def test_emit_nowait_to_a_stage_that_stopped_raises_and_gives_the_events_back() -> None:
+    # Before, they were counted as emitted into the dead stage's buffer, and reached no one.
+    async with nodes(free_port()) as (a, _b):
+        producer, _address = await spawn_producer(a, buffer_size=10)
+        producer.emit_nowait(range(3))
+        producer.exit(Atom("kill"))
+        await asyncio.wait_for(producer.wait(), WAIT)
+        with pytest.raises(StageStopped, match="has stopped") as stopped:
+            producer.emit_nowait(iter([7, 8]))
+        assert stopped.value.unsent == [7, 8]
+        assert producer.emitted == 3
+
+
 @pytest.mark.parametrize(("mode", "reason", "exits"), [
     ("permanent", NORMAL, True), ("transient", NORMAL, False),
     ("transient", Atom("boom"), True), ("transient", (SHUTDOWN, 1), False),

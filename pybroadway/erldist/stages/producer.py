@@ -148,8 +148,11 @@ class ProducerStage(Process):
 
     def emit_nowait(self, events: Iterable[Any]) -> int:
         """Add events without waiting; past ``buffer_size``, keep ``buffer_keep`` events and
-        drop the others. Returns how many were dropped."""
+        drop the others. Returns how many were dropped. Raises :class:`StageStopped` (its
+        ``unsent``: the events) if the stage has exited, as :meth:`emit` does: they would
+        reach no consumer."""
         batch = events if type(events) is list else list(events)
+        self._check_running(batch)
         self.emitted += len(batch)
         dropped = 0
         size = self.buffer_size

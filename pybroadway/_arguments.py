@@ -24,7 +24,6 @@ from pybroadway._config import (
     load_config,
 )
 from pybroadway._flag_options import (
-    DASHBOARD,
     MAX_BUFFER,
     NODE,
     PROTO_DISTS,
@@ -48,10 +47,11 @@ from pybroadway.workers import (
 )
 
 _DISTRIBUTION = {"ssl_dist_optfile": TLS["optfile"], "proto_dist": TLS["proto_dist"]}
-_DASHBOARD = {f"dashboard_{key}": option for key, option in DASHBOARD.items()}
+_DASHBOARD = {dest: SERVE_FLAG_OPTIONS[dest]  # serve's, whose [dashboard] table they are
+              for dest in ("dashboard_port", "dashboard_host", "dashboard_token")}
 #: Each command's flags, by their ``args`` attribute: the option of the file that checks them.
 COMMAND_FLAGS: dict[str, dict[str, Option]] = {
-    "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND, **_DASHBOARD},
+    "serve": {**SERVE_FLAG_OPTIONS, "max_demand": SUBSCRIBE_DEMAND},
     "worker": {**{key: NODE[key] for key in ("sname", "cookie", "listen", "epmd_port",
                                              "ticktime")},
                "max_demand": WORKERS["max_demand"],

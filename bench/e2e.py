@@ -360,6 +360,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 5 if args.tls or args.bulk else 1
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.bulk and args.bulk_bytes < 1:
+        parser.error("--bulk needs --bulk-bytes of at least 1 (it runs only the bulk rows)")
     if not args.python_gc:
         tune_gc()
     gc_note = "; CPython's GC settings" if args.python_gc else "; GC tuned as serve does"

@@ -20,7 +20,7 @@ from typing import Any
 
 from pybroadway import term as _term
 from pybroadway.erldist.flags import PUBLISHED
-from pybroadway.erldist.framing import FrameReader, Handover
+from pybroadway.erldist.framing import LARGE_FRAME, FrameReader, Handover
 from pybroadway.erldist.framing import ProtocolError as ProtocolError  # named from here too
 from pybroadway.erldist.output import NO_MESSAGE as NO_MESSAGE  # named from here too
 from pybroadway.erldist.output import Output
@@ -56,6 +56,7 @@ _u32 = struct.Struct(">I").unpack_from
 _pack_u32_into = struct.Struct(">I").pack_into
 
 Handler = Callable[["Connection", Any, Any], None]
+RunHandler = Callable[["Connection", Any, list[Any]], None]
 
 
 def _rebuilder(heads: tuple[tuple[Any, ...], ...]) -> Callable[[bytes], Any]:
@@ -80,7 +81,11 @@ class Connection:
 
     ``handlers[op](connection, control, message)`` is called for every frame, in order, by
     the control message's operation number; an operation without a handler is a protocol
-    error that closes the connection.
+    error that closes the connection. With the compiled codec, frames smaller than
+    :data:`~pybroadway.erldist.framing.LARGE_FRAME` that repeat the control of the frame
+    before them, such as a process's stream of sends, are decoded a read's worth at a time,
+    and their messages go in a list to ``runs[op](connection, control, messages)`` when
+    ``runs`` has the operation: what would be one call per message is one per run.
     ``on_closed(connection, reason)`` is called once when the connection ends, whatever ended
     it; ``on_backlog(connection)``, if given, after a write that left bytes the peer has not
     taken yet (the node weighs them against all its peers'). ``flags`` are the capabilities
@@ -89,7 +94,7 @@ class Connection:
     """
 
     def __init__(self, peer: Atom, flags: int, handover: Handover, *, encoder: Encoder,
-                 handlers: Mapping[int, Handler],
+                 handlers: Mapping[int, Handler], runs: Mapping[int, RunHandler],
                  on_closed: Callable[[Connection, str], None], ticktime: float,
                  max_frame_size: int = DEFAULT_MAX_FRAME,
                  max_inflated: int = DEFAULT_MAX_INFLATED,
@@ -104,13 +109,15 @@ class Connection:
         self._encoder = encoder
         self._decoder = Decoder(max_inflated=max_inflated, max_inflate_ratio=INFLATE_RATIO)
         self._handlers = handlers
+        self._runs = runs
         self._on_closed = on_closed
         self._on_backlog = on_backlog
         self._loop = asyncio.get_running_loop()
         self._paused = False
-        self._last_control_raw: bytearray | None = None
+        self._last_prefix: bytes | None = None  # 112 and the last control's bytes
         self._last_control: Any = None
         self._last_handler: Handler | None = None
+        self._last_run: RunHandler | None = None
         self.route: tuple[Any, Any] = (None, None)  # the node's: last SEND control, its process
         self._message_prefix: bytes | None = None
         self._rebuild: Callable[[bytes], Any] | None = None
@@ -120,7 +127,8 @@ class Connection:
         self.closed = False
         self._frames = FrameReader(handover, max_frame_size=max_frame_size,
                                    on_frame=self._on_frame, on_error=self._read_failed,
-                                   on_lost=self._lost)
+                                   on_lost=self._lost,
+                                   on_run=None if self._learn_shapes else self._on_run)
         self._output = Output(handover, encoder, self._flushed)
         self._frames.on_writable = self._output.writable
         self._tasks = [self._loop.create_task(self._tick_loop(), name=f"dist-tick-{peer.name}")]
@@ -193,6 +201,15 @@ class Connection:
         handler, control, message = self._frame(data, start, stop)
         handler(self, control, message)
 
+    def _on_run(self, data: bytearray, pos: int, end: int) -> int:
+        run, prefix = self._last_run, self._last_prefix
+        if run is None or prefix is None:
+            return pos
+        messages, stop = self._decoder.decode_records(data, pos, end, prefix, LARGE_FRAME - 1)
+        if messages:
+            run(self, self._last_control, messages)
+        return stop
+
     def _read_failed(self, exc: BaseException) -> None:
         """A frame broke the protocol, did not decode, or its handler raised: the
         connection ends."""
@@ -212,19 +229,19 @@ class Connection:
 
     def _frame(self, data: bytearray, start: int, stop: int) -> tuple[Handler, Any, Any]:
         """Decode the frame in ``data[start:stop]``: its handler, control and message."""
-        if data[start] != PASS_THROUGH:
-            raise ProtocolError(f"expected a pass-through frame (112), got type {data[start]}")
-        pos = start + 1
         # Control terms repeat (same sender, same target): when the frame starts with the
         # previous control's bytes, reuse its decoded form and handler. A term's encoding is
         # never a prefix of another term's, so this cannot mistake one control for another.
-        last = self._last_control_raw
-        if last is not None and data.startswith(last, pos):
+        last = self._last_prefix
+        if last is not None and data.startswith(last, start, stop):
             control = self._last_control
             handler = self._last_handler
-            pos += len(last)
+            pos = start + len(last)
         else:
-            control, end = self._decoder.decode_from(data, pos)
+            if data[start] != PASS_THROUGH:
+                raise ProtocolError(
+                    f"expected a pass-through frame (112), got type {data[start]}")
+            control, end = self._decoder.decode_from(data, start + 1)
             if type(control) is not tuple or not control or type(control[0]) is not int:
                 raise ProtocolError(
                     f"control message is not a tuple with an operation: {loggable(control)}")
@@ -232,9 +249,10 @@ class Connection:
             if handler is None:
                 raise ProtocolError(
                     f"unknown control operation {control[0]} in {loggable(control)}")
-            self._last_control_raw = data[pos:end]  # a copy (and only compared)
+            self._last_prefix = bytes(memoryview(data)[start:end])
             self._last_control = control
             self._last_handler = handler
+            self._last_run = self._runs.get(control[0])
             pos = end
         if pos < stop:
             # A stream of messages that differ only in a trailing binary, such as

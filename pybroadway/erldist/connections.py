@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from pybroadway._throttle import Throttle
 from pybroadway.erldist import epmd as epmd_client
 from pybroadway.erldist import handshake, tls_failures
-from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler
+from pybroadway.erldist.connection import NO_MESSAGE, Connection, Handler, RunHandler
 from pybroadway.erldist.framing import Handover, take_over
 from pybroadway.erldist.handshake_io import peername
 from pybroadway.erldist.settings import DistSettings
@@ -91,6 +91,7 @@ class Connections:
     _settings: DistSettings
     _creation: int
     _handlers: Mapping[int, Handler]
+    _runs: Mapping[int, RunHandler]
     _lost: Callable[[Atom], None]
     _unreachable: Callable[[Atom, list[tuple[Any, Any]]], None]
 
@@ -111,12 +112,15 @@ class Connections:
         self._handshaking = 0
         self._refusals = Throttle(log, logging.WARNING, "refused connections", burst=1)
 
-    def deliver_to(self, handlers: Mapping[int, Handler], *, lost: Callable[[Atom], None],
+    def deliver_to(self, handlers: Mapping[int, Handler], runs: Mapping[int, RunHandler], *,
+                   lost: Callable[[Atom], None],
                    unreachable: Callable[[Atom, list[tuple[Any, Any]]], None]) -> None:
-        """Where what arrives goes: each frame to ``handlers[op]``; a peer whose connection
-        is gone to ``lost(peer)``, one that could not be reached to ``unreachable(peer,
-        frames)`` with the frames that waited for it. Set once, before the node starts."""
+        """Where what arrives goes: each frame to ``handlers[op]`` (runs of like frames to
+        ``runs[op]``, see :class:`Connection`); a peer whose connection is gone to
+        ``lost(peer)``, one that could not be reached to ``unreachable(peer, frames)`` with
+        the frames that waited for it. Set once, before the node starts."""
         self._handlers = handlers
+        self._runs = runs
         self._lost = lost
         self._unreachable = unreachable
 
@@ -394,7 +398,8 @@ class Connections:
             old.close("replaced by a new connection from the same node")
         connection = Connection(
             node, peer.flags & me.flags, handover, encoder=self._encoder,
-            handlers=self._handlers, on_closed=self._connection_down, ticktime=me.ticktime,
+            handlers=self._handlers, runs=self._runs, on_closed=self._connection_down,
+            ticktime=me.ticktime,
             max_frame_size=me.max_frame_size, max_inflated=me.max_inflated,
             max_pending_output=me.max_pending_output, on_backlog=self._backlog)
         self.live[node] = connection

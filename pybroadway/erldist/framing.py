@@ -52,6 +52,10 @@ FrameHandler = Callable[[bytearray, int, int], None]
 """``handler(data, start, stop)``: the frame whose body is ``data[start:stop]``. ``data`` is the
 reader's: it may be read until the handler returns (or, while the reader is held, until it is
 released), never kept."""
+RunTaker = Callable[[bytearray, int, int], int]
+"""``handler(data, pos, end)``: takes the complete frames it can, headers included, from
+``data[pos:end]``, which starts at a frame's header, and returns where the first it did not
+take starts (``pos`` if none). The same rules hold for ``data``."""
 
 
 class ProtocolError(PyBroadwayError):
@@ -98,18 +102,24 @@ class FrameReader(asyncio.BufferedProtocol):
     :attr:`received`), in order; becomes the transport's protocol at once. The leftover is
     handled first, in the next turn of the loop.
 
+    ``on_run``, if given, is offered the frames first, from each frame on, as many as it will
+    take at once: a connection's stream of like frames is then handled in one call, not one
+    call each (frames it takes after a hold began are handled all the same: at most one read).
+
     ``on_error(exc)`` is called, once, when the peer broke the framing (a ProtocolError) or
-    ``on_frame`` raised; ``on_lost()`` when the transport is gone. After either nothing more
+    a handler raised; ``on_lost()`` when the transport is gone. After either nothing more
     is handled and the buffers are freed.
     """
 
     def __init__(self, handover: Handover, *, max_frame_size: int, on_frame: FrameHandler,
-                 on_error: Callable[[BaseException], None], on_lost: Callable[[], None]) -> None:
+                 on_error: Callable[[BaseException], None], on_lost: Callable[[], None],
+                 on_run: RunTaker | None = None) -> None:
         self._handover = handover
         transport, leftover = handover.transport, handover.leftover
         self._transport = transport
         self._max_frame = max_frame_size
         self._on_frame = on_frame
+        self._on_run = on_run
         self._on_error = on_error
         self._on_lost = on_lost
         # The frames handled so far end at _start; bytes up to _end have arrived.
@@ -294,10 +304,18 @@ class FrameReader(asyncio.BufferedProtocol):
                     self._spare = own
             buffer = self._buffer
             on_frame = self._on_frame
+            on_run = self._on_run
             max_frame = self._max_frame
             pos, end = self._start, self._end
             size = 0
             while self._flowing and end - pos >= 4:
+                if on_run is not None:
+                    taken = on_run(buffer, pos, end)
+                    if taken != pos:
+                        self._start = pos = taken
+                        size = 0
+                        if not self._flowing or end - pos < 4:
+                            break
                 (size,) = _u32(buffer, pos)
                 if size > max_frame:
                     raise ProtocolError(

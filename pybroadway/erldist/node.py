@@ -126,6 +126,8 @@ class Node:
             op.PAYLOAD_MONITOR_P_EXIT: signals.on_monitor_exit,
             op.SPAWN_REQUEST: rpc.serve,
             op.GROUP_LEADER: self._ignore, op.SPAWN_REPLY: self._ignore,
+        }, {op.SEND: self._on_sends, op.SEND_SENDER: self._on_sends,
+            op.REG_SEND: self._on_reg_sends,
         }, lost=signals.peer_lost, unreachable=signals.peer_unreachable)
         # The connections' entry points the node uses, bound once: no extra hop per send.
         self._connections = net.live
@@ -370,27 +372,47 @@ class Node:
     # -- incoming frames --------------------------------------------------------------------
 
     def _on_send(self, connection: Connection, control: tuple[Any, ...], message: Any) -> None:
-        # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does. A stream's
-        # frames share one control tuple (the connection reuses it): its process is looked
-        # up once (the decoded pid is not the table's object: a lookup compares in Python).
+        # SEND {2, '', To} names no sender; SEND_SENDER {22, From, To} does.
+        process = self._send_target(connection, control)
+        if process is not None:
+            process.deliver_from(connection.sender(control[1]), message)
+        elif control[2] == self._calls.caller:
+            self._calls.reply(message)
+
+    def _on_sends(self, connection: Connection, control: tuple[Any, ...],
+                  messages: list[Any]) -> None:
+        """A run of sends with one control (see Connection), in order."""
+        process = self._send_target(connection, control)
+        if process is not None:
+            process.deliver_all_from(connection.sender(control[1]), messages)
+        elif control[2] == self._calls.caller:
+            for message in messages:
+                self._calls.reply(message)
+
+    def _send_target(self, connection: Connection, control: tuple[Any, ...]) -> Process | None:
+        # A stream's frames share one control tuple (the connection reuses it): its process
+        # is looked up once (the decoded pid is not the table's object: a lookup compares in
+        # Python).
         last, process = connection.route
         if last is not control or process.exit_reason is not None:
             process = self._processes.get(control[2])
             if process is None:
-                if control[2] == self._calls.caller:
-                    self._calls.reply(message)
-                return
+                return None
             connection.route = (control, process)
-        process.deliver_from(connection.sender(control[1]), message)
+        return process  # type: ignore[no-any-return]
 
     def _on_reg_send(self, connection: Connection, control: tuple[Any, ...],
                      message: Any) -> None:
+        self._on_reg_sends(connection, control, [message])
+
+    def _on_reg_sends(self, connection: Connection, control: tuple[Any, ...],
+                      messages: list[Any]) -> None:
         process = self._names.get(control[3])
         if process is not None:
-            process.deliver_from(connection.sender(control[1]), message)
+            process.deliver_all_from(connection.sender(control[1]), messages)
         else:
-            log.debug("message to unregistered name %s from %s dropped", control[3],
-                      connection.peer.name)
+            log.debug("%d message(s) to unregistered name %s from %s dropped", len(messages),
+                      control[3], connection.peer.name)
 
     def _on_alias_send(self, connection: Connection, control: tuple[Any, ...],
                        message: Any) -> None:

@@ -259,6 +259,13 @@ class Process:
         the connection's reading path, without a mailbox hop (it must not block)."""
         self.deliver(message)
 
+    def deliver_all_from(self, sender: Pid | None, messages: list[Any]) -> None:
+        """:meth:`deliver_from` for each of ``messages``, in order, all from ``sender``: the
+        node hands over a connection's run of sends to one process at once. A process may
+        override it to take them faster, as :meth:`deliver_from` does them."""
+        for message in messages:
+            self.deliver_from(sender, message)
+
     async def receive(self, match: Match | None = None, timeout: float | None = None) -> Any:
         """Take the first message (or the first for which ``match`` is true) from the mailbox,
         waiting for it. Raises ``TimeoutError`` after ``timeout`` seconds. Several tasks of

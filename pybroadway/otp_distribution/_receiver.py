@@ -7,6 +7,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -179,65 +180,79 @@ class Receiver(GenServer):
     def deliver_from(self, sender: Pid | None, message: Any) -> None:
         """Data casts are taken here, as they come off the connection, with their sender:
         no mailbox hop for the messages that make up the stream. The rest queue as usual."""
-        if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
-            request = message[1]
-            if type(request) is tuple and len(request) == 2 and self._take(request, sender):
-                return
-        self.deliver(message)
+        self.deliver_all_from(sender, [message])
+
+    def deliver_all_from(self, sender: Pid | None, messages: list[Any]) -> None:
+        """:meth:`deliver_from` for a connection's run of sends, taken in one pass."""
+        for message in self._take(sender, messages):
+            self.deliver(message)
 
     def handle_cast(self, request: Any) -> None:
         """Casts that did not come through :meth:`deliver_from` (local senders): the same
         data casts; anything else is logged."""
-        if not (type(request) is tuple and len(request) == 2 and self._take(request, None)):
+        if self._take(None, [(GEN_CAST, request)]):
             self._unknown.log("unknown cast: %s", loggable(request))
 
-    def _take(self, request: tuple[Any, Any], sender: Pid | None) -> bool:
-        """``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
-        names; False for anything else."""
-        kind, data = request
-        if kind is PUSH_MESSAGE:
-            pushed = True
-        elif kind is RESPOND:
-            pushed = False
-        elif kind is SEND_MESSAGE:
-            pushed = not self.pull
-        else:
-            return False
+    def _take(self, sender: Pid | None, messages: list[Any]) -> list[Any]:
+        """Take the data casts among ``messages``, all from ``sender``:
+        ``{:push_message, data}``, ``{:respond_to_pull_request, data}`` and their later
+        names; the other messages are returned, in order."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # Whether the data is logged is asked once per turn of the loop, not per message.
             self._log_data = logger.isEnabledFor(self.message_log_level)
             asyncio.get_running_loop().call_soon(self._flush)
-        if self._log_data:
-            logger.log(self.message_log_level, "%s: %s", kind.name, loggable(data))
+        log_data = self._log_data
+        send_pushes = not self.pull
+        pushed: list[Any] = []
+        answers: list[Any] = []
+        others: list[Any] = []
+        for message in messages:
+            if type(message) is tuple and len(message) == 2 and message[0] is GEN_CAST:
+                request = message[1]
+                if type(request) is tuple and len(request) == 2:
+                    kind, data = request
+                    if kind is PUSH_MESSAGE or (kind is SEND_MESSAGE and send_pushes):
+                        pushed.append(data)
+                    elif kind is RESPOND or kind is SEND_MESSAGE:
+                        answers.append(data)
+                    else:
+                        others.append(message)
+                        continue
+                    if log_data:
+                        logger.log(self.message_log_level, "%s: %s", kind.name, loggable(data))
+                    continue
+            others.append(message)
+        taken = len(pushed) + len(answers)
+        if taken:
+            metadata = self._metadata(sender, taken)
+            if pushed:
+                self._pushed += pushed
+                self._pushed_metadata += repeat(metadata, len(pushed))
+            if answers:
+                for _ in answers:
+                    self._retire(sender)
+                self._answers += answers
+                self._answers_metadata += repeat(metadata, len(answers))
+        return others
+
+    def _metadata(self, sender: Pid | None, count: int) -> Metadata:
+        """The metadata of ``sender``'s data, of which ``count`` more came."""
         known = None if sender is None else self._senders.get(sender)
         if known is not None:
-            known.count += 1
-            metadata = known.metadata
-        else:
-            metadata = self._first_from(sender)
-        if pushed:
-            self._pushed.append(data)
-            self._pushed_metadata.append(metadata)
-        else:
-            self._retire(sender)
-            self._answers.append(data)
-            self._answers_metadata.append(metadata)
-        return True
-
-    def _first_from(self, sender: Pid | None) -> Metadata:
-        """The metadata of a sender with no :class:`_Sender` yet, and its message counted."""
+            known.count += count
+            return known.metadata
         if sender is None:
-            self._count_apart(None, 1)
+            self._count_apart(None, count)
             return NO_METADATA
         metadata = MappingProxyType({"client": sender, "node": sender.node})
         # Kept for registered clients only, whose state _remove frees: any pid may cast, and
         # a record for every sender would grow for as long as the node runs.
         if sender in self.clients:
             known = self._senders[sender] = _Sender(metadata)
-            known.count = 1
+            known.count = count
         else:
-            self._count_apart(sender.node, 1)
+            self._count_apart(sender.node, count)
         return metadata
 
     def _count_apart(self, node: Atom | None, count: int) -> None:

@@ -81,6 +81,7 @@ class Decoder:
             self._term = core.term
             self.decode = core.decode  # type: ignore[method-assign]
             self.decode_from = core.decode_from  # type: ignore[method-assign]
+            self.decode_records = core.decode_records  # type: ignore[method-assign]
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode one whole term (starting with the version byte 131); nothing may follow."""
@@ -123,6 +124,43 @@ class Decoder:
             return self._term(data, pos, 0)
         except RecursionError:
             raise DecodeError("term nests too deeply for the Python stack", pos) from None
+
+    def decode_records(self, data: bytes | bytearray, pos: int, end: int, prefix: bytes,
+                       largest: int) -> tuple[list[Any], int]:
+        """The terms of the records that lie whole in ``data[pos:end]``, one after another,
+        and the offset where the first record not taken starts.
+
+        A record is a 4-byte big-endian length and that many bytes: ``prefix``, then one term
+        with its version byte (the frames of a distribution connection that repeat one
+        control message are such records). Records of length 0 are skipped. Reading stops at
+        the first record that does not start with ``prefix``, is longer than ``largest``,
+        holds a compressed term, or does not decode to exactly its length: the caller reads
+        that one its own way, which says what is wrong with it.
+        """
+        if pos < 0 or pos > end or end > len(data):
+            raise ValueError(f"pos {pos} and end {end} do not fit {len(data)} bytes")
+        terms: list[Any] = []
+        head = len(prefix)
+        view = memoryview(data).toreadonly()
+        while end - pos >= 4:
+            size = int.from_bytes(view[pos:pos + 4], "big")
+            if not size:
+                pos += 4
+                continue
+            stop = pos + 4 + size
+            at = pos + 4 + head
+            if size > largest or stop > end or at + 2 > stop or view[at] != T.VERSION \
+                    or view[at + 1] == T.COMPRESSED or view[pos + 4:at] != prefix:
+                break
+            try:
+                term, at = self._term(view[:stop], at + 1, 0)
+            except (DecodeError, RecursionError):
+                break
+            if at != stop:
+                break
+            terms.append(term)
+            pos = stop
+        return terms, pos
 
     def _build(self) -> TermReader:
         """Make the recursive decoding function, with its caches and options as locals."""

@@ -108,3 +108,30 @@ async def test_bad_frames_after_handshake(epmd: SystemEpmd, erl_node: BeamPeer,
             errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             assert any(raw_name in m and expected in m for m in errors), (case, errors)
         assert echo.infos == [case.encode() for case in sorted(BAD_FRAMES)]
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    (b"\x83\x68\x02\xff\xff\xff", "undecodable"),
+    (encode(1) + b"\0", "frame holds"),
+    (b"\x83" + b"\x6c\x00\x00\x00\x02\x61\x01", "undecodable"),  # a list cut short
+], ids=["undecodable", "trailing", "short"])
+async def test_a_bad_frame_in_a_run_of_like_frames(epmd: SystemEpmd, bad: bytes, expected: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Frames that repeat one control are read a run at a time: those before a bad one are
+    delivered, in order; the bad one ends the connection as it does alone; none after it."""
+    caplog.set_level(logging.INFO, logger="pybroadway")
+    async with python_node(epmd.port) as node:
+        echo = node.spawn(Echo(), name="echo")
+        raw_name = f"{unique_name('raw')}@localhost"
+        reader, writer = await open_raw(node, epmd.port)
+        await handshake.connect(reader, writer, our_name=raw_name, cookie=node.cookie,
+                                creation=0x5EED, flags=dflags.default_flags(hidden=True),
+                                peer_name=node.name.name, timeout=WAIT)
+        control = b"\x70" + encode((2, Atom(""), echo.pid))
+        good = [frame(control + encode(i)) for i in range(200)]
+        writer.write(b"".join(good[:100]) + frame(control + bad) + b"".join(good[100:]))
+        await assert_closed(reader)
+        writer.close()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any(raw_name in m and expected in m for m in errors), errors
+        assert await node.call(echo.pid, Atom("got")) == list(range(100))

@@ -14,7 +14,7 @@ import random
 import socket
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -49,6 +49,7 @@ class Reading:
 
     reader: FrameReader
     frames: list[bytes] = field(default_factory=list)
+    in_runs: int = 0  # of the frames, those a run taker took
     errors: list[BaseException] = field(default_factory=list)
     lost: int = 0
 
@@ -72,7 +73,21 @@ async def reading() -> AsyncIterator[Reading]:
         yield made
 
 
-async def _readings(leftover: bytes = b"", max_frame: int = MAX_FRAME
+def take_runs(made: Reading, data: bytearray, pos: int, end: int) -> int:
+    """A run taker: the whole frames from ``pos`` on whose body starts with R (and ticks)."""
+    while end - pos >= 4:
+        (size,) = struct.unpack_from(">I", data, pos)
+        if size and (pos + 4 + size > end or data[pos + 4] != ord("R")):
+            break
+        if size:
+            made.frames.append(bytes(data[pos + 4:pos + 4 + size]))
+            made.in_runs += 1
+        pos += 4 + size
+    return pos
+
+
+async def _readings(leftover: bytes = b"", max_frame: int = MAX_FRAME,
+                    runs: Callable[[Reading, bytearray, int, int], int] | None = None
                     ) -> AsyncIterator[Reading]:
     ours, theirs = socket.socketpair()
     transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
@@ -86,7 +101,9 @@ async def _readings(leftover: bytes = b"", max_frame: int = MAX_FRAME
     reader = FrameReader(handover, max_frame_size=max_frame,
                          on_frame=lambda data, start, stop: made.frames.append(
                              bytes(data[start:stop])),
-                         on_error=lambda exc: made.errors.append(exc), on_lost=on_lost)
+                         on_error=lambda exc: made.errors.append(exc), on_lost=on_lost,
+                         on_run=None if runs is None else (
+                             lambda data, pos, end: runs(made, data, pos, end)))
     made = Reading(reader)
     try:
         yield made
@@ -116,6 +133,49 @@ async def test_frames_split_at_every_offset_arrive_whole_and_in_order() -> None:
             made.feed(STREAM[at:])
             assert made.frames == EXPECTED, f"split at {at}"
             assert not made.errors
+
+
+RUN_BODIES = [b"R1", b"R2", b"\x70a", b"R" + body(300, 5), b"", b"R", b"R" + body(BIG, 6),
+              b"R" * 70, b"z", b"R3"]
+RUN_STREAM = b"".join(frame(b) if b else b"\0\0\0\0" for b in RUN_BODIES)
+
+
+async def test_runs_taken_at_every_offset_keep_the_frames_whole_and_in_order() -> None:
+    """The run taker is offered every frame first; what it leaves goes to on_frame."""
+    edges = {*range(1, 400), *range(len(RUN_STREAM) - 400, len(RUN_STREAM))}
+    for at in sorted(edges | set(range(1, len(RUN_STREAM), 997))):
+        async for made in _readings(runs=take_runs):
+            made.feed(RUN_STREAM[:at])
+            made.feed(RUN_STREAM[at:])
+            assert made.frames == [b for b in RUN_BODIES if b], f"split at {at}"
+            assert made.in_runs >= 1 and not made.errors
+
+
+async def test_a_run_taker_that_holds_the_reader_stops_the_frames_after_it() -> None:
+    def take_one_and_hold(made: Reading, data: bytearray, pos: int, end: int) -> int:
+        if data[pos + 4] != ord("R"):
+            return pos
+        made.reader.hold("busy")
+        return take_runs(made, data, pos, pos + 4 + struct.unpack_from(">I", data, pos)[0])
+
+    async for made in _readings(runs=take_one_and_hold):
+        made.feed(frame(b"R1") + frame(b"x") + frame(b"y"))
+        assert made.frames == [b"R1"]
+        made.reader.release("busy")
+        await asyncio.sleep(0)
+        assert made.frames == [b"R1", b"x", b"y"]
+
+
+async def test_a_run_taker_that_raises_ends_the_reading() -> None:
+    def broken(made: Reading, data: bytearray, pos: int, end: int) -> int:
+        raise RuntimeError("the run handler failed")
+
+    async for made in _readings(runs=broken):
+        made.feed(frame(b"R1") + frame(b"x"))
+        assert made.frames == []
+        assert [str(e) for e in made.errors] == ["the run handler failed"]
+        made.feed(frame(b"y"))
+        assert made.frames == [] and len(made.errors) == 1
 
 
 async def test_several_frames_per_read_and_reads_of_every_size(reading: Reading) -> None:

@@ -49,3 +49,23 @@ async def test_only_a_process_of_the_sending_node_is_passed_as_sender(epmd: Syst
                     (None, b"a third node's, by pid"), (None, b"a third node's, by name"),
                     (None, b"the receiver's own, by pid"),
                     (None, b"the receiver's own, by name"), (None, b"none")]
+
+
+async def test_a_run_of_like_sends_carries_the_sender_the_connection_proves(
+        epmd: SystemEpmd) -> None:
+    """Sends that repeat one control arrive a run at a time: each still gets its sender, or
+    None when the control names a process of another node."""
+    async with python_node(epmd.port) as receiver, python_node(epmd.port) as peer:
+        recorder = Recorder()
+        receiver.spawn(recorder, name="recorder")
+        assert await peer.connect(receiver.name)
+        own = peer.spawn(Process()).pid
+        forged = Pid(Atom("third@elsewhere"), 7, 0, 1)
+        expected: list[tuple[Pid | None, Any]] = []
+        for sender, seen_as in ((own, own), (forged, None), (own, own)):
+            for target in (recorder.pid, ("recorder", receiver.name.name)):
+                for i in range(300):  # sent in one turn of the loop: one write, read in runs
+                    peer.send(target, i, sender=sender)
+                    expected.append((seen_as, i))
+        seen = [await asyncio.wait_for(recorder.seen.get(), WAIT) for _ in expected]
+    assert seen == expected

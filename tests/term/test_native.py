@@ -72,6 +72,15 @@ def agree(pure: Decoder, native: Decoder, data: bytes) -> None:
         expected = outcome(lambda d: pure.decode_from(d, 1), convert(framed))
         got = outcome(lambda d: native.decode_from(d, 1), convert(framed))
         assert same_outcome(expected, got), (data, expected, got)
+    body = b"\x70" + data  # as a connection's run of frames: twice, a tick between
+    records = (len(body).to_bytes(4, "big") + body) * 2
+    records = records[:len(records) // 2] + b"\0\0\0\0" + records[len(records) // 2:]
+    for convert in (bytes, bytearray):
+        expected = outcome(lambda d: pure.decode_records(d, 0, len(d), b"\x70", 1 << 20),
+                           convert(records))
+        got = outcome(lambda d: native.decode_records(d, 0, len(d), b"\x70", 1 << 20),
+                      convert(records))
+        assert same_outcome(expected, got), (data, expected, got)
 
 
 DECODERS = [both(lambda: Decoder()), both(lambda: Decoder(strings=True, none="undefined")),

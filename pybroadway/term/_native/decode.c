@@ -595,6 +595,85 @@ static PyObject *Decoder_decode_from(Decoder *self, PyObject *const *args, Py_ss
     return value;
 }
 
+/* decode_records(data, pos, end, prefix, largest) -> (terms, pos): the terms of the records
+ * that lie whole in data[pos:end], one after another. A record is a 4-byte big-endian length
+ * and that many bytes: ``prefix``, then one term with its version byte. Records of length 0
+ * are skipped. It stops, and says where, at the first record that is not one of those, is
+ * longer than ``largest``, or does not end where its term ends, and at a compressed term: the
+ * caller reads that one its own way (and gets its error, if it has one). A distribution
+ * connection's frames that repeat one control message are such records; this reads a read's
+ * worth of them in one call. */
+static PyObject *Decoder_decode_records(Decoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5)
+        return PyErr_Format(PyExc_TypeError, "decode_records(data, pos, end, prefix, largest)");
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t largest = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!REFS.ready)
+        return PyErr_Format(PyExc_RuntimeError, "_ccodec.setup() was not called");
+    PyObject *data = args[0], *prefix = args[3];
+    if (!PyBytes_CheckExact(prefix))
+        return PyErr_Format(PyExc_TypeError, "prefix must be bytes");
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *terms = NULL;
+    if (pos < 0 || pos > end || end > buffer.len) {
+        PyErr_Format(PyExc_ValueError, "pos %zd and end %zd do not fit %zd bytes", pos, end,
+                     buffer.len);
+        goto done;
+    }
+    terms = PyList_New(0);
+    if (terms == NULL)
+        goto done;
+    const unsigned char *p = buffer.buf, *head = (const unsigned char *)PyBytes_AS_STRING(prefix);
+    Py_ssize_t head_size = PyBytes_GET_SIZE(prefix);
+    /* The Python readers (rare tags, deep terms) get the input as it is when it is bytes, or
+     * a view of it made when first needed (see python_input). */
+    PyObject *whole = PyBytes_CheckExact(data) ? data : NULL;
+    PyObject *view_of = whole == NULL ? data : NULL;
+    while (end - pos >= 4) {
+        Py_ssize_t size = be32(p + pos);
+        if (size == 0) {
+            pos += 4;
+            continue;
+        }
+        Py_ssize_t stop = pos + 4 + size, at = pos + 4 + head_size;
+        if (size > largest || stop > end || at + 2 > stop || p[at] != 131 || p[at + 1] == 80
+                || memcmp(p + pos + 4, head, head_size) != 0)
+            break;
+        source s = {p, stop, whole, self, 0, 0, view_of};
+        at += 1;
+        PyObject *value = term(&s, &at, 0);
+        if (whole == NULL)
+            Py_XDECREF(s.obj);
+        if (value == NULL && !PyErr_ExceptionMatches(REFS.DecodeError)
+                && !PyErr_ExceptionMatches(PyExc_RecursionError)) {
+            Py_CLEAR(terms);
+            goto done;
+        }
+        if (value == NULL || at != stop) {
+            /* Left to the caller's way, which says what is wrong with it. */
+            Py_XDECREF(value);
+            PyErr_Clear();
+            break;
+        }
+        int failed = PyList_Append(terms, value);
+        Py_DECREF(value);
+        if (failed) {
+            Py_CLEAR(terms);
+            goto done;
+        }
+        pos = stop;
+    }
+    terms = Py_BuildValue("(Nn)", terms, pos);
+done:
+    PyBuffer_Release(&buffer);
+    return terms;
+}
+
 /* term(data, pos, depth) -> (value, end): what the Python code calls the decoder's ``_term``
  * (decode_from on other inputs, and the inflater, call it). */
 static PyObject *Decoder_term(Decoder *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -687,6 +766,8 @@ static PyMethodDef Decoder_methods[] = {
     {"decode", (PyCFunction)Decoder_decode, METH_O, "decode(data): one whole term."},
     {"decode_from", (PyCFunction)(void (*)(void))Decoder_decode_from, METH_FASTCALL,
      "decode_from(data, offset=0) -> (term, end)."},
+    {"decode_records", (PyCFunction)(void (*)(void))Decoder_decode_records, METH_FASTCALL,
+     "decode_records(data, pos, end, prefix, largest) -> (terms, pos)."},
     {"term", (PyCFunction)(void (*)(void))Decoder_term, METH_FASTCALL,
      "term(data, pos, depth) -> (term, end): the term at pos (no version byte)."},
     {NULL, NULL, 0, NULL},

@@ -85,10 +85,14 @@ async def _rows(args: argparse.Namespace, transport: str, tls: TlsSettings | Non
                     f"lost {lost}")
             await pipeline.stop()
             py_rate, beam_rate = statistics.median(python), statistics.median(beam)
+            paired = [ours / theirs for ours, theirs in zip(python, beam, strict=True)]
             rows += [(f"{transport}: BEAM -> BEAM raw, 12 B", f"{beam_rate:,.0f} msg/s",
                       f"median of {args.rounds}", ""),
                      (f"{transport}: push 12 B, 1 Elixir sender", f"{py_rate:,.0f} msg/s",
                       f"median of {args.rounds}", f"{py_rate / beam_rate:.2f}x BEAM raw"),
+                     (f"{transport}: push / BEAM raw, round by round",
+                      f"{statistics.median(paired):.2f}x", "median",
+                      f"{min(paired):.2f}-{max(paired):.2f}x"),
                      (f"{transport}: Python CPU a pushed message",
                       f"{statistics.median(cpu_each) * 1e6:.2f} us", "", "")]
             # Hidden connections only: no global, no other node, takes part.

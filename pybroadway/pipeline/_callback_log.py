@@ -23,7 +23,7 @@ from pybroadway._throttle import Throttle
 logger = logging.getLogger("pybroadway.pipeline")
 
 HOLD_LIMIT = 0.1
-"""Seconds a plain callback may run in the event loop at a stretch before it is warned about."""
+"""Seconds a callback may run in the event loop at a stretch before it is warned about."""
 
 _FIRST = 3  # failures of a kind logged in full before only their count is
 _INTERVAL = 5.0  # seconds between two count lines of a kind
@@ -102,6 +102,19 @@ class CallbackLog:
             "timers, Ctrl-C). Make it async def if it waits on I/O; give its stage "
             "{\"executor\": \"thread\"} if it blocks; run it in worker processes (--workers, "
             "or offload=) if it computes (logged once)", self.name, callback, seconds, given, count)
+
+    def held_async(self, callback: str, seconds: float) -> None:
+        """``callback`` (a coroutine function) held the event loop for about ``seconds``
+        between two of its awaits: warn, once per callback."""
+        if callback in self._warned_holding:
+            return
+        self._warned_holding.add(callback)
+        logger.warning(
+            "%s: %s held the event loop for about %.2fs between two awaits: an async def "
+            "callback runs in the event loop, where nothing else runs until it awaits "
+            "(pushes, timers, Ctrl-C). Await its blocking calls in a thread (await "
+            "asyncio.to_thread(...)), or make it a plain def with {\"executor\": \"thread\"} "
+            "(logged once)", self.name, callback, seconds)
 
     def flush(self) -> None:
         """Log the counts not yet logged (the pipeline stopped: its intervals will not end)."""

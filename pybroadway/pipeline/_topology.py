@@ -19,6 +19,7 @@ from pybroadway._aio import maybe_await
 from ._batch_processor import BatchProcessor, BatchProcessorGroup
 from ._batcher import Batcher
 from ._callback_log import CallbackLog
+from ._hold_watch import HoldWatch
 from ._message import Message, fail_all
 from ._offload import Offload, OffloadedProcessors, OffloadSetup
 from ._outcomes import Outcomes
@@ -102,6 +103,7 @@ class Topology:
         self.batch_processors: list[BatchProcessor] = []
         self.offloaded: OffloadedProcessors | None = None
         self.owned_executors: list[Executor] = []
+        self.hold_watch: HoldWatch | None = None  # coroutine callbacks that run in this loop
         self._stopped: asyncio.Future[None] | None = None
         self._cut = asyncio.Event()  # set by cut_drain: a drain under way ends where it is
         self._watch: asyncio.Task[None] | None = None
@@ -124,6 +126,8 @@ class Topology:
         batch processors."""
         if self.rate_limiter is not None:
             self.rate_limiter.start()
+        if self.hold_watch is not None:
+            self.hold_watch.start()
         if self.offloaded is not None:
             await self.offloaded.start()
         for batch_processor in self.batch_processors:
@@ -232,6 +236,8 @@ class Topology:
             await self.offloaded.offload.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.stop()
+        if self.hold_watch is not None:
+            self.hold_watch.stop()
         for executor in self.owned_executors:
             executor.shutdown(wait=False)
 
@@ -365,6 +371,9 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type,
         producers.append(producer)
     producers += running or ()
     topology = Topology(name, outcomes, producers, settings, options["shutdown"] / 1000)
+    # With an offload, only handle_failed runs here.
+    topology.hold_watch = HoldWatch(outcomes.callback_log, vars(callbacks) if options[
+        "offload"] is None else {"handle_failed": callbacks.handle_failed})
 
     if options["offload"] is not None:
         offload_class, offload_options = module_and_options(options["offload"])

@@ -253,3 +253,4 @@ async def test_an_acknowledger_raising_on_every_ack_logs_a_few_tracebacks_then_a
     assert f"{kind.__qualname__}.ack raised ConnectionError" in in_full[0].getMessage()
     assert len(caplog.records) <= 6, [r.getMessage() for r in caplog.records][:10]
     assert len(in_full) + counted(records) == len(acknowledger.calls)
+

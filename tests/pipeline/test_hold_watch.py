@@ -1,0 +1,76 @@
+"""The hold watch: an ``async def`` callback that blocks the event loop between two awaits is
+warned about once, by name; one that awaits is not; a pipeline of plain callbacks needs no
+watch, and the watch's thread ends with the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from pybroadway.pipeline import Message, Pipeline
+
+from .helpers import Recorder, messages, push_options
+
+LOGGER = "pybroadway.pipeline"
+
+
+async def test_an_async_handler_that_blocks_the_loop_is_warned_about_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+
+    async def blocking(processor: str, message: Message, context: Any) -> Message:
+        if message.data in (3, 7):
+            time.sleep(0.4)  # the mistake being detected: a blocking call in an async def
+        await asyncio.sleep(0)
+        return message
+
+    recorder = Recorder()
+    async with Pipeline(handle_message=blocking,
+                        **push_options(concurrency=1, max_demand=5)) as pipeline:
+        pipeline.push_messages(messages(recorder, range(10)))
+        await recorder.wait_for(10)
+        watchers = [t for t in threading.enumerate() if t.name.endswith(".hold_watch")]
+        assert len(watchers) == 1
+    warnings = [r.getMessage() for r in caplog.records if "held the event loop" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    held = re.search(r"handle_message held the event loop for about ([\d.]+)s between two "
+                     r"awaits", warnings[0])
+    assert held and 0.4 <= float(held.group(1)) < 2, warnings[0]
+    assert "asyncio.to_thread" in warnings[0] and '"executor": "thread"' in warnings[0]
+    watchers[0].join(timeout=1)  # the watch ends with the pipeline
+    assert not watchers[0].is_alive()
+
+
+async def test_an_async_handler_that_awaits_is_not_warned_about(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+
+    async def waiting(processor: str, message: Message, context: Any) -> Message:
+        await asyncio.sleep(0.3)  # waits: the loop runs meanwhile
+        return message
+
+    def blocking_elsewhere() -> None:
+        time.sleep(0.3)  # the loop held, but not by a callback of the pipeline
+
+    recorder = Recorder()
+    async with Pipeline(handle_message=waiting,
+                        **push_options(concurrency=2, max_demand=1)) as pipeline:
+        pipeline.push_messages(messages(recorder, range(4)))
+        asyncio.get_running_loop().call_soon(blocking_elsewhere)
+        await recorder.wait_for(4)
+    assert not [r for r in caplog.records if "held the event loop" in r.getMessage()]
+
+
+async def test_a_pipeline_of_plain_callbacks_starts_no_watch() -> None:
+    recorder = Recorder()
+    async with Pipeline(handle_message=lambda p, message, c: message,
+                        **push_options(concurrency=1, max_demand=10)) as pipeline:
+        pipeline.push_messages(messages(recorder, range(10)))
+        await recorder.wait_for(10)
+        assert not [t for t in threading.enumerate() if t.name.endswith(".hold_watch")]

@@ -89,7 +89,7 @@ class Topology:
     """The stages of one running pipeline (made by :func:`build`)."""
 
     def __init__(self, name: str, outcomes: Outcomes, producers: list[Producer],
-                 settings: _ProducerSettings, shutdown: float) -> None:
+                 settings: _ProducerSettings, shutdown: float, hold_watch: HoldWatch) -> None:
         self.name = name
         self.settings = settings
         self.shutdown = shutdown
@@ -103,7 +103,7 @@ class Topology:
         self.batch_processors: list[BatchProcessor] = []
         self.offloaded: OffloadedProcessors | None = None
         self.owned_executors: list[Executor] = []
-        self.hold_watch: HoldWatch | None = None  # coroutine callbacks that run in this loop
+        self.hold_watch = hold_watch  # of the coroutine callbacks that run in this loop
         self._stopped: asyncio.Future[None] | None = None
         self._cut = asyncio.Event()  # set by cut_drain: a drain under way ends where it is
         self._watch: asyncio.Task[None] | None = None
@@ -126,8 +126,7 @@ class Topology:
         batch processors."""
         if self.rate_limiter is not None:
             self.rate_limiter.start()
-        if self.hold_watch is not None:
-            self.hold_watch.start()
+        self.hold_watch.start()
         if self.offloaded is not None:
             await self.offloaded.start()
         for batch_processor in self.batch_processors:
@@ -236,8 +235,7 @@ class Topology:
             await self.offloaded.offload.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.stop()
-        if self.hold_watch is not None:
-            self.hold_watch.stop()
+        self.hold_watch.stop()
         for executor in self.owned_executors:
             executor.shutdown(wait=False)
 
@@ -370,10 +368,11 @@ def build(options: dict[str, Any], callbacks: Callbacks, pipeline_class: type,
         producer._attach(settings, f"{name}.Broadway.Producer_{index}")
         producers.append(producer)
     producers += running or ()
-    topology = Topology(name, outcomes, producers, settings, options["shutdown"] / 1000)
     # With an offload, only handle_failed runs here.
-    topology.hold_watch = HoldWatch(outcomes.callback_log, vars(callbacks) if options[
-        "offload"] is None else {"handle_failed": callbacks.handle_failed})
+    watched = ({"handle_failed": callbacks.handle_failed} if options["offload"] is not None
+               else vars(callbacks))
+    topology = Topology(name, outcomes, producers, settings, options["shutdown"] / 1000,
+                        HoldWatch(outcomes.callback_log, watched))
 
     if options["offload"] is not None:
         offload_class, offload_options = module_and_options(options["offload"])

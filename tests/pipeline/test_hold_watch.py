@@ -31,11 +31,11 @@ async def test_an_async_handler_that_blocks_the_loop_is_warned_about_once(
         return message
 
     recorder = Recorder()
-    async with Pipeline(handle_message=blocking,
+    async with Pipeline(handle_message=blocking, name="blocking",
                         **push_options(concurrency=1, max_demand=5)) as pipeline:
         pipeline.push_messages(messages(recorder, range(10)))
         await recorder.wait_for(10)
-        watchers = [t for t in threading.enumerate() if t.name.endswith(".hold_watch")]
+        watchers = [t for t in threading.enumerate() if t.name == "blocking.hold_watch"]
         assert len(watchers) == 1
     warnings = [r.getMessage() for r in caplog.records if "held the event loop" in r.getMessage()]
     assert len(warnings) == 1, warnings
@@ -69,8 +69,9 @@ async def test_an_async_handler_that_awaits_is_not_warned_about(
 
 async def test_a_pipeline_of_plain_callbacks_starts_no_watch() -> None:
     recorder = Recorder()
-    async with Pipeline(handle_message=lambda p, message, c: message,
+    async with Pipeline(handle_message=lambda p, message, c: message, name="plain",
                         **push_options(concurrency=1, max_demand=10)) as pipeline:
         pipeline.push_messages(messages(recorder, range(10)))
         await recorder.wait_for(10)
-        assert not [t for t in threading.enumerate() if t.name.endswith(".hold_watch")]
+        # (named: the watch of an earlier test's pipeline may still be ending)
+        assert not [t for t in threading.enumerate() if t.name == "plain.hold_watch"]

@@ -19,10 +19,13 @@ from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 from typing import Any
 
-from ._callback_log import HOLD_LIMIT, CallbackLog
+from ._callback_log import HOLD_LIMIT, CallbackLog, logger
 
 BEAT = 0.05
 """Seconds between two beats of the loop, and between two looks of the thread."""
+RESTARTS = 3
+"""Times a thread that failed is replaced (by the beat, which supervises it) before the
+watch gives up, saying so."""
 
 
 class HoldWatch:
@@ -42,15 +45,19 @@ class HoldWatch:
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._restarts = 0
 
     def start(self) -> None:
         """Beat in the running loop and look from a thread of its own (not if no callback
         is a coroutine function)."""
         if not self._codes or self._thread is not None:
             return
-        loop = asyncio.get_running_loop()
         self._beat = time.monotonic()
-        self._timer = loop.call_later(BEAT, self._on_beat)
+        self._timer = asyncio.get_running_loop().call_later(BEAT, self._on_beat)
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._look, args=(loop, threading.get_ident()),
                                         name=f"{self._log.name}.hold_watch", daemon=True)
         self._thread.start()
@@ -70,16 +77,30 @@ class HoldWatch:
             callback, since = culprit
             self._log.held_async(callback, now - since)
         self._beat = now
+        thread = self._thread
+        if thread is not None and not thread.is_alive():  # it failed (and said why)
+            if self._restarts == RESTARTS:
+                logger.error("%s: the hold watch failed %d times; async def callbacks that "
+                             "block the event loop are no longer named", self._log.name,
+                             RESTARTS + 1)
+                self.stop()
+                return
+            self._restarts += 1
+            self._start_thread()
         self._timer = asyncio.get_running_loop().call_later(BEAT, self._on_beat)
 
     def _look(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
         # Ends with stop(), or with the loop if the pipeline was never stopped.
-        while not self._done.wait(BEAT) and not loop.is_closed():
-            since = self._beat
-            if self._culprit is None and time.monotonic() - since > HOLD_LIMIT + BEAT:
-                callback = self._running(sys._current_frames().get(loop_thread))
-                if callback is not None:
-                    self._culprit = (callback, since)
+        try:
+            while not self._done.wait(BEAT) and not loop.is_closed():
+                since = self._beat
+                if self._culprit is None and time.monotonic() - since > HOLD_LIMIT + BEAT:
+                    callback = self._running(sys._current_frames().get(loop_thread))
+                    if callback is not None:
+                        self._culprit = (callback, since)
+        except Exception:
+            logger.exception("%s: the hold watch failed; the event loop's next beat "
+                             "restarts it", self._log.name)
 
     def _running(self, frame: FrameType | None) -> str | None:
         """The watched callback in the stack of ``frame``, innermost first, if any."""
